@@ -1,0 +1,7 @@
+"""natsbridge core: config, envelope, embedded broker and runtime.
+
+Importing this package never imports a broker client library (pika, kafka-python,
+stomp.py); connectors are resolved lazily by name.
+"""
+
+__version__ = "0.1.0"

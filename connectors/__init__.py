@@ -1,0 +1,1 @@
+"""Connector plugins, one package per broker kind, registered by name."""
