@@ -1,0 +1,59 @@
+"""Durations and sizes as people write them in config: `5s`, `250ms`, `2m`, `1MiB`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, WithJsonSchema
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*")
+_SIZE_BYTES = {
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from `1.5`, `"250ms"`, `"5s"`, `"2m"` or `"1h"`; other input is left to the type."""
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match is None:
+            raise ValueError(f"expected a duration such as 250ms, 5s, 2m or 1h, found '{value}'")
+        return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+    return value
+
+
+def parse_size(value: Any) -> Any:
+    """Bytes from `1048576`, `"1MiB"`, `"64KB"`; other input is left to the type."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if match is None:
+            raise ValueError(f"expected a size such as 1048576, 512KiB or 8MiB, found '{value}'")
+        return int(match.group(1)) * _SIZE_BYTES[match.group(2)]
+    return value
+
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}]}
+    ),
+]
+"""A duration in seconds, written as a number or with a unit (ms, s, m, h)."""
+
+Bytes = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _SIZE.pattern}]}),
+]
+"""A size in bytes, written as a number or with a unit (KB, KiB, MB, MiB, GB, GiB)."""

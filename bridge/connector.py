@@ -1,0 +1,109 @@
+"""The connector contract: what a source and a sink promise, and what the runtime does around them.
+
+A connector is a plugin for one broker kind (`amqp`, `kafka`, `stomp`, `nats`). It turns
+the broker's native messages into `Envelope`s and back; nothing else in natsbridge knows
+a broker's message type or imports its client library. Blocking client libraries run on
+a thread of their own and cross into the event loop with `loop.call_soon_threadsafe`;
+no connector method blocks the event loop.
+
+Errors crossing this boundary are the project's own (bridge.errors): `RetryableError`
+(connection lost, timeout: the runtime reconnects and retries with back-off) or
+`PermanentError` (this message can never succeed: the runtime dead-letters it). A
+driver exception must be translated at the boundary, never leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from bridge.config.loader import Route
+from bridge.config.model import BridgeSettings, Connection
+from bridge.envelope import Envelope
+
+Ack = Callable[[BaseException | None], None]
+"""Settles one received message: `ack(None)` acknowledges it; `ack(error)` gives it back.
+
+A RetryableError asks the broker to redeliver it (AMQP requeue, JetStream nak, STOMP
+NACK, Kafka: no commit); a PermanentError rejects it for good (AMQP reject without
+requeue, JetStream term). The call never blocks and is thread-safe; a second call is a
+no-op, so settling twice is harmless.
+"""
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A message received from a source, with the callable that settles it."""
+
+    envelope: Envelope
+    ack: Ack
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Reads messages from a broker; each must be settled through its `ack`."""
+
+    async def connect(self) -> None:
+        """Connect and start consuming (declaring/binding what the route asks for).
+
+        Raises RetryableError when the broker is unreachable (the runtime retries with
+        back-off) and PermanentError when the route cannot work (for example a topic
+        that does not exist and must not be created). Called again after ConnectionLost.
+        """
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        """Up to `max_messages` messages, waiting at most `timeout` seconds for the first.
+
+        Returns an empty sequence on timeout. Raises ConnectionLost when the connection
+        broke: unsettled messages will be redelivered by the broker, and the runtime
+        calls `connect()` again. Messages arrive in broker order per queue/partition.
+        """
+
+    async def close(self) -> None:
+        """Stop consuming and disconnect; settles already-acked messages first. Idempotent."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Writes messages to a broker and reports when the broker has confirmed each."""
+
+    async def connect(self) -> None:
+        """Connect (declaring what the route asks for); errors as for Source.connect."""
+
+    async def send(self, envelope: Envelope) -> None:
+        """Publish one message; return only once the broker confirmed it durable.
+
+        Many sends may be awaited concurrently; they are published in call order.
+        `envelope.subject` is the rendered target address. Raises RetryableError or
+        PermanentError (rejected, unroutable, too large).
+        """
+
+    async def close(self) -> None:
+        """Wait for outstanding confirms (bounded), then disconnect. Idempotent."""
+
+
+@runtime_checkable
+class Requester(Protocol):
+    """A sink that can carry a request and wait for its answer (request/reply routes)."""
+
+    async def request(self, envelope: Envelope, timeout: float) -> Envelope:
+        """Send `envelope` as a request; return the reply. Raises BridgeTimeout."""
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """A source whose messages can carry a reply address (request/reply routes)."""
+
+    async def respond(self, request: Envelope, reply: Envelope) -> None:
+        """Publish `reply` to the reply address of `request`."""
+
+
+class Connector(Protocol):
+    """A connector plugin: builds the source and sink of a route for one broker kind."""
+
+    def source(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Source:
+        """The source for `route`, reading through `connection`."""
+
+    def sink(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Sink:
+        """The sink for `route`, writing through `connection`."""
