@@ -1,0 +1,225 @@
+"""The bridge's own NATS header names, NATS header rules, and the shared header encodings.
+
+Every header natsbridge itself reads or writes is defined here, once.
+
+Loop prevention and delivery
+    ``Nats-Msg-Id``        message id for JetStream's dedup window (``exactly_once``)
+    ``Bridge-Origin``      id of the bridge that first carried the message (loop prevention)
+    ``Bridge-Hops``        how many bridges have carried it (hop limit)
+    ``Bridge-Route``       the route a dead-lettered message was on
+    ``Bridge-Reason``      why a message was dead-lettered
+
+Source coordinates (written by source connectors)
+    ``Kafka-Topic``, ``Kafka-Partition``, ``Kafka-Offset``, ``Kafka-Key``
+    ``Amqp-Exchange``, ``Amqp-Routing-Key``, ``Amqp-Queue``
+    ``Stomp-Destination``, ``Stomp-Message-Id``
+
+Carried properties and encoding aids
+    ``Amqp-Content-Type`` … ``Amqp-App-Id``   AMQP basic properties (see mappings.amqp_properties)
+    ``Amqp-Header-Types``  types of AMQP header-table values that are not plain strings
+    ``Kafka-Header-Order`` order of Kafka headers when grouping by name would lose it
+    ``Stomp-Content-Type``, ``Stomp-Reply-To``  STOMP frame headers that NATS would misread
+
+NATS header rules (what `validate_header_name` / `validate_header_value` enforce): a name
+is one or more printable ASCII characters (``!`` to ``~``) without ``:``; a value holds no
+CR or LF. Names are case-sensitive, as in nats-py.
+
+Foreign header names (Kafka keys, AMQP table keys, STOMP names) are made NATS-safe with
+`escape_header_name`: printable ASCII other than ``:`` and ``%`` is kept, anything else
+becomes ``%XX`` per UTF-8 byte, and the empty name becomes ``%``. Most names (``X-Id``,
+``traceparent``) are unchanged.
+
+Header values that NATS cannot carry as they are — bytes that are not UTF-8, text with
+control characters (CR, LF, NUL …), leading or trailing whitespace (which NATS parsers
+trim), or text that already starts with the marker — are written as
+``base64:`` followed by standard base64 of the bytes (`encode_value`). Anything else is
+kept as it is, so ordinary values stay readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping, Sequence
+
+from bridge.errors import HeaderError
+
+# Loop prevention, dedup, dead letters.
+NATS_MSG_ID = "Nats-Msg-Id"
+"""JetStream dedup id; set from source coordinates under ``exactly_once``."""
+BRIDGE_ORIGIN = "Bridge-Origin"
+"""Id of the bridge that first carried the message; a bridge drops what it sent itself."""
+BRIDGE_HOPS = "Bridge-Hops"
+"""Number of bridges the message has crossed (decimal); compared with the hop limit."""
+BRIDGE_ROUTE = "Bridge-Route"
+"""Name of the route a dead-lettered message was on."""
+BRIDGE_REASON = "Bridge-Reason"
+"""Why the message was dead-lettered (the error's message)."""
+
+# Source coordinates.
+KAFKA_TOPIC = "Kafka-Topic"
+"""Kafka topic the message was consumed from."""
+KAFKA_PARTITION = "Kafka-Partition"
+"""Kafka partition (decimal)."""
+KAFKA_OFFSET = "Kafka-Offset"
+"""Kafka offset (decimal)."""
+KAFKA_KEY = "Kafka-Key"
+"""Kafka record key, encoded with `encode_value` (``base64:`` when not plain text)."""
+KAFKA_HEADER_ORDER = "Kafka-Header-Order"
+"""JSON list of Kafka header names in record order, only when names were interleaved."""
+AMQP_EXCHANGE = "Amqp-Exchange"
+"""AMQP exchange the message was published to (empty for the default exchange)."""
+AMQP_ROUTING_KEY = "Amqp-Routing-Key"
+"""AMQP routing key the message was published with."""
+AMQP_QUEUE = "Amqp-Queue"
+"""AMQP queue the bridge consumed the message from."""
+AMQP_HEADER_TYPES = "Amqp-Header-Types"
+"""JSON object: header name -> type code, for AMQP table values that are not strings."""
+STOMP_DESTINATION = "Stomp-Destination"
+"""STOMP destination the message was received on, with its prefix."""
+STOMP_MESSAGE_ID = "Stomp-Message-Id"
+"""The STOMP broker's message-id."""
+STOMP_CONTENT_TYPE = "Stomp-Content-Type"
+"""The STOMP frame's content-type."""
+STOMP_REPLY_TO = "Stomp-Reply-To"
+"""The STOMP frame's reply-to destination."""
+
+BRIDGE_HEADERS = (
+    NATS_MSG_ID,
+    BRIDGE_ORIGIN,
+    BRIDGE_HOPS,
+    BRIDGE_ROUTE,
+    BRIDGE_REASON,
+    KAFKA_TOPIC,
+    KAFKA_PARTITION,
+    KAFKA_OFFSET,
+    KAFKA_KEY,
+    KAFKA_HEADER_ORDER,
+    AMQP_EXCHANGE,
+    AMQP_ROUTING_KEY,
+    AMQP_QUEUE,
+    AMQP_HEADER_TYPES,
+    STOMP_DESTINATION,
+    STOMP_MESSAGE_ID,
+    STOMP_CONTENT_TYPE,
+    STOMP_REPLY_TO,
+)
+"""Every header natsbridge defines, except the AMQP property headers in amqp_properties."""
+
+BASE64_MARKER = "base64:"
+"""Prefix of a header value that holds base64 of bytes (see `encode_value`)."""
+
+_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII without ':'
+_SAFE_NAME_CHARS = re.compile(r"[!-$&-9;-~]+")  # ... and without '%'
+_BAD_VALUE_CHAR = re.compile(r"[\r\n]")
+# Readable as it is: no control characters or surrogates, no surrounding whitespace.
+_PLAIN_VALUE = re.compile(
+    r"(?:[^\x00-\x20\x7f\ud800-\udfff](?:[^\x00-\x1f\x7f\ud800-\udfff]*[^\x00-\x20\x7f\ud800-\udfff])?)?"
+)
+_HEX = re.compile(r"%([0-9A-F]{2})")
+
+
+def validate_header_name(name: str) -> None:
+    """Raise HeaderError unless `name` is a valid NATS header name."""
+    if _NAME.fullmatch(name) is not None:
+        return
+    if name == "":
+        raise HeaderError("empty header name")
+    for offset, char in enumerate(name):
+        if char == ":" or not "!" <= char <= "~":
+            raise HeaderError(
+                f"invalid character {char!r} at offset {offset} in header name {name!r}: "
+                "names are printable ASCII without ':'"
+            )
+    raise AssertionError(name)  # pragma: no cover
+
+
+def validate_header_value(name: str, value: str) -> None:
+    """Raise HeaderError if `value` holds CR or LF."""
+    bad = _BAD_VALUE_CHAR.search(value)
+    if bad is not None:
+        raise HeaderError(
+            f"header {name!r} has {bad.group()!r} at offset {bad.start()} in its value: "
+            "NATS header values cannot hold CR or LF"
+        )
+
+
+def validate_headers(headers: Mapping[str, Sequence[str]]) -> None:
+    """Raise HeaderError for the first invalid name or value in `headers`."""
+    for name, values in headers.items():
+        validate_header_name(name)
+        for value in values:
+            validate_header_value(name, value)
+
+
+def escape_header_name(name: str) -> str:
+    """A valid NATS header name for any foreign `name`, reversibly (see module doc)."""
+    if _SAFE_NAME_CHARS.fullmatch(name) is not None:
+        return name
+    if name == "":
+        return "%"
+    safe = _SAFE_NAME_CHARS
+    return "".join(
+        char if safe.fullmatch(char) else "".join(f"%{b:02X}" for b in _utf8(char)) for char in name
+    )
+
+
+def unescape_header_name(name: str) -> str:
+    """Inverse of `escape_header_name`; a name it could not produce is returned as is."""
+    if "%" not in name:
+        return name
+    if name == "%":
+        return ""
+    try:
+        raw = _HEX.sub(lambda m: chr(int(m.group(1), 16)), name).encode("latin-1")
+        decoded = raw.decode("utf-8", "surrogatepass")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return name
+    return decoded if escape_header_name(decoded) == name else name
+
+
+def is_plain_value(value: str) -> bool:
+    """True when `value` travels as a NATS header value unchanged by `encode_value`."""
+    return _PLAIN_VALUE.fullmatch(value) is not None and not value.startswith(BASE64_MARKER)
+
+
+def encode_value(value: str | bytes) -> str:
+    """`value` as a NATS header value: unchanged when plain text, else ``base64:…``."""
+    if isinstance(value, str):
+        if is_plain_value(value):
+            return value
+        raw = _utf8(value)
+    else:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and is_plain_value(text):
+            return text
+        raw = value
+    return BASE64_MARKER + base64.b64encode(raw).decode("ascii")
+
+
+def decode_value(value: str) -> bytes:
+    """The bytes `encode_value` was given (text comes back as its UTF-8)."""
+    if not value.startswith(BASE64_MARKER):
+        return _utf8(value)
+    try:
+        return base64.b64decode(value[len(BASE64_MARKER) :], validate=True)
+    except binascii.Error:
+        raise HeaderError(f"malformed base64 header value {value!r}") from None
+
+
+def decode_text_value(value: str) -> str:
+    """The text `encode_value` was given."""
+    if not value.startswith(BASE64_MARKER):
+        return value
+    try:
+        return decode_value(value).decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise HeaderError(f"header value {value!r} is not base64 of UTF-8 text") from None
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
