@@ -1,0 +1,664 @@
+#!/usr/bin/env bash
+# Real brokers for natsbridge's integration tests, on loopback, as plain background processes.
+#
+#   services.sh up                 install what is missing, start everything, wait until it serves
+#   services.sh down               stop everything this script started (data is kept)
+#   services.sh status             one line per broker; exit 1 if any is down
+#   services.sh env                `export NATSBRIDGE_...` lines: eval "$(services.sh env)"
+#   services.sh start|stop|restart NAME    one broker: nats | rabbitmq | activemq | kafka
+#   services.sh pid NAME           the broker's main PID (for SIGSTOP/SIGCONT fault tests)
+#   services.sh logs NAME          tail the broker's log
+#   services.sh rabbitmqctl ARGS   rabbitmqctl against the dev node
+#   services.sh clean              down, then delete all broker data (not the install cache)
+#
+# Installs (all cached under ~/.cache/natsbridge, or $NATSBRIDGE_CACHE_DIR):
+#   apt:   rabbitmq-server (with its rabbitmq_stomp plugin), activemq
+#   go:    github.com/nats-io/nats-server/v2 (Debian's nats-server if the build fails),
+#          github.com/nats-io/natscli/nats (optional, for `nats bench`; NATSBRIDGE_NATSCLI=0 skips)
+#   maven: org.apache.kafka:kafka_2.13 and its runtime dependencies (deploy/dev/kafka/pom.xml)
+# Broker data and logs live in $NATSBRIDGE_SERVICES_DIR (default ~/.cache/natsbridge/services)
+# and survive stop/start/restart/down.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${NATSBRIDGE_CACHE_DIR:-$HOME/.cache/natsbridge}"
+STATE="${NATSBRIDGE_SERVICES_DIR:-$CACHE/services}"
+BIN="$CACHE/bin"
+PY="${NATSBRIDGE_PYTHON:-${PYTHON:-python3}}"
+PROBE="$HERE/probe.py"
+
+NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-v2.15.2}"
+NATSCLI_VERSION="${NATSCLI_VERSION:-v0.5.0}"
+KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
+
+HOST=127.0.0.1
+NATS_PORT=4222
+NATS_MONITOR_PORT=8222
+AMQP_PORT=5672
+RABBIT_STOMP_PORT=61613
+RABBIT_MGMT_PORT=15672
+RABBIT_DIST_PORT=25672
+ACTIVEMQ_STOMP_PORT=61614
+ACTIVEMQ_OPENWIRE_PORT=61616
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+KAFKA_SCRAM_PORT=9094
+KAFKA_SCRAM_USER=natsbridge
+KAFKA_SCRAM_PASSWORD=natsbridge-secret
+ACTIVEMQ_USER=admin
+ACTIVEMQ_PASSWORD=admin
+
+SERVICES=(nats rabbitmq activemq kafka)
+RABBIT_BIN=/usr/lib/rabbitmq/bin
+ACTIVEMQ_HOME=/usr/share/activemq
+KAFKA_LIBS="$CACHE/kafka-libs/$KAFKA_VERSION"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# --------------------------------------------------------------------------- install
+
+dpkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  # A machine whose package lists were never fetched knows no candidates: update first.
+  if ! apt-cache show "$@" >/dev/null 2>&1; then $SUDO apt-get update -q; fi
+  if ! $SUDO apt-get install -y -q --no-install-recommends "$@"; then
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "$@"
+  fi
+}
+
+# Go tools are built once per version into $CACHE/tools/NAME-VERSION/NAME (so `ps` shows
+# the plain name); $BIN/NAME links to the newest one built.
+tool_path() { echo "$CACHE/tools/$1-$2/$1"; }
+
+nats_server_bin() {
+  if [ -x "$(tool_path nats-server "$NATS_SERVER_VERSION")" ]; then
+    tool_path nats-server "$NATS_SERVER_VERSION"
+  elif [ -x /usr/bin/nats-server ]; then
+    echo /usr/bin/nats-server
+  fi
+}
+
+go_install() { # MODULE/PATH VERSION BINARY
+  local pkg="$1" ver="$2" name="$3" tmp
+  command -v go >/dev/null || {
+    echo "go not found"
+    return 1
+  }
+  local dest
+  dest="$(tool_path "$name" "$ver")"
+  mkdir -p "$BIN" "$CACHE/tools"
+  tmp="$(mktemp -d "$CACHE/tools/.build.XXXXXX")"
+  GOBIN="$tmp" GOPATH="$CACHE/go" GOCACHE="$CACHE/go/build-cache" GOFLAGS=-mod=mod \
+    CGO_ENABLED=0 go install -ldflags='-s -w' "$pkg@$ver"
+  rm -rf "$(dirname "$dest")"
+  mv "$tmp" "$(dirname "$dest")"
+  ln -sfn "$dest" "$BIN/$name"
+}
+
+fetch_kafka_libs() {
+  rm -rf "$KAFKA_LIBS.tmp"
+  mvn -B -q -f "$HERE/kafka/pom.xml" -Dmaven.repo.local="$CACHE/m2" \
+    -Dkafka.version="$KAFKA_VERSION" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp"
+  rm -rf "$KAFKA_LIBS"
+  mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  touch "$KAFKA_LIBS/.complete"
+}
+
+declare -A BG_PID=()
+bg_task() { # NAME CMD... : run in the background, output to the install log
+  local name="$1"
+  shift
+  log "installing $name ..."
+  (
+    start=$SECONDS
+    "$@"
+    echo $((SECONDS - start)) >"$STATE/install/$name.secs"
+  ) >"$STATE/install/$name.log" 2>&1 &
+  BG_PID[$name]=$!
+}
+bg_wait() { # NAME: 0 if the task succeeded
+  local name="$1"
+  if wait "${BG_PID[$name]}"; then
+    log "installed $name in $(cat "$STATE/install/$name.secs")s"
+    return 0
+  fi
+  log "installing $name failed; last lines of $STATE/install/$name.log:"
+  tail -n 25 "$STATE/install/$name.log" >&2
+  return 1
+}
+
+# Install whatever SERVICES ("$@") need and is not there yet; independent downloads in parallel.
+install_missing() {
+  mkdir -p "$STATE/install" "$BIN"
+  local want=" $* " pkgs=() late_mvn=0
+  command -v "$PY" >/dev/null || pkgs+=(python3)
+  command -v setsid >/dev/null || pkgs+=(util-linux)
+  if [[ $want == *" rabbitmq "* ]] && ! dpkg_ok rabbitmq-server; then pkgs+=(rabbitmq-server); fi
+  if [[ $want == *" activemq "* ]] && ! dpkg_ok activemq; then pkgs+=(activemq); fi
+  if [[ $want == *" activemq "* || $want == *" kafka "* ]] && ! command -v java >/dev/null; then
+    pkgs+=(openjdk-17-jre-headless)
+  fi
+  if [[ $want == *" kafka "* ]] && [ ! -f "$KAFKA_LIBS/.complete" ] && ! command -v mvn >/dev/null; then
+    pkgs+=(maven)
+    late_mvn=1
+  fi
+  if [ ${#pkgs[@]} -gt 0 ]; then bg_task apt apt_install "${pkgs[@]}"; fi
+
+  if [[ $want == *" nats "* ]] && [ ! -x "$(tool_path nats-server "$NATS_SERVER_VERSION")" ]; then
+    bg_task nats-server go_install github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION" nats-server
+  fi
+  if [[ $want == *" nats "* ]] && [ "${NATSBRIDGE_NATSCLI:-1}" != 0 ] &&
+    [ ! -x "$(tool_path nats "$NATSCLI_VERSION")" ] && [ ! -f "$BIN/.natscli-$NATSCLI_VERSION-failed" ]; then
+    bg_task natscli go_install github.com/nats-io/natscli/nats "$NATSCLI_VERSION" nats
+  fi
+  if [[ $want == *" kafka "* ]] && [ ! -f "$KAFKA_LIBS/.complete" ] && [ "$late_mvn" = 0 ]; then
+    bg_task kafka-libs fetch_kafka_libs
+  fi
+
+  local failed=0
+  if [ -n "${BG_PID[apt]:-}" ]; then bg_wait apt || failed=1; fi
+  if [ -n "${BG_PID[kafka-libs]:-}" ]; then bg_wait kafka-libs || failed=1; fi
+  if [ "$late_mvn" = 1 ] && [ "$failed" = 0 ]; then
+    bg_task kafka-libs fetch_kafka_libs
+    bg_wait kafka-libs || failed=1
+  fi
+  if [ -n "${BG_PID[nats-server]:-}" ] && ! bg_wait nats-server; then
+    if [ ! -x /usr/bin/nats-server ]; then
+      log "falling back to Debian's nats-server"
+      bg_task nats-server-deb apt_install nats-server
+      bg_wait nats-server-deb || failed=1
+    fi
+  fi
+  if [ -n "${BG_PID[natscli]:-}" ] && ! bg_wait natscli; then
+    log "natscli is optional; not retrying it on every up (rm $BIN/.natscli-$NATSCLI_VERSION-failed)"
+    touch "$BIN/.natscli-$NATSCLI_VERSION-failed"
+  fi
+  BG_PID=()
+  [ "$failed" = 0 ] || die "installation failed"
+}
+
+# --------------------------------------------------------------------------- configs
+
+write_nats_config() {
+  local d="$STATE/nats"
+  mkdir -p "$d/jetstream"
+  cat >"$d/nats.conf" <<EOF
+# written by deploy/dev/services.sh
+server_name: natsbridge_dev
+listen: $HOST:$NATS_PORT
+http: $HOST:$NATS_MONITOR_PORT
+max_payload: 1MB
+jetstream {
+  store_dir: "$d/jetstream"
+  max_memory_store: 1GB
+  max_file_store: 20GB
+}
+EOF
+}
+
+rabbit_env() {
+  local d="$STATE/rabbitmq"
+  export HOME="$d/home" RABBITMQ_NODENAME="natsbridge@localhost"
+  export RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" RABBITMQ_PID_FILE="$d/rabbitmq.pid"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config"
+  export RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf"
+  export RABBITMQ_DIST_PORT="$RABBIT_DIST_PORT" ERL_EPMD_ADDRESS="$HOST"
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+write_rabbit_config() {
+  local d="$STATE/rabbitmq"
+  mkdir -p "$d/home" "$d/mnesia" "$d/log"
+  : >"$d/rabbitmq-env.conf"
+  echo '[rabbitmq_stomp,rabbitmq_management].' >"$d/enabled_plugins"
+  cat >"$d/rabbitmq.conf" <<EOF
+# written by deploy/dev/services.sh
+listeners.tcp.default = $HOST:$AMQP_PORT
+stomp.listeners.tcp.1 = $HOST:$RABBIT_STOMP_PORT
+management.tcp.ip = $HOST
+management.tcp.port = $RABBIT_MGMT_PORT
+# guest/guest, from loopback only (the default, stated here on purpose)
+loopback_users.guest = true
+log.console = false
+log.file.level = info
+EOF
+}
+
+write_activemq_config() {
+  local d="$STATE/activemq"
+  mkdir -p "$d/conf" "$d/data" "$d/tmp"
+  cat >"$d/conf/activemq.xml" <<EOF
+<!-- written by deploy/dev/services.sh -->
+<beans xmlns="http://www.springframework.org/schema/beans"
+       xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+       xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
+                           http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="natsbridge" useJmx="false"
+          persistent="true" schedulerSupport="false" dataDirectory="\${activemq.data}">
+    <persistenceAdapter>
+      <kahaDB directory="\${activemq.data}/kahadb"/>
+    </persistenceAdapter>
+    <plugins>
+      <!-- $ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD; anonymous connects allowed, a wrong password is refused -->
+      <simpleAuthenticationPlugin anonymousAccessAllowed="true">
+        <users>
+          <authenticationUser username="$ACTIVEMQ_USER" password="$ACTIVEMQ_PASSWORD" groups="admins,users"/>
+        </users>
+      </simpleAuthenticationPlugin>
+    </plugins>
+    <systemUsage>
+      <systemUsage>
+        <memoryUsage><memoryUsage percentOfJvmHeap="70"/></memoryUsage>
+        <storeUsage><storeUsage limit="8 gb"/></storeUsage>
+        <tempUsage><tempUsage limit="2 gb"/></tempUsage>
+      </systemUsage>
+    </systemUsage>
+    <transportConnectors>
+      <transportConnector name="openwire" uri="tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT?maximumConnections=1000&amp;wireFormat.maxFrameSize=104857600"/>
+      <transportConnector name="stomp" uri="stomp://$HOST:$ACTIVEMQ_STOMP_PORT?maximumConnections=1000&amp;wireFormat.maxFrameSize=104857600"/>
+    </transportConnectors>
+  </broker>
+</beans>
+EOF
+  cat >"$d/conf/log4j.properties" <<EOF
+log4j.rootLogger=INFO, logfile
+log4j.logger.org.springframework=WARN
+log4j.logger.org.apache.xbean=WARN
+log4j.appender.logfile=org.apache.log4j.RollingFileAppender
+log4j.appender.logfile.file=$d/data/activemq.log
+log4j.appender.logfile.maxFileSize=5MB
+log4j.appender.logfile.maxBackupIndex=2
+log4j.appender.logfile.layout=org.apache.log4j.PatternLayout
+log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
+EOF
+}
+
+write_kafka_config() {
+  local d="$STATE/kafka"
+  mkdir -p "$d/data"
+  cat >"$d/server.properties" <<EOF
+# written by deploy/dev/services.sh: single-node KRaft test broker
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+log.dirs=$d/data
+num.partitions=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+default.replication.factor=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+EOF
+  cat >"$d/log4j2.properties" <<EOF
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = $d/server.log
+appender.file.filePattern = $d/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 10MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = info
+logger.state.name = state.change.logger
+logger.state.level = warn
+EOF
+}
+
+kafka_java() { java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$STATE/kafka/log4j2.properties" "$@"; }
+
+format_kafka() {
+  local d="$STATE/kafka"
+  [ -f "$d/data/meta.properties" ] && return 0
+  [ -f "$d/cluster.id" ] || kafka_java kafka.tools.StorageTool random-uuid >"$d/cluster.id"
+  kafka_java kafka.tools.StorageTool format -t "$(cat "$d/cluster.id")" -c "$d/server.properties" \
+    --add-scram "SCRAM-SHA-256=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" \
+    >>"$d/format.log" 2>&1 || {
+    tail -n 20 "$d/format.log" >&2
+    die "kafka storage format failed"
+  }
+}
+
+# --------------------------------------------------------------------------- processes
+
+pidfile() { echo "$STATE/$1/pid"; }
+
+# The PID in the pid file, if that process is alive and is really ours (not a reused PID).
+service_pid() {
+  local f pid
+  f="$(pidfile "$1")"
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$STATE/$1" || return 1
+  echo "$pid"
+}
+
+# Start CMD... in its own session (so it outlives the caller's job/process group), its PID
+# recorded in the service's pid file.
+launch() {
+  local name="$1"
+  shift
+  local d="$STATE/$name"
+  rm -f "$d/pid"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$d/pid" "$@" >>"$d/stdout.log" 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 50); do
+    [ -s "$d/pid" ] && return 0
+    sleep 0.1
+  done
+  die "$name did not start"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+service_ports() {
+  case "$1" in
+  nats) echo "$NATS_PORT $NATS_MONITOR_PORT" ;;
+  rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
+  activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
+  kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT" ;;
+  esac
+}
+
+check_ports_free() {
+  local p
+  for p in $(service_ports "$1"); do
+    if port_busy "$p"; then
+      die "$1: port $p on $HOST is taken by a process services.sh did not start (a system service? e.g. 'systemctl stop rabbitmq-server')"
+    fi
+  done
+}
+
+start_process() { # NAME: launch without waiting
+  local name="$1"
+  mkdir -p "$STATE/$name"
+  case "$name" in
+  nats)
+    local b
+    b="$(nats_server_bin)"
+    [ -n "$b" ] || die "nats-server is not installed; run: $0 up"
+    write_nats_config
+    launch nats "$b" -c "$STATE/nats/nats.conf" -l "$STATE/nats/nats.log"
+    ;;
+  rabbitmq)
+    [ -x "$RABBIT_BIN/rabbitmq-server" ] || die "rabbitmq-server is not installed; run: $0 up"
+    write_rabbit_config
+    # RUNNING_UNDER_SYSTEMD makes the script exec the VM in the foreground (no wrapper
+    # shell, no -detached), so the PID we record is beam.smp itself and SIGTERM stops it
+    # cleanly.
+    (
+      rabbit_env
+      export RUNNING_UNDER_SYSTEMD=true
+      launch rabbitmq "$RABBIT_BIN/rabbitmq-server"
+    )
+    ;;
+  activemq)
+    [ -f "$ACTIVEMQ_HOME/bin/activemq.jar" ] || die "activemq is not installed; run: $0 up"
+    write_activemq_config
+    local d="$STATE/activemq"
+    launch activemq java -Xms128m -Xmx512m -Djava.awt.headless=true -Djava.io.tmpdir="$d/tmp" \
+      -Dactivemq.classpath="$d/conf" -Dactivemq.home="$ACTIVEMQ_HOME" -Dactivemq.base="$d" \
+      -Dactivemq.conf="$d/conf" -Dactivemq.data="$d/data" \
+      -Dlog4j.configuration="file:$d/conf/log4j.properties" \
+      -jar "$ACTIVEMQ_HOME/bin/activemq.jar" start "xbean:file:$d/conf/activemq.xml"
+    ;;
+  kafka)
+    [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars are not installed; run: $0 up"
+    write_kafka_config
+    format_kafka
+    launch kafka java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -Djava.awt.headless=true -Dlog4j2.configurationFile="$STATE/kafka/log4j2.properties" \
+      -Dkafka.logs.dir="$STATE/kafka" -cp "$KAFKA_LIBS/*" kafka.Kafka "$STATE/kafka/server.properties"
+    ;;
+  *) die "unknown service '$name' (one of: ${SERVICES[*]})" ;;
+  esac
+}
+
+probe() { # NAME: one readiness round trip per endpoint, quiet
+  case "$1" in
+  nats) "$PY" "$PROBE" nats "$HOST:$NATS_PORT" ;;
+  rabbitmq)
+    "$PY" "$PROBE" amqp "$HOST:$AMQP_PORT" guest guest &&
+      "$PY" "$PROBE" stomp "$HOST:$RABBIT_STOMP_PORT" guest guest
+    ;;
+  activemq) "$PY" "$PROBE" stomp "$HOST:$ACTIVEMQ_STOMP_PORT" "$ACTIVEMQ_USER" "$ACTIVEMQ_PASSWORD" ;;
+  kafka)
+    "$PY" "$PROBE" kafka "$HOST:$KAFKA_PORT" &&
+      "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_SCRAM_PORT" SCRAM-SHA-256
+    ;;
+  esac
+}
+
+service_log() {
+  case "$1" in
+  nats) echo "$STATE/nats/nats.log" ;;
+  rabbitmq) echo "$STATE/rabbitmq/log/natsbridge@localhost.log" ;;
+  activemq) echo "$STATE/activemq/data/activemq.log" ;;
+  kafka) echo "$STATE/kafka/server.log" ;;
+  esac
+}
+
+wait_ready() { # NAME [TIMEOUT]
+  local name="$1" timeout="${2:-180}" start=$SECONDS err
+  while true; do
+    if ! service_pid "$name" >/dev/null; then
+      log "$name exited during startup; last lines of its logs:"
+      tail -n 30 "$STATE/$name/stdout.log" "$(service_log "$name")" >&2 2>/dev/null || true
+      return 1
+    fi
+    if err="$(probe "$name" 2>&1 >/dev/null)"; then
+      return 0
+    fi
+    if ((SECONDS - start > timeout)); then
+      log "$name not ready after ${timeout}s: $err"
+      tail -n 30 "$(service_log "$name")" >&2 2>/dev/null || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# Start the named services that are not running, in parallel, and wait until all serve.
+start_services() {
+  local name failed=0
+  declare -A launched=()
+  for name in "$@"; do
+    if service_pid "$name" >/dev/null; then
+      continue
+    fi
+    check_ports_free "$name"
+    launched[$name]=$SECONDS
+    start_process "$name"
+  done
+  for name in "$@"; do
+    if wait_ready "$name"; then
+      if [ -n "${launched[$name]:-}" ]; then
+        log "$name ready (pid $(service_pid "$name"), $((SECONDS - launched[$name]))s after launch)"
+      fi
+    else
+      failed=1
+    fi
+  done
+  [ "$failed" = 0 ] || die "some services did not come up"
+}
+
+stop_service() { # NAME: graceful stop (SIGTERM), SIGKILL after a timeout; data is kept
+  local name="$1" pid i
+  pid="$(service_pid "$name")" || {
+    rm -f "$(pidfile "$name")"
+    return 0
+  }
+  kill -TERM "$pid" 2>/dev/null || true
+  kill -CONT "$pid" 2>/dev/null || true # a test may have left it SIGSTOPped
+  for i in $(seq 1 600); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name (pid $pid) did not stop in 60s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+  rm -f "$(pidfile "$name")"
+  log "$name stopped"
+}
+
+check_name() {
+  local n
+  for n in "${SERVICES[@]}"; do [ "$n" = "$1" ] && return 0; done
+  die "unknown service '${1:-}' (one of: ${SERVICES[*]})"
+}
+
+# --------------------------------------------------------------------------- commands
+
+endpoints() {
+  cat <<EOF
+nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MONITOR_PORT)
+rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
+activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
+kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; controller $HOST:$KAFKA_CONTROLLER_PORT)
+EOF
+}
+
+cmd_env() {
+  cat <<EOF
+export NATSBRIDGE_NATS_URL='nats://$HOST:$NATS_PORT'
+export NATSBRIDGE_NATS_MONITOR_URL='http://$HOST:$NATS_MONITOR_PORT'
+export NATSBRIDGE_AMQP_URL='amqp://guest:guest@$HOST:$AMQP_PORT/%2F'
+export NATSBRIDGE_RABBITMQ_MANAGEMENT_URL='http://$HOST:$RABBIT_MGMT_PORT'
+export NATSBRIDGE_STOMP_RABBITMQ='stomp://$HOST:$RABBIT_STOMP_PORT'
+export NATSBRIDGE_STOMP_ACTIVEMQ='stomp://$HOST:$ACTIVEMQ_STOMP_PORT'
+export NATSBRIDGE_STOMP_ACTIVEMQ_USER='$ACTIVEMQ_USER'
+export NATSBRIDGE_STOMP_ACTIVEMQ_PASSWORD='$ACTIVEMQ_PASSWORD'
+export NATSBRIDGE_KAFKA_BOOTSTRAP='$HOST:$KAFKA_PORT'
+export NATSBRIDGE_KAFKA_SCRAM_BOOTSTRAP='$HOST:$KAFKA_SCRAM_PORT'
+export NATSBRIDGE_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
+export NATSBRIDGE_KAFKA_SCRAM_PASSWORD='$KAFKA_SCRAM_PASSWORD'
+export NATSBRIDGE_SERVICES_SH='$HERE/services.sh'
+EOF
+}
+
+cmd_status() {
+  local name pid rc=0 err
+  for name in "${SERVICES[@]}"; do
+    if ! pid="$(service_pid "$name")"; then
+      printf '%-9s down\n' "$name"
+      rc=1
+    elif err="$(probe "$name" 2>&1 >/dev/null)"; then
+      printf '%-9s up    pid %s\n' "$name" "$pid"
+    else
+      printf '%-9s NOT SERVING  pid %s  (%s)\n' "$name" "$pid" "$err"
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  mkdir -p "$STATE"
+  install_missing "${SERVICES[@]}"
+  start_services "${SERVICES[@]}"
+  log "all services up ($((SECONDS - t0))s)"
+  endpoints
+}
+
+cmd_down() {
+  local name pids=()
+  for name in "${SERVICES[@]}"; do
+    stop_service "$name" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  # rabbitmq's VM started the Erlang port mapper; it is ours too when nothing else uses it
+  if command -v epmd >/dev/null && ERL_EPMD_ADDRESS="$HOST" epmd -names 2>/dev/null | grep -q 'epmd: up and running' &&
+    ! ERL_EPMD_ADDRESS="$HOST" epmd -names 2>/dev/null | grep -q '^name '; then
+    ERL_EPMD_ADDRESS="$HOST" epmd -kill >/dev/null 2>&1 || true
+  fi
+}
+
+main() {
+  local cmd="${1:-}"
+  shift || true
+  case "$cmd" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  endpoints) endpoints ;;
+  start)
+    check_name "${1:-}"
+    mkdir -p "$STATE"
+    install_missing "$1"
+    start_services "$1"
+    ;;
+  stop)
+    check_name "${1:-}"
+    stop_service "$1"
+    ;;
+  restart)
+    check_name "${1:-}"
+    stop_service "$1"
+    start_services "$1"
+    ;;
+  pid)
+    check_name "${1:-}"
+    service_pid "$1" || die "$1 is not running"
+    ;;
+  logs)
+    check_name "${1:-}"
+    tail -n "${2:-50}" "$(service_log "$1")"
+    ;;
+  rabbitmqctl)
+    rabbit_env
+    exec "$RABBIT_BIN/rabbitmqctl" "$@"
+    ;;
+  clean)
+    cmd_down
+    rm -rf "$STATE"
+    log "removed $STATE"
+    ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+  esac
+}
+
+main "$@"
