@@ -36,16 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(func=_schema)
 
-    for register in _command_modules():
-        register(commands)
     return parser
-
-
-def _command_modules() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    """Subcommands that live beside the code they drive, imported only when the CLI runs."""
-    from bridge.broker.commands import add_parsers as broker_commands
-
-    return [broker_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,8 +25,10 @@ def describe_source(source: Source) -> str:
         case AmqpSource():
             where = f"exchange {source.exchange} {','.join(source.binding_keys)}"
         case KafkaSource():
-            where = f"topics {','.join(source.topics or [])}" if source.topics else (
-                f"topics /{source.topic_pattern}/"
+            where = (
+                f"topics {','.join(source.topics or [])}"
+                if source.topics
+                else (f"topics /{source.topic_pattern}/")
             )
         case StompSource():
             where = source.destination

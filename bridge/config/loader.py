@@ -62,8 +62,8 @@ class Route:
 
     spec: RouteSpec
     source: Source
-    sink: Sink
     source_kind: str
+    sink: Sink
     sink_kind: str
     templates: dict[str, Template]
 
@@ -101,8 +101,13 @@ class _Checker:
 
     def __init__(self, doc: Document) -> None:
         self.doc = doc
-        self.problems = [_Problem(path, text, doc.mark(path)) for path, text in doc.problems]
+        self.problems = [
+            _Problem(path, text, doc.value_marks.get(path) or doc.mark(path))
+            for path, text in doc.problems
+        ]
         self.warnings: list[_Problem] = []
+        self.kinds: dict[str, str] = {}  # connection name -> kind, even if otherwise invalid
+        self.interpolated = {path for path, _ in doc.problems}
         _register_secrets(doc.data)
 
     def check(self) -> Config:
@@ -114,7 +119,9 @@ class _Checker:
         if data.get("version") != 1:
             found = data.get("version", "nothing")
             self.fail(("version",), f"expected version: 1, found {found!r}")
-        bridge = self.validate(BridgeSettings, data.get("bridge"), ("bridge",))
+        bridge = typing.cast(
+            BridgeSettings | None, self.validate(BridgeSettings, data.get("bridge"), ("bridge",))
+        )
         connections = self.check_connections(data.get("connections"))
         routes = self.check_routes(data.get("routes"), connections)
         if self.problems or bridge is None:
@@ -142,13 +149,14 @@ class _Checker:
                 continue
             kind = body.get("kind")
             model = CONNECTION_MODELS.get(kind) if isinstance(kind, str) else None
-            if model is None:
+            if model is None or not isinstance(kind, str):
                 hint = _did_you_mean(str(kind), CONNECTION_MODELS)
                 self.fail(
                     (*where, "kind"),
                     f"expected kind one of {', '.join(CONNECTION_MODELS)}, found {kind!r}{hint}",
                 )
                 continue
+            self.kinds[name] = kind
             connection = self.validate(model, body, where)
             if connection is not None:
                 result[name] = typing.cast(Connection, connection)
@@ -162,38 +170,48 @@ class _Checker:
         seen: dict[str, int] = {}
         for index, body in enumerate(raw):
             where: YamlPath = ("routes", index)
-            spec = self.validate(RouteSpec, body, where)
-            if spec is None:
-                continue
-            if spec.name in seen:
+            spec = typing.cast(RouteSpec | None, self.validate(RouteSpec, body, where))
+            endpoints = self.check_endpoints(body, where, connections)
+            templates = None
+            if endpoints is not None and self.check_subjects(endpoints[0], endpoints[2], where):
+                templates = self.compile_templates(*endpoints, where)
+            name = body.get("name") if isinstance(body, dict) else None
+            if isinstance(name, str) and name in seen:
                 self.fail(
                     (*where, "name"),
-                    f"duplicate route name '{spec.name}' (first used by routes[{seen[spec.name]}])",
+                    f"duplicate route name '{name}' (first used by routes[{seen[name]}])",
                 )
-            seen.setdefault(spec.name, index)
-            route = self.check_route(spec, where, connections)
-            if route is not None:
-                routes.append(route)
+            elif isinstance(name, str):
+                seen[name] = index
+            if spec is None or endpoints is None or templates is None:
+                continue
+            self.check_delivery(spec, endpoints[0], endpoints[2], where)
+            routes.append(Route(spec, *endpoints, templates))
         return routes
 
-    def check_route(
-        self, spec: RouteSpec, where: YamlPath, connections: dict[str, Connection]
-    ) -> Route | None:
-        source_kind = self.connection_kind(spec.from_, (*where, "from"), connections)
-        sink_kind = self.connection_kind(spec.to, (*where, "to"), connections)
-        source = sink = None
-        if source_kind:
-            source = self.validate(SOURCE_MODELS[source_kind], spec.from_, (*where, "from"))
-        if sink_kind:
-            sink = self.validate(SINK_MODELS[sink_kind], spec.to, (*where, "to"))
-        if source is None or sink is None or source_kind is None or sink_kind is None:
+    def check_endpoints(
+        self, body: Any, where: YamlPath, connections: dict[str, Connection]
+    ) -> tuple[Source, str, Sink, str] | None:
+        """The typed `from` and `to` of a route, checked against their connection's kind."""
+        if not isinstance(body, dict):
+            return None  # validate() reported it
+        checked: list[tuple[Model, str] | None] = []
+        for key, models in (("from", SOURCE_MODELS), ("to", SINK_MODELS)):
+            endpoint = body.get(key)
+            kind = None
+            if isinstance(endpoint, dict):
+                kind = self.connection_kind(endpoint, (*where, key), connections)
+            model = self.validate(models[kind], endpoint, (*where, key)) if kind else None
+            checked.append((model, kind) if model is not None and kind else None)
+        source, sink = checked
+        if source is None or sink is None:
             return None
-        source = typing.cast(Source, source)
-        sink = typing.cast(Sink, sink)
-        self.check_subjects(source, sink, where)
-        templates = self.compile_templates(source, source_kind, sink, sink_kind, where)
-        self.check_delivery(spec, source, sink, where)
-        return Route(spec, source, sink, source_kind, sink_kind, templates)
+        return (
+            typing.cast(Source, source[0]),
+            source[1],
+            typing.cast(Sink, sink[0]),
+            sink[1],
+        )
 
     def connection_kind(
         self, endpoint: dict[str, Any], where: YamlPath, connections: dict[str, Connection]
@@ -202,27 +220,33 @@ class _Checker:
         if not isinstance(name, str):
             self.fail(where, "missing required key 'connection' (the name of a connection)")
             return None
-        connection = connections.get(name)
-        if connection is None:
-            if name not in self.doc.data.get("connections", {}):
-                hint = _did_you_mean(name, connections)
-                defined = ", ".join(connections) or "none"
-                self.fail(
-                    (*where, "connection"),
-                    f"no connection named '{name}'{hint} (defined: {defined})",
-                )
-            return None  # a connection that exists but is invalid was reported already
-        return connection.kind
+        kind = self.kinds.get(name)
+        if kind is None and name not in self.doc.data.get("connections", {}):
+            hint = _did_you_mean(name, self.kinds)
+            defined = ", ".join(self.kinds) or "none"
+            self.fail(
+                (*where, "connection"), f"no connection named '{name}'{hint} (defined: {defined})"
+            )
+        return kind
 
     # ------------------------------------------------------------ semantics
 
-    def check_subjects(self, source: Source, sink: Sink, where: YamlPath) -> None:
+    def check_subjects(self, source: Source, sink: Sink, where: YamlPath) -> bool:
+        """Check the NATS subject patterns a route names; False if any is invalid."""
+        checks: list[tuple[str, YamlPath]] = []
         if isinstance(source, NatsSource):
-            self.guard(lambda: validate_pattern(source.subject), (*where, "from", "subject"))
+            checks.append((source.subject, (*where, "from", "subject")))
         if isinstance(sink, NatsSink) and sink.jetstream and sink.jetstream.subjects:
             for i, pattern in enumerate(sink.jetstream.subjects):
-                path = (*where, "to", "jetstream", "subjects", i)
-                self.guard(lambda p=pattern: validate_pattern(p), path)  # type: ignore[misc]
+                checks.append((pattern, (*where, "to", "jetstream", "subjects", i)))
+        valid = True
+        for pattern, path in checks:
+            try:
+                validate_pattern(pattern)
+            except SubjectError as exc:
+                self.fail(path, str(exc))
+                valid = False
+        return valid
 
     def compile_templates(
         self, source: Source, source_kind: str, sink: Sink, sink_kind: str, where: YamlPath
@@ -245,7 +269,10 @@ class _Checker:
                 self.fail(path, str(exc))
                 continue
             if sink_kind == "nats" and not compiled[name].placeholders:
-                self.guard(lambda t=text: validate_subject(t), path)  # type: ignore[misc]
+                try:
+                    validate_subject(text)
+                except SubjectError as exc:
+                    self.fail(path, str(exc))
         return compiled
 
     def check_delivery(self, spec: RouteSpec, source: Source, sink: Sink, where: YamlPath) -> None:
@@ -294,8 +321,10 @@ class _Checker:
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                self.pydantic_problem(model, where, error)
+            errors = exc.errors(include_url=False)
+            for error in errors:
+                if not _explained_by_a_typo(model, error, errors):
+                    self.pydantic_problem(model, where, error)
             return None
 
     def unknown_keys(self, raw: dict[str, Any], model: type[BaseModel], where: YamlPath) -> None:
@@ -306,6 +335,8 @@ class _Checker:
     def pydantic_problem(self, model: type[Model], where: YamlPath, error: Any) -> None:
         loc = tuple(part for part in error["loc"] if part != "")
         path = (*where, *loc)
+        if path in self.interpolated:
+            return  # the failed ${...} reference was reported already
         kind = error["type"]
         if kind == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
@@ -322,12 +353,6 @@ class _Checker:
             secret = path in self.doc.secret_paths or _is_secret(loc)
             message = f"{message}, found {'***' if secret else _kind_of(found)}"
         self.fail(path, message)
-
-    def guard(self, check: typing.Callable[[], object], path: YamlPath) -> None:
-        try:
-            check()
-        except SubjectError as exc:
-            self.fail(path, str(exc))
 
     def fail(self, path: YamlPath, message: str, offset: int | None = None) -> None:
         mark = self.doc.mark(path)
@@ -384,6 +409,20 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
+
+
+def _explained_by_a_typo(model: type[BaseModel], error: Any, errors: list[Any]) -> bool:
+    """A missing key whose misspelling is reported as an unknown key beside it."""
+    if error["type"] != "missing":
+        return False
+    parent, name = error["loc"][:-1], error["loc"][-1]
+    for other in errors:
+        if other["type"] == "extra_forbidden" and other["loc"][:-1] == parent:
+            owner = _model_at(model, parent)
+            allowed = _field_names(owner) if owner else set()
+            if name in difflib.get_close_matches(str(other["loc"][-1]), list(allowed), n=1):
+                return True
+    return False
 
 
 def _unknown_key(key: str, model: type[BaseModel]) -> str:

@@ -30,4 +30,9 @@ def json_schema() -> dict[str, Any]:
     route = defs["RouteSpec"]["properties"]
     route["from"] = {**one_of(SOURCE_MODELS), "description": "Where messages come from"}
     route["to"] = {**one_of(SINK_MODELS), "description": "Where messages go"}
-    return {"$schema": SCHEMA_DIALECT, "title": "natsbridge config, version 1", **root, "$defs": defs}
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "title": "natsbridge config, version 1",
+        **root,
+        "$defs": defs,
+    }

@@ -40,7 +40,7 @@ def test_validate_failure_exits_1_with_count(tmp_path: Path) -> None:
     result = natsbridge("validate", "-c", str(config))
     assert result.returncode == 1
     assert "routes[0].from.topicz: unknown key 'topicz' — did you mean 'topics'?" in result.stderr
-    assert result.stderr.strip().endswith("problems found")
+    assert result.stderr.strip().endswith("1 problem found")
 
 
 def test_usage_error_exits_2() -> None:

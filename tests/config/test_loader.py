@@ -85,7 +85,8 @@ def test_bad_source_subject(tmp_path: Path, subject: str, reason: str) -> None:
 def test_bad_target_subject(tmp_path: Path) -> None:
     text = edit('"legacy.orders.{{routing_key}}"', '"legacy..orders.{{routing_key}}"')
     [problem] = problems_of(tmp_path, text)
-    assert ":26:7: routes[0].to.subject: " in problem and "empty" in problem
+    # The column points into the template, at the empty token (after the opening quote).
+    assert ":26:24: routes[0].to.subject: " in problem and "empty" in problem
 
 
 def test_undefined_connection_suggests_the_nearest(tmp_path: Path) -> None:
