@@ -21,17 +21,23 @@ Carried properties and encoding aids
     ``Stomp-Content-Type``, ``Stomp-Reply-To``  STOMP frame headers that NATS would misread
 
 NATS header rules (what `validate_header_name` / `validate_header_value` enforce): a name
-is one or more printable ASCII characters (``!`` to ``~``) without ``:``; a value holds no
-CR or LF. Names are case-sensitive, as in nats-py.
+is an RFC 7230 token, one or more of the letters, digits and ``!#$%&'*+-.^_`|~`` — so no
+``:``, space or control character. That is stricter than "printable ASCII without ``:``"
+because nats-py refuses any other name when publishing. A value holds no CR or LF.
+Names are case-sensitive, as in nats-py.
 
 Foreign header names (Kafka keys, AMQP table keys, STOMP names) are made NATS-safe with
-`escape_header_name`: printable ASCII other than ``:`` and ``%`` is kept, anything else
-becomes ``%XX`` per UTF-8 byte, and the empty name becomes ``%``. Most names (``X-Id``,
-``traceparent``) are unchanged.
+`escape_header_name`: token characters other than ``%`` are kept, anything else becomes
+``%XX`` per UTF-8 byte, and the empty name becomes ``%``. Most names (``X-Id``,
+``traceparent``) are unchanged. `unescape_header_name` decodes every ``%XX``, so a
+translation module may also escape a character that needs none (the first letter of a
+foreign name that collides with one of the bridge's own headers). A NATS name whose
+``%`` starts no valid escape (``100%``) is taken as it is.
 
 Header values that NATS cannot carry as they are — bytes that are not UTF-8, text with
-control characters (CR, LF, NUL …), leading or trailing whitespace (which NATS parsers
-trim), or text that already starts with the marker — are written as
+control characters (CR, LF, NUL, C1 …), leading or trailing whitespace (nats-py strips
+values when publishing and receiving), or text that already starts with the marker —
+are written as
 ``base64:`` followed by standard base64 of the bytes (`encode_value`). Anything else is
 kept as it is, so ordinary values stay readable.
 """
@@ -110,13 +116,11 @@ BRIDGE_HEADERS = (
 BASE64_MARKER = "base64:"
 """Prefix of a header value that holds base64 of bytes (see `encode_value`)."""
 
-_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII without ':'
-_SAFE_NAME_CHARS = re.compile(r"[!-$&-9;-~]+")  # ... and without '%'
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 7230 token
+_SAFE_NAME_CHARS = re.compile(r"[!#$&'*+\-.^_`|~0-9A-Za-z]+")  # ... without '%'
 _BAD_VALUE_CHAR = re.compile(r"[\r\n]")
 # Readable as it is: no control characters or surrogates, no surrounding whitespace.
-_PLAIN_VALUE = re.compile(
-    r"(?:[^\x00-\x20\x7f\ud800-\udfff](?:[^\x00-\x1f\x7f\ud800-\udfff]*[^\x00-\x20\x7f\ud800-\udfff])?)?"
-)
+_PLAIN_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*")
 _HEX = re.compile(r"%([0-9A-F]{2})")
 
 
@@ -127,10 +131,10 @@ def validate_header_name(name: str) -> None:
     if name == "":
         raise HeaderError("empty header name")
     for offset, char in enumerate(name):
-        if char == ":" or not "!" <= char <= "~":
+        if _NAME.fullmatch(char) is None:
             raise HeaderError(
                 f"invalid character {char!r} at offset {offset} in header name {name!r}: "
-                "names are printable ASCII without ':'"
+                "names are letters, digits and !#$%&'*+-.^_`|~ (RFC 7230 tokens)"
             )
     raise AssertionError(name)  # pragma: no cover
 
@@ -166,22 +170,27 @@ def escape_header_name(name: str) -> str:
 
 
 def unescape_header_name(name: str) -> str:
-    """Inverse of `escape_header_name`; a name it could not produce is returned as is."""
+    """Inverse of `escape_header_name`; a name with a malformed escape is returned as is."""
     if "%" not in name:
         return name
     if name == "%":
         return ""
+    if re.search(r"%(?![0-9A-F]{2})", name):
+        return name  # not something escaping produced, e.g. "100%"
     try:
         raw = _HEX.sub(lambda m: chr(int(m.group(1), 16)), name).encode("latin-1")
-        decoded = raw.decode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "surrogatepass")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return name
-    return decoded if escape_header_name(decoded) == name else name
 
 
 def is_plain_value(value: str) -> bool:
     """True when `value` travels as a NATS header value unchanged by `encode_value`."""
-    return _PLAIN_VALUE.fullmatch(value) is not None and not value.startswith(BASE64_MARKER)
+    return (
+        _PLAIN_VALUE.fullmatch(value) is not None
+        and value == value.strip()
+        and not value.startswith(BASE64_MARKER)
+    )
 
 
 def encode_value(value: str | bytes) -> str:
