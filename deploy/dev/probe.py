@@ -15,6 +15,7 @@ Exit status 0 when ready; 1 with a one-line reason on stderr otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -155,10 +156,8 @@ def probe_amqp(addr: str, user: str = "guest", password: str = "guest", vhost: s
         _amqp_send(sock, 1, 50, 10, struct.pack(">H", 0) + _shortstr("") + b"\x0c" + b"\0" * 4)
         _amqp_expect(sock, 50, 11)  # queue.declare-ok
         _amqp_send(sock, 0, 10, 50, struct.pack(">H", 200) + _shortstr("bye") + b"\0" * 4)
-        try:
+        with contextlib.suppress(ProbeError, OSError):
             _amqp_expect(sock, 10, 51)
-        except (ProbeError, OSError):
-            pass
     return "AMQP 0-9-1 login, channel and queue.declare ok"
 
 
@@ -205,9 +204,7 @@ def probe_stomp(addr: str, user: str = "", password: str = "") -> str:
         server = hdrs.get("server", "?")
         dest = f"/topic/natsbridge.probe.{uuid.uuid4().hex}"
         token = uuid.uuid4().hex.encode()
-        sock.sendall(
-            _stomp_frame("SUBSCRIBE", {"id": "0", "destination": dest, "receipt": "sub"})
-        )
+        sock.sendall(_stomp_frame("SUBSCRIBE", {"id": "0", "destination": dest, "receipt": "sub"}))
         cmd, hdrs, body = _stomp_read(sock, buf)
         if cmd != "RECEIPT":
             raise ProbeError(f"expected RECEIPT, got {cmd}: {hdrs.get('message', '')}")
@@ -218,10 +215,8 @@ def probe_stomp(addr: str, user: str = "", password: str = "") -> str:
         if cmd != "MESSAGE" or body != token:
             raise ProbeError(f"expected our MESSAGE back, got {cmd} {body[:80]!r}")
         sock.sendall(_stomp_frame("DISCONNECT", {"receipt": "bye"}))
-        try:
+        with contextlib.suppress(ProbeError, OSError):
             _stomp_read(sock, buf)
-        except (ProbeError, OSError):
-            pass
     return f"STOMP round trip ok ({server})"
 
 

@@ -248,7 +248,17 @@ write_activemq_config() {
                            http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
   <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="natsbridge" useJmx="false"
-          persistent="true" schedulerSupport="false" dataDirectory="\${activemq.data}">
+          persistent="true" schedulerSupport="false" dataDirectory="\${activemq.data}"
+          schedulePeriodForDestinationPurge="60000">
+    <!-- tests make a unique queue per run: drop those left empty and unused for 10 minutes -->
+    <destinationPolicy>
+      <policyMap>
+        <policyEntries>
+          <policyEntry queue=">" gcInactiveDestinations="true" inactiveTimeoutBeforeGC="600000"/>
+          <policyEntry topic=">" gcInactiveDestinations="true" inactiveTimeoutBeforeGC="600000"/>
+        </policyEntries>
+      </policyMap>
+    </destinationPolicy>
     <persistenceAdapter>
       <kahaDB directory="\${activemq.data}/kahadb"/>
     </persistenceAdapter>
