@@ -21,6 +21,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
 CACHE="${NATSBRIDGE_CACHE_DIR:-$HOME/.cache/natsbridge}"
 STATE="${NATSBRIDGE_SERVICES_DIR:-$CACHE/services}"
 BIN="$CACHE/bin"
@@ -45,8 +46,8 @@ KAFKA_CONTROLLER_PORT=9093
 KAFKA_SCRAM_PORT=9094
 KAFKA_SCRAM_USER=natsbridge
 KAFKA_SCRAM_PASSWORD=natsbridge-secret
-ACTIVEMQ_USER=admin
-ACTIVEMQ_PASSWORD=admin
+ACTIVEMQ_USER="admin"
+ACTIVEMQ_PASSWORD="admin"
 
 SERVICES=(nats rabbitmq activemq kafka)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
@@ -386,9 +387,11 @@ launch() {
   shift
   local d="$STATE/$name"
   rm -f "$d/pid"
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$d/pid" "$@" >>"$d/stdout.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 50); do
+  # 9>&-: the broker must not inherit (and so hold forever) services.sh's lock
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$d/pid" "$@" >>"$d/stdout.log" 2>&1 </dev/null 9>&- &
+  local _
+  for _ in $(seq 1 50); do
     [ -s "$d/pid" ] && return 0
     sleep 0.1
   done
@@ -529,14 +532,14 @@ start_services() {
 }
 
 stop_service() { # NAME: graceful stop (SIGTERM), SIGKILL after a timeout; data is kept
-  local name="$1" pid i
+  local name="$1" pid
   pid="$(service_pid "$name")" || {
     rm -f "$(pidfile "$name")"
     return 0
   }
   kill -TERM "$pid" 2>/dev/null || true
   kill -CONT "$pid" 2>/dev/null || true # a test may have left it SIGSTOPped
-  for i in $(seq 1 600); do
+  for _ in $(seq 1 600); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -623,9 +626,19 @@ cmd_down() {
   fi
 }
 
+# One services.sh at a time changes the brokers (two `up`s, or a test's restart during an up).
+take_lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  if command -v flock >/dev/null && ! flock -w 900 9; then die "another services.sh holds $STATE/.lock"; fi
+}
+
 main() {
   local cmd="${1:-}"
   shift || true
+  case "$cmd" in
+  up | down | start | stop | restart | clean) take_lock ;;
+  esac
   case "$cmd" in
   up) cmd_up ;;
   down) cmd_down ;;
