@@ -1,0 +1,124 @@
+"""AMQP messages ↔ Envelopes; properties and header tables go through mappings.amqp_properties.
+
+Received message → Envelope
+    subject      the routing key (the route's mapping turns it into the target address)
+    payload      the body
+    headers      the basic properties (``Amqp-Content-Type`` …) and the typed header table,
+                 as mappings.amqp_properties writes them, plus the source coordinates
+                 ``Amqp-Exchange``, ``Amqp-Routing-Key`` and ``Amqp-Queue``
+    reply        ``reply_to``
+    msg_id       ``message_id``
+    timestamp    the ``timestamp`` property (seconds), else the time of receipt
+    origin       Origin(connection, "amqp", exchange, routing_key, queue)
+
+Envelope → published message: the inverse (`mappings.amqp_properties.headers_to_properties`):
+property headers become properties, every other header a table entry (typed by
+``Amqp-Header-Types``); ``message_id`` defaults to `Envelope.msg_id`; a persistent sink
+forces ``delivery_mode`` 2.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pika.spec import Basic, BasicProperties
+
+from bridge.envelope import Envelope, Headers, Origin
+from bridge.errors import MappingError
+from mappings.amqp import validate_routing_key
+from mappings.amqp_properties import PROPERTY_HEADERS, headers_to_properties, properties_to_headers
+from mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY
+
+PERSISTENT = 2
+"""AMQP delivery_mode of a message written to disk by durable queues."""
+
+_ORIGIN_CACHE_SIZE = 4096
+"""Origins are immutable: one per (exchange, routing key) is reused, up to this many."""
+
+# Routing keys this short cannot exceed 255 UTF-8 bytes (4 bytes per code point at most).
+_SHORT_KEY = 255 // 4
+
+
+class EnvelopeReader:
+    """Builds Envelopes for messages received through one connection (and queue)."""
+
+    __slots__ = ("_connection", "_origins", "_queue")
+
+    def __init__(self, connection: str, queue: str | None) -> None:
+        self._connection = connection
+        self._queue = queue
+        self._origins: dict[tuple[str, str], Origin] = {}
+
+    def envelope(
+        self, method: Basic.Deliver | Basic.Return, properties: BasicProperties, body: bytes
+    ) -> Envelope:
+        """The Envelope of one received message (raises HeaderError if untranslatable)."""
+        exchange: str = method.exchange
+        routing_key: str = method.routing_key
+        found = {
+            name: value
+            for name, value in vars(properties).items()
+            if value is not None and name in PROPERTY_HEADERS
+        }
+        headers: Headers = properties_to_headers(found, properties.headers)
+        headers[AMQP_EXCHANGE] = [exchange]
+        headers[AMQP_ROUTING_KEY] = [routing_key]
+        if self._queue is not None:
+            headers[AMQP_QUEUE] = [self._queue]
+        origin = self._origins.get((exchange, routing_key))
+        if origin is None:
+            if len(self._origins) >= _ORIGIN_CACHE_SIZE:
+                self._origins.clear()
+            origin = Origin(
+                self._connection,
+                "amqp",
+                exchange=exchange,
+                routing_key=routing_key,
+                queue=self._queue,
+            )
+            self._origins[(exchange, routing_key)] = origin
+        timestamp = properties.timestamp
+        return Envelope(
+            subject=routing_key,
+            payload=body,
+            headers=headers,
+            reply=properties.reply_to,
+            msg_id=properties.message_id,
+            origin=origin,
+            timestamp=float(timestamp) if timestamp is not None else time.time(),
+        )
+
+
+def properties_for(envelope: Envelope, persistent: bool) -> BasicProperties:
+    """The AMQP properties (with header table) that carry `envelope`'s headers."""
+    properties: dict[str, Any]
+    if envelope.headers:
+        properties, table = headers_to_properties(envelope.headers)
+        if table:
+            properties["headers"] = table
+        _check_properties(properties)
+    else:
+        properties = {}
+    if persistent:
+        properties["delivery_mode"] = PERSISTENT
+    if envelope.msg_id is not None and "message_id" not in properties:
+        properties["message_id"] = envelope.msg_id
+    return BasicProperties(**properties)
+
+
+def check_routing_key(routing_key: str) -> None:
+    """Raise MappingError if `routing_key` does not fit AMQP's 255-byte limit."""
+    if len(routing_key) > _SHORT_KEY:
+        validate_routing_key(routing_key)
+
+
+def _check_properties(properties: dict[str, Any]) -> None:
+    """Refuse values RabbitMQ would answer by closing the channel (failing other sends too)."""
+    expiration = properties.get("expiration")
+    if expiration is not None and not (expiration.isascii() and expiration.isdigit()):
+        raise MappingError(f"AMQP expiration must be milliseconds as digits, got {expiration!r}")
+    for name in ("priority", "delivery_mode"):
+        value = properties.get(name)
+        if value is not None and not 0 <= value <= 255:
+            raise MappingError(f"AMQP {name} must be 0..255, got {value}")

@@ -1,0 +1,326 @@
+"""The AMQP source: consume a queue with manual acks, hand deliveries to asyncio in batches.
+
+On the pika thread each delivery becomes an `Incoming` and joins a batch; the batch
+crosses to the event loop with one `call_soon_threadsafe` after pika has dispatched
+everything it read from the socket in that round. `receive()` takes from the batches
+already on the loop side. Settling goes the other way: each `ack` call appends to a
+queue and at most one wake-up of the pika thread is pending at a time; there, acks are
+coalesced into one `basic.ack multiple=true` up to the highest tag below which every
+delivery is settled, and the rest are acked, nacked or rejected one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
+
+from bridge.config.loader import Route
+from bridge.config.model import AmqpConnection, AmqpSource
+from bridge.connector import Incoming
+from bridge.envelope import Envelope
+from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
+from connectors.amqp.client import AmqpClient, Steps
+from connectors.amqp.errors import translating
+from connectors.amqp.message import EnvelopeReader, properties_for
+from mappings.amqp_properties import PROPERTY_HEADERS
+from mappings.headers import decode_text_value
+
+log = logging.getLogger("natsbridge.amqp")
+
+MAX_PREFETCH = 65535
+"""AMQP's prefetch-count is a 16-bit field."""
+
+
+class _Settle:
+    """The `ack` of one delivery: callable once, from any thread; later calls do nothing."""
+
+    __slots__ = ("_done", "_generation", "_source", "_tag")
+
+    def __init__(self, source: AmqpQueueSource, generation: int, tag: int) -> None:
+        self._source = source
+        self._generation = generation
+        self._tag = tag
+        self._done = False
+
+    def __call__(self, error: BaseException | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._source._settle(self._generation, self._tag, error)
+
+
+class AmqpQueueSource:
+    """Source (and Responder) reading one RabbitMQ queue; see the package docstring."""
+
+    def __init__(self, route: Route, connection: AmqpConnection, connection_name: str) -> None:
+        spec = route.source
+        assert isinstance(spec, AmqpSource)
+        self._spec = spec
+        self._config = connection
+        self._connection_name = connection_name
+        self._route_name = route.name
+        self.queue = spec.queue if spec.queue is not None else f"natsbridge.{route.name}"
+        self.prefetch = min(spec.prefetch or route.spec.max_in_flight, MAX_PREFETCH)
+        self._client: AmqpClient | None = None
+        self._generation = 0
+        # asyncio side
+        self._ready: deque[Incoming] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BridgeError | None = ConnectionLost("amqp: source not connected")
+        # pika side
+        self._reader = EnvelopeReader(connection_name, self.queue)
+        self._batch: list[Incoming] = []
+        self._batch_scheduled = False
+        self._settles: deque[tuple[int, int, BaseException | None]] = deque()
+        self._settle_scheduled = False
+        self._floor = 1  # every delivery tag below this one is settled
+        self._settled: set[int] = set()  # settled tags at or above the floor
+
+    # ------------------------------------------------------------ Source
+
+    async def connect(self) -> None:
+        """Connect, declare/bind what the route asks for, set prefetch and start consuming."""
+        await self.close()
+        self._generation += 1
+        self._ready.clear()
+        self._batch = []
+        self._batch_scheduled = False
+        self._settles.clear()
+        self._settle_scheduled = False
+        self._floor = 1
+        self._settled = set()
+        client = AmqpClient(self._config, f"{self._route_name} source")
+        client.on_end = functools.partial(self._on_end, self._generation)
+        self._client = client
+        self._error = None
+        try:
+            await client.open(self._setup)
+        except BaseException:
+            self._client = None
+            self._error = ConnectionLost("amqp: source not connected")
+            raise
+        log.info(
+            "amqp source %s: consuming queue %r (prefetch %d)",
+            self._route_name,
+            self.queue,
+            self.prefetch,
+        )
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        """Up to `max_messages` deliveries, waiting at most `timeout` s for the first."""
+        ready = self._ready
+        if not ready:
+            if self._error is not None:
+                raise self._error
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not ready:
+                if self._error is not None:
+                    raise self._error
+                return ()
+        if len(ready) <= max_messages:
+            batch = list(ready)
+            ready.clear()
+            return batch
+        return [ready.popleft() for _ in range(max_messages)]
+
+    async def close(self) -> None:
+        """Send the acks already given, then close the connection (unsettled ones requeue)."""
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        client.call(lambda: self._flush_settles(client))
+        await client.close()
+
+    # ------------------------------------------------------------ Responder
+
+    async def respond(self, request: Envelope, reply: Envelope) -> None:
+        """Publish `reply` to the request's reply_to through the default exchange."""
+        if not request.reply:
+            raise MessageRejected("amqp: the request has no reply_to to answer")
+        client = self._client
+        if client is None or self._error is not None:
+            raise self._error or ConnectionLost("amqp: source not connected")
+        properties = properties_for(reply, persistent=False)
+        properties.correlation_id = _correlation_id(request)
+        properties.reply_to = None
+        routing_key = request.reply
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def publish() -> None:
+            try:
+                with translating():
+                    assert client.channel is not None
+                    client.channel.basic_publish("", routing_key, reply.payload, properties)
+            except BridgeError as exc:
+                client.post(_fail, done, exc)
+            else:
+                client.post(_done, done)
+
+        if not client.call(publish):
+            raise ConnectionLost("amqp: connection lost")
+        await done
+
+    # ------------------------------------------------------------ pika thread
+
+    def _setup(self, client: AmqpClient) -> Steps:
+        spec = self._spec
+        if spec.exchange:  # "" is the default exchange: it exists and takes no bindings
+            yield from client.ensure_exchange(spec.exchange, spec.exchange_type)
+        yield from client.ensure_queue(self.queue)
+        if spec.exchange:
+            for key in spec.binding_keys:
+                yield functools.partial(self._bind, client, spec.exchange, key)
+        yield lambda done: client.ch.basic_qos(prefetch_count=self.prefetch, callback=done)
+        client.ch.add_on_cancel_callback(lambda _frame: self._on_cancelled(client))
+        generation = self._generation
+
+        def on_message(
+            channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes
+        ) -> None:
+            self._on_message(client, generation, channel, method, properties, body)
+
+        yield lambda done: client.ch.basic_consume(
+            self.queue, on_message, auto_ack=False, callback=done
+        )
+
+    def _bind(self, client: AmqpClient, exchange: str, key: str, done: Callable[..., None]) -> None:
+        client.ch.queue_bind(self.queue, exchange, routing_key=key, callback=done)
+
+    def _on_message(
+        self,
+        client: AmqpClient,
+        generation: int,
+        channel: Channel,
+        method: Basic.Deliver,
+        properties: BasicProperties,
+        body: bytes,
+    ) -> None:
+        tag: int = method.delivery_tag
+        try:
+            envelope = self._reader.envelope(method, properties, body)
+        except BridgeError as exc:
+            # pika decodes only well-typed tables, so this is (nearly) impossible; the
+            # message goes to the queue's dead-letter exchange, if it has one.
+            log.error(
+                "amqp source %s: rejecting an untranslatable message: %s", self._route_name, exc
+            )
+            self._settle(generation, tag, MessageRejected(str(exc)))
+            return
+        self._batch.append(Incoming(envelope, _Settle(self, generation, tag)))
+        if not self._batch_scheduled:
+            self._batch_scheduled = True
+            # Runs after pika has dispatched every frame of this socket read: one batch.
+            client.soon(lambda: self._flush_batch(client))
+
+    def _flush_batch(self, client: AmqpClient) -> None:
+        batch = self._batch
+        self._batch = []
+        self._batch_scheduled = False
+        if batch:
+            client.post(self._deliver, batch)
+
+    def _settle(self, generation: int, tag: int, error: BaseException | None) -> None:
+        """From any thread: queue one settlement; wake the pika thread once per batch."""
+        client = self._client
+        if generation != self._generation or client is None:
+            return  # that channel is gone: the broker redelivers the message anyway
+        self._settles.append((generation, tag, error))
+        if not self._settle_scheduled:
+            self._settle_scheduled = True
+            client.call(lambda: self._flush_settles(client))
+
+    def _flush_settles(self, client: AmqpClient) -> None:
+        """On the pika thread: send queued settlements, coalescing acks."""
+        self._settle_scheduled = False  # before draining: a racing _settle wakes us again
+        channel = client.channel
+        settles = self._settles
+        if channel is None or not channel.is_open:
+            settles.clear()
+            return
+        settled = self._settled
+        floor = self._floor
+        acked: list[int] = []
+        while settles:
+            generation, tag, error = settles.popleft()
+            if generation != self._generation or tag < floor or tag in settled:
+                continue  # an old channel's tag, or settled already
+            settled.add(tag)
+            if error is None:
+                acked.append(tag)
+            elif isinstance(error, PermanentError):
+                channel.basic_reject(tag, requeue=False)
+            else:
+                channel.basic_nack(tag, multiple=False, requeue=True)
+        while floor in settled:
+            settled.remove(floor)
+            floor += 1
+        self._floor = floor
+        top = 0
+        for tag in acked:
+            if tag < floor:
+                top = max(top, tag)
+            else:
+                channel.basic_ack(tag)  # a gap below it: ack it alone
+        if top:
+            # Every tag up to `top` is settled: those settled earlier are no longer
+            # outstanding, so this acks exactly the ones in `acked` below the floor.
+            channel.basic_ack(top, multiple=True)
+
+    def _on_cancelled(self, client: AmqpClient) -> None:
+        client.fail(ConnectionLost(f"amqp: the broker cancelled the consumer of {self.queue!r}"))
+
+    # ------------------------------------------------------------ asyncio side
+
+    def _deliver(self, batch: list[Incoming]) -> None:
+        self._ready.extend(batch)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_end(self, generation: int, error: BridgeError) -> None:
+        if generation != self._generation:
+            return
+        self._ready.clear()  # their acks would go to a dead channel: RabbitMQ redelivers
+        self._error = error
+        if self._client is not None:
+            log.warning("amqp source %s: %s", self._route_name, error)
+        self._client = None
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _correlation_id(request: Envelope) -> str | None:
+    values = request.headers.get(PROPERTY_HEADERS["correlation_id"])
+    return decode_text_value(values[0]) if values else None
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
