@@ -99,34 +99,67 @@ def properties_to_headers(
     """NATS headers carrying AMQP basic `properties` and the `table` of header values."""
     out: Headers = {}
     for prop, value in properties.items():
+        if value is None:
+            if prop not in PROPERTY_HEADERS:
+                raise HeaderError(f"unknown AMQP basic property {prop!r}")
+            continue
         header = PROPERTY_HEADERS.get(prop)
         if header is None:
             hint = " (pass the header table as `table`)" if prop == "headers" else ""
             raise HeaderError(f"unknown AMQP basic property {prop!r}{hint}")
-        if value is None:
-            continue
         if prop in _INT_PROPERTIES:
-            if not isinstance(value, int) or isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int):
                 raise HeaderError(f"AMQP property {prop} must be an int, got {value!r}")
             out[header] = [str(value)]
         else:
             if not isinstance(value, str):
                 raise HeaderError(f"AMQP property {prop} must be a str, got {value!r}")
             out[header] = [h.encode_value(value)]
-    types: dict[str, str] = {}
-    for key, value in (table or {}).items():
-        if not isinstance(key, str):
-            raise HeaderError(f"AMQP header table key {key!r} is not a string")
-        name = h.escape_header_name(key)
-        if name.lower() in _RESERVED:
-            name = f"%{ord(name[0]):02X}{name[1:]}"
+    if not table:
+        return out
+    types: list[tuple[str, str]] = []
+    for key, value in table.items():
+        name = _table_name(key)
         text, code = _encode_field(value)
         out[name] = [text]
         if code is not None:
-            types[name] = code
+            types.append((name, code))
     if types:
-        out[h.AMQP_HEADER_TYPES] = [json.dumps(types, separators=(",", ":"))]
+        out[h.AMQP_HEADER_TYPES] = [_types_text(tuple(types))]
     return out
+
+
+# Table keys and type sets repeat from message to message: remember their encodings.
+_CACHE_SIZE = 4096
+_names: dict[str, str] = {}
+_types_texts: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _table_name(key: str) -> str:
+    """The NATS header name of table key `key`."""
+    name = _names.get(key)
+    if name is not None:
+        return name
+    if not isinstance(key, str):
+        raise HeaderError(f"AMQP header table key {key!r} is not a string")
+    name = h.escape_header_name(key)
+    if name.lower() in _RESERVED:
+        name = f"%{ord(name[0]):02X}{name[1:]}"
+    if len(_names) >= _CACHE_SIZE:
+        _names.clear()
+    _names[key] = name
+    return name
+
+
+def _types_text(types: tuple[tuple[str, str], ...]) -> str:
+    """The Amqp-Header-Types value for (name, code) pairs."""
+    text = _types_texts.get(types)
+    if text is None:
+        text = json.dumps(dict(types), separators=(",", ":"))
+        if len(_types_texts) >= _CACHE_SIZE:
+            _types_texts.clear()
+        _types_texts[types] = text
+    return text
 
 
 def headers_to_properties(

@@ -31,7 +31,6 @@ EMPTY_TOKEN = "%"
 """The token that stands for an empty word."""
 
 _SAFE_WORD = re.compile(r"[!-$&-\-/-~]+")  # printable ASCII minus '%' and '.'
-_SAFE_WORDS = re.compile(r"[!-$&-\-/-~]+(?:\.[!-$&-\-/-~]+)*")
 _SAFE_BYTES = frozenset(range(0x21, 0x7F)) - {ord("."), ord("%")}
 _BYTE_TEXT = tuple(chr(b) if b in _SAFE_BYTES else f"%{b:02X}" for b in range(256))
 _HEX = re.compile(r"%([0-9A-F]{2})")
@@ -79,16 +78,32 @@ def unescape_token(token: str) -> str:
         raise MappingError(f"{token!r} does not unescape to UTF-8 text") from None
 
 
+def _is_plain_subject(text: str) -> bool:
+    """True when every word of `text` is kept by escaping (plain string tests, no regex)."""
+    return (
+        text.isascii()
+        and text.isprintable()
+        and text != ""
+        and " " not in text
+        and "%" not in text
+        and ".." not in text
+        and text[0] != "."
+        and text[-1] != "."
+        and "*" not in text
+        and ">" not in text
+    )
+
+
 def escape_words(text: str) -> str:
     """Escape `text` word by word: its dots stay token separators."""
-    if _SAFE_WORDS.fullmatch(text) is not None and "*" not in text and ">" not in text:
+    if _is_plain_subject(text):
         return text  # the common case: already a valid literal subject
     return ".".join([escape_token(word) for word in text.split(".")])
 
 
 def unescape_words(subject: str) -> str:
     """Inverse of `escape_words`."""
-    if _SAFE_WORDS.fullmatch(subject) is not None and "*" not in subject and ">" not in subject:
+    if _is_plain_subject(subject):
         return subject  # the common case: nothing was escaped
     return ".".join([unescape_token(token) for token in subject.split(".")])
 

@@ -186,6 +186,11 @@ def unescape_header_name(name: str) -> str:
 
 def is_plain_value(value: str) -> bool:
     """True when `value` travels as a NATS header value unchanged by `encode_value`."""
+    if value.isascii():
+        # isprintable() on ASCII means 0x20-0x7E: no control character.
+        return (
+            value.isprintable() and value == value.strip() and not value.startswith(BASE64_MARKER)
+        )
     return (
         _PLAIN_VALUE.fullmatch(value) is not None
         and value == value.strip()

@@ -88,6 +88,12 @@ def _explain(text: str, what: str) -> str:
 
 def is_valid_subject(subject: str) -> bool:
     """True when `subject` is a publishable subject (no wildcards)."""
+    # Fast path for the usual printable-ASCII subject: plain string tests, no regex.
+    if subject.isascii() and subject.isprintable() and 0 < len(subject) <= MAX_SUBJECT_BYTES:
+        if " " in subject or ".." in subject or subject[0] == SEPARATOR or subject[-1] == SEPARATOR:
+            return False
+        if "*" not in subject and ">" not in subject:
+            return True
     return (
         _WELL_FORMED.fullmatch(subject) is not None
         and _WILDCARD_TOKEN.search(subject) is None

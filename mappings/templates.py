@@ -111,6 +111,7 @@ class Template:
         "_getters",
         "_literals",
         "_single",
+        "_validate",
         "placeholders",
         "source_kind",
         "target_kind",
@@ -143,6 +144,7 @@ class Template:
         self._getters = tuple(getters)
         self._capture = capture
         self._single = self._literals[0] if not getters else None
+        self._validate = target_kind == "nats"
 
     def __repr__(self) -> str:
         return f"Template({self.text!r}, {self.source_kind} -> {self.target_kind})"
@@ -169,7 +171,7 @@ class Template:
                 pieces.append(getter(env, caps))
                 pieces.append(lit)
             out = "".join(pieces)
-        if self.target_kind == "nats" and not subjects.is_valid_subject(out):
+        if self._validate and not subjects.is_valid_subject(out):
             try:
                 subjects.validate_subject(out)
             except SubjectError as exc:
@@ -468,6 +470,8 @@ class _Compiler:
             return _destination_getter(escape)
         if name == "key":
             return _key_getter(escape)
+        if name == "partition":
+            return _partition_getter
         return _origin_getter(name, escape)
 
     def _header(self, args: list[tuple[str, int]], start: int, shown: str) -> Getter:
@@ -619,6 +623,13 @@ def _key_getter(escape: bool) -> Getter:
             raise TemplateError("{{key}}: the Kafka key is not UTF-8 text") from None
 
     return get
+
+
+def _partition_getter(env: Envelope, caps: Captures) -> str:
+    o = env.origin
+    if o is None or o.partition is None:
+        raise TemplateError("{{partition}}: the message's origin has no partition")
+    return str(o.partition)  # digits: a valid token as it is
 
 
 def _origin_getter(name: str, escape: bool) -> Getter:
