@@ -309,7 +309,7 @@ class _Compiler:
                     raise TemplateError(f"source pattern {pattern!r} is invalid: {exc}") from None
 
     def error(self, message: str, position: int) -> TemplateError:
-        return TemplateError(f"{message} (at offset {position} in {self.text!r})", position)
+        return TemplateError(message, position)
 
     def compile(self) -> Template:
         text = self.text
