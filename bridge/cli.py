@@ -36,6 +36,36 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(func=_schema)
 
+    mapping = commands.add_parser(
+        "map", help="show what a route makes of a source address, without brokers"
+    )
+    mapping.add_argument("-c", "--config", required=True, help="config file (YAML)")
+    mapping.add_argument("--route", required=True, help="route name")
+    mapping.add_argument("--key", help="Kafka record key of the message")
+    mapping.add_argument("--partition", type=int, help="Kafka partition of the message")
+    mapping.add_argument(
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="a message header"
+    )
+    mapping.add_argument(
+        "address", help="routing key, Kafka topic, STOMP destination or NATS subject"
+    )
+    mapping.set_defaults(func=_map)
+
+    run = commands.add_parser("run", help="run the bridge until SIGTERM/SIGINT")
+    run.add_argument("-c", "--config", required=True, help="config file (YAML)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="default: json unless stderr is a terminal",
+    )
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="stop (and drain) once every route has been idle and every buffer is empty",
+    )
+    run.set_defaults(func=_run)
+
     return parser
 
 
@@ -66,6 +96,63 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{config.path}: valid, bridge '{config.bridge.id}', {len(config.routes)} routes")
     for route in config.routes:
         print(secrets.redact(f"  {describe_route(route)}"))
+    return EXIT_OK
+
+
+def _map(args: argparse.Namespace) -> int:
+    import difflib
+
+    from bridge.config import load_config
+    from bridge.runtime.preview import preview
+
+    config = load_config(args.config)
+    routes = {route.name: route for route in config.routes}
+    route = routes.get(args.route)
+    if route is None:
+        close = difflib.get_close_matches(args.route, list(routes), n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        print(f"natsbridge: no route named '{args.route}'{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    headers: dict[str, list[str]] = {}
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"natsbridge: --header takes NAME=VALUE, found {item!r}", file=sys.stderr)
+            return 2
+        headers.setdefault(name, []).append(value)
+    result = preview(
+        config, route, args.address, key=args.key, partition=args.partition, headers=headers
+    )
+    print(secrets.redact(json.dumps(result)))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bridge import logs
+    from bridge.config import load_config
+    from bridge.config.describe import describe_route
+    from bridge.runtime.bridge import Bridge, install_signal_handlers
+
+    config = load_config(args.config)
+    logs.configure(args.log_level, None if args.log_format is None else args.log_format == "json")
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"natsbridge {__version__}: bridge '{config.bridge.id}', data in {config.bridge.data_dir}"
+    )
+    for route in config.routes:
+        print(secrets.redact(f"  {describe_route(route)}"))
+    sys.stdout.flush()
+
+    async def main() -> None:
+        bridge = Bridge(config)
+        install_signal_handlers(bridge)
+        await bridge.run(once=args.once)
+
+    asyncio.run(main())
+    print("natsbridge: stopped cleanly")
     return EXIT_OK
 
 

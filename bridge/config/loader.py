@@ -26,6 +26,7 @@ from bridge.config.model import (
     Connection,
     Delivery,
     KafkaSink,
+    KafkaSource,
     Model,
     NatsSink,
     NatsSource,
@@ -251,7 +252,7 @@ class _Checker:
     def compile_templates(
         self, source: Source, source_kind: str, sink: Sink, sink_kind: str, where: YamlPath
     ) -> dict[str, Template]:
-        patterns = _source_patterns(source)
+        patterns = source_patterns(source)
         compiled: dict[str, Template] = {}
         for name in _TEMPLATE_FIELDS[type(sink)]:
             text = getattr(sink, name)
@@ -470,13 +471,16 @@ def _register_secrets(data: Any) -> None:
             secrets.register(password)
 
 
-def _source_patterns(source: Source) -> tuple[str, ...]:
+def source_patterns(source: Source) -> tuple[str, ...]:
+    """The addresses a source takes, in its own syntax (empty: it takes everything)."""
     if isinstance(source, NatsSource):
         return (source.subject,)
     if isinstance(source, AmqpSource) and source.exchange is not None:
         return tuple(source.binding_keys)
     if isinstance(source, StompSource):
         return (source.destination,)
+    if isinstance(source, KafkaSource) and source.topics:
+        return tuple(source.topics)
     return ()
 
 

@@ -321,7 +321,6 @@ class RouteSpec(Model):
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     request_reply: RequestReply | None = None
     max_in_flight: int = Field(1000, ge=1, le=100_000)
-    ordered: bool = Field(True, description="Keep order per queue/partition")
     retry: Retry = Retry()
     max_payload: Bytes | None = Field(None, gt=0, le=64 * 1024**2)
 

@@ -13,7 +13,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test,dev]'
 
-bash deploy/dev/services.sh up
+NATSBRIDGE_NATSCLI=${NATSBRIDGE_NATSCLI:-0} bash deploy/dev/services.sh up  # natscli: benchmarks only
 eval "$(bash deploy/dev/services.sh env)"
 
 echo "== ruff"

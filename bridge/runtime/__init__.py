@@ -1,0 +1,1 @@
+"""The runtime: routes built from config, running source -> mapping -> buffer -> sink."""

@@ -1,0 +1,91 @@
+"""The bridge process: every route of a config, started together and drained together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from bridge.config.loader import Config, Route
+from bridge.config.model import Delivery
+from bridge.registry import load_connector
+from bridge.runtime.buffer import RouteBuffer
+from bridge.runtime.embedded import EmbeddedBuffers
+from bridge.runtime.mapper import RouteMapper
+from bridge.runtime.route import RouteRunner
+
+log = logging.getLogger("natsbridge")
+
+IDLE_CHECK_S = 0.5
+IDLE_ROUNDS_FOR_ONCE = 4  # --once stops after this many idle checks in a row
+
+
+class Bridge:
+    """Runs all routes of `config` until stopped, then drains them within the grace period."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.buffers = EmbeddedBuffers(config.bridge.data_dir)
+        self.runners: list[RouteRunner] = []
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask every route to stop reading and drain (idempotent, signal-safe)."""
+        self._stop.set()
+
+    async def run(self, once: bool = False) -> None:
+        """Start every route, wait for `stop()` (or idleness with `once`), then drain."""
+        await self.buffers.open()
+        try:
+            for route in self.config.routes:
+                self.runners.append(await self._build(route))
+            tasks = [asyncio.create_task(r.run(), name=r.route.name) for r in self.runners]
+            log.info("bridge %s started with %d routes", self.config.bridge.id, len(tasks))
+            waiter = asyncio.create_task(self._idle() if once else self._stop.wait())
+            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for runner in self.runners:
+                runner.stop()
+            _, late = await asyncio.wait(tasks, timeout=self.config.bridge.drain_timeout)
+            for task in late:
+                log.warning("route %s did not drain in time; its buffer keeps the rest", task)
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await self.buffers.close()
+
+    async def _build(self, route: Route) -> RouteRunner:
+        connections = self.config.connections
+        source = load_connector(route.source_kind).source(
+            route, connections[route.source.connection], self.config.bridge
+        )
+        sink = load_connector(route.sink_kind).sink(
+            route, connections[route.sink.connection], self.config.bridge
+        )
+        mapper = RouteMapper(route, self.config.bridge.id, self.config.bridge.hop_limit)
+        buffer: RouteBuffer | None = None
+        if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
+            buffer = await self.buffers.route(route)
+        return RouteRunner(route, source, sink, mapper, buffer)
+
+    async def _idle(self) -> None:
+        """Return once no route has moved a message for a while and every buffer is empty."""
+        idle_rounds, last = 0, None
+        while idle_rounds < IDLE_ROUNDS_FOR_ONCE:
+            await asyncio.sleep(IDLE_CHECK_S)
+            counts = [(r.stats.received, r.stats.delivered) for r in self.runners]
+            depth = sum([await r.buffer.depth() for r in self.runners if r.buffer is not None])
+            idle_rounds = idle_rounds + 1 if counts == last and depth == 0 else 0
+            last = counts
+
+
+def install_signal_handlers(bridge: Bridge) -> None:
+    """SIGTERM and SIGINT start a graceful drain."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, bridge.stop)

@@ -1,0 +1,54 @@
+"""What a route needs from its durable buffer, whichever backend holds it.
+
+The embedded broker (bridge.broker, SQLite on local disk) is the default backend;
+an external JetStream can take its place. A route's buffer holds the mapped envelopes
+between the source's ack and the sink's confirm, and its dead letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.envelope import Envelope
+
+
+@dataclass(slots=True)
+class Buffered:
+    """A buffered message handed out for delivery."""
+
+    seq: int
+    envelope: Envelope
+    deliveries: int  # 1 on first delivery, more after a restart or a redelivery
+
+
+class RouteBuffer(Protocol):
+    """One route's durable buffer and dead-letter stream."""
+
+    async def put(self, envelopes: Sequence[Envelope]) -> None:
+        """Store `envelopes` in order; returns only once they are durable on disk.
+
+        Raises StreamFull when the buffer's limits are reached (the caller waits and
+        retries, leaving the messages unacknowledged at the source) or StoreError.
+        """
+
+    async def take(self, max_messages: int, timeout: float) -> Sequence[Buffered]:
+        """Up to `max_messages` undelivered messages in order, waiting up to `timeout`."""
+
+    async def settle(self, seqs: Sequence[int]) -> None:
+        """Mark messages delivered: they never come back, even after a crash."""
+
+    async def dead_letter(self, envelope: Envelope, reason: str, seq: int | None = None) -> None:
+        """Move a message to the dead-letter stream with `reason` (durable on return).
+
+        With `seq`, the buffered message of that sequence is moved; without, `envelope`
+        (one that never reached the buffer, for example because it could not be mapped)
+        is written to the dead-letter stream directly.
+        """
+
+    async def depth(self) -> int:
+        """How many messages wait for delivery."""
+
+    async def close(self) -> None:
+        """Release the buffer; undelivered messages stay on disk for the next start."""

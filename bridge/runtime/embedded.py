@@ -1,0 +1,141 @@
+"""The default buffer backend: the embedded broker (bridge.broker), on local disk.
+
+Each route gets a work-queue stream named after the route, with one durable pull
+consumer and a dead-letter stream `<route>.dead-letters`. What the runtime needs of an
+envelope beyond subject, payload, headers and message id (the rendered Kafka key, the
+source timestamp) rides in two buffer-private headers that are removed again on take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.broker.broker import Broker, Msg
+from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
+from bridge.config.loader import Route
+from bridge.envelope import Envelope, Headers
+from bridge.runtime.buffer import Buffered
+from mappings.headers import decode_value, encode_value
+
+CONSUMER = "deliver"
+DEAD_LETTER_SUFFIX = ".dead-letters"
+KEY_HEADER = "Bridge-Buffer-Key"
+TIME_HEADER = "Bridge-Buffer-Time"
+# The deliver loop retries a window in process; redelivery by ack wait only matters
+# after a restart, when every unacked message is handed out again anyway.
+ACK_WAIT_S = 3600.0
+PAYLOAD_LIMIT = 64 * 1024 * 1024  # the sink enforces the target's own, smaller limit
+
+
+def dead_letter_stream(route_name: str) -> str:
+    """The name of a route's dead-letter stream."""
+    return f"{route_name}{DEAD_LETTER_SUFFIX}"
+
+
+class EmbeddedBuffers:
+    """Opens the data dir's broker once and hands each route its buffer."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.broker: Broker | None = None
+
+    async def open(self) -> None:
+        """Open (or create) the store; StoreCorrupted for a damaged file."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = await Broker.open(self.data_dir)
+
+    async def route(self, route: Route) -> EmbeddedRouteBuffer:
+        """The buffer of `route`, created on first use and kept across restarts."""
+        assert self.broker is not None, "open() first"
+        await self.broker.add_stream(
+            StreamConfig(
+                name=route.name,
+                retention=Retention.WORKQUEUE,
+                max_msg_size=PAYLOAD_LIMIT,
+                dead_letter=dead_letter_stream(route.name),
+            )
+        )
+        await self.broker.add_consumer(
+            route.name,
+            ConsumerConfig(
+                name=CONSUMER,
+                ack_wait=ACK_WAIT_S,
+                max_ack_pending=max(2 * route.spec.max_in_flight, 1000),
+            ),
+        )
+        return EmbeddedRouteBuffer(self.broker, route.name)
+
+    async def close(self) -> None:
+        """Commit what is queued and close the store."""
+        if self.broker is not None:
+            await self.broker.close()
+            self.broker = None
+
+
+class EmbeddedRouteBuffer:
+    """One route's stream, consumer and dead letters (see bridge.runtime.buffer)."""
+
+    def __init__(self, broker: Broker, stream: str) -> None:
+        self.broker = broker
+        self.stream = stream
+        self.taken: dict[int, Msg] = {}
+
+    async def put(self, envelopes: Sequence[Envelope]) -> None:
+        """Append all of `envelopes` with one durable commit."""
+        await self.broker.publish_many(
+            self.stream,
+            [Outgoing(e.subject, e.payload, _stored_headers(e), e.msg_id) for e in envelopes],
+        )
+
+    async def take(self, max_messages: int, timeout: float) -> Sequence[Buffered]:
+        """Up to `max_messages` messages in stream order (redeliveries first)."""
+        messages = await self.broker.fetch(self.stream, CONSUMER, max_messages, timeout)
+        for message in messages:
+            self.taken[message.seq] = message
+        return [Buffered(m.seq, _envelope(m), m.deliveries) for m in messages]
+
+    async def settle(self, seqs: Sequence[int]) -> None:
+        """Ack delivered messages; the writer commits them with its next batch."""
+        for seq in seqs:
+            self.taken.pop(seq).ack()
+
+    async def dead_letter(self, envelope: Envelope, reason: str, seq: int | None = None) -> None:
+        """Move a taken message, or write an unbuffered one, to the dead letters."""
+        if seq is not None:
+            self.taken.pop(seq).term(reason)
+            await self.broker.flush()
+            return
+        await self.broker.dead_letter(
+            self.stream, envelope.subject, envelope.payload, _stored_headers(envelope), reason
+        )
+
+    async def depth(self) -> int:
+        """Messages stored and not yet delivered."""
+        info = await self.broker.consumer_info(self.stream, CONSUMER)
+        return info.num_pending + info.num_ack_pending
+
+    async def close(self) -> None:
+        """Nothing to release: the broker is shared and closed by EmbeddedBuffers."""
+
+
+def _stored_headers(envelope: Envelope) -> Headers:
+    headers = dict(envelope.headers)
+    if envelope.key is not None:
+        headers[KEY_HEADER] = [encode_value(envelope.key)]
+    headers[TIME_HEADER] = [repr(envelope.timestamp)]
+    return headers
+
+
+def _envelope(message: Msg) -> Envelope:
+    headers = dict(message.headers)
+    key = headers.pop(KEY_HEADER, None)
+    stamp = headers.pop(TIME_HEADER, None)
+    return Envelope(
+        subject=message.subject,
+        payload=message.payload,
+        headers=headers,
+        msg_id=message.msg_id,
+        key=decode_value(key[0]) if key else None,
+        timestamp=float(stamp[0]) if stamp else message.time,
+    )

@@ -1,0 +1,104 @@
+"""A route's mapping step: from a source's envelope to the envelope its sink will write.
+
+Pure logic, no I/O. It renders the route's compiled templates into the target address
+(and Kafka key), stamps the loop-prevention headers, derives the dedup id under
+`exactly_once`, and checks the payload limit. Anything that cannot be mapped raises a
+PermanentError: the runtime dead-letters that message and the route keeps flowing.
+
+Loop prevention: every bridge hop appends `Bridge-Origin: <bridge id>/<source
+connection>` and increments `Bridge-Hops`. A route drops a message that this bridge
+took from the very connection the route would write it to (a two-way pair of routes
+would otherwise send it back), and any message that has crossed `hop_limit` bridges.
+A chain through one bridge (RabbitMQ -> NATS -> Kafka) is not a loop and passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bridge.config.loader import Route
+from bridge.config.model import Delivery
+from bridge.envelope import Envelope
+from bridge.errors import MappingError, PayloadTooLarge
+from mappings.headers import BRIDGE_HOPS, BRIDGE_ORIGIN, NATS_MSG_ID
+
+ADDRESS_FIELDS = ("subject", "routing_key", "topic", "destination")
+
+
+class LoopDetected(Exception):
+    """The message would go back where this bridge took it from, or is over the hop limit."""
+
+
+class RouteMapper:
+    """Maps envelopes for one route."""
+
+    def __init__(self, route: Route, bridge_id: str, hop_limit: int) -> None:
+        self.route = route
+        self.bridge_id = bridge_id
+        self.hop_limit = hop_limit
+        self.stamp = f"{bridge_id}/{route.source.connection}"
+        self.returning = f"{bridge_id}/{route.sink.connection}"
+        [address_field] = [name for name in ADDRESS_FIELDS if name in route.templates]
+        self.address = route.templates[address_field]
+        self.key = route.templates.get("key")
+        self.exactly_once = route.spec.delivery is Delivery.EXACTLY_ONCE
+        self.max_payload = route.spec.max_payload
+
+    def map(self, envelope: Envelope) -> Envelope:
+        """The envelope to buffer and send; raises LoopDetected or a PermanentError."""
+        origins = envelope.headers.get(BRIDGE_ORIGIN, [])
+        if self.returning in origins:
+            raise LoopDetected(f"came from {self.route.sink.connection} through this bridge")
+        hops = _hops(envelope)
+        if hops >= self.hop_limit:
+            raise LoopDetected(f"crossed {hops} bridges, the hop limit is {self.hop_limit}")
+        if self.max_payload is not None and len(envelope.payload) > self.max_payload:
+            raise PayloadTooLarge(len(envelope.payload), self.max_payload)
+        headers = {name: list(values) for name, values in envelope.headers.items()}
+        headers[BRIDGE_ORIGIN] = [*origins, self.stamp]
+        headers[BRIDGE_HOPS] = [str(hops + 1)]
+        msg_id = envelope.msg_id
+        if self.exactly_once:
+            msg_id = dedup_id(envelope)
+            headers[NATS_MSG_ID] = [msg_id]
+        key = envelope.key
+        if self.key is not None:
+            key = self.key.render(envelope).encode()
+        return dataclasses.replace(
+            envelope,
+            subject=self.address.render(envelope),
+            headers=headers,
+            msg_id=msg_id,
+            key=key,
+        )
+
+
+def dedup_id(envelope: Envelope) -> str:
+    """A message id that is the same every time the same source message is read again.
+
+    Kafka: topic/partition/offset. Others: the message id the source connector found
+    (AMQP message_id, STOMP message-id, JetStream Nats-Msg-Id), else the JetStream
+    stream sequence. Without any of these a redelivery cannot be told from a new
+    message, and a MappingError says so.
+    """
+    origin = envelope.origin
+    if origin is not None and origin.kind == "kafka" and origin.offset is not None:
+        return f"kafka:{origin.topic}:{origin.partition}:{origin.offset}"
+    if envelope.msg_id:
+        return envelope.msg_id
+    if origin is not None and origin.stream_seq is not None:
+        return f"jetstream:{origin.connection}:{origin.subject}:{origin.stream_seq}"
+    raise MappingError(
+        "exactly_once needs a stable message id: this message has no source coordinates "
+        "and no message id (set message_id / message-id on the producer)"
+    )
+
+
+def _hops(envelope: Envelope) -> int:
+    value = envelope.header(BRIDGE_HOPS)
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise MappingError(f"{BRIDGE_HOPS} header is not a number: {value!r}") from None

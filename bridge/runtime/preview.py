@@ -1,0 +1,69 @@
+"""`natsbridge map`: what a route would make of one source address, without any broker."""
+
+from __future__ import annotations
+
+from bridge.config.loader import Config, Route, source_patterns
+from bridge.config.model import AmqpSource, KafkaSink
+from bridge.envelope import Envelope, Headers, Origin
+from bridge.errors import MappingError
+from bridge.runtime.mapper import LoopDetected, RouteMapper
+from mappings.templates import match_source
+
+
+def preview(
+    config: Config,
+    route: Route,
+    address: str,
+    *,
+    key: str | None = None,
+    partition: int | None = None,
+    headers: Headers | None = None,
+) -> dict[str, object]:
+    """`{"address": …, "key": …, "headers": {…}}` for a message from `address`.
+
+    `address` is the source's native address: an AMQP routing key, a Kafka topic, a STOMP
+    destination or a NATS subject. Raises MappingError when the route would not take or
+    could not map such a message.
+    """
+    patterns = source_patterns(route.source)
+    if match_source(route.source_kind, patterns, address) is None:
+        raise MappingError(
+            f"{address!r} does not match route {route.name!r}'s source ({', '.join(patterns)})"
+        )
+    envelope = Envelope(
+        subject=address,
+        payload=b"",
+        headers=headers or {},
+        key=key.encode() if key is not None else None,
+        origin=_origin(route, address, partition),
+    )
+    mapper = RouteMapper(route, config.bridge.id, config.bridge.hop_limit)
+    try:
+        mapped = mapper.map(envelope)
+    except LoopDetected as exc:
+        raise MappingError(f"dropped by loop prevention: {exc}") from None
+    result: dict[str, object] = {"address": mapped.subject}
+    if isinstance(route.sink, KafkaSink):
+        result["key"] = mapped.key.decode(errors="replace") if mapped.key is not None else None
+    result["headers"] = mapped.headers
+    return result
+
+
+def _origin(route: Route, address: str, partition: int | None) -> Origin:
+    connection = route.source.connection
+    match route.source_kind:
+        case "amqp":
+            assert isinstance(route.source, AmqpSource)
+            return Origin(
+                connection,
+                "amqp",
+                exchange=route.source.exchange,
+                routing_key=address,
+                queue=route.source.queue,
+            )
+        case "kafka":
+            return Origin(connection, "kafka", topic=address, partition=partition or 0, offset=0)
+        case "stomp":
+            return Origin(connection, "stomp", destination=address)
+        case _:
+            return Origin(connection, "nats", subject=address)

@@ -1,0 +1,322 @@
+"""One route at run time: source -> mapping -> buffer -> sink, as two asyncio tasks.
+
+`at_least_once` / `exactly_once`: the *ingest* task reads from the source, maps each
+message and commits the batch to the durable buffer, then acks the source; the
+*deliver* task takes buffered messages in order, sends a window of them concurrently
+(the sink publishes them in order and pipelines the confirms), settles the confirmed
+ones and retries the rest with back-off. A message that cannot be mapped, or that the
+destination refuses for good, goes to the dead-letter stream with the reason; the
+messages after it keep flowing.
+
+`at_most_once`: no buffer: the source message is acked as soon as it was handed to the
+sink. Request/reply routes are at_most_once by nature: each request waits for its
+answer (bounded by `max_in_flight` at a time) and the answer goes back to the requester.
+
+Ordering: messages of one source queue/partition are buffered and sent in order, one
+window at a time. A window that fails part-way is retried in order after its confirmed
+part, so a retry can only reorder messages within one window (at most
+`max_in_flight`); without failures the order is the source's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+
+from bridge.config.loader import Route
+from bridge.connector import Incoming, Requester, Responder, Sink, Source
+from bridge.envelope import Envelope
+from bridge.errors import (
+    BridgeTimeout,
+    ConnectionLost,
+    PermanentError,
+    RetryableError,
+    StoreError,
+)
+from bridge.runtime.backoff import Backoff
+from bridge.runtime.buffer import Buffered, RouteBuffer
+from bridge.runtime.mapper import LoopDetected, RouteMapper
+from bridge.runtime.stats import RouteState, RouteStats
+
+log = logging.getLogger("natsbridge.route")
+
+RECEIVE_TIMEOUT_S = 0.5
+MAX_UNEXPECTED_FAILURES = 5  # a bug in a connector must not retry one message forever
+TIMEOUT_HEADERS = {"Nats-Service-Error-Code": ["408"], "Nats-Service-Error": ["request timeout"]}
+
+
+class RouteRunner:
+    """Runs one route until stopped; `stats` shows how it is doing."""
+
+    def __init__(
+        self,
+        route: Route,
+        source: Source,
+        sink: Sink,
+        mapper: RouteMapper,
+        buffer: RouteBuffer | None,
+    ) -> None:
+        self.route = route
+        self.source = source
+        self.sink = sink
+        self.mapper = mapper
+        self.buffer = buffer
+        self.stats = RouteStats()
+        self.batch = min(route.spec.max_in_flight, 1000)
+        self._stopping = asyncio.Event()
+        self._ingest_done = asyncio.Event()
+        self._sink_reconnecting = asyncio.Lock()
+        self._sink_generation = 0  # bumped on every sink reconnect
+        self._log = logging.LoggerAdapter(log, {"route": route.name})
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Connect and move messages until `stop()`; then drain and close."""
+        self.stats.state = RouteState.CONNECTING
+        try:
+            if self.buffer is None:
+                await self._connect(self.sink, "sink")
+                await self._direct()
+            else:
+                await asyncio.gather(self._ingest(), self._deliver())
+        finally:
+            await self._close()
+            self.stats.state = RouteState.STOPPED
+
+    def stop(self) -> None:
+        """Stop reading from the source; `run()` returns once in-flight work is settled."""
+        self.stats.state = RouteState.DRAINING
+        self._stopping.set()
+
+    async def _close(self) -> None:
+        for name, endpoint in (("source", self.source), ("sink", self.sink)):
+            try:
+                await endpoint.close()
+            except Exception as exc:  # closing must not hide what run() was doing
+                self._log.warning("closing the %s failed: %s", name, exc)
+
+    async def _connect(self, endpoint: Source | Sink, role: str) -> bool:
+        """Connect `endpoint`, retrying with back-off.
+
+        The source gives up (False) once the route is stopping; the sink keeps trying
+        while there is buffered work, until the bridge's drain timeout cancels it.
+        """
+        backoff = Backoff(self.route.spec.retry)
+        while role == "sink" or not self._stopping.is_set():
+            try:
+                await endpoint.connect()
+            except RetryableError as exc:
+                self.stats.error(exc)
+                delay = backoff.next()
+                self._log.warning("cannot connect the %s, retrying in %.1fs: %s", role, delay, exc)
+                await (asyncio.sleep(delay) if role == "sink" else self._sleep(delay))
+                continue
+            setattr(self.stats, f"{role}_connected", True)
+            if self.stats.state is not RouteState.DRAINING:
+                self.stats.state = RouteState.RUNNING
+            return True
+        return False
+
+    async def _reconnect(self, endpoint: Source | Sink, role: str, exc: BaseException) -> bool:
+        self.stats.error(exc)
+        self.stats.reconnects += 1
+        setattr(self.stats, f"{role}_connected", False)
+        if self.stats.state is not RouteState.DRAINING:
+            self.stats.state = RouteState.RECONNECTING
+        self._log.warning("%s connection lost, reconnecting: %s", role, exc)
+        return await self._connect(endpoint, role)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when the route is stopped (for the source side)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # ------------------------------------------------------------ buffered delivery
+
+    async def _ingest(self) -> None:
+        assert self.buffer is not None
+        try:
+            if not await self._connect(self.source, "source"):
+                return
+            while not self._stopping.is_set():
+                try:
+                    batch = await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
+                except RetryableError as exc:
+                    if not await self._reconnect(self.source, "source", exc):
+                        return
+                    continue
+                if batch:
+                    await self._buffer_batch(batch)
+        finally:
+            self._ingest_done.set()
+
+    async def _buffer_batch(self, batch: Sequence[Incoming]) -> None:
+        buffer = self.buffer
+        assert buffer is not None
+        mapped: list[Envelope] = []
+        settled: list[Incoming] = []
+        for incoming in batch:
+            self.stats.received += 1
+            self.stats.received_bytes += len(incoming.envelope.payload)
+            try:
+                mapped.append(self.mapper.map(incoming.envelope))
+                settled.append(incoming)
+            except LoopDetected as exc:
+                self.stats.looped += 1
+                self._log.debug("dropped by loop prevention: %s", exc)
+                incoming.ack(None)
+            except PermanentError as exc:
+                await self._retry_store(
+                    partial(buffer.dead_letter, incoming.envelope, _reason(exc))
+                )
+                self.stats.dead_letter(type(exc).__name__)
+                incoming.ack(None)
+        if mapped:
+            await self._retry_store(partial(buffer.put, mapped))
+            self.stats.buffered += len(mapped)
+        for incoming in settled:
+            incoming.ack(None)
+
+    async def _retry_store(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Write to the buffer until it takes it: a full or failing buffer holds the source."""
+        backoff = Backoff(self.route.spec.retry)
+        while True:
+            try:
+                await write()
+                return
+            except StoreError as exc:
+                self.stats.error(exc)
+                self.stats.retries += 1
+                delay = backoff.next()
+                self._log.warning("buffer refused a write, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+
+    async def _deliver(self) -> None:
+        assert self.buffer is not None
+        if not await self._connect(self.sink, "sink"):
+            return
+        while True:
+            items = await self.buffer.take(self.batch, RECEIVE_TIMEOUT_S)
+            if items:
+                await self._send_all(items)
+            elif self._ingest_done.is_set():
+                return  # stopped, and everything buffered was delivered
+
+    async def _send_all(self, items: Sequence[Buffered]) -> None:
+        """Deliver `items`, retrying what failed until it is delivered or dead-lettered."""
+        assert self.buffer is not None
+        pending = list(items)
+        backoff = Backoff(self.route.spec.retry)
+        failures: dict[int, int] = {}
+        while pending:
+            results = await asyncio.gather(
+                *(self.sink.send(item.envelope) for item in pending), return_exceptions=True
+            )
+            done = [item for item, result in zip(pending, results, strict=True) if result is None]
+            await self.buffer.settle([item.seq for item in done])
+            self.stats.delivered += len(done)
+            self.stats.delivered_bytes += sum(len(item.envelope.payload) for item in done)
+            retry: list[Buffered] = []
+            lost: BaseException | None = None
+            for item, result in zip(pending, results, strict=True):
+                if result is None:
+                    continue
+                if isinstance(result, PermanentError) or (
+                    not isinstance(result, RetryableError)
+                    and failures.setdefault(item.seq, 0) >= MAX_UNEXPECTED_FAILURES
+                ):
+                    await self.buffer.dead_letter(item.envelope, _reason(result), seq=item.seq)
+                    self.stats.dead_letter(type(result).__name__)
+                    continue
+                if not isinstance(result, RetryableError):
+                    failures[item.seq] += 1
+                    self._log.error("unexpected error from the sink", exc_info=result)
+                if isinstance(result, ConnectionLost):
+                    lost = result
+                retry.append(item)
+            if not retry:
+                return
+            self.stats.retries += len(retry)
+            if lost is not None:
+                await self._reconnect(self.sink, "sink", lost)
+            else:
+                self.stats.error(next(r for r in results if isinstance(r, BaseException)))
+                await asyncio.sleep(backoff.next())
+            pending = retry
+
+    # ------------------------------------------------------------ direct (no buffer)
+
+    async def _direct(self) -> None:
+        """at_most_once and request/reply: hand each message straight to the sink."""
+        if not await self._connect(self.source, "source"):
+            return
+        slots = asyncio.Semaphore(self.route.spec.max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+        while not self._stopping.is_set():
+            try:
+                batch = await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
+            except RetryableError as exc:
+                if not await self._reconnect(self.source, "source", exc):
+                    break
+                continue
+            for incoming in batch:
+                await slots.acquire()
+                task = asyncio.create_task(self._forward(incoming))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _: slots.release())
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.route.spec.retry.max)
+
+    async def _forward(self, incoming: Incoming) -> None:
+        self.stats.received += 1
+        self.stats.received_bytes += len(incoming.envelope.payload)
+        incoming.ack(None)  # at most once: the source forgets it now
+        generation = self._sink_generation
+        try:
+            envelope = self.mapper.map(incoming.envelope)
+            if self.route.spec.request_reply is not None and incoming.envelope.reply:
+                await self._request(incoming.envelope, envelope)
+            else:
+                await self.sink.send(envelope)
+            self.stats.delivered += 1
+            self.stats.delivered_bytes += len(envelope.payload)
+        except LoopDetected:
+            self.stats.looped += 1
+        except RetryableError as exc:
+            self.stats.error(exc)
+            self.stats.dead_letter(type(exc).__name__)
+            self._log.warning("message dropped (at_most_once): %s", exc)
+            if isinstance(exc, ConnectionLost):
+                await self._reconnect_sink_once(exc, generation)
+        except Exception as exc:  # at most once: count it, log it, move on
+            self.stats.error(exc)
+            self.stats.dead_letter(type(exc).__name__)
+            self._log.warning("message dropped (at_most_once): %s", exc)
+
+    async def _reconnect_sink_once(self, exc: ConnectionLost, generation: int) -> None:
+        """Reconnect the sink once for all the sends that saw the same connection fail."""
+        async with self._sink_reconnecting:
+            if generation == self._sink_generation:
+                await self._reconnect(self.sink, "sink", exc)
+                self._sink_generation += 1
+
+    async def _request(self, request: Envelope, mapped: Envelope) -> None:
+        assert self.route.spec.request_reply is not None
+        if not isinstance(self.sink, Requester) or not isinstance(self.source, Responder):
+            raise PermanentError("this route's connectors cannot carry request/reply")
+        try:
+            reply = await self.sink.request(mapped, self.route.spec.request_reply.timeout)
+        except BridgeTimeout:
+            reply = Envelope(subject=request.reply or "", payload=b"", headers=TIMEOUT_HEADERS)
+            await self.source.respond(request, reply)
+            raise
+        await self.source.respond(request, reply)
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

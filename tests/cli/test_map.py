@@ -1,0 +1,104 @@
+"""`natsbridge map`: users test their routes without brokers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def natsbridge_map(example: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "map", "-c", str(EXAMPLES / example), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("example", "args", "address", "key"),
+    [
+        (
+            "rabbitmq-nats.yaml",
+            ["--route", "orders-to-nats", "eu.created"],
+            "legacy.orders.eu.created",
+            None,
+        ),
+        ("rabbitmq-nats.yaml", ["--route", "shipments-to-rabbit", "shipments.eu"], "eu", None),
+        (
+            "kafka-nats.yaml",
+            ["--route", "clicks-to-nats", "--partition", "3", "clicks"],
+            "kafka.clicks.3",
+            None,
+        ),
+        (
+            "kafka-nats.yaml",
+            ["--route", "telemetry-to-kafka", "telemetry.dev42.cpu"],
+            "telemetry",
+            "dev42",
+        ),
+        (
+            "stomp-nats.yaml",
+            ["--route", "quotes-to-nats", "/topic/quotes.NYSE.IBM"],
+            "quotes.NYSE.IBM",
+            None,
+        ),
+    ],
+)
+def test_map_examples(example: str, args: list[str], address: str, key: str | None) -> None:
+    result = natsbridge_map(example, *args)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["address"] == address
+    assert output.get("key") == key
+    assert output["headers"]["Bridge-Hops"] == ["1"]
+
+
+def test_map_carries_headers_and_dedup_id() -> None:
+    result = natsbridge_map(
+        "kafka-nats.yaml",
+        "--route",
+        "clicks-to-nats",
+        "--partition",
+        "2",
+        "--header",
+        "X-A=1",
+        "--header",
+        "X-A=2",
+        "clicks",
+    )
+    output = json.loads(result.stdout)
+    assert output["headers"]["X-A"] == ["1", "2"]
+    assert output["headers"]["Nats-Msg-Id"] == ["kafka:clicks:2:0"]
+
+
+def test_map_subject_outside_the_route_fails() -> None:
+    result = natsbridge_map("rabbitmq-nats.yaml", "--route", "shipments-to-rabbit", "other.eu")
+    assert result.returncode == 1
+    assert "'other.eu' does not match route 'shipments-to-rabbit'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_map_unknown_route_suggests() -> None:
+    result = natsbridge_map("rabbitmq-nats.yaml", "--route", "orders-to-nat", "x")
+    assert result.returncode == 1 and "did you mean 'orders-to-nats'?" in result.stderr
+
+
+def test_map_bad_header_is_a_usage_error() -> None:
+    result = natsbridge_map(
+        "rabbitmq-nats.yaml", "--route", "orders-to-nats", "--header", "novalue", "x"
+    )
+    assert result.returncode == 2 and "NAME=VALUE" in result.stderr
+
+
+def test_map_routing_key_that_needs_escaping() -> None:
+    result = natsbridge_map("rabbitmq-nats.yaml", "--route", "orders-to-nats", "eu west.créé")
+    assert result.returncode == 0, result.stderr
+    subject = json.loads(result.stdout)["address"]
+    assert subject.startswith("legacy.orders.") and " " not in subject
