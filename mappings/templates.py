@@ -51,7 +51,8 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from operator import itemgetter
+from typing import Final, cast
 
 from bridge.envelope import Envelope
 from bridge.errors import HeaderError, SubjectError, TemplateError
@@ -214,14 +215,17 @@ def match_source(source_kind: str, patterns: Iterable[str], address: str) -> Cap
 
 def _matcher(source_kind: str, patterns: list[str]) -> Matcher:
     if source_kind == "nats":
-        tokenized = [(p.split("."), p.endswith(".>") or p == ">") for p in patterns]
+        compiled = [_star_matcher(p) for p in patterns]
+        if len(compiled) == 1:
+            only = compiled[0]
+            return lambda address: only(address.split("."))
 
         def match_nats(address: str) -> Captures | None:
             toks = address.split(".")
-            for ptoks, tail in tokenized:
-                caps = subjects.match_tokens(ptoks, toks)
+            for match in compiled:
+                caps = match(toks)
                 if caps is not None:
-                    return caps[:-1] if tail else caps
+                    return caps
             return None
 
         return match_nats
@@ -250,6 +254,40 @@ def _matcher(source_kind: str, patterns: list[str]) -> Matcher:
         return () if address in patterns else None
 
     return match_kafka
+
+
+def _star_matcher(pattern: str) -> Callable[[list[str]], Captures | None]:
+    """A matcher of tokenized subjects against NATS `pattern`, giving its ``*`` captures."""
+    ptoks = pattern.split(".")
+    tail = ptoks[-1] == ">"
+    if tail:
+        ptoks.pop()
+    size = len(ptoks)
+    literal_at = [i for i, t in enumerate(ptoks) if t != "*"]
+    stars = [i for i, t in enumerate(ptoks) if t == "*"]
+    literals = tuple(ptoks[i] for i in literal_at)
+    # itemgetter fetches several tokens in one C call; wrap the 0- and 1-item cases.
+    get_literals = _getter(literal_at)
+    get_stars = _getter(stars)
+
+    def match(toks: list[str]) -> Captures | None:
+        n = len(toks)
+        if (n <= size) if tail else (n != size):
+            return None
+        if get_literals(toks) != literals:
+            return None
+        return get_stars(toks)
+
+    return match
+
+
+def _getter(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
+    if not indexes:
+        return lambda toks: ()
+    if len(indexes) == 1:
+        i = indexes[0]
+        return lambda toks: (toks[i],)
+    return cast("Callable[[list[str]], tuple[str, ...]]", itemgetter(*indexes))
 
 
 def _stars(source_kind: str, pattern: str) -> int:
@@ -550,7 +588,10 @@ class _Compiler:
             address = _ADDRESS[self.source]
             return lambda env, caps: transforms.partition(address(env), buckets)
         indexes = [self._index(arg, shown) for arg in args[1:]]
-        return lambda env, caps: transforms.partition("".join(caps[i] for i in indexes), buckets)
+        if len(indexes) == 1:
+            i = indexes[0]
+            return lambda env, caps: transforms.partition(caps[i], buckets)
+        return lambda env, caps: transforms.partition("".join([caps[i] for i in indexes]), buckets)
 
     def _pieces(self, index: int, cut: Callable[[str], list[str]]) -> Getter:
         if self.escape_foreign:

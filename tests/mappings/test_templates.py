@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.envelope import Envelope, Origin
 from bridge.errors import MappingError, SubjectError, TemplateError
+from mappings.subjects import match
 from mappings.templates import compile_template, match_source
 from mappings.transforms import fnv1a_32, partition
 
@@ -359,3 +362,16 @@ def test_match_source() -> None:
     assert match_source("stomp", ["/topic/quotes.>"], "/topic/quotes.NYSE.IBM") == ()
     assert match_source("stomp", ["/topic/quotes.>"], "/queue/quotes.NYSE") is None
     assert match_source("nats", [], "anything") == ()
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "*"]), min_size=1, max_size=4).flatmap(
+        lambda toks: st.sampled_from([".".join(toks), ".".join([*toks, ">"])])
+    ),
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=6).map(".".join),
+)
+def test_nats_source_matcher_agrees_with_match(pattern: str, subject: str) -> None:
+    expected = match(pattern, subject)
+    if expected is not None and pattern.endswith(">"):
+        expected = expected[:-1]
+    assert match_source("nats", [pattern], subject) == expected
