@@ -1,0 +1,599 @@
+"""The embedded broker's asyncio API: one writer thread, group commit, batched wake-ups.
+
+Lifecycle: `broker = await Broker.open(data_dir)` starts the writer thread, which opens
+the `Store` (bridge.broker.store) and owns it until `await broker.close()`. Every call
+becomes an operation on a queue; the writer takes everything queued (up to
+`BrokerOptions.max_batch` operations), applies it to the store, commits once, and then
+resolves all the callers' futures with a single `call_soon_threadsafe`. So:
+
+* `await publish(...)` returns only once the message is durable (its transaction is
+  committed, fsynced with ``synchronous=FULL``), and many concurrent publishers share one
+  commit. `publish_many` appends a batch as one operation and one future.
+* `fetch` hands out messages whose delivery (the consumer's cursor) is committed.
+* `Msg.ack()`, `nak()`, `term()` and `in_progress()` queue the operation and return at
+  once (no future, no wake-up); they are applied and committed with the next batch.
+  `await Msg.ack_sync()` or `await broker.flush()` waits until they are durable. An ack
+  lost in a crash means the message is delivered again (at-least-once), never lost.
+* No SQLite call ever runs on the event loop.
+
+Cancelling an awaiting caller does not withdraw its operation: a cancelled publish may
+still be stored, a cancelled fetch may still deliver (the messages come back after their
+ack wait). After a storage error the broker is failed: every call raises StoreError and
+the process should reopen it, which recovers the last committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from bridge.broker.config import (
+    ConsumerConfig,
+    ConsumerInfo,
+    Outgoing,
+    PubAck,
+    StoredMessage,
+    StreamConfig,
+    StreamInfo,
+    Synchronous,
+)
+from bridge.broker.store import MAINTENANCE_INTERVAL_S, Store, decode_headers
+from bridge.envelope import Headers
+from bridge.errors import BridgeError, NotFound, StoreError
+from mappings.subjects import Sublist
+
+log = logging.getLogger("natsbridge.broker")
+
+DEFAULT_MAX_BATCH = 8192
+"""Most operations the writer applies in one transaction."""
+
+T = TypeVar("T")
+
+# Operation codes: the first item of every queued tuple; the second is a future or None.
+_PUBLISH = 0
+_ACK = 1
+_CALL = 2
+_FETCH = 3
+_NAK = 4
+_TERM = 5
+_PROGRESS = 6
+_ACK_NAMED = 7
+_CLOSE = 8
+
+Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOptions:
+    """How the broker runs its store.
+
+    `synchronous` other than FULL gives up durability on power loss: benchmarks only.
+    """
+
+    synchronous: Synchronous = Synchronous.FULL
+    max_batch: int = DEFAULT_MAX_BATCH
+
+
+class Msg:
+    """A delivered message, carrying its own ack functions (a second ack is harmless)."""
+
+    __slots__ = (
+        "_broker",
+        "_done",
+        "_handle",
+        "_headers",
+        "_raw_headers",
+        "consumer",
+        "deliveries",
+        "msg_id",
+        "payload",
+        "seq",
+        "stream",
+        "subject",
+        "time_ns",
+    )
+
+    def __init__(
+        self,
+        broker: Broker,
+        handle: object,
+        stream: str,
+        consumer: str,
+        row: tuple[int, int, str, str | None, str | None, bytes, int],
+    ) -> None:
+        """Built by Broker.fetch."""
+        self._broker = broker
+        self._handle = handle
+        self.stream = stream
+        self.consumer = consumer
+        (
+            self.seq,
+            self.time_ns,
+            self.subject,
+            self.msg_id,
+            self._raw_headers,
+            self.payload,
+            self.deliveries,
+        ) = row
+        self._headers: Headers | None = None
+        self._done = False
+
+    @property
+    def headers(self) -> Headers:
+        """The message's headers (decoded on first use)."""
+        if self._headers is None:
+            self._headers = decode_headers(self._raw_headers)
+        return self._headers
+
+    @property
+    def time(self) -> float:
+        """Unix seconds at which the message was appended."""
+        return self.time_ns / 1e9
+
+    def __repr__(self) -> str:
+        return (
+            f"Msg(stream={self.stream!r}, seq={self.seq}, subject={self.subject!r}, "
+            f"deliveries={self.deliveries}, {len(self.payload)} bytes)"
+        )
+
+    def ack(self) -> None:
+        """Done with the message: it is not delivered again (once the ack is committed)."""
+        if not self._done:
+            self._done = True
+            self._broker._enqueue((_ACK, None, self._handle, self.seq), self.stream)
+
+    def nak(self, delay: float | None = None) -> None:
+        """Deliver the message again after `delay` seconds (default: at once)."""
+        if not self._done:
+            self._done = True
+            self._broker._enqueue((_NAK, None, self._handle, self.seq, delay), self.stream)
+
+    def term(self, reason: str = "terminated") -> None:
+        """Give up on the message: it moves to the stream's dead-letter stream with `reason`."""
+        if not self._done:
+            self._done = True
+            self._broker._enqueue((_TERM, None, self._handle, self.seq, reason), self.stream)
+
+    def in_progress(self) -> None:
+        """Still working on it: restart the ack wait."""
+        if not self._done:
+            self._broker._enqueue((_PROGRESS, None, self._handle, self.seq), None)
+
+    async def ack_sync(self) -> None:
+        """ack(), then wait until the ack is durable."""
+        self.ack()
+        await self._broker.flush()
+
+
+class _Signal:
+    """Wakes fetchers waiting on a stream: `gen` counts the notifications."""
+
+    __slots__ = ("gen", "waiters")
+
+    def __init__(self) -> None:
+        self.gen = 0
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def notify(self) -> None:
+        self.gen += 1
+        waiters, self.waiters = self.waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def _resolve_later(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Broker:
+    """JetStream-style durable streams and pull consumers on SQLite, for one process."""
+
+    def __init__(self, data_dir: Path, options: BrokerOptions) -> None:
+        """Use `await Broker.open(...)`."""
+        self.data_dir = data_dir
+        self.options = options
+        self._loop = asyncio.get_running_loop()
+        self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._put = self._queue.put
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._signals: dict[str, _Signal] = {}
+        self._subjects: Sublist[str] = Sublist()
+        self._configs: dict[str, StreamConfig] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(cls, data_dir: Path | str, options: BrokerOptions | None = None) -> Broker:
+        """Open (or create) the buffer in `data_dir`; StoreCorrupted for a damaged file."""
+        broker = cls(Path(data_dir), options or BrokerOptions())
+        opened: asyncio.Future[list[StreamConfig]] = broker._loop.create_future()
+        broker._thread = threading.Thread(
+            target=broker._run, args=(opened,), name="natsbridge-broker", daemon=True
+        )
+        broker._thread.start()
+        for config in await opened:
+            broker._remember(config)
+        return broker
+
+    async def close(self) -> None:
+        """Apply and commit everything queued, then close the database (idempotent)."""
+        if self._closed:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._put((_CLOSE, fut))
+        self._closed = True
+        try:
+            await fut
+        finally:
+            thread = self._thread
+            if thread is not None:
+                await asyncio.to_thread(thread.join)
+            for signal in self._signals.values():
+                signal.notify()
+
+    async def __aenter__(self) -> Broker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The storage error that stopped the broker, if any."""
+        return self._failure
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise StoreError(f"embedded broker failed: {self._failure}") from self._failure
+        if self._closed:
+            raise StoreError("embedded broker is closed")
+
+    def _enqueue(self, op: Op, stream: str | None) -> None:
+        """Queue a fire-and-forget operation; wake fetchers that may now get a message."""
+        if self._closed or self._failure is not None:
+            log.debug("broker closed: dropping %r", op[:1])
+            return
+        self._put(op)
+        if stream is not None:
+            signal = self._signals.get(stream)
+            if signal is not None and signal.waiters:
+                signal.notify()
+
+    async def _submit(self, op: Op) -> Any:
+        self._check()
+        self._put(op)
+        return await op[1]
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(store, *args)` on the writer thread, in order with everything else."""
+        fut: asyncio.Future[T] = self._loop.create_future()
+        return cast(T, await self._submit((_CALL, fut, fn, args)))
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _run(self, opened: asyncio.Future[list[StreamConfig]]) -> None:
+        loop = self._loop
+        try:
+            store = Store.open(self.data_dir, synchronous=self.options.synchronous)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_set_exception, opened, exc)
+            return
+        loop.call_soon_threadsafe(_set_result, opened, store.stream_configs())
+        try:
+            self._serve(store)
+        except BaseException as exc:  # a bug: fail loudly rather than hang callers
+            log.exception("embedded broker writer stopped")
+            self._failure = self._failure or exc
+        finally:
+            with contextlib.suppress(Exception):
+                store.close()
+        if self._failure is not None:
+            self._serve_failed(self._failure)
+
+    def _serve(self, store: Store) -> None:
+        """Apply queued operations in batches, one commit per batch, until close or failure."""
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        empty = self._queue.empty
+        max_batch = self.options.max_batch
+        loop = self._loop
+        resolve = self._resolve
+        ack = store.ack_handle
+        publish = store.publish
+        while True:
+            try:
+                first = get(timeout=MAINTENANCE_INTERVAL_S)
+            except queue.Empty:
+                try:
+                    store.maintain(idle=True)
+                    store.commit()
+                except StoreError as exc:
+                    self._failure = exc
+                    loop.call_soon_threadsafe(resolve, [], set())
+                    return
+                continue
+            ops = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(ops) < max_batch:
+                    ops.append(get_nowait())
+            results: list[tuple[asyncio.Future[Any], Any, bool]] = []
+            closing: asyncio.Future[Any] | None = None
+            for op in ops:
+                code = op[0]
+                try:
+                    if code == _ACK:
+                        ack(op[2], op[3])
+                    elif code == _PUBLISH:
+                        results.append((op[1], publish(*op[2:]), True))
+                    elif code == _FETCH:
+                        handle = store.consumer_handle(op[2], op[3])
+                        results.append((op[1], (handle, store.fetch_from(handle, op[4])), True))
+                    elif code == _CALL:
+                        results.append((op[1], op[2](store, *op[3]), True))
+                    elif code == _NAK:
+                        store.nak_handle(op[2], op[3], op[4])
+                    elif code == _TERM:
+                        store.term_handle(op[2], op[3], op[4])
+                    elif code == _PROGRESS:
+                        store.in_progress_handle(op[2], op[3])
+                    elif code == _ACK_NAMED:
+                        handle = store.consumer_handle(op[2], op[3])
+                        for seq in op[4]:
+                            ack(handle, seq)
+                    elif code == _CLOSE:
+                        closing = op[1]
+                except (BridgeError, ValueError, TypeError) as exc:
+                    if op[1] is not None:
+                        results.append((op[1], exc, False))
+                    else:
+                        log.warning("broker operation failed: %s", exc)
+            try:
+                store.maintain(idle=empty())
+                store.commit()
+            except StoreError as exc:
+                # Nothing of this batch is durable: every caller in it gets the error.
+                results = [(fut, exc, False) for fut, _, _ in results]
+                self._failure = exc
+            appended = store.appended
+            store.appended = set()
+            if closing is not None:
+                results.append((closing, None, True))
+            loop.call_soon_threadsafe(resolve, results, appended)
+            if self._failure is not None or closing is not None:
+                return
+
+    def _serve_failed(self, failure: BaseException) -> None:
+        """After a failure: answer every operation with StoreError until close."""
+        while True:
+            op = self._queue.get()
+            fut = op[1]
+            if fut is not None:
+                if op[0] == _CLOSE:
+                    outcome: tuple[Any, bool] = (None, True)
+                else:
+                    outcome = (StoreError(f"embedded broker failed: {failure}"), False)
+                with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                    self._loop.call_soon_threadsafe(self._resolve, [(fut, *outcome)], set())
+            if op[0] == _CLOSE:
+                return
+
+    def _resolve(
+        self, results: list[tuple[asyncio.Future[Any], Any, bool]], appended: set[str]
+    ) -> None:
+        """On the loop: settle a whole batch of callers at once, then wake fetchers."""
+        for fut, value, ok in results:
+            if fut.done():
+                continue  # cancelled meanwhile
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        signals = self._signals
+        for name in appended:
+            signal = signals.get(name)
+            if signal is not None:
+                signal.notify()
+        if self._failure is not None:
+            for signal in signals.values():
+                signal.notify()
+
+    # ------------------------------------------------------------------ streams and consumers
+
+    def _remember(self, config: StreamConfig) -> None:
+        old = self._configs.pop(config.name, None)
+        if old is not None:
+            for pattern in old.subjects:
+                self._subjects.remove(pattern, old.name)
+        self._configs[config.name] = config
+        for pattern in config.subjects:
+            self._subjects.insert(pattern, config.name)
+
+    async def add_stream(self, config: StreamConfig) -> StreamInfo:
+        """Create or update a stream (see Store.add_stream)."""
+        info = await self._call(Store.add_stream, config)
+        self._remember(config)
+        if config.dead_letter is not None and config.dead_letter not in self._configs:
+            self._remember(StreamConfig(name=config.dead_letter))
+        return info
+
+    async def delete_stream(self, name: str) -> None:
+        """Delete a stream with its messages and consumers."""
+        await self._call(Store.delete_stream, name)
+        config = self._configs.pop(name, None)
+        if config is not None:
+            for pattern in config.subjects:
+                self._subjects.remove(pattern, name)
+
+    async def add_consumer(self, stream: str, config: ConsumerConfig) -> ConsumerInfo:
+        """Create or update a durable pull consumer of `stream`."""
+        return await self._call(Store.add_consumer, stream, config)
+
+    async def delete_consumer(self, stream: str, name: str) -> None:
+        """Delete a consumer (its messages stay in the stream)."""
+        await self._call(Store.delete_consumer, stream, name)
+
+    def stream_names(self) -> list[str]:
+        """Names of every stream, sorted."""
+        return sorted(self._configs)
+
+    def stream_for(self, subject: str) -> str:
+        """The stream whose subjects match `subject` (the first by name if several)."""
+        found = self._subjects.match(subject).plain
+        if not found:
+            raise NotFound(f"no stream takes subject {subject!r}")
+        return min(found)
+
+    async def stream_info(self, name: str) -> StreamInfo:
+        """Counters, sequences and consumers of `name`."""
+        return await self._call(Store.stream_info, name)
+
+    async def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
+        """Position and counters of one consumer."""
+        return await self._call(Store.consumer_info, stream, name)
+
+    async def streams(self) -> list[StreamInfo]:
+        """stream_info of every stream."""
+        return await self._call(Store.streams)
+
+    # ------------------------------------------------------------------ publish
+
+    async def publish(
+        self,
+        stream: str,
+        subject: str,
+        payload: bytes,
+        headers: Headers | None = None,
+        msg_id: str | None = None,
+    ) -> PubAck:
+        """Append to `stream`; returns once durable. A message id already seen within the
+        duplicate window returns the earlier PubAck with duplicate=True.
+
+        Raises NotFound, PayloadTooLarge, SubjectError, StreamFull or StoreError.
+        """
+        if self._failure is not None or self._closed:
+            self._check()
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)
+        fut: asyncio.Future[PubAck] = self._loop.create_future()
+        self._put((_PUBLISH, fut, stream, subject, payload, headers, msg_id))
+        return await fut
+
+    async def publish_many(self, stream: str, messages: Sequence[Outgoing]) -> list[PubAck]:
+        """Append a batch to `stream`, all or nothing, with one durable commit."""
+        checked = [
+            m if type(m.payload) is bytes else m._replace(payload=_as_bytes(m.payload))
+            for m in messages
+        ]
+        return await self._call(Store.publish_many, stream, checked)
+
+    async def dead_letter(
+        self,
+        stream: str,
+        subject: str,
+        payload: bytes,
+        headers: Headers | None,
+        reason: str,
+    ) -> PubAck:
+        """Write a message that never reached `stream` into its dead-letter stream."""
+        return await self._call(
+            Store.dead_letter, stream, subject, _as_bytes(payload), headers, reason
+        )
+
+    # ------------------------------------------------------------------ consume
+
+    async def fetch(
+        self, stream: str, consumer: str, batch: int = 1, timeout: float = 5.0
+    ) -> list[Msg]:
+        """Up to `batch` messages for `consumer`, waiting up to `timeout` seconds for one.
+
+        Due redeliveries come first, then new messages in stream order. Returns [] on
+        timeout. Each message must be acked (or nak'd, term'd) within its ack wait.
+        """
+        deadline = time.monotonic() + timeout
+        signal = self._signals.get(stream)
+        if signal is None:
+            signal = self._signals[stream] = _Signal()
+        while True:
+            self._check()
+            gen = signal.gen
+            fut: asyncio.Future[Any] = self._loop.create_future()
+            handle, result = await self._submit((_FETCH, fut, stream, consumer, batch))
+            if result.messages:
+                return [Msg(self, handle, stream, consumer, row) for row in result.messages]
+            now = time.monotonic()
+            if now >= deadline:
+                return []
+            if signal.gen != gen:
+                continue  # something arrived while the fetch was on its way back
+            wait = deadline - now
+            if result.wake_at is not None:
+                wait = min(wait, max(result.wake_at - now, 0.0))
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            signal.waiters.append(waiter)
+            timer = self._loop.call_later(wait, _resolve_later, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                with contextlib.suppress(ValueError):
+                    signal.waiters.remove(waiter)
+
+    def ack(self, stream: str, consumer: str, seqs: Iterable[int]) -> None:
+        """Ack delivered messages by sequence (fire and forget, like Msg.ack)."""
+        self._enqueue((_ACK_NAMED, None, stream, consumer, list(seqs)), stream)
+
+    async def flush(self) -> None:
+        """Wait until every operation queued before this call is committed."""
+        await self._call(_noop)
+
+    # ------------------------------------------------------------------ reading and admin
+
+    async def get_message(self, stream: str, seq: int) -> StoredMessage | None:
+        """The stored message `seq` of `stream`, or None."""
+        return await self._call(Store.get_message, stream, seq)
+
+    async def messages(
+        self, stream: str, start_seq: int = 1, limit: int = 100
+    ) -> list[StoredMessage]:
+        """Up to `limit` stored messages from `start_seq` on."""
+        return await self._call(Store.messages, stream, start_seq, limit)
+
+    async def delete_message(self, stream: str, seq: int) -> bool:
+        """Remove one stored message; False if it was not there."""
+        return await self._call(Store.delete_message, stream, seq)
+
+    async def replay(self, dead_letters: str, seqs: Iterable[int] | None = None) -> list[PubAck]:
+        """Move dead letters back into the streams they came from (see Store.replay)."""
+        return await self._call(Store.replay, dead_letters, None if seqs is None else list(seqs))
+
+
+def _noop(store: Store) -> None:
+    return None
+
+
+def _as_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+
+
+def _set_result(fut: asyncio.Future[T], value: T) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
