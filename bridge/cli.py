@@ -60,11 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: json unless stderr is a terminal",
     )
     run.add_argument(
+        "--admin-listen", metavar="HOST:PORT", help="override bridge.admin.listen (containers)"
+    )
+    run.add_argument(
         "--once",
         action="store_true",
         help="stop (and drain) once every route has been idle and every buffer is empty",
     )
     run.set_defaults(func=_run)
+
+    status = commands.add_parser("status", help="show a running bridge's routes")
+    status.add_argument(
+        "--admin", default="http://127.0.0.1:7777", help="admin endpoint URL (default: %(default)s)"
+    )
+    status.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
+    status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.set_defaults(func=_status)
 
     return parser
 
@@ -129,6 +141,7 @@ def _map(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
+    from dataclasses import replace
 
     from bridge import logs
     from bridge.config import load_config
@@ -136,6 +149,9 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.runtime.bridge import Bridge, install_signal_handlers
 
     config = load_config(args.config)
+    if args.admin_listen:
+        admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
+        config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
     logs.configure(args.log_level, None if args.log_format is None else args.log_format == "json")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -154,6 +170,27 @@ def _run(args: argparse.Namespace) -> int:
     asyncio.run(main())
     print("natsbridge: stopped cleanly")
     return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from bridge.admin.status import fetch_routes, render_table
+
+    token = args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN")
+    while True:
+        routes = fetch_routes(args.admin, token)
+        if args.json:
+            print(json.dumps(routes, indent=1))
+        else:
+            if args.watch:
+                print("\033[2J\033[H", end="")  # clear the terminal between refreshes
+            print(render_table(routes["routes"]))
+        if not args.watch:
+            return EXIT_OK
+        sys.stdout.flush()
+        time.sleep(args.watch)
 
 
 def _schema(args: argparse.Namespace) -> int:

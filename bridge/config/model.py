@@ -55,12 +55,24 @@ class Delivery(StrEnum):
 # ---------------------------------------------------------------- bridge section
 
 
+class AdminTls(Model):
+    """Serve the admin endpoint over HTTPS."""
+
+    cert_file: str
+    key_file: str
+
+
 class Admin(Model):
     """The admin HTTP endpoint: health, readiness, metrics and the routes view."""
 
     enabled: bool = True
-    listen: str = Field("127.0.0.1:7777", description="host:port; loopback by default")
+    listen: str = Field(
+        "127.0.0.1:7777",
+        pattern=r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
+        description="host:port; loopback by default",
+    )
     token: SecretStr | None = Field(None, description="Bearer token required on all but /healthz")
+    tls: AdminTls | None = None
 
 
 class BridgeSettings(Model):

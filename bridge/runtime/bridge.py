@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from bridge.admin.server import AdminServer
 from bridge.config.loader import Config, Route
 from bridge.config.model import Delivery
 from bridge.registry import load_connector
@@ -17,7 +18,8 @@ from bridge.runtime.route import RouteRunner
 
 log = logging.getLogger("natsbridge")
 
-IDLE_CHECK_S = 0.5
+SAMPLE_INTERVAL_S = 1.0
+IDLE_CHECK_S = 1.0
 IDLE_ROUNDS_FOR_ONCE = 4  # --once stops after this many idle checks in a row
 
 
@@ -28,6 +30,7 @@ class Bridge:
         self.config = config
         self.buffers = EmbeddedBuffers(config.bridge.data_dir)
         self.runners: list[RouteRunner] = []
+        self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -37,9 +40,14 @@ class Bridge:
     async def run(self, once: bool = False) -> None:
         """Start every route, wait for `stop()` (or idleness with `once`), then drain."""
         await self.buffers.open()
+        sampler: asyncio.Task[None] | None = None
         try:
             for route in self.config.routes:
                 self.runners.append(await self._build(route))
+            if self.config.bridge.admin.enabled:
+                self.admin = AdminServer(self.config.bridge.admin, self.runners)
+                self.admin.start()
+            sampler = asyncio.create_task(self._sample())
             tasks = [asyncio.create_task(r.run(), name=r.route.name) for r in self.runners]
             log.info("bridge %s started with %d routes", self.config.bridge.id, len(tasks))
             waiter = asyncio.create_task(self._idle() if once else self._stop.wait())
@@ -56,6 +64,10 @@ class Bridge:
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            if sampler is not None:
+                sampler.cancel()
+            if self.admin is not None:
+                self.admin.close()
             await self.buffers.close()
 
     async def _build(self, route: Route) -> RouteRunner:
@@ -66,11 +78,23 @@ class Bridge:
         sink = load_connector(route.sink_kind).sink(
             route, connections[route.sink.connection], self.config.bridge
         )
-        mapper = RouteMapper(route, self.config.bridge.id, self.config.bridge.hop_limit)
+        mapper = RouteMapper(route, self.config.bridge, connections[route.sink.connection])
         buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
             buffer = await self.buffers.route(route)
         return RouteRunner(route, source, sink, mapper, buffer)
+
+    async def _sample(self) -> None:
+        """Refresh every route's buffer backlog and rates, about once a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            for runner in self.runners:
+                if runner.buffer is not None:
+                    backlog = await runner.buffer.backlog()
+                    runner.stats.buffer_depth = backlog.depth
+                    runner.stats.buffer_oldest_age = backlog.oldest_age
+                runner.stats.sample(loop.time())
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     async def _idle(self) -> None:
         """Return once no route has moved a message for a while and every buffer is empty."""
@@ -78,7 +102,7 @@ class Bridge:
         while idle_rounds < IDLE_ROUNDS_FOR_ONCE:
             await asyncio.sleep(IDLE_CHECK_S)
             counts = [(r.stats.received, r.stats.delivered) for r in self.runners]
-            depth = sum([await r.buffer.depth() for r in self.runners if r.buffer is not None])
+            depth = sum(r.stats.buffer_depth for r in self.runners)
             idle_rounds = idle_rounds + 1 if counts == last and depth == 0 else 0
             last = counts
 

@@ -23,6 +23,14 @@ class Buffered:
     deliveries: int  # 1 on first delivery, more after a restart or a redelivery
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Messages in the buffer not yet confirmed by the destination."""
+
+    depth: int
+    oldest_age: float | None  # seconds since the oldest was buffered; None when empty
+
+
 class RouteBuffer(Protocol):
     """One route's durable buffer and dead-letter stream."""
 
@@ -47,8 +55,8 @@ class RouteBuffer(Protocol):
         is written to the dead-letter stream directly.
         """
 
-    async def depth(self) -> int:
-        """How many messages wait for delivery."""
+    async def backlog(self) -> Backlog:
+        """How many messages wait for delivery, and how old the oldest is."""
 
     async def close(self) -> None:
         """Release the buffer; undelivered messages stay on disk for the next start."""

@@ -15,7 +15,7 @@ from bridge.broker.broker import Broker, Msg
 from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
 from bridge.config.loader import Route
 from bridge.envelope import Envelope, Headers
-from bridge.runtime.buffer import Buffered
+from bridge.runtime.buffer import Backlog, Buffered
 from mappings.headers import decode_value, encode_value
 
 CONSUMER = "deliver"
@@ -110,10 +110,10 @@ class EmbeddedRouteBuffer:
             self.stream, envelope.subject, envelope.payload, _stored_headers(envelope), reason
         )
 
-    async def depth(self) -> int:
-        """Messages stored and not yet delivered."""
+    async def backlog(self) -> Backlog:
+        """Messages stored and not yet delivered, and the age of the oldest."""
         info = await self.broker.consumer_info(self.stream, CONSUMER)
-        return info.num_pending + info.num_ack_pending
+        return Backlog(info.num_pending + info.num_ack_pending, info.oldest_age)
 
     async def close(self) -> None:
         """Nothing to release: the broker is shared and closed by EmbeddedBuffers."""

@@ -15,11 +15,13 @@ A chain through one bridge (RabbitMQ -> NATS -> Kafka) is not a loop and passes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from bridge.config.loader import Route
-from bridge.config.model import Delivery
+from bridge.config.model import BridgeSettings, Connection, Delivery, StompConnection
 from bridge.envelope import Envelope
 from bridge.errors import MappingError, PayloadTooLarge
+from mappings import amqp, kafka, stomp
 from mappings.headers import BRIDGE_HOPS, BRIDGE_ORIGIN, NATS_MSG_ID
 
 ADDRESS_FIELDS = ("subject", "routing_key", "topic", "destination")
@@ -32,12 +34,12 @@ class LoopDetected(Exception):
 class RouteMapper:
     """Maps envelopes for one route."""
 
-    def __init__(self, route: Route, bridge_id: str, hop_limit: int) -> None:
+    def __init__(self, route: Route, bridge: BridgeSettings, sink_connection: Connection) -> None:
         self.route = route
-        self.bridge_id = bridge_id
-        self.hop_limit = hop_limit
-        self.stamp = f"{bridge_id}/{route.source.connection}"
-        self.returning = f"{bridge_id}/{route.sink.connection}"
+        self.hop_limit = bridge.hop_limit
+        self.stamp = f"{bridge.id}/{route.source.connection}"
+        self.returning = f"{bridge.id}/{route.sink.connection}"
+        self.check_address = _address_check(sink_connection)
         [address_field] = [name for name in ADDRESS_FIELDS if name in route.templates]
         self.address = route.templates[address_field]
         self.key = route.templates.get("key")
@@ -64,9 +66,11 @@ class RouteMapper:
         key = envelope.key
         if self.key is not None:
             key = self.key.render(envelope).encode()
+        address = self.address.render(envelope)
+        self.check_address(address)
         return dataclasses.replace(
             envelope,
-            subject=self.address.render(envelope),
+            subject=address,
             headers=headers,
             msg_id=msg_id,
             key=key,
@@ -92,6 +96,26 @@ def dedup_id(envelope: Envelope) -> str:
         "exactly_once needs a stable message id: this message has no source coordinates "
         "and no message id (set message_id / message-id on the producer)"
     )
+
+
+def _address_check(sink: Connection) -> Callable[[str], None]:
+    """The rule a rendered address must pass for the sink's kind (NATS: the template's own)."""
+    if sink.kind == "kafka":
+        return kafka.validate_topic
+    if sink.kind == "amqp":
+        return amqp.validate_routing_key
+    if isinstance(sink, StompConnection):
+        dialect = sink.dialect
+
+        def check_destination(destination: str) -> None:
+            stomp.parse_destination(destination, dialect)
+
+        return check_destination
+    return _accept  # a NATS subject template validates what it renders
+
+
+def _accept(address: str) -> None:
+    return None
 
 
 def _hops(envelope: Envelope) -> int:

@@ -37,7 +37,7 @@ def preview(
         key=key.encode() if key is not None else None,
         origin=_origin(route, address, partition),
     )
-    mapper = RouteMapper(route, config.bridge.id, config.bridge.hop_limit)
+    mapper = RouteMapper(route, config.bridge, config.connections[route.sink.connection])
     try:
         mapped = mapper.map(envelope)
     except LoopDetected as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
@@ -168,18 +169,22 @@ class RouteRunner:
             except LoopDetected as exc:
                 self.stats.looped += 1
                 self._log.debug("dropped by loop prevention: %s", exc)
-                incoming.ack(None)
+                self._ack(incoming)
             except PermanentError as exc:
                 await self._retry_store(
                     partial(buffer.dead_letter, incoming.envelope, _reason(exc))
                 )
                 self.stats.dead_letter(type(exc).__name__)
-                incoming.ack(None)
+                self._ack(incoming)
         if mapped:
             await self._retry_store(partial(buffer.put, mapped))
             self.stats.buffered += len(mapped)
         for incoming in settled:
-            incoming.ack(None)
+            self._ack(incoming)
+
+    def _ack(self, incoming: Incoming) -> None:
+        incoming.ack(None)
+        self.stats.acked += 1
 
     async def _retry_store(self, write: Callable[[], Awaitable[None]]) -> None:
         """Write to the buffer until it takes it: a full or failing buffer holds the source."""
@@ -212,14 +217,16 @@ class RouteRunner:
         pending = list(items)
         backoff = Backoff(self.route.spec.retry)
         failures: dict[int, int] = {}
+        self.stats.in_flight += len(pending)
+        self.stats.redelivered += sum(1 for item in items if item.deliveries > 1)
         while pending:
             results = await asyncio.gather(
                 *(self.sink.send(item.envelope) for item in pending), return_exceptions=True
             )
             done = [item for item, result in zip(pending, results, strict=True) if result is None]
             await self.buffer.settle([item.seq for item in done])
-            self.stats.delivered += len(done)
-            self.stats.delivered_bytes += sum(len(item.envelope.payload) for item in done)
+            self.stats.in_flight -= len(done)
+            self._count_delivered([item.envelope for item in done])
             retry: list[Buffered] = []
             lost: BaseException | None = None
             for item, result in zip(pending, results, strict=True):
@@ -231,6 +238,7 @@ class RouteRunner:
                 ):
                     await self.buffer.dead_letter(item.envelope, _reason(result), seq=item.seq)
                     self.stats.dead_letter(type(result).__name__)
+                    self.stats.in_flight -= 1
                     continue
                 if not isinstance(result, RetryableError):
                     failures[item.seq] += 1
@@ -247,6 +255,14 @@ class RouteRunner:
                 self.stats.error(next(r for r in results if isinstance(r, BaseException)))
                 await asyncio.sleep(backoff.next())
             pending = retry
+
+    def _count_delivered(self, envelopes: Sequence[Envelope]) -> None:
+        now = time.time()
+        stats = self.stats
+        stats.delivered += len(envelopes)
+        for envelope in envelopes:
+            stats.delivered_bytes += len(envelope.payload)
+            stats.latency.observe(max(now - envelope.timestamp, 0.0))
 
     # ------------------------------------------------------------ direct (no buffer)
 
@@ -275,28 +291,26 @@ class RouteRunner:
     async def _forward(self, incoming: Incoming) -> None:
         self.stats.received += 1
         self.stats.received_bytes += len(incoming.envelope.payload)
-        incoming.ack(None)  # at most once: the source forgets it now
+        self._ack(incoming)  # at most once: the source forgets it now
         generation = self._sink_generation
+        self.stats.in_flight += 1
         try:
             envelope = self.mapper.map(incoming.envelope)
             if self.route.spec.request_reply is not None and incoming.envelope.reply:
                 await self._request(incoming.envelope, envelope)
             else:
                 await self.sink.send(envelope)
-            self.stats.delivered += 1
-            self.stats.delivered_bytes += len(envelope.payload)
+            self._count_delivered([envelope])
         except LoopDetected:
             self.stats.looped += 1
-        except RetryableError as exc:
+        except Exception as exc:  # at most once: count it, log it, move on
             self.stats.error(exc)
-            self.stats.dead_letter(type(exc).__name__)
+            self.stats.dropped += 1
             self._log.warning("message dropped (at_most_once): %s", exc)
             if isinstance(exc, ConnectionLost):
                 await self._reconnect_sink_once(exc, generation)
-        except Exception as exc:  # at most once: count it, log it, move on
-            self.stats.error(exc)
-            self.stats.dead_letter(type(exc).__name__)
-            self._log.warning("message dropped (at_most_once): %s", exc)
+        finally:
+            self.stats.in_flight -= 1
 
     async def _reconnect_sink_once(self, exc: ConnectionLost, generation: int) -> None:
         """Reconnect the sink once for all the sends that saw the same connection fail."""

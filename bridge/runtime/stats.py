@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -21,6 +22,24 @@ class RouteState(StrEnum):
     FAILED = "failed"
 
 
+LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds of the end-to-end latency histogram, in seconds (+Inf is implied)."""
+RATE_WINDOW_S = 10.0
+
+
+@dataclass(slots=True)
+class Latency:
+    """A cumulative-at-read histogram of end-to-end latency (source timestamp to confirm)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one message that took `seconds`."""
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.total += seconds
+
+
 @dataclass(slots=True)
 class RouteStats:
     """Counters of one route since the process started."""
@@ -29,16 +48,37 @@ class RouteStats:
     received: int = 0  # messages read from the source
     received_bytes: int = 0
     buffered: int = 0  # committed to the durable buffer
+    acked: int = 0  # source messages acknowledged
     delivered: int = 0  # confirmed by the destination
     delivered_bytes: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)  # reason kind -> count
     looped: int = 0  # dropped by loop prevention
+    dropped: int = 0  # at_most_once messages the sink did not take
     retries: int = 0
     reconnects: int = 0
+    redelivered: int = 0  # handed out by the buffer again (after a restart)
+    in_flight: int = 0  # taken from the buffer, not yet confirmed
     source_connected: bool = False
     sink_connected: bool = False
     last_error: str | None = None
     last_error_at: float | None = None
+    latency: Latency = field(default_factory=Latency)
+    # Refreshed by the bridge's sampler about once a second:
+    buffer_depth: int = 0
+    buffer_oldest_age: float | None = None
+    rate_in: float = 0.0  # messages/s over the last RATE_WINDOW_S
+    rate_out: float = 0.0
+    _samples: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def sample(self, now: float) -> None:
+        """Record the counters at `now` and update the rates over the last window."""
+        self._samples.append((now, self.received, self.delivered))
+        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_S:
+            self._samples.pop(0)
+        then, received, delivered = self._samples[0]
+        if now > then:
+            self.rate_in = (self.received - received) / (now - then)
+            self.rate_out = (self.delivered - delivered) / (now - then)
 
     def error(self, exc: BaseException) -> None:
         """Remember `exc` as the last error (redacted)."""

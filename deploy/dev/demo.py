@@ -51,6 +51,7 @@ async def _exercise(run_id: str, count: int, bridge: subprocess.Popen[str]) -> b
     # RabbitMQ -> JetStream (orders-to-nats)
     start_seq = (await js.stream_info("ORDERS")).state.last_seq
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    _wait_for_queue(connection, "natsbridge.orders-to-nats", bridge)
     channel = connection.channel()
     channel.exchange_declare("shipments", "topic", durable=True)
     observed = channel.queue_declare(f"demo.shipments.{run_id}", exclusive=True).method.queue
@@ -107,6 +108,24 @@ async def _wait_for_stream(js: object, name: str, bridge: subprocess.Popen[str])
         except NotFoundError:
             await asyncio.sleep(0.2)
     raise SystemExit(f"stream {name} did not appear within {WAIT_S:.0f}s")
+
+
+def _wait_for_queue(
+    connection: pika.BlockingConnection, queue: str, bridge: subprocess.Popen[str]
+) -> None:
+    """Wait until the bridge has declared and bound its queue (so nothing is unroutable)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if bridge.poll() is not None:
+            raise SystemExit(f"the bridge exited with {bridge.returncode}")
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue, passive=True)
+            channel.close()
+            return
+        except pika.exceptions.ChannelClosedByBroker:
+            time.sleep(0.2)
+    raise SystemExit(f"queue {queue} did not appear within {WAIT_S:.0f}s")
 
 
 async def _count_stream(js: object, name: str, start_seq: int, count: int) -> int:

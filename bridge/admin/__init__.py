@@ -1,0 +1,1 @@
+"""The admin endpoint: health, readiness, Prometheus metrics and the routes view."""
