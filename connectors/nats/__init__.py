@@ -1,0 +1,107 @@
+"""NATS connector (nats-py, asyncio): core subjects and JetStream, as source and as sink.
+
+Connection
+    kind: nats
+    servers: ["nats://host:4222", "tls://host:4222", "ws://…", "wss://…"]   several = a cluster
+    name: natsbridge                 connection name shown in the server's monitoring
+    token: ${env:NATS_TOKEN}         token auth
+    user: bridge / password: …       user/password auth (or nats://user:pass@host in the URL)
+    nkey_seed_file: /path/user.nk    nkey auth      } both need the `nkeys` package
+    creds_file: /path/user.creds     JWT + nkey     } (pip install 'nats-py[nkeys]')
+    tls: {ca_file, cert_file, key_file, verify}     TLS; cert_file + key_file = mTLS
+
+    Each source and each sink opens its own connection (named `<bridge id>:<route>:source`
+    or `:sink`), so routes never share outbound buffers, slow-consumer state or close().
+    nats-py reconnects by itself, forever, every second, and restores subscriptions.
+
+Sources (`from:`)
+    core       subject (a pattern: `*`, `>`), optional queue_group. Messages go through a
+               bounded queue to the runtime; the Envelope keeps subject, payload, headers
+               and the reply subject; Origin(kind="nats", subject=…). Acks are no-ops:
+               core NATS cannot redeliver. Core NATS has no backpressure: if the bridge
+               falls behind, nats-py buffers up to 65,536 messages / 64 MiB per
+               subscription, then drops and logs "slow consumer". A Responder: replies go
+               to the request's reply subject.
+    jetstream  {stream, durable, create, ack_wait, max_deliver}: a durable pull consumer
+               (default name natsbridge-<route>) filtered on `subject`, bound if it exists,
+               else created (with the stream, subjects [subject]) when `create`. Fetched in
+               batches. ack(None) → +ACK; ack(RetryableError) → -NAK with the route's retry
+               back-off as delay; ack(any other error) → +TERM. Origin carries stream_seq;
+               msg_id comes from a Nats-Msg-Id header. Survives server restarts: the
+               consumer lives on the server, unacked messages return after ack_wait.
+
+Sinks (`to:`)
+    core       publish to the rendered subject with headers and reply. Core NATS has no
+               acknowledgement; `send()` returns once a PING sent after the message was
+               answered (the server has processed it). Flushes are grouped: one round trip
+               confirms every send buffered before it. A Requester: `request()` returns the
+               first reply, BridgeTimeout on timeout, NoResponders (retryable) when nobody
+               listens.
+    jetstream  {stream, create, subjects, duplicate_window}: publish and wait for the PubAck,
+               pipelined (many sends in flight at once, in call order on the wire).
+               Nats-Msg-Id from envelope.msg_id, so `exactly_once` redeliveries are dropped
+               by the stream's duplicate window (a duplicate PubAck counts as success). The
+               stream is created when missing and `create`, with `subjects` or, by default,
+               the subject template's literal prefix + `>` (`legacy.orders.{{routing_key}}`
+               → `legacy.orders.>`); with create: false a missing stream is a
+               StreamMissing error naming it. A subject the stream does not capture is
+               rejected for good (MessageRejected).
+
+Limits and errors
+    A message larger than the route's max_payload (default 1 MiB) or the server's announced
+    max_payload, whichever is lower (JetStream: also the stream's max_msg_size), counting
+    header bytes, raises PayloadTooLarge before it is sent. nats-py exceptions are translated
+    in connectors.nats.errors. While the connection is reconnecting a send waits up to 5 s,
+    then raises ConnectionLost; PubAcks in flight when the connection drops fail at once with
+    ConnectionLost (the runtime retries; Nats-Msg-Id dedups). A source raises ConnectionLost
+    once its connection is closed for good; `connect()` builds a new one.
+
+Headers
+    NATS headers may repeat a name. nats-py's API is `dict[str, str]` and keeps only the last
+    value of a repeated name; this connector parses received headers itself (every value
+    kept, in order) and writes one header line per value, so multi-valued headers cross
+    intact. nats-py trims leading/trailing whitespace of values and only accepts names made
+    of RFC 7230 token characters (others raise HeaderError); mappings.headers encodes values
+    NATS would mangle.
+"""
+
+from __future__ import annotations
+
+from bridge.config.loader import Route
+from bridge.config.model import BridgeSettings, Connection, NatsConnection, NatsSink, NatsSource
+from bridge.connector import Sink, Source
+from bridge.errors import ConfigError
+from connectors.nats.sink import CoreSink, JetStreamSink
+from connectors.nats.source import CoreSource, JetStreamSource
+
+__all__ = [
+    "CoreSink",
+    "CoreSource",
+    "JetStreamSink",
+    "JetStreamSource",
+    "NatsConnector",
+    "connector",
+]
+
+
+class NatsConnector:
+    """Builds NATS sources and sinks: JetStream when the endpoint has `jetstream`, else core."""
+
+    def source(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Source:
+        """The source for `route`: a core subscription or a JetStream pull consumer."""
+        if not isinstance(connection, NatsConnection) or not isinstance(route.source, NatsSource):
+            raise ConfigError([f"route '{route.name}': the nats connector needs a nats source"])
+        if route.source.jetstream is not None:
+            return JetStreamSource(route, connection, bridge)
+        return CoreSource(route, connection, bridge)
+
+    def sink(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Sink:
+        """The sink for `route`: core publish or JetStream publish with PubAck."""
+        if not isinstance(connection, NatsConnection) or not isinstance(route.sink, NatsSink):
+            raise ConfigError([f"route '{route.name}': the nats connector needs a nats sink"])
+        if route.sink.jetstream is not None:
+            return JetStreamSink(route, connection, bridge)
+        return CoreSink(route, connection, bridge)
+
+
+connector = NatsConnector()

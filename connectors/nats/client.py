@@ -1,0 +1,334 @@
+"""One nats-py connection per source or sink: connect options, state, and header conversion.
+
+Why one connection per source/sink and not one per configured connection: each route
+endpoint then has its own outbound buffer, its own slow-consumer accounting, its own
+disconnect callbacks (a JetStream sink fails its in-flight PubAcks the moment *its*
+connection drops) and a `close()` that cannot pull the rug from under another route.
+NATS servers handle thousands of connections; a bridge has a few dozen routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from bridge.config.model import NatsConnection, Tls
+from bridge.envelope import Headers
+from bridge.errors import ConnectionLost, HeaderError, PermanentError
+from connectors.nats.errors import translate, translate_exception
+from mappings.headers import validate_headers
+
+log = logging.getLogger("natsbridge.connectors.nats")
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_RECONNECT_WAIT_S = 1.0
+DEFAULT_MAX_RECONNECT_ATTEMPTS = -1  # forever: nats-py keeps subscriptions across reconnects
+DEFAULT_CONNECT_ATTEMPTS = 1  # per server on the first connect (so 2 tries each)
+DEFAULT_PING_INTERVAL_S = 20  # a dead server is noticed within ~2 pings
+DEFAULT_READY_WAIT_S = 5.0  # how long a send waits for a reconnect before ConnectionLost
+DEFAULT_PENDING_SIZE_BYTES = 8 * 1024 * 1024  # nats-py's outbound buffer
+
+Callback = Callable[[], Awaitable[None]]
+
+
+# ---------------------------------------------------------------- headers
+
+
+class MultiHeaders(dict[str, str]):
+    """Received headers: a plain dict (first value per name) plus every value in `.all`.
+
+    nats-py's own parser keeps only the last value of a repeated header name; NATS
+    allows repeats (`X-A: 1`, `X-A: 2`) and the Envelope is multi-valued, so the
+    client below parses with this class instead.
+    """
+
+    __slots__ = ("all",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all: Headers = {}
+
+    @classmethod
+    def parse(cls, raw: bytes) -> MultiHeaders:
+        """Parse `Name: Value` lines as nats-py does, keeping repeated names."""
+        out = cls()
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue
+            if not key or any(c.isspace() for c in key):
+                continue
+            text = value.strip().decode("utf-8", "replace")
+            values = out.all.get(key)
+            if values is None:
+                out.all[key] = [text]
+                dict.__setitem__(out, key, text)
+            else:
+                values.append(text)
+        return out
+
+
+class HeaderLines(dict[str, str]):
+    """Headers to publish: nats-py writes one line per pair from `items()`, repeats included.
+
+    nats-py's publish takes `dict[str, str]` and iterates `headers.items()`; yielding
+    every (name, value) pair lets a name carry several values on the wire.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._pairs = pairs
+        for name, value in pairs:
+            self.setdefault(name, value)
+
+    def items(self) -> Any:
+        return list(self._pairs)
+
+
+def to_nats_headers(headers: Headers, extra: Iterable[tuple[str, str]] = ()) -> HeaderLines | None:
+    """Envelope headers (plus `extra`, which replace same-named ones) for nats-py; None if empty.
+
+    Raises HeaderError for a name or value NATS cannot carry.
+    """
+    extra = list(extra)
+    replaced = {name for name, _ in extra}
+    pairs = [
+        (name, value)
+        for name, values in headers.items()
+        if name not in replaced
+        for value in values
+    ]
+    pairs.extend(extra)
+    if not pairs:
+        return None
+    validate_headers(headers)
+    for name, _ in pairs:
+        # nats-py accepts only RFC 7230 token characters in names, a subset of NATS's rule.
+        if not _is_token(name):
+            raise HeaderError(
+                f"header name {name!r} has characters nats-py cannot send "
+                "(allowed: letters, digits and !#$%&'*+-.^_`|~)"
+            )
+    return HeaderLines(pairs)
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def _is_token(name: str) -> bool:
+    return bool(name) and all(c in _TOKEN_CHARS for c in name)
+
+
+def from_nats_headers(headers: dict[str, str] | None) -> Headers:
+    """nats-py's received headers as multi-valued Envelope headers."""
+    if not headers:
+        return {}
+    if isinstance(headers, MultiHeaders):
+        return {name: list(values) for name, values in headers.all.items()}
+    return {name: [value] for name, value in headers.items()}
+
+
+class NatsClient(Client):
+    """nats-py's client, parsing received headers with `MultiHeaders` (repeats kept)."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        return MultiHeaders.parse(raw)
+
+
+# ---------------------------------------------------------------- connection
+
+
+def tls_context(tls: Tls) -> ssl.SSLContext:
+    """An SSLContext from the connection's `tls` section (CA, client cert for mTLS, verify)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if not tls.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect_options(connection: NatsConnection, client_name: str) -> dict[str, Any]:
+    """nats-py `connect()` keyword arguments for `connection` (secrets unwrapped here only)."""
+    options: dict[str, Any] = {
+        "servers": list(connection.servers),
+        "name": client_name,
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
+        "reconnect_time_wait": DEFAULT_RECONNECT_WAIT_S,
+        "max_reconnect_attempts": DEFAULT_MAX_RECONNECT_ATTEMPTS,
+        "ping_interval": DEFAULT_PING_INTERVAL_S,
+        "pending_size": DEFAULT_PENDING_SIZE_BYTES,
+    }
+    if connection.token is not None:
+        options["token"] = connection.token.get_secret_value()
+    if connection.user is not None:
+        options["user"] = connection.user
+    if connection.password is not None:
+        options["password"] = connection.password.get_secret_value()
+    if connection.nkey_seed_file or connection.creds_file:
+        try:
+            import nkeys  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        except ImportError:
+            raise PermanentError(
+                "nkey_seed_file and creds_file need the 'nkeys' package "
+                "(pip install 'nats-py[nkeys]')"
+            ) from None
+        if connection.nkey_seed_file:
+            options["nkeys_seed"] = connection.nkey_seed_file
+        if connection.creds_file:
+            options["user_credentials"] = connection.creds_file
+    if connection.tls is not None:
+        options["tls"] = tls_context(connection.tls)
+    elif any(url.startswith(("tls://", "wss://")) for url in connection.servers):
+        options["tls"] = ssl.create_default_context()
+    return options
+
+
+class NatsLink:
+    """One open nats-py connection and what a source or sink needs to know about it.
+
+    `ready()` gives the client when it is connected, waits (bounded) while nats-py
+    reconnects, and raises ConnectionLost when it does not come back in time or the
+    connection is closed for good.
+    """
+
+    def __init__(self, connection_name: str, client: NatsClient) -> None:
+        self.connection_name = connection_name
+        self.client = client
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.closed = False
+        self.slow_consumer_drops = 0
+        self.last_error: Exception | None = None
+        self.on_disconnect: list[Callback] = []
+        self.on_close: list[Callback] = []
+
+    @classmethod
+    async def open(
+        cls, connection_name: str, connection: NatsConnection, client_name: str
+    ) -> NatsLink:
+        """Connect; ConnectionLost when no server answers, PermanentError when refused."""
+        client = NatsClient()
+        link = cls(connection_name, client)
+        options = connect_options(connection, client_name)
+        context = f"connecting to NATS connection '{connection_name}'"
+        # The first connect tries each server twice and gives up (the runtime retries with
+        # back-off and sees why); once connected, nats-py reconnects forever by itself.
+        options["max_reconnect_attempts"] = DEFAULT_CONNECT_ATTEMPTS
+        try:
+            with translate(context):
+                await client.connect(
+                    **options,
+                    error_cb=link._error,
+                    disconnected_cb=link._disconnected,
+                    reconnected_cb=link._reconnected,
+                    closed_cb=link._closed,
+                )
+        except ConnectionLost as exc:
+            cause = link.last_error
+            refused = translate_exception(cause, context) if cause is not None else exc
+            if isinstance(refused, PermanentError):
+                raise refused from cause
+            raise
+        client.options["max_reconnect_attempts"] = DEFAULT_MAX_RECONNECT_ATTEMPTS
+        return link
+
+    @property
+    def max_payload(self) -> int:
+        """The payload limit the server announced (headers and payload together)."""
+        return int(self.client.max_payload)
+
+    async def ready(self, wait: float | None = None) -> NatsClient:
+        """The client, once connected; ConnectionLost if closed or not back within `wait` s."""
+        client = self.client
+        if wait is None:
+            wait = DEFAULT_READY_WAIT_S
+        if client.is_connected:
+            return client
+        if self.closed or client.is_closed:
+            raise ConnectionLost(f"NATS connection '{self.connection_name}' is closed")
+        try:
+            await asyncio.wait_for(self.connected.wait(), wait)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"NATS connection '{self.connection_name}' is reconnecting "
+                f"(not back within {wait:g}s)"
+            ) from None
+        if not client.is_connected:
+            raise ConnectionLost(f"NATS connection '{self.connection_name}' is closed")
+        return client
+
+    async def close(self) -> None:
+        """Flush what is buffered (bounded) and close. Idempotent."""
+        client = self.client
+        self.closed = True
+        if client.is_closed:
+            return
+        if client.is_connected:
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await client.flush(timeout=int(DEFAULT_READY_WAIT_S))
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await client.close()
+
+    # nats-py callbacks
+
+    async def _error(self, exc: Exception) -> None:
+        self.last_error = exc
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            # The bridge did not keep up with a core NATS subject: nats-py dropped a message.
+            self.slow_consumer_drops += 1
+            if (
+                self.slow_consumer_drops in (1, 10, 100, 1000)
+                or self.slow_consumer_drops % 10000 == 0
+            ):
+                log.warning(
+                    "NATS connection '%s': slow consumer on subject %s, %d messages dropped so far",
+                    self.connection_name,
+                    exc.subject,
+                    self.slow_consumer_drops,
+                )
+            return
+        log.warning("NATS connection '%s': %s", self.connection_name, exc)
+
+    async def _disconnected(self) -> None:
+        self.connected.clear()
+        if not self.closed:
+            log.warning("NATS connection '%s' lost; reconnecting", self.connection_name)
+        for callback in self.on_disconnect:
+            await callback()
+
+    async def _reconnected(self) -> None:
+        log.info("NATS connection '%s' re-established", self.connection_name)
+        self.connected.set()
+
+    async def _closed(self) -> None:
+        self.closed = True
+        self.connected.set()  # wake waiters: ready() now sees the closed client
+        for callback in self.on_close:
+            await callback()
+
+
+def header_bytes(headers: HeaderLines | None) -> int:
+    """Bytes the header block takes on the wire (the server's max_payload counts them too)."""
+    if not headers:
+        return 0
+    return len(b"NATS/1.0\r\n\r\n") + sum(
+        len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items()
+    )

@@ -1,0 +1,386 @@
+"""NATS sinks: core publish (confirmed by a batched flush) and JetStream publish (PubAck)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import StreamConfig, StreamInfo
+from nats.js.errors import APIError
+
+from bridge.config.loader import Route
+from bridge.config.model import BridgeSettings, NatsConnection, NatsSink
+from bridge.config.model import JetStreamSink as JetStreamSinkConfig
+from bridge.envelope import Envelope, Origin
+from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
+from connectors.nats.client import (
+    HeaderLines,
+    NatsClient,
+    NatsLink,
+    from_nats_headers,
+    header_bytes,
+    to_nats_headers,
+)
+from connectors.nats.errors import (
+    NoResponders,
+    StreamMissing,
+    api_error,
+    translate,
+)
+from mappings import subjects
+from mappings.headers import NATS_MSG_ID
+from mappings.payload import check_payload, effective_limit
+
+DEFAULT_FLUSH_TIMEOUT_S = 10
+DEFAULT_PUBACK_TIMEOUT_S = 10.0
+DEFAULT_CLOSE_WAIT_S = 10.0
+DEFAULT_SUBJECT_REFRESH_S = 5.0  # at most one stream-info refresh per this many seconds
+EXPECTED_STREAM = "Nats-Expected-Stream"
+NO_RESPONDERS_STATUS = "503"
+
+
+def derived_stream_subjects(template_text: str, is_literal: bool) -> list[str]:
+    """Stream subjects for a sink subject template: the literal subject, or its prefix + `>`.
+
+    `legacy.orders.{{routing_key}}` gives `legacy.orders.>`; a template whose first token
+    already holds a placeholder gives `>`, which nats-server refuses: configure
+    `to.jetstream.subjects` then.
+    """
+    if is_literal:
+        return [template_text]
+    literal: list[str] = []
+    for token in template_text.split("."):
+        if "{{" in token or (token.startswith("$") and token[1:].isdigit()):
+            break
+        literal.append(token)
+    return [".".join([*literal, ">"])]
+
+
+class _Sink:
+    """What both sinks share: the connection, the payload limit and header conversion."""
+
+    def __init__(self, route: Route, connection: NatsConnection, bridge: BridgeSettings) -> None:
+        assert isinstance(route.sink, NatsSink)
+        self.route = route
+        self.config: NatsSink = route.sink
+        self.connection = connection
+        self.bridge = bridge
+        self.link: NatsLink | None = None
+        self.limit = 0
+
+    async def connect(self) -> None:
+        """Connect; subclasses then declare what they need."""
+        await self.close()
+        self.link = await NatsLink.open(
+            self.config.connection, self.connection, f"{self.bridge.id}:{self.route.name}:sink"
+        )
+        self.limit = self.payload_limit(self.link.max_payload)
+
+    def payload_limit(self, server_limit: int) -> int:
+        """The route's `max_payload` (default 1 MiB), lowered to the server's."""
+        route_limit = self.route.spec.max_payload
+        return effective_limit(None if route_limit is None else int(route_limit), server_limit)
+
+    async def client(self) -> NatsClient:
+        if self.link is None:
+            raise ConnectionLost(f"route '{self.route.name}': NATS sink is not connected")
+        return await self.link.ready()
+
+    def encode(self, envelope: Envelope, extra: list[tuple[str, str]]) -> HeaderLines | None:
+        """NATS headers for `envelope`, after checking payload and headers against the limit."""
+        headers = to_nats_headers(envelope.headers, extra)
+        check_payload(len(envelope.payload) + header_bytes(headers), self.limit)
+        return headers
+
+    async def close(self) -> None:
+        """Disconnect after flushing. Idempotent."""
+        link, self.link = self.link, None
+        if link is not None:
+            await link.close()
+
+
+class _GroupFlush:
+    """Confirms core publishes in groups: one PING/PONG round trip covers every publish before it.
+
+    A send waits for the next flush that starts after its message was buffered; sends
+    that arrive while a flush is on the wire share the one after it. With many sends in
+    flight this costs one round trip per group instead of one per message. When the
+    connection drops, waiting sends fail at once with ConnectionLost (`fail`).
+    """
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[BaseException | None] | None = None
+        self._inflight: asyncio.Future[BaseException | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, client: NatsClient) -> None:
+        """Return once a flush that started after this call has been answered."""
+        future = self._next
+        if future is None:
+            future = self._next = asyncio.get_running_loop().create_future()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(client))
+        error = await asyncio.shield(future)
+        if error is not None:
+            raise type(error)(*error.args) from error
+
+    async def _run(self, client: NatsClient) -> None:
+        while self._next is not None:
+            future, self._next = self._next, None
+            self._inflight = future
+            error: BaseException | None = None
+            try:
+                with translate("flushing to NATS"):
+                    await client.flush(timeout=DEFAULT_FLUSH_TIMEOUT_S)
+            except BridgeError as exc:
+                error = exc if not isinstance(exc, PermanentError) else ConnectionLost(str(exc))
+            self._inflight = None
+            if not future.done():
+                future.set_result(error)
+
+    def fail(self, error: BaseException) -> None:
+        """Fail every waiting send with `error` and abandon the flush on the wire."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        for future in (self._inflight, self._next):
+            if future is not None and not future.done():
+                future.set_result(error)
+        self._inflight = self._next = None
+
+
+class CoreSink(_Sink):
+    """Publishes to core NATS; a send is confirmed once a flush after it was answered.
+
+    Core NATS has no acknowledgement: "confirmed" means the server has read the message
+    (a PING sent after it came back as PONG), so it was routed to the subscribers
+    connected at that moment. Flushes are grouped (`_GroupFlush`), never one per message.
+    Also a Requester: `request()` waits for the first reply.
+    """
+
+    def __init__(self, route: Route, connection: NatsConnection, bridge: BridgeSettings) -> None:
+        super().__init__(route, connection, bridge)
+        self._flush = _GroupFlush()
+
+    async def connect(self) -> None:
+        """Connect; a dropped connection fails the sends waiting for their flush."""
+        await super().connect()
+        assert self.link is not None
+        flush = self._flush = _GroupFlush()
+
+        async def on_disconnect() -> None:
+            flush.fail(ConnectionLost("NATS connection lost before the flush was answered"))
+
+        self.link.on_disconnect.append(on_disconnect)
+
+    async def send(self, envelope: Envelope) -> None:
+        """Publish `envelope` to `envelope.subject`; return once a grouped flush covered it."""
+        client = await self.client()
+        headers = self.encode(envelope, [])
+        with translate(f"publishing to NATS subject '{envelope.subject}'"):
+            await client.publish(
+                envelope.subject, envelope.payload, reply=envelope.reply or "", headers=headers
+            )
+        await self._flush.wait(client)
+
+    async def request(self, envelope: Envelope, timeout: float) -> Envelope:
+        """Send `envelope` as a request; the reply, BridgeTimeout, or NoResponders."""
+        client = await self.client()
+        headers = self.encode(envelope, [])
+        with translate(f"request to NATS subject '{envelope.subject}'"):
+            msg = await client.request(
+                envelope.subject, envelope.payload, timeout=timeout, headers=headers
+            )
+        return _reply_envelope(msg, self.config.connection)
+
+    async def close(self) -> None:
+        """Wait for the last flush (bounded), then disconnect. Idempotent."""
+        self._flush.fail(ConnectionLost("NATS sink closed"))
+        await super().close()
+
+
+def _reply_envelope(msg: Msg, connection: str) -> Envelope:
+    return Envelope(
+        subject=msg.subject,
+        payload=msg.data,
+        headers=from_nats_headers(msg.headers),
+        origin=Origin(connection, "nats", subject=msg.subject),
+    )
+
+
+class _PubAcks:
+    """Pipelined JetStream publishes: one reply inbox, a future per message, no per-message wait.
+
+    Each publish gets a reply subject `<inbox>.<n>`; the PubAck (or error) arriving there
+    resolves its future. Registration and the publish happen without yielding to the
+    event loop, so messages go on the wire in call order.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._next = 0
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self, client: NatsClient) -> None:
+        self._prefix = client.new_inbox() + "."
+        self._sub = await client.subscribe(self._prefix + "*", cb=self._on_reply)
+
+    async def publish(
+        self, client: NatsClient, subject: str, payload: bytes, headers: HeaderLines | None
+    ) -> dict[str, Any]:
+        """Publish and wait for the PubAck's JSON; raise the project's error otherwise."""
+        self._next += 1
+        token = str(self._next)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            with translate(f"publishing to JetStream subject '{subject}'"):
+                await client.publish(subject, payload, reply=self._prefix + token, headers=headers)
+                return await asyncio.wait_for(future, DEFAULT_PUBACK_TIMEOUT_S)
+        finally:
+            self._waiting.pop(token, None)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.get(msg.subject[len(self._prefix) :])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
+            future.set_exception(NoResponders("no JetStream stream answered the publish"))
+            return
+        try:
+            future.set_result(json.loads(msg.data))
+        except ValueError as exc:
+            future.set_exception(ConnectionLost(f"unreadable PubAck: {exc}"))
+
+    def fail_all(self, error: BaseException) -> None:
+        """Fail every publish waiting for its PubAck (the connection dropped: they may be lost)."""
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(type(error)(*error.args))
+
+
+class JetStreamSink(_Sink):
+    """Publishes into a JetStream stream; a send returns once its PubAck arrived.
+
+    Sends are pipelined: many may await their PubAcks at once. `Nats-Msg-Id` is set from
+    `envelope.msg_id` (JetStream drops a repeat within the stream's duplicate window;
+    a PubAck with `duplicate: true` counts as success). `Nats-Expected-Stream` makes the
+    server refuse to store the message in any other stream.
+    """
+
+    def __init__(self, route: Route, connection: NatsConnection, bridge: BridgeSettings) -> None:
+        super().__init__(route, connection, bridge)
+        assert self.config.jetstream is not None
+        self.js_config: JetStreamSinkConfig = self.config.jetstream
+        self._acks = _PubAcks()
+        self._stream_subjects: list[str] = []
+        self._subjects_checked_at = 0.0
+
+    async def connect(self) -> None:
+        """Connect, then bind to the stream (creating it if missing and `create`)."""
+        await super().connect()
+        assert self.link is not None
+        self._acks = _PubAcks()
+        acks = self._acks
+        client = self.link.client
+        try:
+            info = await self._ensure_stream(client)
+            await acks.start(client)
+        except BaseException:
+            await self.close()
+            raise
+
+        async def on_disconnect() -> None:
+            acks.fail_all(ConnectionLost("NATS connection lost before the PubAck arrived"))
+
+        self.link.on_disconnect.append(on_disconnect)
+        self._remember(info)
+
+    def _remember(self, info: StreamInfo) -> None:
+        self._stream_subjects = list(info.config.subjects or [])
+        self._subjects_checked_at = time.monotonic()
+        max_msg_size = info.config.max_msg_size
+        if max_msg_size is not None and max_msg_size > 0 and self.link is not None:
+            self.limit = min(self.payload_limit(self.link.max_payload), max_msg_size)
+
+    def _subjects_to_create(self) -> list[str]:
+        if self.js_config.subjects:
+            return list(self.js_config.subjects)
+        template = self.route.templates.get("subject")
+        if template is not None:
+            return derived_stream_subjects(template.text, template.is_literal)
+        return derived_stream_subjects(self.config.subject, "{{" not in self.config.subject)
+
+    async def _ensure_stream(self, client: NatsClient) -> StreamInfo:
+        name = self.js_config.stream
+        jsm = client.jsm()
+        context = f"route '{self.route.name}': JetStream stream '{name}'"
+        try:
+            with translate(context):
+                return await jsm.stream_info(name)
+        except StreamMissing:
+            if not self.js_config.create:
+                raise StreamMissing(
+                    f"{context} does not exist and to.jetstream.create is false: "
+                    "create the stream or set create: true"
+                ) from None
+        config = StreamConfig(
+            name=name,
+            subjects=self._subjects_to_create(),
+            duplicate_window=float(self.js_config.duplicate_window),
+        )
+        try:
+            with translate(f"{context}: creating it with subjects {config.subjects}"):
+                return await jsm.add_stream(config)
+        except MessageRejected as exc:
+            # Another bridge may have created it between our look-up and our create.
+            with translate(context), contextlib.suppress(StreamMissing):
+                return await jsm.stream_info(name)
+            raise PermanentError(str(exc)) from exc
+
+    async def _check_subject(self, client: NatsClient, subject: str) -> None:
+        """MessageRejected unless the stream captures `subject` (refreshing its subjects once)."""
+        if any(subjects.match(p, subject) is not None for p in self._stream_subjects):
+            return
+        if time.monotonic() - self._subjects_checked_at > DEFAULT_SUBJECT_REFRESH_S:
+            with translate(f"JetStream stream '{self.js_config.stream}'"):
+                self._remember(await client.jsm().stream_info(self.js_config.stream))
+            if any(subjects.match(p, subject) is not None for p in self._stream_subjects):
+                return
+        raise MessageRejected(
+            f"subject '{subject}' is not captured by JetStream stream "
+            f"'{self.js_config.stream}' (subjects: {', '.join(self._stream_subjects) or 'none'})"
+        )
+
+    async def send(self, envelope: Envelope) -> None:
+        """Publish `envelope` and return once JetStream stored it (or already had it)."""
+        client = await self.client()
+        subject = envelope.subject
+        await self._check_subject(client, subject)
+        extra = [(EXPECTED_STREAM, self.js_config.stream)]
+        if envelope.msg_id:
+            extra.append((NATS_MSG_ID, envelope.msg_id))
+        headers = self.encode(envelope, extra)
+        reply = await self._acks.publish(client, subject, envelope.payload, headers)
+        error = reply.get("error")
+        if error:
+            exc = APIError(
+                code=error.get("code"),
+                description=error.get("description"),
+                err_code=error.get("err_code"),
+            )
+            raise api_error(exc, f"publishing to JetStream subject '{subject}'")
+
+    async def close(self) -> None:
+        """Fail what still waits for a PubAck after a bounded wait, then disconnect."""
+        deadline = time.monotonic() + DEFAULT_CLOSE_WAIT_S
+        while self._acks._waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._acks.fail_all(ConnectionLost("NATS sink closed"))
+        await super().close()

@@ -1,0 +1,382 @@
+"""NATS sources: a core subscription (with queue group) and a JetStream durable pull consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.client import JetStreamContext
+
+from bridge.config.loader import Route
+from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
+from bridge.config.model import JetStreamSource as JetStreamSourceConfig
+from bridge.connector import Incoming
+from bridge.envelope import Envelope, Origin
+from bridge.errors import ConnectionLost, MessageRejected, PermanentError, RetryableError
+from connectors.nats.client import (
+    NatsLink,
+    from_nats_headers,
+    header_bytes,
+    to_nats_headers,
+)
+from connectors.nats.errors import StreamMissing, translate
+from mappings.headers import NATS_MSG_ID
+from mappings.payload import check_payload
+
+log = logging.getLogger("natsbridge.connectors.nats")
+
+DEFAULT_QUEUE_MESSAGES = 10_000  # received, not yet handed to receive(); at least max_in_flight
+DEFAULT_PENDING_MSGS = 65_536  # nats-py's per-subscription buffer behind it, in messages
+DEFAULT_PENDING_BYTES = 64 * 1024 * 1024  # ... and in bytes
+DEFAULT_FETCH_MAX = 256  # JetStream messages per pull request
+DEFAULT_SETTLE_WAIT_S = 5.0  # close() waits this long for queued acks to go out
+_CLOSED = object()
+
+
+def _noop_ack(error: BaseException | None) -> None:
+    """Core NATS has nothing to acknowledge or redeliver."""
+
+
+class CoreSource:
+    """Subscribes to a core NATS subject pattern (optionally in a queue group).
+
+    nats-py delivers each message to a callback that puts it in a bounded queue;
+    `receive()` takes batches from it. Core NATS has no backpressure: when the bridge
+    falls behind, the queue fills, the callback waits, nats-py's per-subscription buffer
+    (DEFAULT_PENDING_MSGS / DEFAULT_PENDING_BYTES) fills behind it, and then nats-py
+    drops messages and reports a slow consumer (logged, counted on the link). Acks are
+    no-ops. Also a Responder: `respond()` publishes to the request's reply subject.
+    """
+
+    def __init__(self, route: Route, connection: NatsConnection, bridge: BridgeSettings) -> None:
+        assert isinstance(route.source, NatsSource)
+        self.route = route
+        self.config: NatsSource = route.source
+        self.connection = connection
+        self.bridge = bridge
+        self.link: NatsLink | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._sub: Subscription | None = None
+
+    async def connect(self) -> None:
+        """Connect and subscribe; ConnectionLost when no server answers."""
+        await self.close()
+        link = await NatsLink.open(
+            self.config.connection, self.connection, f"{self.bridge.id}:{self.route.name}:source"
+        )
+        capacity = max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight)
+        queue: asyncio.Queue[object] = asyncio.Queue(capacity)
+
+        async def on_message(msg: Msg) -> None:
+            await queue.put(msg)  # blocks nats-py's delivery when full: see the class doc
+
+        async def on_close() -> None:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(_CLOSED)
+
+        link.on_close.append(on_close)
+        try:
+            with translate(f"subscribing to NATS subject '{self.config.subject}'"):
+                self._sub = await link.client.subscribe(
+                    self.config.subject,
+                    queue=self.config.queue_group or "",
+                    cb=on_message,
+                    pending_msgs_limit=DEFAULT_PENDING_MSGS,
+                    pending_bytes_limit=DEFAULT_PENDING_BYTES,
+                )
+                await link.client.flush(timeout=5)
+        except BaseException:
+            await link.close()
+            raise
+        self.link, self._queue = link, queue
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        """Up to `max_messages` messages, waiting at most `timeout` s for the first."""
+        link = self.link
+        if link is None or link.closed:
+            raise ConnectionLost(f"route '{self.route.name}': NATS source is not connected")
+        queue = self._queue
+        if queue.empty():
+            try:
+                first = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                return []
+            items = [first]
+        else:
+            items = [queue.get_nowait()]
+        while len(items) < max_messages and not queue.empty():
+            items.append(queue.get_nowait())
+        if _CLOSED in items:
+            items = items[: items.index(_CLOSED)]
+            if not items:
+                raise ConnectionLost(f"NATS connection '{link.connection_name}' is closed")
+        connection = self.config.connection
+        return [Incoming(_core_envelope(msg, connection), _noop_ack) for msg in items]  # type: ignore[arg-type]
+
+    async def respond(self, request: Envelope, reply: Envelope) -> None:
+        """Publish `reply` to the reply subject of `request`."""
+        if not request.reply:
+            raise MessageRejected("the request has no reply subject to answer to")
+        if self.link is None:
+            raise ConnectionLost(f"route '{self.route.name}': NATS source is not connected")
+        client = await self.link.ready()
+        headers = to_nats_headers(reply.headers)
+        check_payload(len(reply.payload) + header_bytes(headers), self.link.max_payload)
+        with translate(f"replying on NATS subject '{request.reply}'"):
+            await client.publish(request.reply, reply.payload, headers=headers)
+
+    async def close(self) -> None:
+        """Unsubscribe and disconnect. Idempotent."""
+        link, self.link = self.link, None
+        sub, self._sub = self._sub, None
+        if sub is not None and link is not None and not link.client.is_closed:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await sub.unsubscribe()
+        if link is not None:
+            await link.close()
+
+
+def _core_envelope(msg: Msg, connection: str) -> Envelope:
+    headers = from_nats_headers(msg.headers)
+    ids = headers.get(NATS_MSG_ID)
+    return Envelope(
+        subject=msg.subject,
+        payload=msg.data,
+        headers=headers,
+        reply=msg.reply or None,
+        msg_id=ids[0] if ids else None,
+        origin=Origin(connection, "nats", subject=msg.subject),
+    )
+
+
+class _Settler:
+    """Sends JetStream acks from one task, in the order the runtime settled the messages.
+
+    `ack(error)` only appends to a queue (thread-safe, never blocks); the task turns
+    None into +ACK, a RetryableError into -NAK with a back-off delay and anything else
+    into +TERM. An ack that cannot be sent (connection down) is dropped: JetStream
+    redelivers the message after ack_wait, so nothing is lost, at worst duplicated.
+    """
+
+    def __init__(self, route: Route) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._items: collections.deque[tuple[Msg, BaseException | None]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        retry = route.spec.retry
+        self._initial, self._max, self._multiplier = retry.initial, retry.max, retry.multiplier
+        self._task = asyncio.create_task(self._run())
+
+    def ack_for(self, msg: Msg) -> _Ack:
+        return _Ack(self, msg)
+
+    def put(self, msg: Msg, error: BaseException | None) -> None:
+        if threading.get_ident() == self._thread:
+            self._items.append((msg, error))
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._put_here, msg, error)
+
+    def _put_here(self, msg: Msg, error: BaseException | None) -> None:
+        self._items.append((msg, error))
+        self._wake.set()
+
+    def nak_delay(self, delivered: int) -> float:
+        """Seconds before a nak'd message comes back: the route's retry back-off."""
+        return float(min(self._initial * self._multiplier ** max(delivered - 1, 0), self._max))
+
+    async def _run(self) -> None:
+        items = self._items
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while items:
+                msg, error = items.popleft()
+                try:
+                    if error is None:
+                        await msg.ack()
+                    elif isinstance(error, RetryableError):
+                        await msg.nak(delay=self.nak_delay(msg.metadata.num_delivered))
+                    else:
+                        await msg.term()
+                except (nats.errors.Error, OSError) as exc:
+                    log.debug("JetStream ack not sent (redelivered after ack_wait): %s", exc)
+            if self._stopping:
+                return
+
+    async def stop(self, wait: float = DEFAULT_SETTLE_WAIT_S) -> None:
+        """Send what is queued (bounded by `wait` s), then stop."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), wait)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class _Ack:
+    """The Ack callable of one JetStream message; a second call is a no-op."""
+
+    __slots__ = ("_done", "_msg", "_settler")
+
+    def __init__(self, settler: _Settler, msg: Msg) -> None:
+        self._settler = settler
+        self._msg = msg
+        self._done = False
+
+    def __call__(self, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._settler.put(self._msg, error)
+
+
+class JetStreamSource:
+    """Consumes a JetStream stream through a durable pull consumer.
+
+    On connect: the stream is looked up (created with subjects [from.subject] when
+    missing and `create`), then the durable consumer `durable` (default
+    natsbridge-<route>) is bound, or created with explicit acks, `ack_wait`,
+    `max_deliver` and filter subject from.subject. Each `receive()` is one pull request
+    (`fetch`) of up to `max_messages`. The consumer lives on the server: after a
+    reconnect or a nats-server restart, delivery resumes where it was, and messages not
+    acked within ack_wait come back. After max_deliver deliveries the server stops
+    redelivering a message (it stays in the stream).
+    """
+
+    def __init__(self, route: Route, connection: NatsConnection, bridge: BridgeSettings) -> None:
+        assert isinstance(route.source, NatsSource) and route.source.jetstream is not None
+        self.route = route
+        self.config: NatsSource = route.source
+        self.js_config: JetStreamSourceConfig = route.source.jetstream
+        self.connection = connection
+        self.bridge = bridge
+        self.durable = self.js_config.durable or f"natsbridge-{route.name}"
+        self.link: NatsLink | None = None
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._settler: _Settler | None = None
+
+    async def connect(self) -> None:
+        """Connect, bind (or create) stream and durable consumer, start the ack task."""
+        await self.close()
+        link = await NatsLink.open(
+            self.config.connection, self.connection, f"{self.bridge.id}:{self.route.name}:source"
+        )
+        try:
+            js = link.client.jetstream()
+            await self._ensure_stream(js)
+            await self._ensure_consumer(js)
+            with translate(f"binding to JetStream consumer '{self.durable}'"):
+                self._psub = await js.pull_subscribe_bind(
+                    durable=self.durable,
+                    stream=self.js_config.stream,
+                    pending_msgs_limit=DEFAULT_PENDING_MSGS,
+                    pending_bytes_limit=DEFAULT_PENDING_BYTES,
+                )
+        except BaseException:
+            await link.close()
+            raise
+        self.link = link
+        self._settler = _Settler(self.route)
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        name = self.js_config.stream
+        context = f"route '{self.route.name}': JetStream stream '{name}'"
+        try:
+            with translate(context):
+                await js.stream_info(name)
+            return
+        except StreamMissing:
+            if not self.js_config.create:
+                raise StreamMissing(
+                    f"{context} does not exist and from.jetstream.create is false"
+                ) from None
+        with translate(f"{context}: creating it with subjects ['{self.config.subject}']"):
+            try:
+                await js.add_stream(StreamConfig(name=name, subjects=[self.config.subject]))
+            except nats.js.errors.BadRequestError:
+                await js.stream_info(name)  # created meanwhile by another bridge: fine
+
+    async def _ensure_consumer(self, js: JetStreamContext) -> None:
+        stream, durable = self.js_config.stream, self.durable
+        context = f"route '{self.route.name}': JetStream consumer '{durable}' on stream '{stream}'"
+        try:
+            with translate(context):
+                await js.consumer_info(stream, durable)
+            return
+        except StreamMissing:
+            if not self.js_config.create:
+                raise StreamMissing(
+                    f"{context} does not exist and from.jetstream.create is false"
+                ) from None
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=float(self.js_config.ack_wait),
+            max_deliver=self.js_config.max_deliver,
+            filter_subject=self.config.subject,
+            max_ack_pending=max(self.route.spec.max_in_flight * 2, 1000),
+        )
+        with translate(f"{context}: creating it"):
+            await js.add_consumer(stream, config)
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        """One pull request for up to `max_messages`; [] when none arrive within `timeout`."""
+        link, psub, settler = self.link, self._psub, self._settler
+        if link is None or psub is None or settler is None or link.closed:
+            raise ConnectionLost(f"route '{self.route.name}': JetStream source is not connected")
+        batch = max(1, min(max_messages, DEFAULT_FETCH_MAX))
+        try:
+            with translate(f"fetching from JetStream consumer '{self.durable}'"):
+                msgs = await psub.fetch(batch, timeout=max(timeout, 0.01))
+        except TimeoutError:  # BridgeTimeout too: no message in time
+            if link.closed or link.client.is_closed:
+                raise ConnectionLost(
+                    f"NATS connection '{link.connection_name}' is closed"
+                ) from None
+            return []
+        except PermanentError as exc:
+            # e.g. the consumer was deleted under us: reconnecting recreates or reports it.
+            raise ConnectionLost(str(exc)) from exc
+        connection = self.config.connection
+        return [Incoming(_js_envelope(msg, connection), settler.ack_for(msg)) for msg in msgs]
+
+    async def close(self) -> None:
+        """Send queued acks (bounded), unsubscribe and disconnect. Idempotent."""
+        link, self.link = self.link, None
+        psub, self._psub = self._psub, None
+        settler, self._settler = self._settler, None
+        if settler is not None:
+            await settler.stop()
+        if psub is not None and link is not None and not link.client.is_closed:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await psub.unsubscribe()
+        if link is not None:
+            await link.close()
+
+
+def _js_envelope(msg: Msg, connection: str) -> Envelope:
+    headers = from_nats_headers(msg.headers)
+    ids = headers.get(NATS_MSG_ID)
+    meta = msg.metadata
+    return Envelope(
+        subject=msg.subject,
+        payload=msg.data,
+        headers=headers,
+        msg_id=ids[0] if ids else None,
+        origin=Origin(connection, "nats", subject=msg.subject, stream_seq=meta.sequence.stream),
+        timestamp=meta.timestamp.timestamp(),
+    )
