@@ -1,0 +1,707 @@
+"""The NATS connector against a real nats-server with JetStream (services.sh, or one started here).
+
+The conformance suites run on the shared server from the harness (`nats_url`). Auth and
+restart tests start a private nats-server on another loopback port with its own store, so
+restarting it never disturbs other tests using the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bridge.config import load_config
+from bridge.config.loader import Route
+from bridge.config.model import BridgeSettings, NatsConnection
+from bridge.connector import Requester, Responder, Sink, Source
+from bridge.envelope import Envelope
+from bridge.errors import (
+    BridgeTimeout,
+    ConnectionLost,
+    MessageRejected,
+    PayloadTooLarge,
+    PermanentError,
+    RetryableError,
+)
+from connectors.nats import CoreSink, CoreSource, JetStreamSink, JetStreamSource, connector
+from connectors.nats.client import MultiHeaders, NatsClient
+from connectors.nats.errors import NoResponders, StreamMissing
+from connectors.nats.sink import derived_stream_subjects
+from tests.connectors.conformance import (
+    SinkConformance,
+    SourceConformance,
+    receive_n,
+    receive_nothing,
+    run,
+    unique,
+)
+
+pytestmark = pytest.mark.nats
+
+
+# ---------------------------------------------------------------- config helpers
+
+
+def _yaml(value: Any) -> str:
+    """A YAML flow value (JSON is YAML)."""
+    import json
+
+    return json.dumps(value)
+
+
+def load_route(
+    directory: Path,
+    servers: Sequence[str],
+    source: dict[str, Any],
+    sink: dict[str, Any],
+    connection: dict[str, Any] | None = None,
+    **route: Any,
+) -> tuple[Route, NatsConnection, BridgeSettings]:
+    """Write a one-route config to `directory` and load it the way the bridge does."""
+    name = route.pop("name", unique("r"))
+    conn = {"kind": "nats", "servers": list(servers), **(connection or {})}
+    body = {"name": name, "from": {"connection": "nats", **source}}
+    body["to"] = {"connection": "nats", **sink}
+    body.update(route)
+    path = directory / f"{name}.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: test-bridge}\n"
+        f"connections:\n  nats: {_yaml(conn)}\n"
+        f"routes:\n  - {_yaml(body)}\n"
+    )
+    config = load_config(path)
+    [loaded] = config.routes
+    nats_conn = config.connections["nats"]
+    assert isinstance(nats_conn, NatsConnection)
+    return loaded, nats_conn, config.bridge
+
+
+def stream_name(address: str) -> str:
+    return address.upper().replace(".", "_")
+
+
+async def raw(url: str, keep_repeats: bool = False) -> Client:
+    """nats-py's client; with `keep_repeats`, the connector's one (repeated headers kept)."""
+    if not keep_repeats:
+        return await nats.connect(url)
+    client = NatsClient()
+    await client.connect(url)
+    return client
+
+
+# ---------------------------------------------------------------- conformance
+
+
+class _Harness:
+    nats_url: str
+    tmp: Path
+
+    @pytest.fixture(autouse=True)
+    def _harness(self, nats_url: str, tmp_path: Path) -> None:
+        self.nats_url = nats_url
+        self.tmp = tmp_path
+
+
+class TestJetStreamSourceConformance(_Harness, SourceConformance):
+    def make_source(self, address: str) -> Source:
+        js = {"stream": stream_name(address), "ack_wait": "2s"}
+        route, conn, bridge = load_route(
+            self.tmp,
+            [self.nats_url],
+            {"subject": address, "jetstream": js},
+            {"subject": f"out.{address}"},
+            name=f"r-{address}",
+        )
+        source = connector.source(route, conn, bridge)
+        assert isinstance(source, JetStreamSource)
+        return source
+
+    async def produce(
+        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
+    ) -> None:
+        nc = await raw(self.nats_url)
+        try:
+            js = nc.jetstream()
+            for payload in payloads:
+                await js.publish(address, payload, headers=dict(headers) or None)
+        finally:
+            await nc.close()
+
+
+class TestCoreSinkConformance(_Harness, SinkConformance):
+    def make_sink(self, address: str) -> Sink:
+        route, conn, bridge = load_route(
+            self.tmp, [self.nats_url], {"subject": f"in.{address}"}, {"subject": address}
+        )
+        sink = connector.sink(route, conn, bridge)
+        assert isinstance(sink, CoreSink)
+        return sink
+
+    async def prepare(self, address: str) -> Any:
+        nc = await raw(self.nats_url)
+        sub = await nc.subscribe(address)
+        await nc.flush()
+        return nc, sub
+
+    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
+        nc, sub = state
+        try:
+            return [_envelope(await sub.next_msg(timeout=5)) for _ in range(count)]
+        finally:
+            await nc.close()
+
+
+class TestJetStreamSinkConformance(_Harness, SinkConformance):
+    def make_sink(self, address: str) -> Sink:
+        route, conn, bridge = load_route(
+            self.tmp,
+            [self.nats_url],
+            {"subject": f"in.{address}"},
+            {"subject": address, "jetstream": {"stream": stream_name(address)}},
+        )
+        sink = connector.sink(route, conn, bridge)
+        assert isinstance(sink, JetStreamSink)
+        return sink
+
+    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
+        return await read_stream(self.nats_url, stream_name(address), count)
+
+
+def _envelope(msg: Msg) -> Envelope:
+    from connectors.nats.client import from_nats_headers
+
+    return Envelope(subject=msg.subject, payload=msg.data, headers=from_nats_headers(msg.headers))
+
+
+async def read_stream(url: str, stream: str, count: int) -> list[Envelope]:
+    """The first `count` messages of `stream`, read with the raw client's direct get."""
+    nc = await raw(url)
+    try:
+        jsm = nc.jsm()
+        out = []
+        for seq in range(1, count + 1):
+            msg = await jsm.get_msg(stream, seq)
+            headers = {k: [v] for k, v in (msg.headers or {}).items()}
+            out.append(
+                Envelope(subject=msg.subject or "", payload=msg.data or b"", headers=headers)
+            )
+        return out
+    finally:
+        await nc.close()
+
+
+# ---------------------------------------------------------------- core source and responder
+
+
+def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = unique("core")
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": f"{address}.>", "queue_group": "bridge"},
+            {"subject": "out"},
+        )
+        source = connector.source(route, conn, bridge)
+        assert isinstance(source, CoreSource) and isinstance(source, Responder)
+        await source.connect()
+        nc = await raw(nats_url, keep_repeats=True)
+        try:
+            # A repeated header name: the wire format allows it and nothing may be lost.
+            await nc.publish(
+                f"{address}.a",
+                b"one",
+                reply="answer.here",
+                headers=_repeated({"X-Multi": ["1", "2"], "X-One": ["a:b c"]}),
+            )
+            for i in range(50):
+                await nc.publish(f"{address}.b.{i}", str(i).encode())
+            await nc.flush()
+            received = await receive_n(source, 51)
+            first = received[0].envelope
+            assert first.subject == f"{address}.a"
+            assert first.payload == b"one"
+            assert first.reply == "answer.here"
+            assert first.headers == {"X-Multi": ["1", "2"], "X-One": ["a:b c"]}
+            assert first.origin is not None and first.origin.kind == "nats"
+            assert first.origin.subject == f"{address}.a"
+            assert [m.envelope.payload for m in received[1:]] == [
+                str(i).encode() for i in range(50)
+            ]
+            for message in received:
+                message.ack(None)
+                message.ack(ConnectionLost("no-op for core NATS"))
+
+            # Responder: a raw requester gets the bridge's answer.
+            request = asyncio.ensure_future(nc.request(f"{address}.rpc", b"ping", timeout=5))
+            [incoming] = await receive_n(source, 1)
+            reply = Envelope(subject="", payload=b"pong", headers={"X-R": ["1", "2"]})
+            await source.respond(incoming.envelope, reply)
+            answer = await request
+            assert answer.data == b"pong"
+            assert isinstance(answer.headers, MultiHeaders)
+            assert answer.headers.all == {"X-R": ["1", "2"]}
+            with pytest.raises(MessageRejected):
+                await source.respond(Envelope(subject="x", payload=b""), reply)
+            await receive_nothing(source, 0.3)
+        finally:
+            await nc.close()
+            await source.close()
+            await source.close()
+        with pytest.raises(ConnectionLost):
+            await source.receive(1, 0.1)
+
+    run(scenario())
+
+
+def _repeated(headers: dict[str, list[str]]) -> Any:
+    from connectors.nats.client import to_nats_headers
+
+    return to_nats_headers(headers)
+
+
+def test_core_sink_sends_repeated_headers_and_reply(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = unique("multi")
+        route, conn, bridge = load_route(
+            tmp_path, [nats_url], {"subject": "in"}, {"subject": address}
+        )
+        sink = connector.sink(route, conn, bridge)
+        nc = await raw(nats_url)
+        sub: Subscription = await nc.subscribe(address)
+        await nc.flush()
+        await sink.connect()
+        try:
+            env = Envelope(
+                subject=address, payload=b"x", headers={"A": ["1", "2", "3"]}, reply="r.1"
+            )
+            await sink.send(env)
+            msg = await sub.next_msg(timeout=5)
+            assert msg.reply == "r.1"
+            assert isinstance(msg.headers, dict) and msg.headers["A"] == "3"  # nats-py: last wins
+        finally:
+            await sink.close()
+            await nc.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- request / reply
+
+
+def test_core_sink_request_reply(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = unique("svc")
+        route, conn, bridge = load_route(
+            tmp_path, [nats_url], {"subject": "in"}, {"subject": address}
+        )
+        sink = connector.sink(route, conn, bridge)
+        assert isinstance(sink, Requester)
+        nc = await raw(nats_url)
+
+        async def service(msg: Msg) -> None:
+            await msg.respond(b"re:" + msg.data)
+
+        async def ignore(msg: Msg) -> None:
+            pass
+
+        await nc.subscribe(address, cb=service)
+        await nc.subscribe(f"{address}.silent", cb=ignore)
+        await nc.flush()
+        await sink.connect()
+        try:
+            reply = await sink.request(
+                Envelope(subject=address, payload=b"q", headers={"X": ["y"]}), timeout=5
+            )
+            assert reply.payload == b"re:q"
+            with pytest.raises(NoResponders) as no_one:
+                await sink.request(Envelope(subject=f"{address}.nobody", payload=b"q"), 2)
+            assert isinstance(no_one.value, RetryableError)
+            with pytest.raises(BridgeTimeout):
+                await sink.request(Envelope(subject=f"{address}.silent", payload=b"q"), 0.3)
+        finally:
+            await sink.close()
+            await nc.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- JetStream sink specifics
+
+
+def test_exactly_once_same_msg_id_is_stored_once(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = unique("dedup")
+        stream = stream_name(address)
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": "in.*"},
+            {"subject": address, "jetstream": {"stream": stream, "duplicate_window": "1m"}},
+            delivery="exactly_once",
+        )
+        sink = connector.sink(route, conn, bridge)
+        await sink.connect()
+        try:
+            for _ in range(2):
+                await sink.send(Envelope(subject=address, payload=b"once", msg_id="kafka:t:0:42"))
+            await sink.send(Envelope(subject=address, payload=b"other", msg_id="kafka:t:0:43"))
+            nc = await raw(nats_url)
+            info = await nc.jsm().stream_info(stream)
+            await nc.close()
+            assert info.state.messages == 2
+            [first, _] = await read_stream(nats_url, stream, 2)
+            assert first.header("Nats-Msg-Id") == "kafka:t:0:42"
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
+def test_stream_created_with_derived_subjects(nats_url: str, tmp_path: Path) -> None:
+    assert derived_stream_subjects("legacy.orders.{{routing_key}}", False) == ["legacy.orders.>"]
+    assert derived_stream_subjects("a.b{{x}}.c", False) == ["a.>"]
+    assert derived_stream_subjects("a.$1", False) == ["a.>"]
+    assert derived_stream_subjects("a.b", True) == ["a.b"]
+
+    async def scenario() -> None:
+        prefix = unique("derived")
+        stream = stream_name(prefix)
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": "orders.*"},
+            {"subject": prefix + ".{{wildcard(1)}}", "jetstream": {"stream": stream}},
+        )
+        sink = connector.sink(route, conn, bridge)
+        await sink.connect()
+        try:
+            nc = await raw(nats_url)
+            info = await nc.jsm().stream_info(stream)
+            await nc.close()
+            assert info.config.subjects == [f"{prefix}.>"]
+            assert info.config.duplicate_window == 120.0
+            await sink.send(Envelope(subject=f"{prefix}.eu", payload=b"x"))
+            with pytest.raises(MessageRejected, match=stream):
+                await sink.send(Envelope(subject=f"elsewhere.{prefix}", payload=b"x"))
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
+def test_missing_stream_without_create_names_it(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        stream = stream_name(unique("missing"))
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": "x.in", "jetstream": {"stream": stream, "create": False}},
+            {"subject": "x.out", "jetstream": {"stream": stream, "create": False}},
+        )
+        for endpoint in (
+            connector.sink(route, conn, bridge),
+            connector.source(route, conn, bridge),
+        ):
+            with pytest.raises(StreamMissing, match=stream) as missing:
+                await endpoint.connect()
+            assert isinstance(missing.value, PermanentError)
+            await endpoint.close()
+
+    run(scenario())
+
+
+def test_payload_too_large(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = unique("big")
+        limited, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": "in"},
+            {"subject": address, "jetstream": {"stream": stream_name(address)}},
+            max_payload="1KiB",
+        )
+        unlimited, _, _ = load_route(tmp_path, [nats_url], {"subject": "in"}, {"subject": address})
+        js_sink = connector.sink(limited, conn, bridge)
+        core_sink = connector.sink(unlimited, conn, bridge)
+        await js_sink.connect()
+        await core_sink.connect()
+        try:
+            await js_sink.send(Envelope(subject=address, payload=b"x" * 900))
+            with pytest.raises(PayloadTooLarge) as too_large:
+                await js_sink.send(Envelope(subject=address, payload=b"x" * 1025))
+            assert too_large.value.limit == 1024
+            with pytest.raises(PayloadTooLarge):  # headers count too
+                await js_sink.send(
+                    Envelope(subject=address, payload=b"x" * 1000, headers={"H": ["v" * 100]})
+                )
+            # The shared server announces max_payload 1 MiB: one byte more is refused here,
+            # before nats-server would close the connection over it.
+            with pytest.raises(PayloadTooLarge):
+                await core_sink.send(Envelope(subject=address, payload=b"x" * (1024 * 1024 + 1)))
+            await core_sink.send(Envelope(subject=address, payload=b"still fine"))
+        finally:
+            await js_sink.close()
+            await core_sink.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- a private nats-server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _nats_server_binary() -> str:
+    candidates = [
+        os.environ.get("NATSBRIDGE_NATS_SERVER_BIN", ""),
+        shutil.which("nats-server") or "",
+        str(
+            Path(os.environ.get("NATSBRIDGE_CACHE_DIR", Path.home() / ".cache/natsbridge"))
+            / "bin/nats-server"
+        ),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    message = "no nats-server binary (run deploy/dev/services.sh up)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class PrivateServer:
+    """A nats-server on its own loopback port and store dir, restartable with its data."""
+
+    def __init__(self, directory: Path, config: str) -> None:
+        self.binary = _nats_server_binary()
+        self.port = _free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.conf = directory / "nats.conf"
+        store = directory / "js"
+        self.conf.write_text(
+            f'listen: 127.0.0.1:{self.port}\njetstream {{ store_dir: "{store}" }}\n' + config
+        )
+        self.log = directory / "nats.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf), "-l", str(self.log)],
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"nats-server did not start; see {self.log}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[PrivateServer]:
+    server = PrivateServer(tmp_path, "")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_auth_token_and_user_password(tmp_path: Path) -> None:
+    token_dir, users_dir = tmp_path / "token", tmp_path / "users"
+    token_dir.mkdir()
+    users_dir.mkdir()
+    token_server = PrivateServer(token_dir, "authorization { token: s3cret-token }\n")
+    users_server = PrivateServer(
+        users_dir, 'authorization { users: [ {user: bridge, password: "pa55"} ] }\n'
+    )
+    token_server.start()
+    users_server.start()
+
+    async def attempt(server: PrivateServer, connection: dict[str, Any]) -> None:
+        route, conn, bridge = load_route(
+            tmp_path, [server.url], {"subject": "in"}, {"subject": "out"}, connection=connection
+        )
+        sink = connector.sink(route, conn, bridge)
+        try:
+            await sink.connect()
+            await sink.send(Envelope(subject="out", payload=b"authenticated"))
+        finally:
+            await sink.close()
+
+    async def scenario() -> None:
+        await attempt(token_server, {"token": "s3cret-token"})
+        await attempt(users_server, {"user": "bridge", "password": "pa55"})
+        for server, wrong in (
+            (token_server, {"token": "wrong"}),
+            (users_server, {"user": "bridge", "password": "wrong"}),
+            (users_server, {}),
+        ):
+            with pytest.raises(PermanentError) as refused:
+                await attempt(server, wrong)
+            assert "wrong" not in str(refused.value)  # secrets never in errors
+
+    try:
+        run(scenario())
+    finally:
+        token_server.stop()
+        users_server.stop()
+
+
+def test_jetstream_source_resumes_after_server_restart(
+    private_server: PrivateServer, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        address = unique("restart")
+        route, conn, bridge = load_route(
+            tmp_path,
+            [private_server.url],
+            {"subject": address, "jetstream": {"stream": "RESTART", "ack_wait": "2s"}},
+            {"subject": "out"},
+        )
+        source = connector.source(route, conn, bridge)
+        await source.connect()
+        try:
+            nc = await raw(private_server.url)
+            js = nc.jetstream()
+            for i in range(10):
+                await js.publish(address, f"before-{i}".encode())
+            await nc.close()
+            received = await receive_n(source, 10)
+            for message in received[:3]:
+                message.ack(None)
+            await asyncio.sleep(0.3)  # let the three acks reach the server
+            private_server.stop()
+            assert await source.receive(10, 0.5) == []  # disconnected: nothing, no error
+            private_server.start()
+            nc = await raw(private_server.url)
+            js = nc.jetstream()
+            for i in range(5):
+                await js.publish(address, f"after-{i}".encode())
+            await nc.close()
+            # The seven unacked come back (after ack_wait), the five new ones arrive.
+            again = await receive_n(source, 12, timeout=30)
+            payloads = sorted(m.envelope.payload for m in again)
+            expected = [f"before-{i}".encode() for i in range(3, 10)]
+            expected += [f"after-{i}".encode() for i in range(5)]
+            assert payloads == sorted(expected)
+            for message in again:
+                message.ack(None)
+            await receive_nothing(source, 2.5)  # acked after the restart: settled for good
+        finally:
+            await source.close()
+
+    run(scenario())
+
+
+def test_jetstream_sink_never_loses_a_send_across_server_restart(
+    private_server: PrivateServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors.nats.client as client_module
+
+    monkeypatch.setattr(client_module, "DEFAULT_READY_WAIT_S", 0.3)
+
+    async def scenario() -> None:
+        route, conn, bridge = load_route(
+            tmp_path,
+            [private_server.url],
+            {"subject": "in"},
+            {"subject": "outage.{{subject}}", "jetstream": {"stream": "OUTAGE"}},
+            delivery="exactly_once",
+        )
+        sink = connector.sink(route, conn, bridge)
+        await sink.connect()
+        failures: list[BaseException] = []
+
+        async def send_until_confirmed(i: int) -> None:
+            envelope = Envelope(subject=f"outage.m{i}", payload=str(i).encode(), msg_id=f"id-{i}")
+            while True:
+                try:
+                    await sink.send(envelope)
+                    return
+                except RetryableError as exc:
+                    failures.append(exc)
+                    await asyncio.sleep(0.2)
+
+        try:
+            loop = asyncio.get_running_loop()
+            sends = []
+            for i in range(300):
+                sends.append(asyncio.ensure_future(send_until_confirmed(i)))
+                if i == 100:
+                    await loop.run_in_executor(None, private_server.stop)
+                if i == 200:
+                    await asyncio.sleep(1.0)  # longer than the sink waits for a reconnect
+                    await loop.run_in_executor(None, private_server.start)
+                await asyncio.sleep(0.002)
+            await asyncio.wait_for(asyncio.gather(*sends), 60)
+            assert failures, "the outage should have been reported to some sends"
+            assert all(isinstance(f, RetryableError) for f in failures)
+            nc = await raw(private_server.url)
+            info = await nc.jsm().stream_info("OUTAGE")
+            await nc.close()
+            assert info.state.messages == 300  # every send stored, each exactly once
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
+def test_core_sink_send_while_server_down_raises_connection_lost(
+    private_server: PrivateServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors.nats.client as client_module
+
+    monkeypatch.setattr(client_module, "DEFAULT_READY_WAIT_S", 0.5)
+
+    async def scenario() -> None:
+        route, conn, bridge = load_route(
+            tmp_path, [private_server.url], {"subject": "in"}, {"subject": "down"}
+        )
+        sink = connector.sink(route, conn, bridge)
+        await sink.connect()
+        try:
+            await sink.send(Envelope(subject="down", payload=b"up"))
+            private_server.stop()
+            with pytest.raises(RetryableError):
+                for _ in range(50):  # the client notices the closed socket within a few tries
+                    await sink.send(Envelope(subject="down", payload=b"lost?"))
+                    await asyncio.sleep(0.05)
+            private_server.start()
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    await sink.send(Envelope(subject="down", payload=b"back"))
+                    break
+                except RetryableError:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+        finally:
+            await sink.close()
+
+    run(scenario())
