@@ -90,9 +90,19 @@ class EnvelopeReader:
         )
 
 
-def properties_for(envelope: Envelope, persistent: bool) -> BasicProperties:
-    """The AMQP properties (with header table) that carry `envelope`'s headers."""
+_PLAIN = {True: BasicProperties(delivery_mode=PERSISTENT), False: BasicProperties()}
+"""Shared properties of messages without headers or id (never modify them)."""
+
+
+def properties_for(envelope: Envelope, persistent: bool, fresh: bool = False) -> BasicProperties:
+    """The AMQP properties (with header table) that carry `envelope`'s headers.
+
+    A message without headers or id gets a shared object (the sink's frame cache knows it)
+    unless `fresh` asks for one the caller may modify.
+    """
     properties: dict[str, Any]
+    if not envelope.headers and envelope.msg_id is None and not fresh:
+        return _PLAIN[persistent]
     if envelope.headers:
         properties, table = headers_to_properties(envelope.headers)
         if table:

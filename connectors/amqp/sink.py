@@ -43,6 +43,7 @@ from bridge.errors import (
 )
 from connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps
 from connectors.amqp.errors import translate
+from connectors.amqp.frames import FramePublisher
 from connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for
 
 log = logging.getLogger("natsbridge.amqp")
@@ -85,6 +86,7 @@ class AmqpExchangeSink:
         self._confirmed: list[tuple[asyncio.Future[None], BridgeError | None]] = []
         self._confirm_scheduled = False
         self._replying = False
+        self._frames: FramePublisher | None = None
 
     # ------------------------------------------------------------ Sink
 
@@ -101,6 +103,7 @@ class AmqpExchangeSink:
         self._confirmed = []
         self._confirm_scheduled = False
         self._replying = False
+        self._frames = None
         client = AmqpClient(self._config, f"{self._route_name} sink")
         client.on_end = functools.partial(self._on_end, self._generation)
         self._client = client
@@ -150,7 +153,7 @@ class AmqpExchangeSink:
         if client is None:
             raise self._error
         check_routing_key(envelope.subject)
-        properties = properties_for(envelope, self._persistent)
+        properties = properties_for(envelope, self._persistent, fresh=True)
         correlation_id = uuid.uuid4().hex
         properties.correlation_id = correlation_id
         properties.reply_to = DIRECT_REPLY_TO
@@ -244,6 +247,9 @@ class AmqpExchangeSink:
 
         yield lambda done: client.ch.confirm_delivery(on_confirm, callback=done)
         client.ch.add_on_return_callback(on_return)
+        self._frames = FramePublisher.create(
+            client.connection, client.ch.channel_number, self._exchange, self._mandatory
+        )
 
     def _flush_outbox(self, client: AmqpClient) -> None:
         self._outbox_scheduled = False  # before draining: a racing _publish wakes us again
@@ -253,9 +259,9 @@ class AmqpExchangeSink:
         outbox = self._outbox
         pending = self._pending
         order = self._order
-        publish = channel.basic_publish
-        exchange = self._exchange
-        mandatory = self._mandatory
+        frames = self._frames
+        out: list[bytes] = []
+        add = frames.add if frames is not None else None
         tag = self._next_tag
         failed: list[tuple[asyncio.Future[None], BridgeError | None]] = []
         while outbox:
@@ -263,7 +269,12 @@ class AmqpExchangeSink:
             if item[4] and not self._replying:
                 self._start_replies(client, channel)
             try:
-                publish(exchange, item[1], item[2], item[3], mandatory)
+                if add is not None:
+                    add(out, item[1], item[2], item[3])
+                else:
+                    channel.basic_publish(
+                        self._exchange, item[1], item[2], item[3], self._mandatory
+                    )
             except (pe.ChannelWrongStateError, pe.ConnectionWrongStateError) as exc:
                 failed.append((item[0], translate(exc)))
                 continue
@@ -274,6 +285,8 @@ class AmqpExchangeSink:
             pending[tag] = item
             order.append(tag)
         self._next_tag = tag
+        if frames is not None:
+            frames.write(out)
         if failed:
             client.post(self._resolve, failed)
 

@@ -155,7 +155,7 @@ class AmqpQueueSource:
         client = self._client
         if client is None or self._error is not None:
             raise self._error or ConnectionLost("amqp: source not connected")
-        properties = properties_for(reply, persistent=False)
+        properties = properties_for(reply, persistent=False, fresh=True)
         properties.correlation_id = _correlation_id(request)
         properties.reply_to = None
         routing_key = request.reply
