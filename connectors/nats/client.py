@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats.errors
@@ -98,40 +99,30 @@ class HeaderLines(dict[str, str]):
         return list(self._pairs)
 
 
-def to_nats_headers(headers: Headers, extra: Iterable[tuple[str, str]] = ()) -> HeaderLines | None:
-    """Envelope headers (plus `extra`, which replace same-named ones) for nats-py; None if empty.
+def to_nats_headers(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> HeaderLines | None:
+    """Envelope headers plus the connector's own `extra` (replacing same-named ones); None if none.
 
-    Raises HeaderError for a name or value NATS cannot carry.
+    Raises HeaderError for a name or value NATS cannot carry. `extra` names are trusted.
     """
-    extra = list(extra)
-    replaced = {name for name, _ in extra}
-    pairs = [
-        (name, value)
-        for name, values in headers.items()
-        if name not in replaced
-        for value in values
-    ]
-    pairs.extend(extra)
-    if not pairs:
-        return None
+    if not headers:
+        return HeaderLines(list(extra)) if extra else None
     validate_headers(headers)
-    for name, _ in pairs:
+    replaced = {name for name, _ in extra}
+    pairs: list[tuple[str, str]] = []
+    for name, values in headers.items():
         # nats-py accepts only RFC 7230 token characters in names, a subset of NATS's rule.
-        if not _is_token(name):
+        if _TOKEN.fullmatch(name) is None:
             raise HeaderError(
                 f"header name {name!r} has characters nats-py cannot send "
                 "(allowed: letters, digits and !#$%&'*+-.^_`|~)"
             )
-    return HeaderLines(pairs)
+        if name not in replaced:
+            pairs.extend((name, value) for value in values)
+    pairs.extend(extra)
+    return HeaderLines(pairs) if pairs else None
 
 
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-
-def _is_token(name: str) -> bool:
-    return bool(name) and all(c in _TOKEN_CHARS for c in name)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def from_nats_headers(headers: dict[str, str] | None) -> Headers:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -17,7 +19,13 @@ from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection, NatsSink
 from bridge.config.model import JetStreamSink as JetStreamSinkConfig
 from bridge.envelope import Envelope, Origin
-from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
+from bridge.errors import (
+    BridgeError,
+    BridgeTimeout,
+    ConnectionLost,
+    MessageRejected,
+    PermanentError,
+)
 from connectors.nats.client import (
     HeaderLines,
     NatsClient,
@@ -31,6 +39,7 @@ from connectors.nats.errors import (
     StreamMissing,
     api_error,
     translate,
+    translate_exception,
 )
 from mappings import subjects
 from mappings.headers import NATS_MSG_ID
@@ -38,6 +47,8 @@ from mappings.payload import check_payload, effective_limit
 
 DEFAULT_FLUSH_TIMEOUT_S = 10
 DEFAULT_PUBACK_TIMEOUT_S = 10.0
+DEFAULT_SWEEP_INTERVAL_S = 0.5  # how often overdue PubAcks are looked for
+DEFAULT_CAPTURED_CACHE = 65_536  # subjects remembered as captured by the stream
 DEFAULT_CLOSE_WAIT_S = 10.0
 DEFAULT_SUBJECT_REFRESH_S = 5.0  # at most one stream-info refresh per this many seconds
 EXPECTED_STREAM = "Nats-Expected-Stream"
@@ -87,11 +98,14 @@ class _Sink:
         return effective_limit(None if route_limit is None else int(route_limit), server_limit)
 
     async def client(self) -> NatsClient:
-        if self.link is None:
+        """The connected client: waits (bounded) while reconnecting, else ConnectionLost."""
+        link = self.link
+        if link is None:
             raise ConnectionLost(f"route '{self.route.name}': NATS sink is not connected")
-        return await self.link.ready()
+        client = link.client
+        return client if client.is_connected else await link.ready()
 
-    def encode(self, envelope: Envelope, extra: list[tuple[str, str]]) -> HeaderLines | None:
+    def encode(self, envelope: Envelope, extra: Sequence[tuple[str, str]]) -> HeaderLines | None:
         """NATS headers for `envelope`, after checking payload and headers against the limit."""
         headers = to_nats_headers(envelope.headers, extra)
         check_payload(len(envelope.payload) + header_bytes(headers), self.limit)
@@ -114,44 +128,49 @@ class _GroupFlush:
     """
 
     def __init__(self) -> None:
-        self._next: asyncio.Future[BaseException | None] | None = None
-        self._inflight: asyncio.Future[BaseException | None] | None = None
+        self._next: list[asyncio.Future[None]] = []
+        self._inflight: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def wait(self, client: NatsClient) -> None:
-        """Return once a flush that started after this call has been answered."""
-        future = self._next
-        if future is None:
-            future = self._next = asyncio.get_running_loop().create_future()
-        if self._task is None or self._task.done():
+    def waiter(self, client: NatsClient) -> asyncio.Future[None]:
+        """A future resolved by the next flush that starts after this call."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next.append(future)
+        task = self._task
+        if task is None or task.done():
             self._task = asyncio.create_task(self._run(client))
-        error = await asyncio.shield(future)
-        if error is not None:
-            raise type(error)(*error.args) from error
+        return future
 
     async def _run(self, client: NatsClient) -> None:
-        while self._next is not None:
-            future, self._next = self._next, None
-            self._inflight = future
+        while self._next:
+            batch, self._next = self._next, []
+            self._inflight = batch
             error: BaseException | None = None
             try:
                 with translate("flushing to NATS"):
                     await client.flush(timeout=DEFAULT_FLUSH_TIMEOUT_S)
             except BridgeError as exc:
                 error = exc if not isinstance(exc, PermanentError) else ConnectionLost(str(exc))
-            self._inflight = None
-            if not future.done():
-                future.set_result(error)
+            self._inflight = []
+            _settle(batch, error)
 
     def fail(self, error: BaseException) -> None:
         """Fail every waiting send with `error` and abandon the flush on the wire."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-        for future in (self._inflight, self._next):
-            if future is not None and not future.done():
-                future.set_result(error)
-        self._inflight = self._next = None
+        _settle(self._inflight, error)
+        _settle(self._next, error)
+        self._inflight, self._next = [], []
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(type(error)(*error.args))
 
 
 class CoreSink(_Sink):
@@ -181,17 +200,21 @@ class CoreSink(_Sink):
     async def send(self, envelope: Envelope) -> None:
         """Publish `envelope` to `envelope.subject`; return once a grouped flush covered it."""
         client = await self.client()
-        headers = self.encode(envelope, [])
-        with translate(f"publishing to NATS subject '{envelope.subject}'"):
-            await client.publish(
-                envelope.subject, envelope.payload, reply=envelope.reply or "", headers=headers
-            )
-        await self._flush.wait(client)
+        headers = self.encode(envelope, ())
+        subject = envelope.subject
+        try:
+            await client.publish(subject, envelope.payload, envelope.reply or "", headers)
+        except Exception as exc:  # not `translate()`: this is the hot path
+            error = translate_exception(exc, f"publishing to NATS subject '{subject}'")
+            if error is exc:
+                raise
+            raise error from exc
+        await self._flush.waiter(client)
 
     async def request(self, envelope: Envelope, timeout: float) -> Envelope:
         """Send `envelope` as a request; the reply, BridgeTimeout, or NoResponders."""
         client = await self.client()
-        headers = self.encode(envelope, [])
+        headers = self.encode(envelope, ())
         with translate(f"request to NATS subject '{envelope.subject}'"):
             msg = await client.request(
                 envelope.subject, envelope.payload, timeout=timeout, headers=headers
@@ -218,18 +241,27 @@ class _PubAcks:
 
     Each publish gets a reply subject `<inbox>.<n>`; the PubAck (or error) arriving there
     resolves its future. Registration and the publish happen without yielding to the
-    event loop, so messages go on the wire in call order.
+    event loop, so messages go on the wire in call order. One sweeper task fails the
+    publishes whose PubAck is overdue (BridgeTimeout), instead of a timer per message.
     """
 
     def __init__(self) -> None:
         self._prefix = ""
         self._next = 0
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
         self._sub: Subscription | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, client: NatsClient) -> None:
         self._prefix = client.new_inbox() + "."
         self._sub = await client.subscribe(self._prefix + "*", cb=self._on_reply)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    @property
+    def pending(self) -> int:
+        """Publishes waiting for their PubAck."""
+        return len(self._waiting)
 
     async def publish(
         self, client: NatsClient, subject: str, payload: bytes, headers: HeaderLines | None
@@ -239,12 +271,18 @@ class _PubAcks:
         token = str(self._next)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
+        self._deadlines.append((time.monotonic() + DEFAULT_PUBACK_TIMEOUT_S, token))
         try:
-            with translate(f"publishing to JetStream subject '{subject}'"):
-                await client.publish(subject, payload, reply=self._prefix + token, headers=headers)
-                return await asyncio.wait_for(future, DEFAULT_PUBACK_TIMEOUT_S)
+            try:
+                await client.publish(subject, payload, self._prefix + token, headers)
+            except Exception as exc:  # not `translate()`: this is the hot path
+                error = translate_exception(exc, f"publishing to JetStream subject '{subject}'")
+                if error is exc:
+                    raise
+                raise error from exc
+            return await future
         finally:
-            self._waiting.pop(token, None)
+            del self._waiting[token]
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._waiting.get(msg.subject[len(self._prefix) :])
@@ -258,11 +296,29 @@ class _PubAcks:
         except ValueError as exc:
             future.set_exception(ConnectionLost(f"unreadable PubAck: {exc}"))
 
+    async def _sweep(self) -> None:
+        deadlines = self._deadlines
+        while True:
+            await asyncio.sleep(DEFAULT_SWEEP_INTERVAL_S)
+            now = time.monotonic()
+            while deadlines and deadlines[0][0] <= now:
+                _, token = deadlines.popleft()
+                future = self._waiting.get(token)
+                if future is not None and not future.done():
+                    future.set_exception(
+                        BridgeTimeout(f"no PubAck within {DEFAULT_PUBACK_TIMEOUT_S:g}s")
+                    )
+
     def fail_all(self, error: BaseException) -> None:
         """Fail every publish waiting for its PubAck (the connection dropped: they may be lost)."""
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(type(error)(*error.args))
+
+    def stop(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
 
 
 class JetStreamSink(_Sink):
@@ -280,6 +336,7 @@ class JetStreamSink(_Sink):
         self.js_config: JetStreamSinkConfig = self.config.jetstream
         self._acks = _PubAcks()
         self._stream_subjects: list[str] = []
+        self._captured: set[str] = set()
         self._subjects_checked_at = 0.0
 
     async def connect(self) -> None:
@@ -304,6 +361,7 @@ class JetStreamSink(_Sink):
 
     def _remember(self, info: StreamInfo) -> None:
         self._stream_subjects = list(info.config.subjects or [])
+        self._captured.clear()
         self._subjects_checked_at = time.monotonic()
         max_msg_size = info.config.max_msg_size
         if max_msg_size is not None and max_msg_size > 0 and self.link is not None:
@@ -346,7 +404,12 @@ class JetStreamSink(_Sink):
 
     async def _check_subject(self, client: NatsClient, subject: str) -> None:
         """MessageRejected unless the stream captures `subject` (refreshing its subjects once)."""
+        if subject in self._captured:
+            return
         if any(subjects.match(p, subject) is not None for p in self._stream_subjects):
+            if len(self._captured) >= DEFAULT_CAPTURED_CACHE:
+                self._captured.clear()
+            self._captured.add(subject)
             return
         if time.monotonic() - self._subjects_checked_at > DEFAULT_SUBJECT_REFRESH_S:
             with translate(f"JetStream stream '{self.js_config.stream}'"):
@@ -380,7 +443,8 @@ class JetStreamSink(_Sink):
     async def close(self) -> None:
         """Fail what still waits for a PubAck after a bounded wait, then disconnect."""
         deadline = time.monotonic() + DEFAULT_CLOSE_WAIT_S
-        while self._acks._waiting and time.monotonic() < deadline:
+        while self._acks.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._acks.fail_all(ConnectionLost("NATS sink closed"))
+        self._acks.stop()
         await super().close()
