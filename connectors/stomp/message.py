@@ -1,0 +1,133 @@
+"""STOMP frames to Envelopes and back: the only place that knows a frame's layout.
+
+Received frames come from stomp.py with their headers already unescaped (STOMP 1.2,
+``\\c`` ``\\n`` ``\\r`` ``\\\\``) and, with ``auto_decode=False``, their body as the exact
+bytes (stomp.py reads ``content-length`` bytes, so NUL bytes survive). Headers are not
+unescaped a second time here.
+
+Frames the connector sends (SUBSCRIBE, ACK, NACK, SEND, DISCONNECT) are written here,
+not by stomp.py: stomp.py 9 escapes header values but not header names, sorts headers,
+and sends ``content-length`` only for non-empty bodies. `encode_frame` escapes names and
+values (mappings.stomp.escape_header), keeps the connector's own headers first (STOMP 1.2
+honours the first occurrence of a repeated header) and always writes ``content-length``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from bridge.envelope import Envelope, Origin
+from bridge.errors import HeaderError
+from mappings.stomp import escape_header, nats_to_stomp_headers, stomp_to_nats_headers
+
+OCTET_STREAM = "application/octet-stream"
+"""The content-type of a SEND whose envelope carries none."""
+
+RESERVED_ON_SEND = frozenset(
+    {
+        # frame-level: the connector writes its own or they mean nothing on a SEND
+        "destination",
+        "content-length",
+        "content-type",
+        "receipt",
+        "receipt-id",
+        "transaction",
+        "subscription",
+        "ack",
+        "id",
+        "heart-beat",
+        "persistent",
+        # the source broker's id for its own copy: RabbitMQ refuses it on SEND
+        # ("'message-id' is not allowed on 'SEND'"), ActiveMQ replaces it
+        "message-id",
+        # connection-level, never on a message
+        "host",
+        "login",
+        "passcode",
+        "accept-version",
+        "version",
+        "session",
+        "server",
+    }
+)
+"""Carried headers a SEND frame does not take from the envelope (see `send_frame`)."""
+
+
+def encode_frame(command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
+    """One STOMP 1.2 frame with escaped header names and values; HeaderError if not UTF-8."""
+    lines = [command]
+    lines.extend(f"{escape_header(name)}:{escape_header(value)}" for name, value in headers)
+    lines.append("\n")
+    try:
+        head = "\n".join(lines).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HeaderError(f"stomp: a header is not valid UTF-8 text: {exc}") from None
+    return head + body + b"\x00"
+
+
+def ack_frame(ack_id: str) -> bytes:
+    """ACK of the message whose ``ack`` header was `ack_id` (STOMP 1.2: ``id`` header)."""
+    return b"ACK\nid:" + escape_header(ack_id).encode() + b"\n\n\x00"
+
+
+def nack_frame(ack_id: str, requeue: bool | None = None) -> bytes:
+    """NACK of the message; `requeue` False adds RabbitMQ's ``requeue:false`` (dead-letter)."""
+    extra = b"" if requeue is None else b"\nrequeue:" + (b"true" if requeue else b"false")
+    return b"NACK\nid:" + escape_header(ack_id).encode() + extra + b"\n\n\x00"
+
+
+def send_frame(envelope: Envelope, destination: str, receipt: str, persistent: bool) -> bytes:
+    """The SEND frame for `envelope`: binary-safe body, carried headers, a receipt.
+
+    ``content-length`` is always written (binary payloads, NUL bytes); ``content-type``
+    is the carried ``Stomp-Content-Type`` or application/octet-stream. Carried headers go
+    through mappings.stomp (NATS names and ``base64:`` values decoded); those in
+    `RESERVED_ON_SEND` are left out.
+    """
+    carried = nats_to_stomp_headers(envelope.headers)
+    content_type = carried.get("content-type") or OCTET_STREAM
+    headers = [
+        ("destination", destination),
+        ("content-type", content_type),
+        ("content-length", str(len(envelope.payload))),
+        ("receipt", receipt),
+    ]
+    if persistent:
+        headers.append(("persistent", "true"))
+    headers.extend(item for item in carried.items() if item[0] not in RESERVED_ON_SEND)
+    return encode_frame("SEND", headers, envelope.payload)
+
+
+class EnvelopeReader:
+    """Builds Envelopes from MESSAGE frames of one connection and dialect."""
+
+    def __init__(self, connection: str, dialect: str) -> None:
+        self.connection = connection
+        self.dialect = dialect
+
+    def envelope(self, headers: Mapping[str, str], body: bytes, fallback: str) -> Envelope:
+        """The Envelope of a MESSAGE frame; `fallback` is the subscribed destination.
+
+        ``subject`` and ``origin.destination`` are the frame's real destination (for a
+        wildcard subscription, the destination the message was sent to). ``msg_id``:
+        ActiveMQ's ``message-id`` is the JMS message id, the same on every redelivery;
+        RabbitMQ's names one delivery and changes on redelivery, so the rabbitmq dialect
+        uses the producer's ``amqp-message-id`` instead, when there is one.
+        """
+        destination = headers.get("destination") or fallback
+        if self.dialect == "activemq":
+            msg_id = headers.get("message-id")
+        else:
+            msg_id = headers.get("amqp-message-id")
+        envelope = Envelope(
+            subject=destination,
+            payload=body,
+            headers=stomp_to_nats_headers(headers),
+            reply=headers.get("reply-to"),
+            msg_id=msg_id,
+            origin=Origin(self.connection, "stomp", destination=destination),
+        )
+        stamp = headers.get("timestamp") if self.dialect == "activemq" else None
+        if stamp and stamp.isdigit():
+            envelope.timestamp = int(stamp) / 1000  # JMSTimestamp, milliseconds
+        return envelope

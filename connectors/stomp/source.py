@@ -1,0 +1,276 @@
+"""The STOMP source: SUBSCRIBE with client-individual acks, hand MESSAGEs to asyncio in bursts.
+
+On stomp.py's receiver thread each MESSAGE frame becomes an `Incoming` appended to a
+deque; the first one of a burst schedules one `call_soon_threadsafe` wake-up of
+`receive()`, later ones ride along. Settling goes the other way: each `ack` call writes
+one ACK or NACK frame through the client's writer thread, which joins everything queued
+into one ``sendall``.
+
+What settling does, per dialect (STOMP leaves NACK to the broker):
+
+    ack(None)            ACK
+    ack(PermanentError)  rabbitmq: NACK requeue:false (the queue's dead-letter exchange
+                         gets it, if it has one). activemq: ACK — the runtime has already
+                         put it in the route's dead-letter stream, and ActiveMQ's NACK
+                         would file a second copy in ActiveMQ.DLQ.
+    ack(other error)     rabbitmq: NACK (RabbitMQ requeues it and redelivers it).
+                         activemq: ActiveMQ 5.x turns a STOMP NACK into a "poison ack"
+                         that moves the message to its DLQ at once, never redelivered,
+                         so the source instead reconnects its subscription on the next
+                         `receive()`: ActiveMQ redelivers every unacked message of a
+                         closed consumer, this one included (acks given before that are
+                         sent first; acks of the old connection are dropped, those
+                         messages come back too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from stomp.utils import Frame  # type: ignore[import-untyped]
+
+from bridge.config.loader import Route
+from bridge.config.model import StompConnection, StompSource
+from bridge.connector import Incoming
+from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
+from connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
+from mappings.stomp import parse_destination
+
+log = logging.getLogger("natsbridge.stomp")
+
+MAX_PREFETCH = 65535
+"""RabbitMQ's prefetch-count is AMQP's 16-bit basic.qos field; ActiveMQ gets the same."""
+
+ACTIVEMQ_DEFAULT_PREFETCHES = frozenset({100, 500, 1000, 32767})
+"""ActiveMQ's built-in prefetch defaults (queue 1000, durable topic 100 or 1000, browser
+500, topic 32767). Its broker takes a consumer asking for exactly one of them as asking for
+"the default" and applies the destination policy's value instead: a durable subscriber
+asking for 1000 gets 100. `activemq_prefetch` steps around them."""
+
+
+def activemq_prefetch(prefetch: int) -> int:
+    """`prefetch`, or one more when ActiveMQ would read it as "use the policy default"."""
+    return prefetch + 1 if prefetch in ACTIVEMQ_DEFAULT_PREFETCHES else prefetch
+
+
+def subscription_headers(
+    dialect: str, destination: str, subscription: str, durable: bool, prefetch: int
+) -> list[tuple[str, str]]:
+    """The SUBSCRIBE headers for `destination` in `dialect` (see the package docstring)."""
+    kind = parse_destination(destination, dialect).kind
+    headers = [("destination", destination), ("id", subscription), ("ack", "client-individual")]
+    if dialect == "activemq":
+        headers.append(("activemq.prefetchSize", str(activemq_prefetch(prefetch))))
+        if durable and kind == "topic":
+            headers.append(("activemq.subscriptionName", subscription))
+    else:
+        headers.append(("prefetch-count", str(prefetch)))
+        if durable and kind in ("topic", "exchange"):
+            headers += [
+                ("durable", "true"),
+                ("auto-delete", "false"),
+                ("x-queue-name", subscription),
+            ]
+    return headers
+
+
+class _Settle:
+    """The `ack` of one message: callable once, from any thread; later calls do nothing."""
+
+    __slots__ = ("_ack_id", "_done", "_generation", "_source")
+
+    def __init__(self, source: StompDestinationSource, generation: int, ack_id: str) -> None:
+        self._source = source
+        self._generation = generation
+        self._ack_id = ack_id
+        self._done = False
+
+    def __call__(self, error: BaseException | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._source._settle(self._generation, self._ack_id, error)
+
+
+class StompDestinationSource:
+    """Source reading one STOMP destination (or wildcard); see the package docstring."""
+
+    def __init__(self, route: Route, connection: StompConnection, connection_name: str) -> None:
+        spec = route.source
+        assert isinstance(spec, StompSource)
+        self._config = connection
+        self._route_name = route.name
+        self.dialect = connection.dialect
+        self.destination = spec.destination
+        self.subscription = spec.subscription or f"natsbridge-{route.name}"
+        self.durable = spec.durable
+        self.prefetch = min(route.spec.max_in_flight, MAX_PREFETCH)
+        self._client: StompClient | None = None
+        self._generation = 0
+        self._reader = EnvelopeReader(connection_name, connection.dialect)
+        self._ready: deque[Incoming] = deque()  # appended by the receiver thread
+        self._wake_scheduled = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BridgeError | None = ConnectionLost("stomp: source not connected")
+        self._resubscribe = False  # activemq: a retryable nack asks for redelivery
+        self._subscribed = False  # the current connection got as far as its subscription
+
+    @property
+    def durable_topic(self) -> bool:
+        """True when the subscription outlives the connection (a durable topic subscription)."""
+        kind = parse_destination(self.destination, self.dialect).kind
+        if self.dialect == "activemq":
+            return self.durable and kind == "topic"
+        return self.durable and kind in ("topic", "exchange")
+
+    # ------------------------------------------------------------ Source
+
+    async def connect(self) -> None:
+        """Connect and SUBSCRIBE; returns once the broker confirmed the subscription."""
+        await self.close()
+        headers = subscription_headers(
+            self.dialect, self.destination, self.subscription, self.durable, self.prefetch
+        )
+        self._generation += 1
+        self._ready.clear()
+        self._wake_scheduled = False
+        self._resubscribe = False
+        self._subscribed = False
+        # ActiveMQ names a durable subscription by client-id + subscription name.
+        client_id = self.subscription if self.dialect == "activemq" and self.durable_topic else None
+        client = StompClient(self._config, f"{self._route_name} source", client_id)
+        client.on_message = functools.partial(self._on_message, client, self._generation)
+        client.on_end = functools.partial(self._on_end, self._generation)
+        self._client = client
+        self._error = None
+        try:
+            await client.open()
+            receipt, subscribed = client.expect()
+            client.write(encode_frame("SUBSCRIBE", [*headers, ("receipt", receipt)]))
+            try:
+                await asyncio.wait_for(subscribed, DEFAULT_CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                raise BridgeTimeout(
+                    f"stomp: {client.where}: SUBSCRIBE to {self.destination} not confirmed "
+                    f"within {DEFAULT_CONNECT_TIMEOUT_S:g}s"
+                ) from None
+        except BaseException:
+            self._client = None
+            self._error = ConnectionLost("stomp: source not connected")
+            await client.close()
+            raise
+        self._subscribed = True
+        log.info(
+            "stomp source %s: subscribed to %s as %r (%s, prefetch %d)",
+            self._route_name,
+            self.destination,
+            self.subscription,
+            "durable" if self.durable_topic else "not durable",
+            self.prefetch,
+        )
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        """Up to `max_messages` messages, waiting at most `timeout` s for the first."""
+        if self._resubscribe:
+            log.info("stomp source %s: reconnecting so that ActiveMQ redelivers", self._route_name)
+            await self.connect()
+        ready = self._ready
+        if not ready:
+            if self._error is not None:
+                raise self._error
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if self._error is not None:
+                raise self._error
+            if not ready:
+                return ()
+        count = min(len(ready), max_messages)
+        return [ready.popleft() for _ in range(count)]
+
+    async def close(self) -> None:
+        """DISCONNECT after the acks already given; unsettled messages go back. Idempotent."""
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        self._error = ConnectionLost("stomp: source closed")
+        self._ready.clear()
+        await client.close()
+
+    # ------------------------------------------------------------ receiver thread
+
+    def _on_message(self, client: StompClient, generation: int, frame: Frame) -> None:
+        if generation != self._generation or self._error is not None:
+            return  # a connection being replaced: the broker redelivers what it sent
+        headers = frame.headers
+        ack_id = headers.get("ack") or headers.get("message-id", "")
+        body = frame.body
+        try:
+            envelope = self._reader.envelope(headers, bytes(body or b""), self.destination)
+        except BridgeError as exc:
+            # mappings encode any STOMP header, so this is (nearly) impossible.
+            log.error(
+                "stomp source %s: rejecting an untranslatable message: %s", self._route_name, exc
+            )
+            self._settle(generation, ack_id, PermanentError(str(exc)))
+            return
+        self._ready.append(Incoming(envelope, _Settle(self, generation, ack_id)))
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            client.post(self._wake_receive)
+
+    # ------------------------------------------------------------ any thread
+
+    def _settle(self, generation: int, ack_id: str, error: BaseException | None) -> None:
+        client = self._client
+        if generation != self._generation or client is None:
+            return  # that connection is gone: the broker redelivers the message anyway
+        if error is None:
+            client.write(ack_frame(ack_id))
+        elif isinstance(error, PermanentError):
+            if self.dialect == "rabbitmq":
+                client.write(nack_frame(ack_id, requeue=False))
+            else:
+                client.write(ack_frame(ack_id))
+        elif self.dialect == "rabbitmq":
+            client.write(nack_frame(ack_id))
+        else:
+            self._resubscribe = True
+            client.post(self._wake_receive)
+
+    # ------------------------------------------------------------ asyncio side
+
+    def _wake_receive(self) -> None:
+        self._wake_scheduled = False  # before waking: a racing message schedules again
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_end(self, generation: int, error: BridgeError) -> None:
+        if generation != self._generation:
+            return
+        self._ready.clear()  # their acks would go to a dead connection: they come back
+        if self._client is not None:
+            if self._subscribed:
+                log.warning("stomp source %s: %s", self._route_name, error)
+            self._client = None
+            self._error = error
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
