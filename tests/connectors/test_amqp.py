@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pika
 import pytest
@@ -44,7 +45,13 @@ from connectors.amqp.errors import (
     translate,
 )
 from connectors.amqp.frames import FramePublisher
-from tests.connectors.amqp_helpers import load_route, raw, rpc_server
+from tests.connectors.amqp_helpers import (
+    load_route,
+    make_tls_files,
+    raw,
+    rpc_server,
+    tls_proxy,
+)
 from tests.connectors.conformance import (
     SinkConformance,
     SourceConformance,
@@ -812,6 +819,43 @@ class TestConnection(_Harness):
             assert time.monotonic() - started < 5
 
         run(scenario())
+
+    def test_tls_with_ca_file_and_without_verification(self) -> None:
+        """amqps:// through a TLS-terminating proxy in front of the harness RabbitMQ."""
+        ca, cert, key = make_tls_files(self.tmp)
+        upstream = urlsplit(self.amqp_url)
+        queue = unique("tls")
+        self.queues.append(queue)
+
+        def config(port: int, tls: dict[str, Any]) -> AmqpConnection:
+            url = f"amqps://guest:guest@localhost:{port}/%2F"
+            return AmqpConnection(kind="amqp", url=url, tls=tls, connect_timeout=5)
+
+        async def scenario(port: int) -> None:
+            route, _, _ = load_route(
+                self.tmp,
+                self.amqp_url,
+                {"connection": "nats", "subject": "in.>"},
+                {"connection": "rmq", "exchange": "", "routing_key": "{{subject}}"},
+                name=unique("tls"),
+            )
+            for tls in ({"ca_file": str(ca)}, {"verify": False}):
+                sink = AmqpExchangeSink(route, config(port, tls), "rmq")
+                await sink.connect()
+                try:
+                    await sink.send(Envelope(subject=queue, payload=b"over tls"))
+                finally:
+                    await sink.close()
+            untrusted = AmqpExchangeSink(route, config(port, {}), "rmq")
+            with pytest.raises(RetryableError):  # the system CAs do not know this one
+                await untrusted.connect()
+
+        with raw(self.amqp_url) as broker:
+            broker.queue(queue)
+        with tls_proxy(cert, key, (upstream.hostname or "", upstream.port or 5672)) as port:
+            run(scenario(port))
+        with raw(self.amqp_url) as broker:
+            assert [body for _, _, body in broker.get(queue, 2)] == [b"over tls"] * 2
 
     def test_missing_vhost_is_permanent(self) -> None:
         url = self.amqp_url.rsplit("/", 1)[0] + "/" + unique("no-such-vhost")
