@@ -372,8 +372,17 @@ class JetStreamSink(_Sink):
             return list(self.js_config.subjects)
         template = self.route.templates.get("subject")
         if template is not None:
-            return derived_stream_subjects(template.text, template.is_literal)
-        return derived_stream_subjects(self.config.subject, "{{" not in self.config.subject)
+            derived = derived_stream_subjects(template.text, template.is_literal)
+        else:
+            derived = derived_stream_subjects(self.config.subject, "{{" not in self.config.subject)
+        if derived == [">"]:
+            # A stream on ">" would also capture every reply inbox, PubAcks included.
+            raise PermanentError(
+                f"route '{self.route.name}': cannot derive the subjects of JetStream stream "
+                f"'{self.js_config.stream}' from '{self.config.subject}' (no literal prefix); "
+                "set to.jetstream.subjects"
+            )
+        return derived
 
     async def _ensure_stream(self, client: NatsClient) -> StreamInfo:
         name = self.js_config.stream

@@ -573,6 +573,107 @@ def test_auth_token_and_user_password(tmp_path: Path) -> None:
         users_server.stop()
 
 
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_certs(directory: Path) -> None:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+             "-subj", "/CN=natsbridge-test-ca", cwd=directory)  # fmt: skip
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (directory / f"{name}.ext").write_text(ext + "\n")
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=directory)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
+                 "-extfile", f"{name}.ext", cwd=directory)  # fmt: skip
+
+
+def test_mutual_tls(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make test certificates")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _make_certs(certs)
+    server = PrivateServer(
+        tmp_path,
+        "tls {\n"
+        f'  cert_file: "{certs / "server.pem"}"\n'
+        f'  key_file: "{certs / "server.key"}"\n'
+        f'  ca_file: "{certs / "ca.pem"}"\n'
+        "  verify: true\n"
+        "}\n",
+    )
+    server.start()
+    tls_url = f"tls://127.0.0.1:{server.port}"
+
+    async def attempt(tls: dict[str, Any]) -> None:
+        route, conn, bridge = load_route(
+            tmp_path, [tls_url], {"subject": "in"}, {"subject": "out"}, connection={"tls": tls}
+        )
+        sink = connector.sink(route, conn, bridge)
+        try:
+            await sink.connect()
+            await sink.send(Envelope(subject="out", payload=b"over mTLS"))
+        finally:
+            await sink.close()
+
+    async def scenario() -> None:
+        ca = str(certs / "ca.pem")
+        await attempt(
+            {
+                "ca_file": ca,
+                "cert_file": str(certs / "client.pem"),
+                "key_file": str(certs / "client.key"),
+            }
+        )
+        with pytest.raises((PermanentError, RetryableError)):  # no client certificate
+            await attempt({"ca_file": ca})
+
+    try:
+        run(scenario())
+    finally:
+        server.stop()
+
+
+def test_nkey_auth_without_the_nkeys_package_says_what_to_install(tmp_path: Path) -> None:
+    try:
+        import nkeys  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the nkeys package is installed")
+    seed = tmp_path / "user.nk"
+    seed.write_text("SUAEXAMPLE")
+    route, conn, bridge = load_route(
+        tmp_path,
+        ["nats://127.0.0.1:1"],
+        {"subject": "in"},
+        {"subject": "out"},
+        connection={"nkey_seed_file": str(seed)},
+    )
+    with pytest.raises(PermanentError, match="nkeys"):
+        run(connector.sink(route, conn, bridge).connect())
+
+
+def test_stream_subjects_cannot_be_derived_from_a_bare_placeholder(
+    nats_url: str, tmp_path: Path
+) -> None:
+    route, conn, bridge = load_route(
+        tmp_path,
+        [nats_url],
+        {"subject": "anything.>"},
+        {"subject": "{{subject}}", "jetstream": {"stream": stream_name(unique("bare"))}},
+    )
+    with pytest.raises(PermanentError, match=r"to\.jetstream\.subjects"):
+        run(connector.sink(route, conn, bridge).connect())
+
+
 def test_jetstream_source_resumes_after_server_restart(
     private_server: PrivateServer, tmp_path: Path
 ) -> None:
