@@ -67,6 +67,8 @@ _TERM = 5
 _PROGRESS = 6
 _ACK_NAMED = 7
 _CLOSE = 8
+_PUBLISH_BATCH = 9
+_ACK_BATCH = 10
 
 Op = tuple[Any, ...]
 
@@ -148,7 +150,7 @@ class Msg:
         """Done with the message: it is not delivered again (once the ack is committed)."""
         if not self._done:
             self._done = True
-            self._broker._enqueue((_ACK, None, self._handle, self.seq), self.stream)
+            self._broker._ack(self._handle, self.seq, self.stream)
 
     def nak(self, delay: float | None = None) -> None:
         """Deliver the message again after `delay` seconds (default: at once)."""
@@ -205,6 +207,11 @@ class Broker:
         self._loop = asyncio.get_running_loop()
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._put = self._queue.put
+        # Publishes and acks made during one loop iteration travel as one operation,
+        # sent by a callback at the end of the iteration: one queue item and one writer
+        # wake-up for a whole burst instead of one per message.
+        self._publishes: list[tuple[Any, ...]] = []
+        self._acks: list[tuple[object, int]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
         self._failure: BaseException | None = None
@@ -232,7 +239,7 @@ class Broker:
         if self._closed:
             return
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._put((_CLOSE, fut))
+        self._send((_CLOSE, fut))
         self._closed = True
         try:
             await fut
@@ -260,20 +267,44 @@ class Broker:
         if self._closed:
             raise StoreError("embedded broker is closed")
 
+    def _send(self, op: Op) -> None:
+        """Queue `op` for the writer, after the publishes and acks coalesced so far."""
+        if self._publishes or self._acks:
+            self._send_coalesced()
+        self._put(op)
+
+    def _send_coalesced(self) -> None:
+        if self._publishes:
+            self._put((_PUBLISH_BATCH, None, self._publishes))
+            self._publishes = []
+        if self._acks:
+            self._put((_ACK_BATCH, None, self._acks))
+            self._acks = []
+
     def _enqueue(self, op: Op, stream: str | None) -> None:
         """Queue a fire-and-forget operation; wake fetchers that may now get a message."""
         if self._closed or self._failure is not None:
             log.debug("broker closed: dropping %r", op[:1])
             return
-        self._put(op)
+        self._send(op)
         if stream is not None:
             signal = self._signals.get(stream)
             if signal is not None and signal.waiters:
                 signal.notify()
 
+    def _ack(self, handle: object, seq: int, stream: str) -> None:
+        if self._closed or self._failure is not None:
+            return
+        if not self._acks and not self._publishes:
+            self._loop.call_soon(self._send_coalesced)
+        self._acks.append((handle, seq))
+        signal = self._signals.get(stream)
+        if signal is not None and signal.waiters:
+            signal.notify()
+
     async def _submit(self, op: Op) -> Any:
         self._check()
-        self._put(op)
+        self._send(op)
         return await op[1]
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -333,7 +364,16 @@ class Broker:
             for op in ops:
                 code = op[0]
                 try:
-                    if code == _ACK:
+                    if code == _ACK_BATCH:
+                        for handle, seq in op[2]:
+                            ack(handle, seq)
+                    elif code == _PUBLISH_BATCH:
+                        for item in op[2]:
+                            try:
+                                results.append((item[0], publish(*item[1:]), True))
+                            except (BridgeError, ValueError, TypeError) as exc:
+                                results.append((item[0], exc, False))
+                    elif code == _ACK:
                         ack(op[2], op[3])
                     elif code == _PUBLISH:
                         results.append((op[1], publish(*op[2:]), True))
@@ -469,26 +509,31 @@ class Broker:
 
     # ------------------------------------------------------------------ publish
 
-    async def publish(
+    def publish(
         self,
         stream: str,
         subject: str,
         payload: bytes,
         headers: Headers | None = None,
         msg_id: str | None = None,
-    ) -> PubAck:
-        """Append to `stream`; returns once durable. A message id already seen within the
-        duplicate window returns the earlier PubAck with duplicate=True.
+    ) -> asyncio.Future[PubAck]:
+        """Queue a message for `stream`; the future resolves once it is durable.
 
-        Raises NotFound, PayloadTooLarge, SubjectError, StreamFull or StoreError.
+        `await broker.publish(...)` is the usual form; the message is queued when
+        publish() is called, not when the future is awaited. A message id already seen
+        within the duplicate window resolves to the earlier PubAck with duplicate=True.
+        The future fails with NotFound, PayloadTooLarge, SubjectError, StreamFull or
+        StoreError.
         """
         if self._failure is not None or self._closed:
             self._check()
         if type(payload) is not bytes:
             payload = _as_bytes(payload)
         fut: asyncio.Future[PubAck] = self._loop.create_future()
-        self._put((_PUBLISH, fut, stream, subject, payload, headers, msg_id))
-        return await fut
+        if not self._publishes and not self._acks:
+            self._loop.call_soon(self._send_coalesced)
+        self._publishes.append((fut, stream, subject, payload, headers, msg_id))
+        return fut
 
     async def publish_many(self, stream: str, messages: Sequence[Outgoing]) -> list[PubAck]:
         """Append a batch to `stream`, all or nothing, with one durable commit."""

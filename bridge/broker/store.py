@@ -113,6 +113,7 @@ VACUUM_STEP_PAGES = 512  # pages returned per idle incremental_vacuum step
 VACUUM_MIN_FREE_PAGES = 2048  # free pages below which no space is reclaimed
 _CHUNK = 512  # rows per multi-row INSERT / IN list (binds stay under SQLite's 32766)
 _EXPIRE_BATCH = 1000
+_MIN_RANGE = 7  # a run of acked seqs this long (minus one) is deleted as one range
 
 DeliveryRow = tuple[int, int, str, str | None, str | None, bytes, int]
 """A delivered message: (seq, time_ns, subject, msg_id, headers JSON, payload, deliveries)."""
@@ -449,7 +450,7 @@ class Store:
         self._clock = clock
         self._lock = lock
         self._in_tx = False
-        self._failed: BaseException | None = None
+        self._failed: StoreError | None = None
         self._streams: dict[str, _Stream] = {}
         self._w = _Writes.empty()
         self._dirty_streams: dict[int, _Stream] = {}
@@ -657,24 +658,32 @@ class Store:
     def _guard(self) -> Iterator[None]:
         """Translate SQLite errors; after one, the store is failed and must be reopened."""
         if self._failed is not None:
-            raise StoreError(f"buffer database {self.path} failed earlier: {self._failed}")
+            raise self._failed_again()
         try:
             yield
         except sqlite3.Error as exc:
-            self._fail(exc)
+            error: StoreError
             if _is_corruption(exc):
-                raise corrupted(self.path, str(exc)) from exc
-            raise StoreError(f"buffer database {self.path}: {exc}") from exc
+                error = corrupted(self.path, str(exc))
+            else:
+                error = StoreError(f"buffer database {self.path}: {exc}")
+            self._fail(error)
+            raise error from exc
 
-    def _fail(self, exc: BaseException) -> None:
-        self._failed = exc
+    def _fail(self, error: StoreError) -> None:
+        self._failed = error
         if self._in_tx:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             self._in_tx = False
 
+    def _failed_again(self) -> StoreError:
+        failed = self._failed
+        assert failed is not None
+        return type(failed)(f"the buffer store failed earlier and must be reopened: {failed}")
+
     @property
-    def failed(self) -> BaseException | None:
+    def failed(self) -> StoreError | None:
         """The error that broke the store, if any (it must then be reopened)."""
         return self._failed
 
@@ -693,7 +702,7 @@ class Store:
 
     def _check_writable(self) -> None:
         if self._failed is not None:
-            raise StoreError(f"buffer database {self.path} failed earlier: {self._failed}")
+            raise self._failed_again()
         if self.read_only:
             raise StoreError(f"buffer database {self.path} is open read-only")
 
@@ -774,13 +783,29 @@ class Store:
         self._dirty_streams.clear()
 
     def _delete_seqs(self, sid: int, seqs: list[int]) -> None:
-        for start, n in _chunks(len(seqs)):
-            sql = self._sql.get(("del", n))
-            if sql is None:
-                sql = self._sql[("del", n)] = (
-                    "DELETE FROM messages WHERE stream=? AND seq IN (" + ",".join("?" * n) + ")"
+        """Delete messages by sequence: contiguous runs as ranges, the rest by IN lists."""
+        seqs.sort()  # acks arrive nearly in order: Timsort makes this linear
+        scattered: list[int] = []
+        i, n = 0, len(seqs)
+        while i < n:
+            j = i
+            while j + 1 < n and seqs[j + 1] == seqs[j] + 1:
+                j += 1
+            if j - i >= _MIN_RANGE:
+                self._conn.execute(
+                    "DELETE FROM messages WHERE stream=? AND seq BETWEEN ? AND ?",
+                    (sid, seqs[i], seqs[j]),
                 )
-            self._conn.execute(sql, [sid, *seqs[start : start + n]])
+            else:
+                scattered.extend(seqs[i : j + 1])
+            i = j + 1
+        for start, count in _chunks(len(scattered)):
+            sql = self._sql.get(("del", count))
+            if sql is None:
+                sql = self._sql[("del", count)] = (
+                    "DELETE FROM messages WHERE stream=? AND seq IN (" + ",".join("?" * count) + ")"
+                )
+            self._conn.execute(sql, [sid, *scattered[start : start + count]])
 
     def _mark(self, st: _Stream) -> None:
         if not st.dirty:
@@ -1185,6 +1210,7 @@ class Store:
             if cfg.max_deliver and p.deliveries >= cfg.max_deliver:
                 self._dead_letter_pending(c, seq, "max_deliver")
                 continue
+            p.deadline = -1.0  # taken: a stale heap entry with the same deadline is now void
             due.append((seq, p))
         out: list[DeliveryRow] = []
         self._flush()
@@ -1603,6 +1629,12 @@ class Store:
                 return
 
     def _vacuum_step(self) -> None:
+        """Return up to VACUUM_STEP_PAGES free pages to the file system, when worth it.
+
+        Runs as its own small transaction after committing what is buffered (Python's
+        sqlite3 only steps `PRAGMA incremental_vacuum` to completion in executescript,
+        which commits first). A full VACUUM never runs.
+        """
         conn = self._conn
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
         if free < VACUUM_MIN_FREE_PAGES:
@@ -1611,19 +1643,27 @@ class Store:
         if free * 10 < pages:  # under 10 % free: reuse beats moving pages around
             return
         self._flush()
-        self._begin()
-        conn.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})").fetchall()
+        if self._in_tx:
+            conn.execute("COMMIT")
+            self._in_tx = False
+        conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
 
     def integrity_check(self) -> list[str]:
         """SQLite's `PRAGMA integrity_check` plus the store's own counters; [] when sound."""
+        try:
+            with self._guard():
+                self._flush()
+                self._begin()
+                problems = [
+                    str(r[0])
+                    for r in self._conn.execute("PRAGMA integrity_check").fetchall()
+                    if r[0] != "ok"
+                ]
+        except StoreError as exc:  # damage bad enough to stop the check itself
+            return [str(exc)]
+        if problems:
+            return problems
         with self._guard():
-            self._flush()
-            self._begin()
-            problems = [
-                str(r[0])
-                for r in self._conn.execute("PRAGMA integrity_check").fetchall()
-                if r[0] != "ok"
-            ]
             for name in self.stream_names():
                 st = self._streams[name]
                 count, size, top = self._conn.execute(
