@@ -207,7 +207,7 @@ class NatsLink:
         self.connected.set()
         self.closed = False
         self.slow_consumer_drops = 0
-        self.last_error: Exception | None = None
+        self.errors: list[Exception] = []  # reported while connecting
         self.on_disconnect: list[Callback] = []
         self.on_close: list[Callback] = []
 
@@ -232,12 +232,15 @@ class NatsLink:
                     reconnected_cb=link._reconnected,
                     closed_cb=link._closed,
                 )
-        except ConnectionLost as exc:
-            cause = link.last_error
-            refused = translate_exception(cause, context) if cause is not None else exc
-            if isinstance(refused, PermanentError):
-                raise refused from cause
+        except ConnectionLost:
+            # Why no server took us is in the errors reported on the way (the last one may
+            # just be the reset that followed an "Authorization Violation").
+            for cause in reversed(link.errors):
+                refused = translate_exception(cause, context)
+                if isinstance(refused, PermanentError):
+                    raise refused from cause
             raise
+        link.errors.clear()
         client.options["max_reconnect_attempts"] = DEFAULT_MAX_RECONNECT_ATTEMPTS
         return link
 
@@ -281,7 +284,8 @@ class NatsLink:
     # nats-py callbacks
 
     async def _error(self, exc: Exception) -> None:
-        self.last_error = exc
+        if not self.client.is_connected and len(self.errors) < 32:
+            self.errors.append(exc)
         if isinstance(exc, nats.errors.SlowConsumerError):
             # The bridge did not keep up with a core NATS subject: nats-py dropped a message.
             self.slow_consumer_drops += 1

@@ -407,7 +407,7 @@ class JetStreamSink(_Sink):
                 return await jsm.add_stream(config)
         except MessageRejected as exc:
             # Another bridge may have created it between our look-up and our create.
-            with translate(context), contextlib.suppress(StreamMissing):
+            with contextlib.suppress(StreamMissing), translate(context):
                 return await jsm.stream_info(name)
             raise PermanentError(str(exc)) from exc
 

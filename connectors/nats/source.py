@@ -314,7 +314,19 @@ class JetStreamSource:
         context = f"route '{self.route.name}': JetStream consumer '{durable}' on stream '{stream}'"
         try:
             with translate(context):
-                await js.consumer_info(stream, durable)
+                info = await js.consumer_info(stream, durable)
+            if info.config.deliver_subject:
+                raise PermanentError(
+                    f"{context} is a push consumer (deliver_subject "
+                    f"'{info.config.deliver_subject}'); natsbridge needs a pull consumer"
+                )
+            if info.config.filter_subject not in (None, "", self.config.subject):
+                log.warning(
+                    "%s filters on '%s', not on from.subject '%s'; using it as it is",
+                    context,
+                    info.config.filter_subject,
+                    self.config.subject,
+                )
             return
         except StreamMissing:
             if not self.js_config.create:

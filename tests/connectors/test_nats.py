@@ -425,6 +425,49 @@ def test_missing_stream_without_create_names_it(nats_url: str, tmp_path: Path) -
     run(scenario())
 
 
+def test_binds_to_an_existing_stream_and_pull_consumer(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        prefix = unique("bind")
+        stream = stream_name(prefix)
+        nc = await raw(nats_url)
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{prefix}.>"])
+        await js.add_consumer(
+            stream, durable_name="mine", ack_policy="explicit", filter_subject=f"{prefix}.>"
+        )
+        await js.add_consumer(stream, durable_name="pushy", deliver_subject=f"{prefix}-deliver")
+        for i in range(3):
+            await js.publish(f"{prefix}.{i}", b"existing")
+        await nc.close()
+
+        def route_for(durable: str) -> tuple[Route, NatsConnection, BridgeSettings]:
+            js_source = {"stream": stream, "durable": durable, "create": False}
+            return load_route(
+                tmp_path,
+                [nats_url],
+                {"subject": f"{prefix}.>", "jetstream": js_source},
+                {"subject": "out"},
+            )
+
+        source = connector.source(*route_for("mine"))
+        await source.connect()
+        try:
+            received = await receive_n(source, 3)
+            origins = [m.envelope.origin for m in received]
+            assert [o.stream_seq for o in origins if o is not None] == [1, 2, 3]
+            for message in received:
+                message.ack(None)
+        finally:
+            await source.close()
+        for durable in ("pushy", "absent"):
+            other = connector.source(*route_for(durable))
+            with pytest.raises(PermanentError, match=durable):
+                await other.connect()
+            await other.close()
+
+    run(scenario())
+
+
 def test_payload_too_large(nats_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         address = unique("big")
