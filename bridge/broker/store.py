@@ -1205,6 +1205,8 @@ class Store:
         cfg = c.config
         st = c.stream
         now = self._clock.monotonic()
+        self._flush()  # evictions buffered so far apply before pending messages are chosen
+        self._begin()
         due: list[tuple[int, _Pending]] = []
         timers = c.timers
         while timers and timers[0][0] <= now and len(due) < batch:
@@ -1225,7 +1227,7 @@ class Store:
             for seq, p in due:
                 row = rows.get(seq)
                 if row is None:  # removed by limits meanwhile
-                    del c.pending[seq]
+                    c.pending.pop(seq, None)
                     self._forget_deliveries(c, seq, p)
                     self._mark_consumer(c)
                     continue
@@ -1391,12 +1393,14 @@ class Store:
 
     def _dead_letter_pending(self, c: _Consumer, seq: int, reason: str) -> None:
         """Move pending message `seq` of `c` to the dead-letter stream and settle it."""
-        p = c.pending.pop(seq)
+        self._flush()  # a buffered eviction may remove it first
+        self._begin()
+        p = c.pending.pop(seq, None)
+        if p is None:
+            return
         st = c.stream
         dlq = self._dead_letter_stream(st)
         if dlq is not None:
-            self._flush()
-            self._begin()
             row = self._conn.execute(
                 "SELECT subject, msg_id, headers, payload FROM messages WHERE stream=? AND seq=?",
                 (st.id, seq),
