@@ -200,8 +200,9 @@ class NatsLink:
     connection is closed for good.
     """
 
-    def __init__(self, connection_name: str, client: NatsClient) -> None:
+    def __init__(self, connection_name: str, client: NatsClient, client_name: str = "") -> None:
         self.connection_name = connection_name
+        self.client_name = client_name  # <bridge id>:<route>:source|sink, for the logs
         self.client = client
         self.connected = asyncio.Event()
         self.connected.set()
@@ -217,7 +218,7 @@ class NatsLink:
     ) -> NatsLink:
         """Connect; ConnectionLost when no server answers, PermanentError when refused."""
         client = NatsClient()
-        link = cls(connection_name, client)
+        link = cls(connection_name, client, client_name)
         options = connect_options(connection, client_name)
         context = f"connecting to NATS connection '{connection_name}'"
         # The first connect tries each server twice and gives up (the runtime retries with
@@ -294,23 +295,25 @@ class NatsLink:
                 or self.slow_consumer_drops % 10000 == 0
             ):
                 log.warning(
-                    "NATS connection '%s': slow consumer on subject %s, %d messages dropped so far",
+                    "NATS connection '%s' (%s): slow consumer on %s, %d messages dropped so far",
                     self.connection_name,
+                    self.client_name,
                     exc.subject,
                     self.slow_consumer_drops,
                 )
             return
-        log.warning("NATS connection '%s': %s", self.connection_name, exc)
+        log.warning("NATS connection '%s' (%s): %s", self.connection_name, self.client_name, exc)
 
     async def _disconnected(self) -> None:
         self.connected.clear()
         if not self.closed:
-            log.warning("NATS connection '%s' lost; reconnecting", self.connection_name)
+            name, client = self.connection_name, self.client_name
+            log.warning("NATS connection '%s' (%s) lost; reconnecting", name, client)
         for callback in self.on_disconnect:
             await callback()
 
     async def _reconnected(self) -> None:
-        log.info("NATS connection '%s' re-established", self.connection_name)
+        log.info("NATS connection '%s' (%s) re-established", self.connection_name, self.client_name)
         self.connected.set()
 
     async def _closed(self) -> None:

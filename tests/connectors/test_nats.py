@@ -268,6 +268,41 @@ def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path
     run(scenario())
 
 
+def test_core_source_overload_drops_and_counts_slow_consumer(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors.nats.source as source_module
+
+    monkeypatch.setattr(source_module, "DEFAULT_QUEUE_MESSAGES", 10)
+    monkeypatch.setattr(source_module, "DEFAULT_PENDING_MSGS", 10)
+
+    async def scenario() -> None:
+        address = unique("flood")
+        route, conn, bridge = load_route(
+            tmp_path, [nats_url], {"subject": address}, {"subject": "out"}, max_in_flight=1
+        )
+        source = connector.source(route, conn, bridge)
+        assert isinstance(source, CoreSource)
+        await source.connect()
+        nc = await raw(nats_url)
+        try:
+            for i in range(500):
+                await nc.publish(address, str(i).encode())
+            await nc.flush()
+            await asyncio.sleep(0.5)
+            kept = await source.receive(1000, 0.5)
+            kept = [*kept, *(await source.receive(1000, 0.5))]
+            # Core NATS cannot slow the publisher down: what does not fit is dropped, counted.
+            assert 10 <= len(kept) < 500
+            assert source.link is not None and source.link.slow_consumer_drops > 0
+            assert [m.envelope.payload for m in kept[:10]] == [str(i).encode() for i in range(10)]
+        finally:
+            await nc.close()
+            await source.close()
+
+    run(scenario())
+
+
 def _repeated(headers: dict[str, list[str]]) -> Any:
     from connectors.nats.client import to_nats_headers
 
