@@ -1,0 +1,86 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "natsbridge.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: the release name, with the chart's unless it contains it. */}}
+{{- define "natsbridge.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "natsbridge.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "natsbridge.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "natsbridge.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "natsbridge.labels" -}}
+helm.sh/chart: {{ include "natsbridge.chart" . }}
+{{ include "natsbridge.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: bridge
+{{- end }}
+
+{{- define "natsbridge.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "natsbridge.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "natsbridge.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The config as written in the pod: .Values.config with bridge.data_dir on the volume and,
+with a token Secret, bridge.admin.token read from the environment.
+*/}}
+{{- define "natsbridge.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $bridge := default dict (get $config "bridge") }}
+{{- $_ := set $bridge "data_dir" .Values.persistence.mountPath }}
+{{- if .Values.admin.tokenSecret.name }}
+{{- $admin := default dict (get $bridge "admin") }}
+{{- $_ := set $admin "token" "${env:NATSBRIDGE_ADMIN_TOKEN}" }}
+{{- $_ := set $bridge "admin" $admin }}
+{{- end }}
+{{- $_ := set $config "bridge" $bridge }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* HTTPS when the config serves the admin endpoint over TLS. */}}
+{{- define "natsbridge.adminScheme" -}}
+{{- if dig "bridge" "admin" "tls" "" .Values.config }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
+
+{{/*
+bridge.drain_timeout in seconds: a number of seconds or "250ms", "30s",
+"2m", "1h" as the config accepts it; 30 when unset; empty when it comes from ${env:…}.
+*/}}
+{{- define "natsbridge.drainSeconds" -}}
+{{- $raw := dig "bridge" "drain_timeout" 30 .Values.config | toString | nospace }}
+{{- if not (contains "${" $raw) }}
+{{- if not (regexMatch "^[0-9]+([.][0-9]+)?(ms|s|m|h)?$" $raw) }}
+{{- fail (printf "config.bridge.drain_timeout: expected seconds or a duration such as 30s, found %q" $raw) }}
+{{- end }}
+{{- $number := regexFind "^[0-9]+([.][0-9]+)?" $raw }}
+{{- $unit := trimPrefix $number $raw }}
+{{- $scale := get (dict "ms" 0.001 "s" 1.0 "" 1.0 "m" 60.0 "h" 3600.0) $unit }}
+{{- mulf (float64 $number) $scale }}
+{{- end }}
+{{- end }}
