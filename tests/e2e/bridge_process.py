@@ -39,8 +39,15 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 class BridgeProcess:
     """One bridge process over a config and data dir that outlive it (restartable)."""
 
-    def __init__(self, config: Path, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
+        self.extra_args = extra_args
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {**os.environ, "NATSBRIDGE_DATA_DIR": str(data_dir), **(env or {})}
