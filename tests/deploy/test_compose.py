@@ -142,8 +142,8 @@ def test_bridge_service(compose: dict[str, Any], name: str) -> None:
     assert service["build"] == {"context": str(REPO_ROOT), "dockerfile": "deploy/docker/Dockerfile"}
     assert (REPO_ROOT / service["build"]["dockerfile"]).is_file()
     args = parse_cli(service["command"])
-    assert args.config == CONFIG_PATH  # type: ignore[attr-defined]
-    assert args.admin_listen == "0.0.0.0:7777"  # type: ignore[attr-defined]
+    assert args.config == CONFIG_PATH
+    assert args.admin_listen == "0.0.0.0:7777"
     assert published(service) == {7777: ("127.0.0.1", admin_port)}
     mounts = {m["target"]: m for m in service["volumes"]}
     config_mount = mounts[CONFIG_PATH]

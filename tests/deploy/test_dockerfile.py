@@ -136,7 +136,7 @@ def test_build_stage_copies_exactly_the_wheel_sources(
 
 def build_copies(dockerfile: dict[str, list[Instruction]]) -> list[tuple[str, str]]:
     """(source, destination) pairs of the build stage's COPY lines."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for ins in dockerfile["build"]:
         if ins.keyword == "COPY":
             *sources, dest = shlex.split(ins.value)
@@ -182,10 +182,10 @@ def test_entrypoint_and_command_are_what_the_cli_accepts(
     cmd = one(runtime, "CMD").json_args()
     assert cmd[:3] == ["run", "-c", CONFIG_PATH]
     args = parse_cli(cmd)
-    assert args.command == "run"  # type: ignore[attr-defined]
-    assert args.config == CONFIG_PATH  # type: ignore[attr-defined]
+    assert args.command == "run"
+    assert args.config == CONFIG_PATH
     # In a container the admin endpoint must be reachable from outside its loopback.
-    assert args.admin_listen == "0.0.0.0:7777"  # type: ignore[attr-defined]
+    assert args.admin_listen == "0.0.0.0:7777"
     header = DOCKERFILE.read_text().split("ARG ", 1)[0]
     assert CONFIG_PATH in header and DATA_DIR in header and "/run/secrets" in header
 
@@ -361,11 +361,14 @@ def test_wheel_holds_every_module_the_tests_import(wheel: Path) -> None:
         }
         in_wheel = {m for m in members if m.startswith(f"{package}/") and m.endswith(".py")}
         assert in_wheel == on_disk, f"{package}: wheel and checkout differ"
-    # The modules the tests run are these very files (an editable install of the checkout).
+    # The modules the tests run are the checkout's files (an editable install), and the
+    # wheel holds them byte for byte, as copied into the build context (compared with that
+    # copy rather than the live checkout, which someone may be editing meanwhile).
     assert Path(bridge.__file__).resolve() == REPO_ROOT / "bridge/__init__.py"
+    context = wheel.parent.parent / "src"
     for name, digest in members.items():
         if name.split("/")[0] in PACKAGES:
-            assert hashlib.sha256((REPO_ROOT / name).read_bytes()).hexdigest() == digest, name
+            assert hashlib.sha256((context / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_wheel_entry_points_match_the_installed_distribution(wheel: Path) -> None:

@@ -176,9 +176,9 @@ def test_probes_and_admin_port(default: Any) -> None:
     ):
         assert main[probe]["httpGet"] == {"path": path, "port": "admin", "scheme": "HTTP"}
     args = parse_cli(main["args"])
-    assert args.command == "run"  # type: ignore[attr-defined]
-    assert args.config == "/etc/natsbridge/bridge.yaml"  # type: ignore[attr-defined]
-    assert args.admin_listen == "0.0.0.0:7777"  # type: ignore[attr-defined]
+    assert args.command == "run"
+    assert args.config == "/etc/natsbridge/bridge.yaml"
+    assert args.admin_listen == "0.0.0.0:7777"
     service = default[("Service", f"{RELEASE}-natsbridge")]
     assert service["spec"]["ports"][0]["targetPort"] == "admin"
     selector = service["spec"]["selector"]

@@ -7,6 +7,7 @@ command that installs it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -104,7 +105,7 @@ def natsbridge_validate(
     return run([sys.executable, "-m", "bridge", "validate", "-c", str(config)], env=clean_env(env))
 
 
-def parse_cli(argv: Sequence[str]) -> object:
+def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
     """The natsbridge CLI's own parse of argv (what an image CMD or ExecStart passes it)."""
     from bridge.cli import build_parser
 
