@@ -1,0 +1,296 @@
+"""kafka-python clients built from a KafkaConnection: options, TLS, SASL, admin helpers.
+
+Every consumer, producer and admin client of this connector is made by `build()`, which
+
+* derives the options from the connection (bootstrap servers, client id, security
+  protocol, TLS context, SASL PLAIN / SCRAM credentials: the password only through
+  `.get_secret_value()`, never in a log line or an error);
+* hands kafka-python a network-client factory that remembers the network client it
+  made. kafka-python 3 starts that client's I/O thread before it bootstraps, and when
+  the bootstrap fails (broker down, wrong password) the constructor raises a bare
+  "Unable to bootstrap" and leaves the thread running. The factory lets `build()` close
+  it, and read the SASL failure the network client recorded, so that a wrong password
+  is a clear, permanent KafkaAuthenticationFailed rather than an endless retry.
+
+Blocking: every function here blocks; callers run them on their own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kafka
+import kafka.codec
+import kafka.errors as ke
+from kafka import KafkaAdminClient
+
+from bridge.config.model import KafkaConnection, KafkaTopicCreation, Tls
+from bridge.errors import PermanentError, RetryableError
+from bridge.secrets import redact, register
+from connectors.kafka.errors import KafkaAuthenticationFailed, translate
+
+try:
+    from kafka.net.compat import KafkaNetClient as _NetClient
+except ImportError:  # pragma: no cover - kafka-python 2.x
+    _NetClient = None
+
+try:
+    from kafka.record import util as _record_util
+
+    HAVE_C_CRC32C = getattr(_record_util, "crc32c_c", None) is not None
+except ImportError:  # pragma: no cover
+    HAVE_C_CRC32C = False
+"""Whether kafka-python found the `crc32c` C extension (else it checksums in pure Python)."""
+
+log = logging.getLogger("natsbridge.kafka")
+
+KAFKA_PYTHON_VERSION = tuple(int(p) for p in kafka.__version__.split(".")[:2] if p.isdigit())
+DEFAULT_BOOTSTRAP_TIMEOUT_MS = 10_000
+"""How long a client may try to reach a bootstrap server when it starts, in milliseconds."""
+DEFAULT_ADMIN_TIMEOUT_MS = 15_000
+"""How long a topic creation may take, in milliseconds."""
+UNKNOWN_TOPIC_OR_PARTITION = 3
+"""Kafka's error code for a topic that does not exist."""
+
+_CODECS: dict[str, tuple[Callable[[], bool], str]] = {
+    "gzip": (kafka.codec.has_gzip, "(built in)"),
+    "snappy": (kafka.codec.has_snappy, "python-snappy"),
+    "lz4": (kafka.codec.has_lz4, "lz4"),
+    "zstd": (kafka.codec.has_zstd, "zstandard"),
+}
+
+T = TypeVar("T")
+
+
+class _RedactSecrets(logging.Filter):
+    """Hides registered secrets in records of kafka-python loggers that print configurations."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, ()
+        return True
+
+
+# KafkaAdminClient logs its whole configuration, SASL password included, at DEBUG level.
+for _name in ("kafka.admin.client", "kafka.producer.kafka", "kafka.consumer.group"):
+    logging.getLogger(_name).addFilter(_RedactSecrets())
+
+
+def describe(config: KafkaConnection) -> str:
+    """The bootstrap servers, for messages (they carry no credentials)."""
+    return ",".join(config.bootstrap_servers)
+
+
+def check_version() -> None:
+    """Raise PermanentError unless kafka-python is 3.x (the listener and factory APIs used)."""
+    if KAFKA_PYTHON_VERSION < (3, 0) or _NetClient is None:
+        raise PermanentError(
+            f"kafka: natsbridge's Kafka connector needs kafka-python 3.x, found {kafka.__version__}"
+        )
+
+
+def client_options(config: KafkaConnection) -> dict[str, Any]:
+    """The options every kafka-python client of `config` shares."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(config.bootstrap_servers),
+        "client_id": config.client_id,
+        "security_protocol": config.security_protocol,
+        "bootstrap_timeout_ms": DEFAULT_BOOTSTRAP_TIMEOUT_MS,
+    }
+    uses_tls = config.security_protocol in ("SSL", "SASL_SSL")
+    if config.tls is not None and not uses_tls:
+        raise PermanentError(
+            f"kafka: tls is set but security_protocol is {config.security_protocol}; "
+            "use SSL or SASL_SSL to connect with TLS"
+        )
+    if uses_tls:
+        options["ssl_context"] = ssl_context(config.tls)
+        options["ssl_check_hostname"] = config.tls.verify if config.tls is not None else True
+    if config.sasl_mechanism is not None:
+        assert config.sasl_password is not None  # the model checks that SASL is complete
+        options["sasl_mechanism"] = config.sasl_mechanism
+        options["sasl_plain_username"] = config.sasl_username
+        password = config.sasl_password.get_secret_value()
+        register(password)  # redacted from every message and log line from now on
+        options["sasl_plain_password"] = password
+    return options
+
+
+def ssl_context(tls: Tls | None) -> ssl.SSLContext:
+    """A client SSLContext: system CAs or `ca_file`, optional client cert, verify on/off."""
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+        if tls is not None and tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise PermanentError(f"kafka: TLS files: {exc}") from None
+    if tls is not None and not tls.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def check_compression(compression: str) -> str | None:
+    """kafka-python's compression_type for the config value; PermanentError if unavailable."""
+    if compression == "none":
+        return None
+    available, package = _CODECS[compression]
+    if not available():
+        raise PermanentError(
+            f"kafka: compression {compression!r} needs the Python package {package!r} "
+            f"(pip install {package})"
+        )
+    return compression
+
+
+class _NetClients:
+    """The network-client factory handed to kafka-python; keeps what it made.
+
+    kafka-python 3.0 reports a refused SASL login only in a log line before it retries;
+    the factory watches each new broker connection's initialisation for it instead.
+    """
+
+    def __init__(self, sasl: bool) -> None:
+        self.sasl = sasl
+        self.watching = True  # only while the client is being built
+        self.made: list[Any] = []
+        self.failures: list[BaseException] = []
+
+    def __call__(self, **configs: Any) -> Any:
+        assert _NetClient is not None
+        client = _NetClient(**configs)
+        self.made.append(client)
+        manager = getattr(client, "_manager", None)
+        get_connection = getattr(manager, "get_connection", None)
+        if manager is not None and get_connection is not None:
+
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                connection = get_connection(*args, **kwargs)
+                with contextlib.suppress(AttributeError):
+                    connection.close_future.add_errback(self._lost, connection)
+                return connection
+
+            manager.get_connection = watched
+        return client
+
+    def _lost(self, connection: Any, exc: BaseException) -> None:
+        """A broker connection closed with `exc`: remember it when it looks like a refused login."""
+        if not self.watching:
+            return
+        if isinstance(exc, ke.SaslAuthenticationFailedError | ke.AuthorizationError):
+            self.failures.append(exc)
+            return
+        # Kafka closes the socket right after refusing SASL credentials, and kafka-python
+        # may see the close before the refusal: a connection that got as far as the API
+        # versions (the broker is up and speaks Kafka) but never finished initialising
+        # failed in the SASL exchange.
+        init = getattr(connection, "init_future", None)
+        if (
+            self.sasl
+            and getattr(connection, "broker_version_data", None) is not None
+            and init is not None
+            and init.is_done
+            and init.failed()
+        ):
+            self.failures.append(
+                ke.SaslAuthenticationFailedError(
+                    "the broker closed the connection during SASL authentication"
+                )
+            )
+
+    def auth_failure(self) -> BaseException | None:
+        """The SASL/authorization failure seen while connecting, if any."""
+        return self.failures[0] if self.failures else None
+
+    def close(self) -> None:
+        for client in self.made:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def build(make: Callable[..., T], options: dict[str, Any], config: KafkaConnection) -> T:
+    """`make(**options)` (a KafkaConsumer, KafkaProducer or KafkaAdminClient), errors translated."""
+    check_version()
+    clients = _NetClients(sasl=config.sasl_mechanism is not None)
+    try:
+        made = make(kafka_client=clients, **options)
+        clients.watching = False
+        return made
+    except BaseException as exc:
+        failure = clients.auth_failure()
+        clients.close()  # the constructor failed: nobody else will stop its I/O thread
+        if failure is not None:
+            raise KafkaAuthenticationFailed(
+                f"kafka: {describe(config)}: authentication failed for user "
+                f"{config.sasl_username!r} ({config.sasl_mechanism}): {redact(str(failure))}"
+            ) from None
+        error = translate(exc)
+        if isinstance(error, RetryableError):  # say where it could not connect
+            error = type(error)(f"{error} (bootstrap servers {describe(config)})")
+        raise error from exc
+
+
+def admin(config: KafkaConnection) -> KafkaAdminClient:
+    """A KafkaAdminClient for `config` (blocking)."""
+    return build(KafkaAdminClient, client_options(config), config)
+
+
+def partition_count(client: KafkaAdminClient, topic: str) -> int | None:
+    """How many partitions `topic` has, or None when it does not exist (never creates it)."""
+    try:
+        [described] = client.describe_topics([topic])
+    except Exception as exc:
+        raise translate(exc) from exc
+    code = described.get("error_code", 0)
+    if code == UNKNOWN_TOPIC_OR_PARTITION:
+        return None
+    if code:
+        raise translate(ke.for_code(code)(f"describing topic {topic!r}"))
+    return len(described.get("partitions") or ())
+
+
+def max_message_bytes(client: KafkaAdminClient, topic: str) -> int | None:
+    """The topic's ``max.message.bytes`` (its own or the broker default), or None if unknown."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=["max.message.bytes"])
+    try:
+        described = client.describe_configs([resource])
+        value = described["topic"][topic]["max.message.bytes"]["value"]
+        return int(value)
+    except Exception as exc:  # an old broker or a missing permission: rely on the broker
+        log.debug("kafka: cannot read max.message.bytes of %r: %s", topic, exc)
+        return None
+
+
+def create_topic(client: KafkaAdminClient, topic: str, creation: KafkaTopicCreation) -> bool:
+    """Create `topic` as `creation` says; False if it existed already. Waits until it is usable."""
+    spec = {
+        topic: {
+            "num_partitions": creation.partitions,
+            "replication_factor": creation.replication_factor,
+        }
+    }
+    try:
+        client.create_topics(spec, timeout_ms=DEFAULT_ADMIN_TIMEOUT_MS)
+    except ke.TopicAlreadyExistsError:
+        return False
+    except Exception as exc:
+        raise translate(exc) from exc
+    try:
+        client.wait_for_topics([topic], timeout_ms=DEFAULT_ADMIN_TIMEOUT_MS)
+    except Exception as exc:
+        raise translate(exc) from exc
+    log.info(
+        "kafka: created topic %r (%d partitions, replication factor %d)",
+        topic,
+        creation.partitions,
+        creation.replication_factor,
+    )
+    return True

@@ -1,0 +1,428 @@
+"""The Kafka sink: an idempotent KafkaProducer (acks=all) fed by a thread of its own.
+
+`send()` puts (future, envelope) on a queue and awaits the future. The sink thread takes
+everything queued, in call order, and hands each record to `KafkaProducer.send()` (which
+can block: on metadata for a new topic, or when its buffer is full, so it never runs on the
+event loop). kafka-python batches the records per partition (linger 5 ms) and its sender
+thread resolves each record's future when the broker acknowledged it with acks=all; those
+completions cross to the event loop in batches, one `call_soon_threadsafe` per burst.
+Sends are never flushed one by one: many are in flight at once.
+
+Idempotence: `enable_idempotence=True` with `max_in_flight_requests_per_connection=5`
+(the most idempotence allows): the producer's own retries (a broker restart, a leader
+change) neither duplicate nor reorder records of a partition. A send that fails after
+the delivery timeout (120 s) raises BridgeTimeout and the runtime sends it again; that
+application-level resend is a new record to Kafka, so it can duplicate one that was in
+fact written (at least once).
+
+Topics: the topic is the rendered `to.topic` (envelope.subject). A topic is checked
+with the admin client before the producer first writes to it (kafka-python 3.0 asks for
+metadata with auto-creation on, whatever `allow_auto_create_topics` says, so the producer
+alone would create it on a broker with auto.create.topics.enable). A missing topic is
+created with `to.create_topic` (partitions, replication factor), else it is a TopicMissing
+error naming it: at connect() for a literal topic (the route cannot work), at send() for a
+templated one (that message is dead-lettered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import kafka.errors as ke
+from kafka import KafkaAdminClient, KafkaProducer
+
+from bridge.config.loader import Route
+from bridge.config.model import KafkaConnection, KafkaSink
+from bridge.envelope import Envelope
+from bridge.errors import (
+    BridgeError,
+    BridgeTimeout,
+    ConnectionLost,
+    MessageRejected,
+    PermanentError,
+)
+from connectors.kafka.client import (
+    DEFAULT_BOOTSTRAP_TIMEOUT_MS,
+    admin,
+    build,
+    check_compression,
+    client_options,
+    create_topic,
+    describe,
+    max_message_bytes,
+    partition_count,
+)
+from connectors.kafka.errors import RecordTooLarge, TopicMissing, translate
+from connectors.kafka.message import record_from_envelope
+from mappings.kafka import validate_topic
+
+log = logging.getLogger("natsbridge.kafka")
+
+LINGER_MS = 5
+"""How long the producer waits to fill a batch, in milliseconds."""
+BATCH_SIZE = 64 * 1024
+"""Bytes per partition batch (kafka-python's default of 16 KiB is 16 records of 1 KiB)."""
+DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
+"""The producer's limit on one record (and request), unless the route's max_payload is larger."""
+MAX_IN_FLIGHT_REQUESTS = 5
+"""Per connection; idempotence keeps order and avoids duplicates up to 5."""
+CLOSE_TIMEOUT_S = 10.0
+"""How long close() waits for outstanding acknowledgements."""
+MISSING_TOPIC_RECHECK_S = 10.0
+"""How long a templated topic found missing is remembered as missing."""
+
+RECORD_OVERHEAD = 61 + 32
+"""Bytes a record batch of one record adds to key, value and headers (an upper bound)."""
+
+_STOP = object()
+
+
+def record_size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    """An upper bound of the size of a batch holding just this record, as the broker counts it."""
+    size = RECORD_OVERHEAD + len(value) + len(key or b"")
+    for name, header_value in headers:
+        size += len(name.encode()) + len(header_value) + 10
+    return size
+
+
+class KafkaTopicSink:
+    """Sink producing to Kafka topics; see the module docstring."""
+
+    def __init__(
+        self,
+        route: Route,
+        connection: KafkaConnection,
+        connection_name: str,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        spec = route.sink
+        assert isinstance(spec, KafkaSink)
+        self.spec = spec
+        self.config = connection
+        self.route_name = route.name
+        template = route.templates.get("topic")
+        self.literal_topic = spec.topic if template is None or not template.placeholders else None
+        max_payload = route.spec.max_payload or 0
+        self.max_request_size = max(DEFAULT_MAX_REQUEST_SIZE, int(max_payload) + 64 * 1024)
+        self.overrides = dict(overrides or {})
+        """Extra KafkaProducer options (tests and benchmarks)."""
+        self._worker: _Producer | None = None
+        self._error: BridgeError = ConnectionLost("kafka: sink not connected")
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None
+
+    def producer_options(self) -> dict[str, Any]:
+        """The KafkaProducer options of this sink."""
+        options = client_options(self.config)
+        options.update(
+            acks="all",
+            enable_idempotence=True,
+            max_in_flight_requests_per_connection=MAX_IN_FLIGHT_REQUESTS,
+            linger_ms=LINGER_MS,
+            batch_size=BATCH_SIZE,
+            compression_type=check_compression(self.spec.compression),
+            max_request_size=self.max_request_size,
+            allow_auto_create_topics=False,
+        )
+        options.update(self.overrides)
+        return options
+
+    # ------------------------------------------------------------ Sink
+
+    async def connect(self) -> None:
+        """Start the producer (and check or create a literal topic)."""
+        await self.close()
+        loop = asyncio.get_running_loop()
+        worker = _Producer(self, loop, self.producer_options())
+        worker.thread.start()
+        timeout = 3 * DEFAULT_BOOTSTRAP_TIMEOUT_MS / 1000 + 15
+        try:
+            done, _ = await asyncio.wait({worker.opened}, timeout=timeout)
+            if not done:
+                raise BridgeTimeout(
+                    f"kafka: {describe(self.config)}: sink not connected after {timeout:g}s"
+                )
+            worker.opened.result()  # raises why it could not connect
+        except BaseException:
+            worker.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(worker.ended), CLOSE_TIMEOUT_S)
+            raise
+        self._worker = worker
+        log.info(
+            "kafka sink %s: producing to %s (acks=all, idempotent)",
+            self.route_name,
+            repr(self.literal_topic) if self.literal_topic else f"topic {self.spec.topic!r}",
+        )
+
+    async def send(self, envelope: Envelope) -> None:
+        """Produce `envelope` to the topic it names; return once the broker acknowledged it."""
+        worker = self._worker
+        if worker is None:
+            raise self._error
+        future: asyncio.Future[None] = worker.loop.create_future()
+        worker.waiting.add(future)
+        worker.outbox.put((future, envelope))
+        self._inflight += 1
+        try:
+            await future
+        finally:
+            worker.waiting.discard(future)
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
+
+    async def close(self) -> None:
+        """Wait (bounded) for outstanding acknowledgements, then close the producer. Idempotent."""
+        worker = self._worker
+        if worker is None:
+            return
+        if self._inflight:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning(
+                    "kafka sink %s: closing with %d sends unacknowledged",
+                    self.route_name,
+                    self._inflight,
+                )
+            finally:
+                self._idle = None
+        self._worker = None
+        self._error = ConnectionLost("kafka: sink closed")
+        worker.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker.ended), CLOSE_TIMEOUT_S)
+        worker.fail_all(self._error)
+
+
+class _Producer:
+    """The KafkaProducer of one `connect()`, and the thread that feeds it."""
+
+    def __init__(
+        self, sink: KafkaTopicSink, loop: asyncio.AbstractEventLoop, options: dict[str, Any]
+    ) -> None:
+        self.sink = sink
+        self.loop = loop
+        self.options = options
+        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+        self.thread = threading.Thread(
+            target=self._run, name=f"kafka sink {sink.route_name}", daemon=True
+        )
+        self.producer: KafkaProducer | None = None
+        self.admin: KafkaAdminClient | None = None
+        self.known: set[str] = set()  # topics that exist
+        self.limits: dict[str, int | None] = {}  # topic -> its max.message.bytes
+        self.broken: BridgeError | None = None  # set when the producer must be replaced
+        self.missing: dict[str, float] = {}  # topic -> when it was found missing
+        # Completions, appended by kafka-python's sender thread, drained on the loop.
+        self.done: deque[tuple[asyncio.Future[None], BaseException | None]] = deque()
+        self.done_scheduled = False
+        self.waiting: set[asyncio.Future[None]] = set()  # loop side: sends not yet resolved
+
+    def stop(self) -> None:
+        self.outbox.put(_STOP)
+
+    def post(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # ------------------------------------------------------------ sink thread
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except BaseException as exc:
+            self._close_clients()
+            self.post(_fail, self.opened, translate(exc))
+            self.post(_resolve, self.ended)
+            return
+        self.post(_resolve, self.opened)
+        try:
+            self._produce()
+        finally:
+            self._close_clients()
+            self.post(_resolve, self.ended)
+
+    def _open(self) -> None:
+        sink = self.sink
+        topic = sink.literal_topic
+        if topic is not None:
+            self._ensure_topic(topic)
+            partition = sink.spec.partition
+            if partition is not None:
+                count = self._partitions(topic)
+                if count is not None and partition >= count:
+                    raise PermanentError(
+                        f"kafka: to.partition is {partition} but topic {topic!r} has "
+                        f"{count} partitions (0-{count - 1})"
+                    )
+            limit = self.limits.get(topic)
+            if limit is not None and limit < self.options["batch_size"]:
+                # A batch larger than the topic accepts would be refused whole.
+                self.options["batch_size"] = max(1024, limit - RECORD_OVERHEAD)
+        self.producer = build(KafkaProducer, self.options, sink.config)
+
+    def _admin(self) -> KafkaAdminClient:
+        if self.admin is None:
+            self.admin = admin(self.sink.config)
+        return self.admin
+
+    def _partitions(self, topic: str) -> int | None:
+        return partition_count(self._admin(), topic)
+
+    def _ensure_topic(self, topic: str) -> None:
+        """Raise TopicMissing unless `topic` exists or was created now (blocking)."""
+        if topic in self.known:
+            return
+        missing_since = self.missing.get(topic)
+        if missing_since is not None and time.monotonic() - missing_since < MISSING_TOPIC_RECHECK_S:
+            raise self._missing(topic)
+        creation = self.sink.spec.create_topic
+        if self._partitions(topic) is None:
+            if creation is None:
+                self.missing[topic] = time.monotonic()
+                raise self._missing(topic)
+            create_topic(self._admin(), topic, creation)
+        self.missing.pop(topic, None)
+        self.limits[topic] = max_message_bytes(self._admin(), topic)
+        self.known.add(topic)
+
+    def _missing(self, topic: str) -> TopicMissing:
+        return TopicMissing(
+            topic,
+            f"route {self.sink.route_name!r} does not create it (set to.create_topic with "
+            f"partitions and replication_factor, or create it) — bootstrap servers "
+            f"{describe(self.sink.config)}",
+        )
+
+    def _produce(self) -> None:
+        outbox = self.outbox
+        producer = self.producer
+        assert producer is not None
+        partition = self.sink.spec.partition
+        limit = self.sink.max_request_size
+        while True:
+            item = outbox.get()
+            while True:
+                if item is _STOP:
+                    return
+                future, envelope = item
+                try:
+                    if self.broken is not None:
+                        raise self.broken
+                    record = record_from_envelope(envelope)
+                    if record.topic not in self.known:
+                        validate_topic(record.topic)
+                        self._ensure_topic(record.topic)
+                    size = record_size(record.key, record.value, record.headers)
+                    topic_limit = self.limits.get(record.topic) or limit
+                    if size > min(topic_limit, limit):
+                        raise RecordTooLarge(
+                            size,
+                            min(topic_limit, limit),
+                            f"over the {'topic' if topic_limit < limit else 'producer'} limit "
+                            f"of {min(topic_limit, limit)} bytes (topic {record.topic!r})",
+                        )
+                    sent = producer.send(
+                        record.topic,
+                        value=record.value,
+                        key=record.key,
+                        headers=record.headers,
+                        partition=partition,
+                        timestamp_ms=record.timestamp_ms,
+                    )
+                except AssertionError as exc:  # kafka-python: a partition the topic lacks
+                    self._complete(future, MessageRejected(f"kafka: {exc or 'bad partition'}"))
+                except BaseException as exc:
+                    self._complete(future, translate(exc, size=len(envelope.payload), limit=limit))
+                else:
+                    sent.add_callback(self._acked, future)
+                    sent.add_errback(self._failed, future, size)
+                try:
+                    item = outbox.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _close_clients(self) -> None:
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=CLOSE_TIMEOUT_S)
+            except Exception as exc:
+                log.debug("kafka sink %s: close: %s", self.sink.route_name, exc)
+        if self.admin is not None:
+            with contextlib.suppress(Exception):
+                self.admin.close()
+
+    # ------------------------------------------------------------ kafka-python's sender thread
+
+    def _acked(self, future: asyncio.Future[None], _metadata: Any) -> None:
+        self._complete(future, None)
+
+    def _failed(self, future: asyncio.Future[None], size: int, exc: BaseException) -> None:
+        if isinstance(exc, ke.MessageSizeTooLargeError | ke.RecordListTooLargeError):
+            # The broker refused a batch. kafka-python 3.0's idempotent producer then fails
+            # every later record of that partition the same way, so this producer is done:
+            # the runtime reconnects (a new producer) and sends the others again. The
+            # size check before sending keeps single records from getting here.
+            if self.broken is None:
+                self.broken = ConnectionLost(
+                    "kafka: the broker refused a batch as too large; the producer is replaced"
+                )
+            self._complete(future, self.broken)
+            return
+        self._complete(future, translate(exc, size=size, limit=self.sink.max_request_size))
+
+    def _complete(self, future: asyncio.Future[None], error: BaseException | None) -> None:
+        """Any thread: queue a result; one wake-up of the loop per burst of results."""
+        self.done.append((future, error))
+        if not self.done_scheduled:
+            self.done_scheduled = True
+            self.post(self._resolve_done)
+
+    # ------------------------------------------------------------ asyncio loop
+
+    def _resolve_done(self) -> None:
+        self.done_scheduled = False  # before draining: a racing _complete schedules again
+        done = self.done
+        while done:
+            future, error = done.popleft()
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def fail_all(self, error: BridgeError) -> None:
+        """After the thread ended: fail sends still queued or unacknowledged."""
+        self._resolve_done()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.outbox.get_nowait()
+        for future in list(self.waiting):
+            if not future.done():
+                future.set_exception(error)
+        self.waiting.clear()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fail(future: asyncio.Future[None], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+        future.exception()  # retrieved: connect() may have stopped waiting
