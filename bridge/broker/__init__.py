@@ -27,6 +27,7 @@ from bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
+from bridge.broker.router import Router, Subscription
 from bridge.broker.store import Store
 
 __all__ = [
@@ -39,9 +40,11 @@ __all__ = [
     "Outgoing",
     "PubAck",
     "Retention",
+    "Router",
     "Store",
     "StoredMessage",
     "StreamConfig",
     "StreamInfo",
+    "Subscription",
     "Synchronous",
 ]
