@@ -13,8 +13,18 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test,dev]'
 
+# helm and docker compose render the appliance's manifests in tests/deploy; they build from
+# their Go modules (minutes the first time, cached after), beside the brokers' start-up.
+tools_log=$(mktemp)
+( bash deploy/helm/install-helm.sh && bash deploy/docker/install-compose.sh ) >"$tools_log" 2>&1 &
+tools=$!
 NATSBRIDGE_NATSCLI=${NATSBRIDGE_NATSCLI:-0} bash deploy/dev/services.sh up  # natscli: benchmarks only
 eval "$(bash deploy/dev/services.sh env)"
+if ! wait "$tools"; then
+  cat "$tools_log" >&2
+  echo "installing helm / docker compose failed" >&2
+  exit 1
+fi
 
 echo "== ruff"
 .venv/bin/ruff check .
