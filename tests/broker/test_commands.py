@@ -1,0 +1,142 @@
+"""`natsbridge streams` and `natsbridge dlq`, through a parser built with add_parsers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.broker.commands import add_parsers, age, size
+from bridge.broker.config import ConsumerConfig, Retention, StreamConfig
+from bridge.broker.store import DB_NAME, Store
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="natsbridge")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A store with a route stream (3 messages, 1 pending, 1 dead letter) and a log stream."""
+    store = Store.open(tmp_path)
+    store.add_stream(
+        StreamConfig(name="orders", retention=Retention.WORKQUEUE, dead_letter="orders.dlq")
+    )
+    store.add_consumer("orders", ConsumerConfig(name="deliver"))
+    store.add_stream(StreamConfig(name="log", subjects=("log.>",)))
+    for i in range(4):
+        store.publish("orders", f"orders.{i}", f"payload {i}".encode(), {"X": [str(i)]})
+    store.commit()
+    rows = store.fetch("orders", "deliver", 2).messages
+    store.term("orders", "deliver", rows[0][0], "NOT_FOUND - no exchange 'x'")
+    store.dead_letter("orders", "raw.key", b"\x00\xffbinary", None, "template: no such token")
+    store.close()
+    return tmp_path
+
+
+def test_streams_text(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("streams", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == [
+        "STREAM", "RETENTION", "MESSAGES", "BYTES", "FIRST", "LAST", "OLDEST"
+    ]  # fmt: skip
+    assert "orders      workqueue  3" in out
+    assert "dead letters -> orders.dlq" in out
+    assert (
+        "consumer deliver: pending 2, ack pending 1, ack floor 1, redelivered 0, dead-lettered 1"
+        in out
+    )
+
+
+def test_streams_json(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("streams", "--data-dir", str(data_dir), "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    by_name = {s["config"]["name"]: s for s in data["streams"]}
+    assert set(by_name) == {"orders", "orders.dlq", "log"}
+    orders = by_name["orders"]
+    assert (orders["messages"], orders["first_seq"], orders["last_seq"]) == (3, 2, 4)
+    [consumer] = orders["consumers"]
+    assert consumer["num_pending"] == 2 and consumer["num_dead_lettered"] == 1
+    assert by_name["log"]["config"]["subjects"] == ["log.>"]
+
+
+def test_streams_check(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("streams", "--data-dir", str(data_dir), "--check") == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+    path = data_dir / DB_NAME
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size - 8192)
+        f.write(b"\x13" * 8192)
+    code = cli("streams", "--data-dir", str(data_dir), "--check", "--json")
+    captured = capsys.readouterr()
+    assert code == 1, captured
+    if captured.out:
+        report = json.loads(captured.out)
+        assert not report["ok"] and report["problems"]
+    else:
+        assert "damaged" in captured.err
+
+
+def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("streams", "--data-dir", str(tmp_path / "none")) == 1
+    assert "no buffer database" in capsys.readouterr().err
+
+
+def test_dlq_ls_and_show(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("dlq", "ls", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:3] == ["orders", "orders.dlq", "2"]
+    assert cli("dlq", "show", "orders", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "orders.dlq: showing 2 of 2" in out
+    assert "reason: NOT_FOUND - no exchange 'x'" in out
+    assert "from: orders seq 1, deliveries 1" in out
+    assert "from: orders (never buffered)" in out
+    assert "payload: b'\\x00\\xffbinary'" in out
+    assert cli("dlq", "show", "orders.dlq", "--data-dir", str(data_dir), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [m["subject"] for m in shown["messages"]] == ["orders.0", "raw.key"]
+    assert shown["messages"][0]["headers"]["X"] == ["0"]
+    assert cli("dlq", "show", "nope", "--data-dir", str(data_dir)) == 1
+    assert "no stream 'nope'" in capsys.readouterr().err
+
+
+def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 0
+    out = capsys.readouterr().out
+    assert "replayed 1 message(s) from orders.dlq into orders" in out
+    assert "1 dead letter(s) left" in out
+    store = Store.open(data_dir, read_only=True)
+    try:
+        replayed = store.get_message("orders", 5)
+        assert replayed is not None
+        assert (replayed.subject, replayed.payload, replayed.headers) == (
+            "orders.0",
+            b"payload 0",
+            {"X": ["0"]},
+        )
+    finally:
+        store.close()
+
+
+def test_replay_refuses_while_the_bridge_runs(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = Store.open(data_dir)
+    try:
+        assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--seq", "1") == 1
+        assert "in use by another natsbridge process" in capsys.readouterr().err
+        assert cli("streams", "--data-dir", str(data_dir)) == 0  # reading is fine meanwhile
+    finally:
+        running.close()
+
+
+def test_formatting_helpers() -> None:
+    assert [age(x) for x in (None, 5, 75, 7300, 200_000)] == ["-", "5s", "1m15s", "2h01m", "2d07h"]
+    assert [size(x) for x in (10, 2048, 3 * 2**20)] == ["10 B", "2.0 KiB", "3.0 MiB"]
