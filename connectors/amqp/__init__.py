@@ -8,6 +8,9 @@ Features
       its arguments (dead-letter exchange, quorum type …): the bridge checks with a
       passive declare first. Manual acks; ``basic.qos`` prefetch is ``from.prefetch`` or
       the route's ``max_in_flight``, so backpressure reaches the broker.
+      The bridge's queue outlives the config: a binding removed from ``binding_keys``
+      (or an old ``exchange``) stays on it until someone unbinds it; name the route
+      anew, or unbind by hand, when a route moves to other exchanges or keys.
       Settling: ok → basic.ack (coalesced with ``multiple``), RetryableError →
       basic.nack with requeue, PermanentError → basic.reject without requeue (the
       queue's dead-letter exchange gets it, if it has one).

@@ -69,7 +69,7 @@ class AmqpExchangeSink:
         self._persistent = spec.persistent
         self._client: AmqpClient | None = None
         self._generation = 0
-        self._error: BridgeError = ConnectionLost("amqp: sink not connected")
+        self._down = "amqp: sink not connected"  # why sends fail while there is no client
         # asyncio side
         self._inflight = 0
         self._idle: asyncio.Event | None = None
@@ -118,7 +118,7 @@ class AmqpExchangeSink:
         """Publish `envelope` to the exchange with its subject as routing key; await the confirm."""
         client = self._client
         if client is None:
-            raise self._error
+            raise ConnectionLost(self._down)  # a fresh error: tracebacks must not pile up
         check_routing_key(envelope.subject)
         properties = properties_for(envelope, self._persistent)
         await self._publish(client, envelope.subject, envelope.payload, properties, False)
@@ -142,7 +142,7 @@ class AmqpExchangeSink:
                 self._idle = None
         if self._client is client:
             self._client = None
-            self._error = ConnectionLost("amqp: sink closed")
+            self._down = "amqp: sink closed"
         await client.close()
 
     # ------------------------------------------------------------ Requester
@@ -151,7 +151,7 @@ class AmqpExchangeSink:
         """Publish `envelope` with direct reply-to and a fresh correlation_id; await the reply."""
         client = self._client
         if client is None:
-            raise self._error
+            raise ConnectionLost(self._down)  # a fresh error: tracebacks must not pile up
         check_routing_key(envelope.subject)
         properties = properties_for(envelope, self._persistent, fresh=True)
         correlation_id = uuid.uuid4().hex
@@ -215,7 +215,7 @@ class AmqpExchangeSink:
         if self._client is not None:
             log.warning("amqp sink %s: %s", self._route_name, error)
             self._client = None
-            self._error = ConnectionLost(f"amqp: sink not connected ({error})")
+            self._down = f"amqp: sink not connected ({error})"
         confirmed, self._confirmed = self._confirmed, []
         self._resolve(confirmed)  # confirmed just before the end, not yet handed over
         failed = [item[0] for item in self._pending.values()]

@@ -73,7 +73,8 @@ class AmqpQueueSource:
         # asyncio side
         self._ready: deque[Incoming] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._error: BridgeError | None = ConnectionLost("amqp: source not connected")
+        self._ended: BridgeError | None = None  # what ended the connection, not yet raised
+        self._down: str | None = "amqp: source not connected"  # None while connected
         # pika side
         self._reader = EnvelopeReader(connection_name, self.queue)
         self._batch: list[Incoming] = []
@@ -99,12 +100,13 @@ class AmqpQueueSource:
         client = AmqpClient(self._config, f"{self._route_name} source")
         client.on_end = functools.partial(self._on_end, self._generation)
         self._client = client
-        self._error = None
+        self._ended = None
+        self._down = None
         try:
             await client.open(self._setup)
         except BaseException:
             self._client = None
-            self._error = ConnectionLost("amqp: source not connected")
+            self._down = "amqp: source not connected"
             raise
         log.info(
             "amqp source %s: consuming queue %r (prefetch %d)",
@@ -117,8 +119,8 @@ class AmqpQueueSource:
         """Up to `max_messages` deliveries, waiting at most `timeout` s for the first."""
         ready = self._ready
         if not ready:
-            if self._error is not None:
-                raise self._error
+            if self._down is not None:
+                raise self._down_error()
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(timeout, _wake, waiter)
@@ -128,8 +130,8 @@ class AmqpQueueSource:
                 timer.cancel()
                 self._waiter = None
             if not ready:
-                if self._error is not None:
-                    raise self._error
+                if self._down is not None:
+                    raise self._down_error()
                 return ()
         if len(ready) <= max_messages:
             batch = list(ready)
@@ -146,6 +148,14 @@ class AmqpQueueSource:
         client.call(lambda: self._flush_settles(client))
         await client.close()
 
+    def _down_error(self) -> BridgeError:
+        """The error that ended the connection, once; then a fresh ConnectionLost each time.
+
+        (Raising one exception object again and again would grow its traceback.)
+        """
+        error, self._ended = self._ended, None
+        return error or ConnectionLost(self._down or "amqp: source not connected")
+
     # ------------------------------------------------------------ Responder
 
     async def respond(self, request: Envelope, reply: Envelope) -> None:
@@ -153,8 +163,8 @@ class AmqpQueueSource:
         if not request.reply:
             raise MessageRejected("amqp: the request has no reply_to to answer")
         client = self._client
-        if client is None or self._error is not None:
-            raise self._error or ConnectionLost("amqp: source not connected")
+        if client is None or self._down is not None:
+            raise ConnectionLost(self._down or "amqp: source not connected")
         properties = properties_for(reply, persistent=False, fresh=True)
         properties.correlation_id = _correlation_id(request)
         properties.reply_to = None
@@ -297,7 +307,8 @@ class AmqpQueueSource:
         if generation != self._generation:
             return
         self._ready.clear()  # their acks would go to a dead channel: RabbitMQ redelivers
-        self._error = error
+        self._ended = error
+        self._down = f"amqp: source not connected ({error})"
         if self._client is not None:
             log.warning("amqp source %s: %s", self._route_name, error)
         self._client = None
