@@ -106,12 +106,9 @@ class AmqpExchangeSink:
         self._frames = None
         client = AmqpClient(self._config, f"{self._route_name} sink")
         client.on_end = functools.partial(self._on_end, self._generation)
+        await client.open(self._setup)
+        # Only now may sends go out: before confirm.select, delivery tags would not count.
         self._client = client
-        try:
-            await client.open(self._setup)
-        except BaseException:
-            self._client = None
-            raise
         log.info("amqp sink %s: publishing to exchange %r", self._route_name, self._exchange)
 
     async def send(self, envelope: Envelope) -> None:
