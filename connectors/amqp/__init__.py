@@ -22,6 +22,7 @@ Features
     * Properties and headers: all basic properties and the typed header table travel as
       NATS headers, both ways (mappings.amqp_properties; connectors/amqp/message.py).
       The source also writes ``Amqp-Exchange``, ``Amqp-Routing-Key`` and ``Amqp-Queue``.
+      The sink leaves out a ``user_id`` other than its own login (RabbitMQ refuses it).
     * Request/reply: the sink is a Requester (RabbitMQ direct reply-to,
       ``amq.rabbitmq.reply-to``, with a fresh ``correlation_id``: a NATS request becomes
       an AMQP RPC call) and the source a Responder (the answer goes to the request's

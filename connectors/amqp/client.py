@@ -33,6 +33,7 @@ import ssl
 import threading
 from collections.abc import Callable, Generator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pika
 from pika.adapters.select_connection import SelectConnection
@@ -47,6 +48,9 @@ log = logging.getLogger("natsbridge.amqp")
 
 DEFAULT_CLOSE_TIMEOUT_S = 5.0
 """How long `close()` waits for the broker to answer connection.close, in seconds."""
+
+DEFAULT_USER = "guest"
+"""The user name pika logs in with when the URL names none."""
 
 Op = Callable[[Callable[..., None]], None]
 """Starts one AMQP operation on the pika thread; it calls its argument with the result."""
@@ -304,6 +308,15 @@ def connection_parameters(config: AmqpConnection, name: str) -> pika.URLParamete
     if config.tls is not None or config.url.startswith("amqps://"):
         params.ssl_options = pika.SSLOptions(ssl_context(config.tls), server_hostname=params.host)
     return params
+
+
+def url_user(url: str) -> str:
+    """The user name an AMQP URL logs in with (pika's default: guest)."""
+    try:
+        username = urlsplit(url).username
+    except ValueError:
+        return DEFAULT_USER
+    return unquote(username) if username is not None else DEFAULT_USER
 
 
 def ssl_context(tls: Tls | None) -> ssl.SSLContext:

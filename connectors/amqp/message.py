@@ -14,7 +14,10 @@ Received message → Envelope
 Envelope → published message: the inverse (`mappings.amqp_properties.headers_to_properties`):
 property headers become properties, every other header a table entry (typed by
 ``Amqp-Header-Types``); ``message_id`` defaults to `Envelope.msg_id`; a persistent sink
-forces ``delivery_mode`` 2.
+forces ``delivery_mode`` 2. RabbitMQ accepts a ``user_id`` only when it names the
+publishing user, so any other ``user_id`` is left out; an ``expiration`` that is not
+digits or a ``priority`` over 255 fails that one send with MappingError (RabbitMQ would
+close the channel and fail every send in flight).
 """
 
 from __future__ import annotations
@@ -94,11 +97,15 @@ _PLAIN = {True: BasicProperties(delivery_mode=PERSISTENT), False: BasicPropertie
 """Shared properties of messages without headers or id (never modify them)."""
 
 
-def properties_for(envelope: Envelope, persistent: bool, fresh: bool = False) -> BasicProperties:
+def properties_for(
+    envelope: Envelope, persistent: bool, user: str | None = None, fresh: bool = False
+) -> BasicProperties:
     """The AMQP properties (with header table) that carry `envelope`'s headers.
 
     A message without headers or id gets a shared object (the sink's frame cache knows it)
-    unless `fresh` asks for one the caller may modify.
+    unless `fresh` asks for one the caller may modify. `user` is the publishing
+    connection's user name: RabbitMQ refuses any other ``user_id`` (by closing the
+    channel, which would fail every send in flight), so another one is left out.
     """
     properties: dict[str, Any]
     if not envelope.headers and envelope.msg_id is None and not fresh:
@@ -108,6 +115,8 @@ def properties_for(envelope: Envelope, persistent: bool, fresh: bool = False) ->
         if table:
             properties["headers"] = table
         _check_properties(properties)
+        if "user_id" in properties and properties["user_id"] != user:
+            del properties["user_id"]
     else:
         properties = {}
     if persistent:

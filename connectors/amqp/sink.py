@@ -41,7 +41,7 @@ from bridge.errors import (
     MappingError,
     MessageRejected,
 )
-from connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps
+from connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
 from connectors.amqp.errors import translate
 from connectors.amqp.frames import FramePublisher
 from connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for
@@ -67,6 +67,7 @@ class AmqpExchangeSink:
         self._exchange = spec.exchange
         self._mandatory = spec.mandatory
         self._persistent = spec.persistent
+        self._user = url_user(connection.url)
         self._client: AmqpClient | None = None
         self._generation = 0
         self._down = "amqp: sink not connected"  # why sends fail while there is no client
@@ -117,7 +118,7 @@ class AmqpExchangeSink:
         if client is None:
             raise ConnectionLost(self._down)  # a fresh error: tracebacks must not pile up
         check_routing_key(envelope.subject)
-        properties = properties_for(envelope, self._persistent)
+        properties = properties_for(envelope, self._persistent, self._user)
         await self._publish(client, envelope.subject, envelope.payload, properties, False)
 
     async def close(self) -> None:
@@ -150,7 +151,7 @@ class AmqpExchangeSink:
         if client is None:
             raise ConnectionLost(self._down)  # a fresh error: tracebacks must not pile up
         check_routing_key(envelope.subject)
-        properties = properties_for(envelope, self._persistent, fresh=True)
+        properties = properties_for(envelope, self._persistent, self._user, fresh=True)
         correlation_id = uuid.uuid4().hex
         properties.correlation_id = correlation_id
         properties.reply_to = DIRECT_REPLY_TO

@@ -26,7 +26,7 @@ from bridge.config.model import AmqpConnection, AmqpSource
 from bridge.connector import Incoming
 from bridge.envelope import Envelope
 from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
-from connectors.amqp.client import AmqpClient, Steps
+from connectors.amqp.client import AmqpClient, Steps, url_user
 from connectors.amqp.errors import translating
 from connectors.amqp.message import EnvelopeReader, properties_for
 from mappings.amqp_properties import PROPERTY_HEADERS
@@ -165,7 +165,7 @@ class AmqpQueueSource:
         client = self._client
         if client is None or self._down is not None:
             raise ConnectionLost(self._down or "amqp: source not connected")
-        properties = properties_for(reply, persistent=False, fresh=True)
+        properties = properties_for(reply, False, url_user(self._config.url), fresh=True)
         properties.correlation_id = _correlation_id(request)
         properties.reply_to = None
         routing_key = request.reply

@@ -540,12 +540,14 @@ class TestPropertiesAndHeaders(_Harness):
                     "Bridge-Origin": ["bridge-a"],
                     "Amqp-Content-Type": ["text/plain"],
                     "Amqp-Priority": ["3"],
+                    "Amqp-User-Id": ["not-the-publisher"],  # RabbitMQ would refuse it
                 }
                 await sink.send(Envelope(subject=queue, payload=b"p", headers=headers))
                 with raw(self.amqp_url) as broker:
                     [(_, out, _)] = broker.get(queue, 1)
                 assert out.content_type == "text/plain"
                 assert out.priority == 3
+                assert out.user_id is None
                 assert out.headers == {
                     "X-One": "1",
                     "X-Many": ["a", "b"],
