@@ -181,20 +181,23 @@ class StompDestinationSource:
             await self.connect()
         ready = self._ready
         if not ready:
-            if self._error is not None:
-                raise self._error
             loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-            if self._error is not None:
-                raise self._error
-            if not ready:
-                return ()
+            deadline = loop.time() + timeout
+            # A wake-up can be stale (its messages were taken by an earlier call), so
+            # wait again until there is a message, an error or the deadline.
+            while not ready:
+                if self._error is not None:
+                    raise self._error
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return ()
+                waiter = self._waiter = loop.create_future()
+                timer = loop.call_later(remaining, _wake, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self._waiter = None
         count = min(len(ready), max_messages)
         return [ready.popleft() for _ in range(count)]
 

@@ -1045,3 +1045,29 @@ def test_client_configures_tls_heartbeats_and_vhost(rabbitmq: Broker, tmp_path: 
     assert ssl_params["ca_certs"] == "/ca.pem" and ssl_params["verify"] is False
     assert stomp_conn.heartbeats == (2500, 2500)
     assert stomp_conn.transport.vhost == "/"  # RabbitMQ's default virtual host
+
+
+def test_receive_waits_out_its_timeout_after_stale_wakeups(broker: Broker, tmp_path: Path) -> None:
+    """A wake-up whose messages an earlier call took must not end a later wait early."""
+
+    async def scenario() -> None:
+        destination = f"/queue/{unique('stale')}"
+        source = make_source(tmp_path, broker, destination)
+        await source.connect()
+        try:
+            await asyncio.to_thread(raw_send, broker, destination, [b"x"] * 300)
+            received = 0
+            while received < 300:  # small takes: wake-ups outlive the messages they announced
+                batch = await source.receive(7, 5.0)
+                assert batch, "receive returned nothing before its timeout"
+                for message in batch:
+                    message.ack(None)
+                received += len(batch)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            assert not await source.receive(10, 0.5)
+            assert loop.time() - start >= 0.45
+        finally:
+            await source.close()
+
+    run(scenario())
