@@ -53,7 +53,8 @@ from mappings.subjects import Sublist
 log = logging.getLogger("natsbridge.broker")
 
 DEFAULT_MAX_BATCH = 8192
-"""Most operations the writer applies in one transaction."""
+"""Most messages the writer appends in one transaction."""
+MAX_OPS_PER_CYCLE = 65536  # queue items taken at once (a coalesced burst is one item)
 
 T = TypeVar("T")
 
@@ -210,7 +211,8 @@ class Broker:
         # Publishes and acks made during one loop iteration travel as one operation,
         # sent by a callback at the end of the iteration: one queue item and one writer
         # wake-up for a whole burst instead of one per message.
-        self._publishes: list[tuple[Any, ...]] = []
+        self._publishes: list[tuple[str, str, bytes, Headers | None, str | None]] = []
+        self._published: list[asyncio.Future[PubAck]] = []  # their futures, in step
         self._acks: list[tuple[object, int]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -275,8 +277,9 @@ class Broker:
 
     def _send_coalesced(self) -> None:
         if self._publishes:
-            self._put((_PUBLISH_BATCH, None, self._publishes))
+            self._put((_PUBLISH_BATCH, None, self._published, self._publishes))
             self._publishes = []
+            self._published = []
         if self._acks:
             self._put((_ACK_BATCH, None, self._acks))
             self._acks = []
@@ -338,41 +341,59 @@ class Broker:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         empty = self._queue.empty
-        max_batch = self.options.max_batch
+        max_batch = max(self.options.max_batch, 1)
         loop = self._loop
         resolve = self._resolve
         ack = store.ack_handle
         publish = store.publish
+        publish_each = store.publish_each
+        carry: list[Op] = []  # operations left over by the last cycle, first in line
         while True:
-            try:
-                first = get(timeout=MAINTENANCE_INTERVAL_S)
-            except queue.Empty:
+            if carry:
+                ops, carry = carry, []
+            else:
                 try:
-                    store.maintain(idle=True)
-                    store.commit()
-                except StoreError as exc:
-                    self._failure = exc
-                    loop.call_soon_threadsafe(resolve, [], set())
-                    return
-                continue
-            ops = [first]
+                    ops = [get(timeout=MAINTENANCE_INTERVAL_S)]
+                except queue.Empty:
+                    try:
+                        store.maintain(idle=True)
+                        store.commit()
+                    except StoreError as exc:
+                        self._failure = exc
+                        loop.call_soon_threadsafe(resolve, [], set())
+                        return
+                    continue
             with contextlib.suppress(queue.Empty):
-                while len(ops) < max_batch:
+                while len(ops) < MAX_OPS_PER_CYCLE:
                     ops.append(get_nowait())
             results: list[tuple[asyncio.Future[Any], Any, bool]] = []
             closing: asyncio.Future[Any] | None = None
-            for op in ops:
+            budget = max_batch  # messages appended in this transaction
+            for index, op in enumerate(ops):
                 code = op[0]
                 try:
                     if code == _ACK_BATCH:
                         for handle, seq in op[2]:
                             ack(handle, seq)
                     elif code == _PUBLISH_BATCH:
-                        for item in op[2]:
-                            try:
-                                results.append((item[0], publish(*item[1:]), True))
-                            except (BridgeError, ValueError, TypeError) as exc:
-                                results.append((item[0], exc, False))
+                        futures, items = op[2], op[3]
+                        if len(items) > budget:
+                            # Commit what fits now; the rest, and everything after it,
+                            # goes first in the next transaction (order is kept).
+                            carry = [
+                                (_PUBLISH_BATCH, None, futures[budget:], items[budget:]),
+                                *ops[index + 1 :],
+                            ]
+                            futures, items = futures[:budget], items[:budget]
+                        budget -= len(items)
+                        try:
+                            outcomes = publish_each(items)
+                        except BridgeError as exc:
+                            outcomes = [exc] * len(items)
+                        for fut, outcome in zip(futures, outcomes, strict=True):
+                            results.append((fut, outcome, type(outcome) is PubAck))
+                        if carry:
+                            break
                     elif code == _ACK:
                         ack(op[2], op[3])
                     elif code == _PUBLISH:
@@ -408,7 +429,7 @@ class Broker:
                 self._failure = exc
             appended = store.appended
             store.appended = set()
-            if closing is not None:
+            if closing is not None and not carry:
                 results.append((closing, None, True))
             loop.call_soon_threadsafe(resolve, results, appended)
             if self._failure is not None or closing is not None:
@@ -532,7 +553,8 @@ class Broker:
         fut: asyncio.Future[PubAck] = self._loop.create_future()
         if not self._publishes and not self._acks:
             self._loop.call_soon(self._send_coalesced)
-        self._publishes.append((fut, stream, subject, payload, headers, msg_id))
+        self._publishes.append((stream, subject, payload, headers, msg_id))
+        self._published.append(fut)
         return fut
 
     async def publish_many(self, stream: str, messages: Sequence[Outgoing]) -> list[PubAck]:

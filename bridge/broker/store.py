@@ -88,6 +88,7 @@ from bridge.broker.headers import (
 )
 from bridge.envelope import Headers
 from bridge.errors import (
+    BridgeError,
     NotFound,
     PayloadTooLarge,
     StoreCorrupted,
@@ -1108,6 +1109,57 @@ class Store:
         if cfg.discard is Discard.NEW:
             self._check_room(st, 1, size)
         return PubAck(stream, self._append(st, subject, payload, hdr, msg_id, now_ns, size))
+
+    def publish_each(
+        self, items: Sequence[tuple[str, str, bytes, Headers | None, str | None]]
+    ) -> list[PubAck | BridgeError]:
+        """publish() for each (stream, subject, payload, headers, msg_id), independently:
+        each item gets its PubAck or its error, in order.
+
+        The broker's path for many concurrent single publishes. The common case (no
+        headers, no message id, a stream without subjects or size limits) is inlined.
+        """
+        if self._failed is not None or self.read_only:
+            self._check_writable()
+        out: list[PubAck | BridgeError] = []
+        now_ns = self._clock.time_ns()
+        inserts = self._w.inserts
+        name: str | None = None
+        fast: _Stream | None = None  # the current stream, when it needs no checks
+        limit = 0
+        marked = False
+        for stream, subject, payload, headers, msg_id in items:
+            if stream != name:
+                name, marked = stream, False
+                st = self._streams.get(stream)
+                cfg = None if st is None else st.config
+                fast = st if cfg and not (cfg.subjects or cfg.max_msgs or cfg.max_bytes) else None
+                limit = cfg.max_msg_size if cfg else 0
+            if (
+                fast is not None
+                and not headers
+                and msg_id is None
+                and (not limit or len(payload) <= limit)
+            ):
+                if not marked:
+                    marked = True
+                    self.appended.add(stream)
+                    if not fast.dirty:
+                        fast.dirty = True
+                        self._dirty_streams[fast.id] = fast
+                seq = fast.last_seq + 1
+                fast.last_seq = seq
+                fast.msgs += 1
+                fast.bytes += len(payload) + len(subject)
+                inserts.extend((fast.id, seq, now_ns, subject, None, None, payload))
+                out.append(PubAck(stream, seq))
+                continue
+            try:
+                out.append(self.publish(stream, subject, payload, headers, msg_id))
+            except BridgeError as exc:
+                out.append(exc)
+            marked = False  # publish() may have flushed and cleared the dirty marks
+        return out
 
     def publish_many(self, stream: str, messages: Sequence[Outgoing]) -> list[PubAck]:
         """Append `messages` in order, all or none (one error fails the whole batch)."""

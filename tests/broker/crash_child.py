@@ -5,6 +5,7 @@
 Every intent and every confirmation goes to LOG with one O_APPEND write (which
 survives kill -9), one line each:
 
+    R run     this run is open and ready
     S id      about to publish id (with msg_id=id)
     P id      the publish returned: durable
     D id n    delivered, n-th delivery
@@ -59,6 +60,7 @@ async def main(data_dir: Path, log_path: Path, run: int) -> None:
         StreamConfig(name=STREAM, retention=Retention.WORKQUEUE, dead_letter=f"{STREAM}.dlq")
     )
     await broker.add_consumer(STREAM, ConsumerConfig(name=CONSUMER, ack_wait=60.0))
+    log(f"R {run}")
     rnd = random.Random(run)
 
     for x in doubtful:

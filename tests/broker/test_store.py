@@ -571,3 +571,45 @@ def test_incremental_vacuum_returns_space_when_idle(
     free_after = store._conn.execute("PRAGMA freelist_count").fetchone()[0]
     assert free_after == free_before - 3 * 128
     assert store._conn.execute("PRAGMA page_count").fetchone()[0] == pages_before - 3 * 128
+
+
+def test_publish_each_matches_publish(open_store: OpenStore) -> None:
+    store = open_store()
+    work_queue(store, max_msg_size=5)
+    store.add_stream(StreamConfig(name="typed", subjects=("t.*",), max_msgs=2))
+    outcomes = store.publish_each(
+        [
+            ("orders", "a", b"1", None, None),  # the inlined path
+            ("orders", "b", b"22", {"H": ["v"]}, None),  # headers: through publish()
+            ("orders", "c", b"333", None, "id"),
+            ("orders", "c", b"333", None, "id"),  # duplicate
+            ("orders", "d", b"too long", None, None),
+            ("nope", "e", b"", None, None),
+            ("typed", "t.1", b"", None, None),
+            ("typed", "x", b"", None, None),
+            ("typed", "t.2", b"", None, None),
+            ("typed", "t.3", b"", None, None),  # evicts t.1
+            ("orders", "f", b"4444", None, None),
+        ]
+    )
+    assert outcomes[:4] == [
+        PubAck("orders", 1),
+        PubAck("orders", 2),
+        PubAck("orders", 3),
+        PubAck("orders", 3, True),
+    ]
+    assert isinstance(outcomes[4], PayloadTooLarge) and isinstance(outcomes[5], NotFound)
+    assert isinstance(outcomes[7], SubjectError)
+    assert outcomes[6] == PubAck("typed", 1) and outcomes[9] == PubAck("typed", 3)
+    assert outcomes[10] == PubAck("orders", 4)
+    store.commit()
+    assert [(m.subject, m.payload) for m in store.messages("orders")] == [
+        ("a", b"1"),
+        ("b", b"22"),
+        ("c", b"333"),
+        ("f", b"4444"),
+    ]
+    info = store.stream_info("orders")
+    assert (info.messages, info.bytes) == (4, 2 + 3 + len('{"H":["v"]}') + 4 + 5)
+    assert [m.subject for m in store.messages("typed")] == ["t.2", "t.3"]
+    assert store.integrity_check() == []
