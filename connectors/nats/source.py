@@ -39,11 +39,55 @@ DEFAULT_PENDING_MSGS = 65_536  # nats-py's per-subscription buffer behind it, in
 DEFAULT_PENDING_BYTES = 64 * 1024 * 1024  # ... and in bytes
 DEFAULT_FETCH_MAX = 256  # JetStream messages per pull request
 DEFAULT_SETTLE_WAIT_S = 5.0  # close() waits this long for queued acks to go out
-_CLOSED = object()
+DEFAULT_ORIGIN_CACHE = 10_000  # subjects whose Origin is kept for reuse
 
 
 def _noop_ack(error: BaseException | None) -> None:
     """Core NATS has nothing to acknowledge or redeliver."""
+
+
+class _Inbox:
+    """The bounded FIFO between nats-py's delivery callback and `receive()`.
+
+    A deque and two events rather than an asyncio.Queue: this is the per-message path.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.items: collections.deque[Msg] = collections.deque()
+        self.capacity = capacity
+        self.closed = False
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    async def put(self, msg: Msg) -> None:
+        """Append `msg`, waiting while the inbox is full (which holds up nats-py's delivery)."""
+        items = self.items
+        while len(items) >= self.capacity:
+            self._writable.clear()
+            await self._writable.wait()
+        items.append(msg)
+        if not self._readable.is_set():
+            self._readable.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._readable.set()
+
+    async def take(self, max_items: int, timeout: float) -> list[Msg]:
+        """Up to `max_items`, waiting up to `timeout` s for the first; [] on timeout."""
+        items = self.items
+        if not items and not self.closed:
+            self._readable.clear()
+            try:
+                await asyncio.wait_for(self._readable.wait(), timeout)
+            except TimeoutError:
+                return []
+        count = min(max_items, len(items))
+        batch = [items.popleft() for _ in range(count)]
+        if count and not self._writable.is_set():
+            self._writable.set()
+        return batch
 
 
 class CoreSource:
@@ -64,8 +108,9 @@ class CoreSource:
         self.connection = connection
         self.bridge = bridge
         self.link: NatsLink | None = None
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._inbox = _Inbox(1)
         self._sub: Subscription | None = None
+        self._origins: dict[str, Origin] = {}
 
     async def connect(self) -> None:
         """Connect and subscribe; ConnectionLost when no server answers."""
@@ -73,15 +118,11 @@ class CoreSource:
         link = await NatsLink.open(
             self.config.connection, self.connection, f"{self.bridge.id}:{self.route.name}:source"
         )
-        capacity = max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight)
-        queue: asyncio.Queue[object] = asyncio.Queue(capacity)
-
-        async def on_message(msg: Msg) -> None:
-            await queue.put(msg)  # blocks nats-py's delivery when full: see the class doc
+        inbox = _Inbox(max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight))
+        on_message = inbox.put  # blocks nats-py's delivery when full: see the class doc
 
         async def on_close() -> None:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(_CLOSED)
+            inbox.close()
 
         link.on_close.append(on_close)
         try:
@@ -97,30 +138,36 @@ class CoreSource:
         except BaseException:
             await link.close()
             raise
-        self.link, self._queue = link, queue
+        self.link, self._inbox = link, inbox
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """Up to `max_messages` messages, waiting at most `timeout` s for the first."""
         link = self.link
         if link is None or link.closed:
             raise ConnectionLost(f"route '{self.route.name}': NATS source is not connected")
-        queue = self._queue
-        if queue.empty():
-            try:
-                first = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
-                return []
-            items = [first]
-        else:
-            items = [queue.get_nowait()]
-        while len(items) < max_messages and not queue.empty():
-            items.append(queue.get_nowait())
-        if _CLOSED in items:
-            items = items[: items.index(_CLOSED)]
-            if not items:
-                raise ConnectionLost(f"NATS connection '{link.connection_name}' is closed")
-        connection = self.config.connection
-        return [Incoming(_core_envelope(msg, connection), _noop_ack) for msg in items]  # type: ignore[arg-type]
+        msgs = await self._inbox.take(max_messages, timeout)
+        if not msgs and self._inbox.closed:
+            raise ConnectionLost(f"NATS connection '{link.connection_name}' is closed")
+        return [Incoming(self._envelope(msg), _noop_ack) for msg in msgs]
+
+    def _envelope(self, msg: Msg) -> Envelope:
+        subject = msg.subject
+        origin = self._origins.get(subject)
+        if origin is None:  # one immutable Origin per subject, not one per message
+            if len(self._origins) >= DEFAULT_ORIGIN_CACHE:
+                self._origins.clear()
+            origin = Origin(self.config.connection, "nats", subject=subject)
+            self._origins[subject] = origin
+        headers = from_nats_headers(msg.headers) if msg.headers else {}
+        ids = headers.get(NATS_MSG_ID) if headers else None
+        return Envelope(
+            subject=subject,
+            payload=msg.data,
+            headers=headers,
+            reply=msg.reply or None,
+            msg_id=ids[0] if ids else None,
+            origin=origin,
+        )
 
     async def respond(self, request: Envelope, reply: Envelope) -> None:
         """Publish `reply` to the reply subject of `request`."""
@@ -143,19 +190,6 @@ class CoreSource:
                 await sub.unsubscribe()
         if link is not None:
             await link.close()
-
-
-def _core_envelope(msg: Msg, connection: str) -> Envelope:
-    headers = from_nats_headers(msg.headers)
-    ids = headers.get(NATS_MSG_ID)
-    return Envelope(
-        subject=msg.subject,
-        payload=msg.data,
-        headers=headers,
-        reply=msg.reply or None,
-        msg_id=ids[0] if ids else None,
-        origin=Origin(connection, "nats", subject=msg.subject),
-    )
 
 
 class _Settler:
