@@ -503,6 +503,31 @@ def test_binds_to_an_existing_stream_and_pull_consumer(nats_url: str, tmp_path: 
     run(scenario())
 
 
+def test_full_stream_with_discard_new_is_retryable(nats_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        address = unique("full")
+        stream = stream_name(address)
+        nc = await raw(nats_url)
+        await nc.jetstream().add_stream(name=stream, subjects=[address], max_msgs=1, discard="new")
+        await nc.close()
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": "in"},
+            {"subject": address, "jetstream": {"stream": stream, "create": False}},
+        )
+        sink = connector.sink(route, conn, bridge)
+        await sink.connect()
+        try:
+            await sink.send(Envelope(subject=address, payload=b"fits"))
+            with pytest.raises(RetryableError, match="err_code"):
+                await sink.send(Envelope(subject=address, payload=b"no room"))
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
 def test_payload_too_large(nats_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         address = unique("big")
