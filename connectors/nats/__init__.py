@@ -12,23 +12,32 @@ Connection
 
     Each source and each sink opens its own connection (named `<bridge id>:<route>:source`
     or `:sink`), so routes never share outbound buffers, slow-consumer state or close().
-    nats-py reconnects by itself, forever, every second, and restores subscriptions.
+    The first connect tries each server twice, then fails: ConnectionLost (the runtime
+    retries with back-off) or, when the server refused the credentials or TLS, a
+    PermanentError saying why. Once connected, nats-py reconnects by itself, forever,
+    every second, and restores subscriptions.
 
 Sources (`from:`)
     core       subject (a pattern: `*`, `>`), optional queue_group. Messages go through a
                bounded queue to the runtime; the Envelope keeps subject, payload, headers
                and the reply subject; Origin(kind="nats", subject=…). Acks are no-ops:
                core NATS cannot redeliver. Core NATS has no backpressure: if the bridge
-               falls behind, nats-py buffers up to 65,536 messages / 64 MiB per
-               subscription, then drops and logs "slow consumer". A Responder: replies go
-               to the request's reply subject.
+               falls behind, the queue (10,000 messages, or max_in_flight if larger)
+               fills, then nats-py's per-subscription buffer (65,536 messages / 64 MiB),
+               then nats-py drops messages and the connector logs "slow consumer" with a
+               running count. A Responder: replies go to the request's reply subject.
     jetstream  {stream, durable, create, ack_wait, max_deliver}: a durable pull consumer
                (default name natsbridge-<route>) filtered on `subject`, bound if it exists,
                else created (with the stream, subjects [subject]) when `create`. Fetched in
-               batches. ack(None) → +ACK; ack(RetryableError) → -NAK with the route's retry
-               back-off as delay; ack(any other error) → +TERM. Origin carries stream_seq;
-               msg_id comes from a Nats-Msg-Id header. Survives server restarts: the
-               consumer lives on the server, unacked messages return after ack_wait.
+               batches (one pull request per receive(), at most 256 messages); an
+               existing push consumer is refused. ack(None) → +ACK; ack(RetryableError)
+               → -NAK delayed by the route's retry back-off; ack(any other error) → +TERM.
+               Acks go out from one task, in order, without blocking the caller. Origin
+               carries stream_seq; msg_id comes from a Nats-Msg-Id header. Survives server
+               restarts: the consumer lives on the server, unacked messages come back after
+               ack_wait, and after max_deliver deliveries the server stops redelivering
+               (the message stays in the stream). No in-progress (+WPI) heartbeat: the
+               contract has no hook for it; set ack_wait above the slowest sink.
 
 Sinks (`to:`)
     core       publish to the rendered subject with headers and reply. Core NATS has no
