@@ -31,6 +31,7 @@ from bridge.config.loader import Route
 from bridge.connector import Incoming, Requester, Responder, Sink, Source
 from bridge.envelope import Envelope
 from bridge.errors import (
+    BridgeError,
     BridgeTimeout,
     ConnectionLost,
     PermanentError,
@@ -101,26 +102,40 @@ class RouteRunner:
                 self._log.warning("closing the %s failed: %s", name, exc)
 
     async def _connect(self, endpoint: Source | Sink, role: str) -> bool:
-        """Connect `endpoint`, retrying with back-off.
+        """Connect `endpoint`, retrying with back-off; False if the route stopped first.
 
-        The source gives up (False) once the route is stopping; the sink keeps trying
-        while there is buffered work, until the bridge's drain timeout cancels it.
+        A permanent refusal (bad credentials, a missing stream that must not be created)
+        marks the route failed and is retried every `retry.max` seconds, so that the
+        process stays up, /readyz names the route, and fixing the broker side heals it.
+        The source gives up once the route is stopping; the sink keeps trying while
+        buffered work waits, until the bridge's drain timeout cancels it.
         """
         backoff = Backoff(self.route.spec.retry)
-        while role == "sink" or not self._stopping.is_set():
+        while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
                 await endpoint.connect()
-            except RetryableError as exc:
+            except BridgeError as exc:
                 self.stats.error(exc)
-                delay = backoff.next()
-                self._log.warning("cannot connect the %s, retrying in %.1fs: %s", role, delay, exc)
-                await (asyncio.sleep(delay) if role == "sink" else self._sleep(delay))
+                if isinstance(exc, RetryableError):
+                    delay = backoff.next()
+                    log = self._log.warning
+                else:
+                    delay = self.route.spec.retry.max
+                    self.stats.state = RouteState.FAILED
+                    log = self._log.error
+                log("cannot connect the %s, retrying in %.1fs: %s", role, delay, exc)
+                # While draining only the sink retries, and without waking early.
+                await (asyncio.sleep(delay) if self._stopping.is_set() else self._sleep(delay))
                 continue
             setattr(self.stats, f"{role}_connected", True)
             if self.stats.state is not RouteState.DRAINING:
                 self.stats.state = RouteState.RUNNING
             return True
         return False
+
+    def _work_left(self) -> bool:
+        """Whether buffered messages still wait for the sink (as last sampled)."""
+        return not self._ingest_done.is_set() or self.stats.buffer_depth > 0
 
     async def _reconnect(self, endpoint: Source | Sink, role: str, exc: BaseException) -> bool:
         self.stats.error(exc)
@@ -132,7 +147,7 @@ class RouteRunner:
         return await self._connect(endpoint, role)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, waking early when the route is stopped (for the source side)."""
+        """Sleep, waking early when the route is stopped."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 

@@ -55,24 +55,29 @@ def test_probes_metrics_and_routes(amqp_url: str, running: Any, services: Any) -
     assert bridge.get("/healthz")[0] == 200
     assert bridge.get("/readyz") == (200, {"ready": True, "failing": []})
     routes = bridge.routes()
-    assert set(routes) == {"orders-to-nats", "shipments-to-rabbit", "pricing-rpc"}
+    assert set(routes) == {
+        names["orders-to-nats"],
+        names["shipments-to-rabbit"],
+        names["pricing-rpc"],
+    }
+    orders = names["orders-to-nats"]
 
     rabbit = Rabbit(amqp_url)
     for i in range(37):
         rabbit.publish(names["orders"], "eu.x", b"m" * i)
     rabbit.close()
-    wait_for(lambda: bridge.routes()["orders-to-nats"]["counters"]["delivered"] == 37, what="37")
+    wait_for(lambda: bridge.routes()[orders]["counters"]["delivered"] == 37, what="37")
     status, text = bridge.get("/metrics")
     assert status == 200
     values = metric_values(text)
-    labels_in = (("connection", "rabbit"), ("direction", "in"), ("route", "orders-to-nats"))
-    labels_out = (("connection", "nats"), ("direction", "out"), ("route", "orders-to-nats"))
+    labels_in = (("connection", "rabbit"), ("direction", "in"), ("route", orders))
+    labels_out = (("connection", "nats"), ("direction", "out"), ("route", orders))
     assert values[("natsbridge_messages_total", labels_in)] == 37
     assert values[("natsbridge_messages_total", labels_out)] == 37
     assert values[("natsbridge_bytes_total", labels_in)] == sum(range(37))
-    assert values[("natsbridge_acks_total", (("route", "orders-to-nats"),))] == 37
-    assert values[("natsbridge_latency_seconds_count", (("route", "orders-to-nats"),))] == 37
-    assert values[("natsbridge_route_up", (("route", "orders-to-nats"),))] == 1
+    assert values[("natsbridge_acks_total", (("route", orders),))] == 37
+    assert values[("natsbridge_latency_seconds_count", (("route", orders),))] == 37
+    assert values[("natsbridge_route_up", (("route", orders),))] == 1
 
     # natsbridge status --json shows what /api/routes shows
     result = subprocess.run(
@@ -83,7 +88,7 @@ def test_probes_metrics_and_routes(amqp_url: str, running: Any, services: Any) -
     )
     assert result.returncode == 0, result.stderr
     shown = {route["name"]: route for route in json.loads(result.stdout)["routes"]}
-    assert shown["orders-to-nats"]["counters"] == bridge.routes()["orders-to-nats"]["counters"]
+    assert shown[orders]["counters"] == bridge.routes()[orders]["counters"]
     table = subprocess.run(
         [sys.executable, "-m", "bridge", "status", "--admin", bridge.admin],
         capture_output=True,
@@ -91,16 +96,14 @@ def test_probes_metrics_and_routes(amqp_url: str, running: Any, services: Any) -
         timeout=30,
     )
     assert table.stdout.splitlines()[0].split()[:2] == ["ROUTE", "STATE"]
-    assert any(
-        line.startswith("orders-to-nats") and " 37 " in line for line in table.stdout.splitlines()
-    )
+    assert any(line.startswith(orders) and " 37 " in line for line in table.stdout.splitlines())
 
     # readiness follows RabbitMQ going away and coming back
     services.stop("rabbitmq")
     began = time.monotonic()
     wait_for(lambda: bridge.get("/readyz")[0] == 503, timeout=10, what="503 within 10 s")
     failing = {item["route"] for item in bridge.get("/readyz")[1]["failing"]}
-    assert "orders-to-nats" in failing
+    assert orders in failing
     assert time.monotonic() - began <= 10
     services.start("rabbitmq")
     wait_for(lambda: bridge.get("/readyz")[0] == 200, timeout=90, what="ready again")
@@ -132,7 +135,8 @@ def test_token_guards_everything_but_healthz(running: Any) -> None:
 @pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
 def test_refused_password_is_never_printed(amqp_url: str, tmp_path: Path, level: str) -> None:
     """At every log level, and over /metrics, /api/routes and /readyz."""
-    config, _ = unique_config(uuid.uuid4().hex[:8])
+    config, names = unique_config(uuid.uuid4().hex[:8])
+    orders = names["orders-to-nats"]
     config["connections"]["rabbit"]["url"] = "${env:NATSBRIDGE_TEST_AMQP_URL}"
     config["routes"] = [config["routes"][0]]
     bad_url = amqp_url.replace("guest:guest@", f"guest:{PASSWORD}@")
@@ -143,15 +147,13 @@ def test_refused_password_is_never_printed(amqp_url: str, tmp_path: Path, level:
     bridge.start(wait_ready=False)
     try:
         wait_for(lambda: bridge.get("/readyz")[0] == 503, what="the admin endpoint")
-        wait_for(
-            lambda: bridge.routes()["orders-to-nats"]["last_error"] is not None, what="refusal"
-        )
+        wait_for(lambda: bridge.routes()[orders]["last_error"] is not None, what="refusal")
         seen = [bridge.get(path)[1] for path in ("/metrics", "/api/routes", "/readyz")]
         seen.append(json.dumps(bridge.routes()))
     finally:
         bridge.terminate()
     log = bridge.log.read_text()
     if level in ("debug", "info", "warning"):
-        assert "orders-to-nats" in log and "connect" in log, log[-2000:]
+        assert orders in log and "connect" in log, log[-2000:]
     for text in [log, *map(str, seen)]:
         assert PASSWORD not in text

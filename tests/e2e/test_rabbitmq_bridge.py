@@ -47,6 +47,11 @@ def unique_config(tag: str) -> tuple[dict[str, Any], dict[str, str]]:
     }
     config["bridge"]["id"] = f"e2e-{tag}"
     orders, shipments, pricing = config["routes"]
+    # Route names too: the bridge's own queue `natsbridge.<route>` outlives a test.
+    for route in config["routes"]:
+        unique = f"{route['name']}-{tag}"
+        names[route["name"]] = unique
+        route["name"] = unique
     orders["from"]["exchange"] = names["orders"]
     orders["to"]["subject"] = f"{names['legacy']}.orders.{{{{routing_key}}}}"
     orders["to"]["jetstream"]["stream"] = names["ORDERS"]
@@ -258,8 +263,8 @@ def test_every_route_of_the_example_works(
         serving.join()
     assert replies == [f"quote:sku{i}".encode() for i in range(5)]
     routes = bridge.routes()
-    assert routes["orders-to-nats"]["counters"]["delivered"] == 50
-    assert routes["pricing-rpc"]["counters"]["delivered"] == 5
+    assert routes[names["orders-to-nats"]]["counters"]["delivered"] == 50
+    assert routes[names["pricing-rpc"]]["counters"]["delivered"] == 5
     assert bridge.terminate() == 0
     rabbit.close()
     server.close()
@@ -364,7 +369,7 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flow(
     rabbit.publish(names["orders"], "eu.big", b"x" * 5000, message_id="too-big")
     rabbit.publish(names["orders"], "eu.ok", b"after")
     wait_for(lambda: asyncio.run(stream_count(nats_url, names["ORDERS"])) == 2, what="2 delivered")
-    route = bridge.routes()["orders-to-nats"]
+    route = bridge.routes()[names["orders-to-nats"]]
     assert route["counters"]["dead_lettered"] == {"PayloadTooLarge": 1}
     assert bridge.terminate() == 0
     rabbit.close()
@@ -376,7 +381,7 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flow(
     async def dead_letters() -> list[Any]:
         broker = await Broker.open(bridge.data_dir)
         try:
-            return await broker.messages("orders-to-nats.dead-letters")
+            return await broker.messages(f"{names['orders-to-nats']}.dead-letters")
         finally:
             await broker.close()
 
@@ -395,12 +400,12 @@ def test_two_way_routes_do_not_loop(
     config["bridge"]["id"] = f"e2e-{tag}"
     config["routes"] = [
         {
-            "name": "rabbit-to-nats",
+            "name": f"rabbit-to-nats-{tag}",
             "from": {"connection": "rabbit", "exchange": exchange, "binding_keys": ["#"]},
             "to": {"connection": "nats", "subject": f"{prefix}.{{{{routing_key}}}}"},
         },
         {
-            "name": "nats-to-rabbit",
+            "name": f"nats-to-rabbit-{tag}",
             "from": {"connection": "nats", "subject": f"{prefix}.*"},
             "to": {"connection": "rabbit", "exchange": exchange, "routing_key": "{{wildcard(1)}}"},
         },
@@ -430,8 +435,8 @@ def test_two_way_routes_do_not_loop(
     assert sorted(on_nats) == [b"N", b"R"]  # each once: no echo
     assert sorted(on_rabbit) == [b"N", b"R"]
     routes = bridge.routes()
-    assert routes["rabbit-to-nats"]["counters"]["looped"] == 1
-    assert routes["nats-to-rabbit"]["counters"]["looped"] == 1
+    assert routes[f"rabbit-to-nats-{tag}"]["counters"]["looped"] == 1
+    assert routes[f"nats-to-rabbit-{tag}"]["counters"]["looped"] == 1
     assert bridge.terminate() == 0
     rabbit.close()
 
@@ -446,10 +451,11 @@ def test_sigterm_with_messages_in_flight_loses_nothing(
     bridge = bridge_factory(config)
     bridge.start()
     bridge.kill()
-    queue = "natsbridge.orders-to-nats"
+    queue = f"natsbridge.{names['orders-to-nats']}"
     ids = preload_orders(rabbit, names["orders"], count, tag)
     bridge.start()
-    wait_for(lambda: bridge.routes()["orders-to-nats"]["counters"]["received"] > 0, what="flow")
+    route = names["orders-to-nats"]
+    wait_for(lambda: bridge.routes()[route]["counters"]["received"] > 0, what="flow")
     assert bridge.terminate() == 0  # drains in flight, acks, exits cleanly
     left_in_rabbit = rabbit.depth(queue)
     in_stream = asyncio.run(stream_count(nats_url, names["ORDERS"]))
