@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bridge import __version__, secrets
+from bridge.broker.commands import add_parsers as add_buffer_commands
 from bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
     status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     status.set_defaults(func=_status)
+
+    add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
 
     return parser
 
