@@ -1,0 +1,156 @@
+"""The route mapping step: addresses, loop prevention, hop limit, dedup ids, limits."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.config import Config, load_config
+from bridge.config.model import Retry
+from bridge.envelope import Envelope, Origin
+from bridge.errors import MappingError, PayloadTooLarge
+from bridge.runtime.backoff import Backoff
+from bridge.runtime.mapper import LoopDetected, RouteMapper, dedup_id
+from bridge.runtime.stats import LATENCY_BUCKETS_S, Latency, RouteStats
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def mapper_for(config: Config, route_name: str) -> RouteMapper:
+    route = next(r for r in config.routes if r.name == route_name)
+    return RouteMapper(route, config.bridge, config.connections[route.sink.connection])
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Config:
+    return load_config(EXAMPLES / "rabbitmq-nats.yaml", {})
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Config:
+    return load_config(EXAMPLES / "kafka-nats.yaml", {})
+
+
+def amqp_message(routing_key: str, **headers: list[str]) -> Envelope:
+    origin = Origin("rabbit", "amqp", exchange="orders", routing_key=routing_key)
+    return Envelope(subject=routing_key, payload=b"p", headers=dict(headers), origin=origin)
+
+
+def test_renders_the_target_and_stamps_the_hop(rabbit: Config) -> None:
+    mapped = mapper_for(rabbit, "orders-to-nats").map(amqp_message("eu.created", X=["1"]))
+    assert mapped.subject == "legacy.orders.eu.created"
+    assert mapped.headers["Bridge-Origin"] == ["example-dc1/rabbit"]
+    assert mapped.headers["Bridge-Hops"] == ["1"]
+    assert mapped.headers["X"] == ["1"]
+    assert "Nats-Msg-Id" not in mapped.headers  # at_least_once
+
+
+def test_a_message_this_bridge_took_from_the_target_is_not_sent_back(rabbit: Config) -> None:
+    came_back = Envelope(
+        subject="shipments.eu",
+        payload=b"p",
+        headers={"Bridge-Origin": ["example-dc1/rabbit"], "Bridge-Hops": ["1"]},
+        origin=Origin("nats", "nats", subject="shipments.eu"),
+    )
+    with pytest.raises(LoopDetected):
+        mapper_for(rabbit, "shipments-to-rabbit").map(came_back)
+
+
+def test_another_bridges_message_passes_and_keeps_its_trail(rabbit: Config) -> None:
+    passing = Envelope(
+        subject="shipments.eu",
+        payload=b"p",
+        headers={"Bridge-Origin": ["dc2/rabbit"], "Bridge-Hops": ["1"]},
+        origin=Origin("nats", "nats", subject="shipments.eu"),
+    )
+    mapped = mapper_for(rabbit, "shipments-to-rabbit").map(passing)
+    assert mapped.headers["Bridge-Origin"] == ["dc2/rabbit", "example-dc1/nats"]
+    assert mapped.headers["Bridge-Hops"] == ["2"]
+    assert mapped.subject == "eu"
+
+
+def test_hop_limit(rabbit: Config) -> None:
+    mapper = mapper_for(rabbit, "orders-to-nats")
+    with pytest.raises(LoopDetected, match="hop limit is 8"):
+        mapper.map(amqp_message("a", **{"Bridge-Hops": ["8"]}))
+    with pytest.raises(MappingError, match="not a number"):
+        mapper.map(amqp_message("a", **{"Bridge-Hops": ["many"]}))
+
+
+def test_route_payload_limit(tmp_path: Path) -> None:
+    text = (EXAMPLES / "rabbitmq-nats.yaml").read_text()
+    text = text.replace(
+        "    delivery: at_least_once\n", "    delivery: at_least_once\n    max_payload: 10\n", 1
+    )
+    (tmp_path / "c.yaml").write_text(text)
+    mapper = mapper_for(load_config(tmp_path / "c.yaml", {}), "orders-to-nats")
+    mapper.map(Envelope("k", b"x" * 10, origin=Origin("rabbit", "amqp", routing_key="k")))
+    with pytest.raises(PayloadTooLarge):
+        mapper.map(Envelope("k", b"x" * 11, origin=Origin("rabbit", "amqp", routing_key="k")))
+
+
+def test_exactly_once_ids_come_from_kafka_coordinates(kafka: Config) -> None:
+    record = Envelope(
+        subject="clicks",
+        payload=b"p",
+        origin=Origin("kafka", "kafka", topic="clicks", partition=4, offset=17),
+    )
+    mapped = mapper_for(kafka, "clicks-to-nats").map(record)
+    assert mapped.subject == "kafka.clicks.4"
+    assert mapped.msg_id == "kafka:clicks:4:17"
+    assert mapped.headers["Nats-Msg-Id"] == ["kafka:clicks:4:17"]
+
+
+def test_dedup_id_sources() -> None:
+    assert dedup_id(Envelope("s", b"", msg_id="m-1", origin=Origin("r", "amqp"))) == "m-1"
+    seq = Envelope("s", b"", origin=Origin("n", "nats", subject="a.b", stream_seq=9))
+    assert dedup_id(seq) == "jetstream:n:a.b:9"
+    with pytest.raises(MappingError, match="stable message id"):
+        dedup_id(Envelope("s", b"", origin=Origin("r", "amqp")))
+
+
+def test_kafka_key_and_topic_are_rendered_and_checked(kafka: Config) -> None:
+    mapper = mapper_for(kafka, "telemetry-to-kafka")
+    message = Envelope(
+        "telemetry.dev42.cpu", b"", origin=Origin("nats", "nats", subject="telemetry.dev42.cpu")
+    )
+    mapped = mapper.map(message)
+    assert (mapped.subject, mapped.key) == ("telemetry", b"dev42")
+
+
+@given(st.text(min_size=0, max_size=60))
+def test_any_routing_key_maps_to_a_valid_subject_or_a_mapping_error(routing_key: str) -> None:
+    config = load_config(EXAMPLES / "rabbitmq-nats.yaml", {})
+    mapper = mapper_for(config, "orders-to-nats")
+    try:
+        mapped = mapper.map(amqp_message(routing_key))
+    except MappingError:
+        return
+    assert mapped.subject.startswith("legacy.orders.")
+    assert " " not in mapped.subject and ".." not in mapped.subject
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    backoff = Backoff(Retry(initial=0.1, max=1.0, multiplier=2.0), random.Random(7))
+    delays = [backoff.next() for _ in range(8)]
+    steps = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
+    assert all(step / 2 <= delay <= step for delay, step in zip(delays, steps, strict=True))
+    backoff.reset()
+    assert backoff.next() <= 0.1
+
+
+def test_latency_histogram_and_rates() -> None:
+    latency = Latency()
+    for seconds in (0.0005, 0.003, 0.003, 100.0):
+        latency.observe(seconds)
+    assert latency.counts[0] == 1 and latency.counts[1] == 2 and latency.counts[-1] == 1
+    assert len(latency.counts) == len(LATENCY_BUCKETS_S) + 1
+    stats = RouteStats()
+    stats.sample(0.0)
+    stats.received, stats.delivered = 100, 50
+    stats.sample(10.0)
+    assert (stats.rate_in, stats.rate_out) == (10.0, 5.0)
