@@ -40,7 +40,9 @@ Why this is the simple one:
   of scanning a gigabyte.
 * ``dedup`` is separate from ``messages`` because a message id must stay known for the
   whole window even after its message was acked and deleted (``exactly_once`` replays
-  a source message after a crash, possibly long after delivery).
+  a source message after a crash, possibly long after delivery). It lives only on disk
+  (looked up once per batch, pruned by its ``(stream, ts)`` index), so memory does not
+  grow with rate x window: 2 minutes at 80k msg/s is ten million ids.
 * ``PRIMARY KEY (stream, seq)`` on a rowid table keeps rows of 1 KiB out of the key
   b-tree (a WITHOUT ROWID table of large rows measured 2.5x slower here).
 * Configs are JSON text, headers are JSON text and timestamps are unix nanoseconds, so
@@ -169,6 +171,7 @@ CREATE TABLE dedup (
     ts     INTEGER NOT NULL,
     PRIMARY KEY (stream, msg_id)
 ) WITHOUT ROWID;
+CREATE INDEX dedup_by_time ON dedup (stream, ts);
 """
 
 _ROW = "seq, ts, subject, msg_id, headers, payload"
@@ -249,7 +252,6 @@ class _Stream:
         "config",
         "consumers",
         "created",
-        "dedup",
         "deleted",
         "dirty",
         "id",
@@ -264,7 +266,6 @@ class _Stream:
         self.msgs = msgs
         self.bytes = size
         self.created = 0
-        self.dedup: dict[str, tuple[int, int]] = {}  # msg_id -> (seq, ts_ns), oldest first
         self.consumers: dict[str, _Consumer] = {}
         self.dirty = False
         self.deleted = False
@@ -426,13 +427,12 @@ class _Writes:
     inserts: list[object]  # message rows, flattened: 7 values per row (one bind list)
     deletes: dict[int, list[int]]  # stream id -> seqs
     dedup_put: list[tuple[int, str, int, int]]
-    dedup_del: list[tuple[int, str]]
     redeliv_put: dict[tuple[int, int], int]
     redeliv_del: list[tuple[int, int]]
 
     @classmethod
     def empty(cls) -> _Writes:
-        return cls([], {}, [], [], {}, [])
+        return cls([], {}, [], {}, [])
 
 
 # ---------------------------------------------------------------------- the store
@@ -462,6 +462,10 @@ class Store:
         self._dirty_streams: dict[int, _Stream] = {}
         self._dirty_consumers: dict[int, _Consumer] = {}
         self._over_limits: dict[int, _Stream] = {}
+        # Message ids looked up or written since the last commit: (stream id, msg_id) ->
+        # (seq, ts_ns), or None when not in the table. Write-through, so unflushed ids
+        # are found too; cleared at commit, so it holds one batch at most.
+        self._dedup_known: dict[tuple[int, str], tuple[int, int] | None] = {}
         self._sql: dict[tuple[str, int], str] = {}
         self._next_maintenance = 0.0
         self.appended: set[str] = set()  # streams that got messages since the last commit
@@ -596,7 +600,8 @@ class Store:
     def _load(self) -> None:
         conn = self._conn
         self._begin()
-        now_ns = self._clock.time_ns()
+        if not self.read_only:  # stores made before the index existed
+            conn.execute("CREATE INDEX IF NOT EXISTS dedup_by_time ON dedup (stream, ts)")
         by_id: dict[int, _Stream] = {}
         for sid, name, config, last_seq, msgs, size, created in conn.execute(
             "SELECT id, name, config, last_seq, msgs, bytes, created FROM streams"
@@ -608,14 +613,6 @@ class Store:
                 raise corrupted(
                     self.path, f"stream {name!r} holds seq {top[0]} beyond its last_seq {last_seq}"
                 )
-            window_ns = int(st.config.duplicate_window * 1e9)
-            if window_ns:
-                for msg_id, seq, ts in conn.execute(
-                    "SELECT msg_id, seq, ts FROM dedup WHERE stream=? ORDER BY ts",
-                    (sid,),
-                ):
-                    if ts >= now_ns - window_ns:
-                        st.dedup[msg_id] = (seq, ts)
             self._streams[name] = st
             by_id[sid] = st
         for row in conn.execute(
@@ -705,6 +702,7 @@ class Store:
             if self._in_tx:
                 self._conn.execute("COMMIT")
                 self._in_tx = False
+        self._dedup_known.clear()
 
     def _check_writable(self) -> None:
         if self._failed is not None:
@@ -724,7 +722,6 @@ class Store:
             or self._dirty_streams
             or self._dirty_consumers
             or w.dedup_put
-            or w.dedup_del
             or w.redeliv_put
             or w.redeliv_del
         ):
@@ -744,9 +741,6 @@ class Store:
         for st in list(self._over_limits.values()):
             self._enforce_limits(st)
         self._over_limits.clear()
-        if w.dedup_del:
-            conn.executemany("DELETE FROM dedup WHERE stream=? AND msg_id=?", w.dedup_del)
-            w.dedup_del = []
         if w.dedup_put:
             conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?,?,?,?)", w.dedup_put)
             w.dedup_put = []
@@ -960,6 +954,7 @@ class Store:
             for c in st.consumers.values():
                 c.deleted = True
             del self._streams[name]
+            self._dedup_known.clear()  # stream ids can be reused
 
     def add_consumer(self, stream: str, config: ConsumerConfig) -> ConsumerInfo:
         """Create the durable consumer, or update its config."""
@@ -1013,12 +1008,42 @@ class Store:
     # ------------------------------------------------------------------ publish
 
     def _dedup_hit(self, st: _Stream, msg_id: str | None, now_ns: int) -> int | None:
+        """The sequence `msg_id` was stored at within the duplicate window, or None."""
         if msg_id is None or not st.config.duplicate_window:
             return None
-        hit = st.dedup.get(msg_id)
+        key = (st.id, msg_id)
+        try:
+            hit = self._dedup_known[key]
+        except KeyError:
+            self._dedup_lookup(st, [msg_id])
+            hit = self._dedup_known[key]
         if hit is None or hit[1] < now_ns - int(st.config.duplicate_window * 1e9):
             return None
         return hit[0]
+
+    def _dedup_lookup(self, st: _Stream, msg_ids: Iterable[str | None]) -> None:
+        """Load what the dedup table knows of `msg_ids` into the cache, in one query."""
+        if not st.config.duplicate_window:
+            return
+        known = self._dedup_known
+        wanted = list({m for m in msg_ids if m is not None and (st.id, m) not in known})
+        if not wanted:
+            return
+        with self._guard():
+            self._begin()
+            for start, n in _chunks(len(wanted)):
+                chunk = wanted[start : start + n]
+                for msg_id in chunk:
+                    known[(st.id, msg_id)] = None
+                sql = self._sql.get(("dedup", n))
+                if sql is None:
+                    sql = self._sql[("dedup", n)] = (
+                        "SELECT msg_id, seq, ts FROM dedup WHERE stream=? AND msg_id IN ("
+                        + ",".join("?" * n)
+                        + ")"
+                    )
+                for msg_id, seq, ts in self._conn.execute(sql, [st.id, *chunk]):
+                    known[(st.id, msg_id)] = (seq, ts)
 
     def _check_message(self, st: _Stream, subject: str, payload: bytes) -> None:
         limit = st.config.max_msg_size
@@ -1063,8 +1088,7 @@ class Store:
         self._w.inserts.extend((st.id, seq, now_ns, subject, msg_id, headers, payload))
         cfg = st.config
         if msg_id is not None and cfg.duplicate_window:
-            st.dedup.pop(msg_id, None)  # re-insert at the end: the dict stays oldest-first
-            st.dedup[msg_id] = (seq, now_ns)
+            self._dedup_known[(st.id, msg_id)] = (seq, now_ns)
             self._w.dedup_put.append((st.id, msg_id, seq, now_ns))
         if not st.dirty:
             st.dirty = True
@@ -1122,6 +1146,13 @@ class Store:
         if self._failed is not None or self.read_only:
             self._check_writable()
         out: list[PubAck | BridgeError] = []
+        ids: dict[str, list[str]] = {}
+        for item in items:
+            if item[4] is not None:
+                ids.setdefault(item[0], []).append(item[4])
+        for stream, msg_ids in ids.items():  # one dedup query per stream, not per message
+            if stream in self._streams:
+                self._dedup_lookup(self._streams[stream], msg_ids)
         now_ns = self._clock.time_ns()
         inserts = self._w.inserts
         name: str | None = None
@@ -1166,6 +1197,7 @@ class Store:
         self._check_writable()
         st = self._stream(stream)
         now_ns = self._clock.time_ns()
+        self._dedup_lookup(st, (m.msg_id for m in messages))
         plan: list[tuple[Outgoing, str | None] | int] = []  # (message, headers) or dup seq
         seen: dict[str, int] = {}
         count = size = 0
@@ -1664,14 +1696,9 @@ class Store:
 
     def _prune_dedup(self, st: _Stream, now_ns: int) -> None:
         cutoff = now_ns - int(st.config.duplicate_window * 1e9)
-        expired: list[str] = []
-        for msg_id, (_, ts) in st.dedup.items():
-            if ts >= cutoff:
-                break
-            expired.append(msg_id)
-        for msg_id in expired:
-            del st.dedup[msg_id]
-            self._w.dedup_del.append((st.id, msg_id))
+        self._flush()
+        self._begin()
+        self._conn.execute("DELETE FROM dedup WHERE stream=? AND ts<?", (st.id, cutoff))
 
     def _expire(self, st: _Stream, cutoff_ns: int) -> None:
         self._flush()

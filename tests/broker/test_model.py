@@ -11,6 +11,7 @@ returns, in which order and with which delivery count, and the counters.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -234,7 +235,11 @@ class LimitsStoreMachine(StoreMachine):
     max_msgs = 8
 
 
-SETTINGS = settings(max_examples=60, stateful_step_count=40, deadline=None)
+SETTINGS = settings(
+    max_examples=int(os.environ.get("BROKER_MODEL_EXAMPLES", "60")),
+    stateful_step_count=40,
+    deadline=None,
+)
 TestWorkQueue = StoreMachine.TestCase
 TestWorkQueue.settings = SETTINGS
 TestLimits = LimitsStoreMachine.TestCase

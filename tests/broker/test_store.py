@@ -613,3 +613,16 @@ def test_publish_each_matches_publish(open_store: OpenStore) -> None:
     assert (info.messages, info.bytes) == (4, 2 + 3 + len('{"H":["v"]}') + 4 + 5)
     assert [m.subject for m in store.messages("typed")] == ["t.2", "t.3"]
     assert store.integrity_check() == []
+
+
+def test_dedup_window_lives_on_disk_not_in_memory(open_store: OpenStore, clock: FakeClock) -> None:
+    store = open_store()
+    work_queue(store, duplicate_window=60.0)
+    for batch in range(5):
+        store.publish_each([("orders", "s", b"", None, f"id-{batch}-{i}") for i in range(1000)])
+        store.commit()
+        assert store._dedup_known == {}  # nothing kept between transactions
+    clock.advance(30)
+    again = store.publish_each([("orders", "s", b"", None, f"id-{b}-7") for b in range(5)])
+    assert all(isinstance(a, PubAck) and a.duplicate for a in again)
+    assert store.stream_info("orders").messages == 5000
