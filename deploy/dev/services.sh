@@ -487,10 +487,18 @@ service_log() {
   esac
 }
 
+# The launched PID is alive (no command-line check: while a broker's start scripts exec
+# their way to the real VM, the command line does not yet name the state dir).
+launched_alive() {
+  local f pid
+  f="$(pidfile "$1")"
+  [ -f "$f" ] && pid="$(cat "$f")" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 wait_ready() { # NAME [TIMEOUT]
   local name="$1" timeout="${2:-180}" start=$SECONDS err
   while true; do
-    if ! service_pid "$name" >/dev/null; then
+    if ! launched_alive "$name"; then
       log "$name exited during startup; last lines of its logs:"
       tail -n 30 "$STATE/$name/stdout.log" "$(service_log "$name")" >&2 2>/dev/null || true
       return 1
