@@ -9,13 +9,16 @@ Phases, all with 1 KiB payloads, WAL and synchronous=FULL (unless --sync says ot
   ``messages`` table with `executemany`, 500 rows per transaction, same page size.
 * publish — `await broker.publish(...)` from `--concurrency` concurrent tasks; each
   returns once its message is durable.
+* publish_ids — the same with a message id on every message (the dedup window is checked
+  and written), ids shaped like Kafka coordinates from 8 partitions.
 * publish_many — `await broker.publish_many(...)` of 500 messages from 4 tasks.
 * raw_consume — the ceiling for consumers: select 1000 rows, delete them, commit.
 * consume — `fetch(batch=1000)` and `msg.ack()` for each message, then `flush()`.
 * flow — `--flow-msgs` messages pass through (publishers and a consumer at once) while
   RSS is sampled: memory must stay flat.
-* reopen — close and reopen a broker whose stream holds `--reopen-msgs` messages, until
-  the first message is fetched.
+* reopen — close and reopen a broker whose stream holds `--reopen-msgs` messages, 10,000
+  of them delivered and unacked (so the consumer's pending set is rebuilt), until the
+  first (re)delivery.
 
 Throughput phases run `--repeat` times, interleaved (raw, api, raw, api …) because
 this machine is shared; the best run of each is reported. Prints one JSON object and
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -57,6 +61,8 @@ FETCH_BATCH = 1000
 MANY_BATCH = 500
 MANY_TASKS = 4
 SUBJECT = "orders.created"
+ID_PARTITIONS = 8  # publish_ids: ids like Kafka coordinates from 8 partitions
+REOPEN_IN_FLIGHT = 10_000  # delivered, unacked: their pending set is rebuilt on open
 
 
 def _rss_mb() -> float:
@@ -154,13 +160,31 @@ async def _open(path: Path, sync: Synchronous) -> Broker:
     return broker
 
 
-async def _publish(broker: Broker, msgs: int, payload: bytes, concurrency: int) -> float:
+async def _publish(
+    broker: Broker, msgs: int, payload: bytes, concurrency: int, ids: bool = False
+) -> float:
     per_task, extra = divmod(msgs, concurrency)
     publish = broker.publish
 
     async def publisher(count: int) -> None:
         for _ in range(count):
             await publish("bench", SUBJECT, payload)
+
+    offsets = [itertools.count() for _ in range(ID_PARTITIONS)]
+
+    async def publisher_with_ids(count: int, task: int) -> None:
+        # Ids as the runtime derives them from source coordinates: topic/partition/offset.
+        partition = task % ID_PARTITIONS
+        for _ in range(count):
+            msg_id = f"orders/{partition}/{next(offsets[partition])}"
+            await publish("bench", SUBJECT, payload, msg_id=msg_id)
+
+    if ids:
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(publisher_with_ids(per_task + (i < extra), i) for i in range(concurrency))
+        )
+        return msgs / (time.perf_counter() - start)
 
     start = time.perf_counter()
     await asyncio.gather(*(publisher(per_task + (i < extra)) for i in range(concurrency)))
@@ -209,6 +233,21 @@ def api_publish(
         finally:
             await broker.close()
         return published, consumed
+
+    return asyncio.run(run())
+
+
+def api_publish_ids(
+    path: Path, msgs: int, payload: bytes, concurrency: int, sync: Synchronous
+) -> float:
+    """publish msg/s with a message id on every message (the exactly_once path)."""
+
+    async def run() -> float:
+        broker = await _open(_fresh(path), sync)
+        try:
+            return await _publish(broker, msgs, payload, concurrency, ids=True)
+        finally:
+            await broker.close()
 
     return asyncio.run(run())
 
@@ -281,6 +320,7 @@ def reopen(path: Path, msgs: int, payload: bytes) -> dict[str, float]:
     for first in range(0, msgs, len(batch)):
         store.publish_many("bench", batch[: min(len(batch), msgs - first)])
         store.commit()
+    in_flight = len(store.fetch("bench", "deliver", REOPEN_IN_FLIGHT).messages)
     store.close()
     db_mb = (path / "buffer.db").stat().st_size / 2**20
 
@@ -292,12 +332,13 @@ def reopen(path: Path, msgs: int, payload: bytes) -> dict[str, float]:
         ready = time.perf_counter() - start
         info = await broker.stream_info("bench")
         await broker.close()
-        assert first and first[0].seq == 1
+        assert first and (first[0].seq, first[0].deliveries) == (1, 2)  # a redelivery
         return opened, ready, info.messages
 
     opened, ready, stored = asyncio.run(run())
     return {
         "reopen_msgs": stored,
+        "reopen_in_flight": in_flight,
         "reopen_db_mb": round(db_mb),
         "reopen_open_s": round(opened, 3),
         "reopen_first_fetch_s": round(ready, 3),
@@ -337,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-broker-"))
     log: Callable[[str], Any] = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     runs: dict[str, list[float]] = {
-        k: [] for k in ("raw_insert", "publish", "publish_many", "raw_consume", "consume")
+        k: []
+        for k in ("raw_insert", "publish", "publish_ids", "publish_many", "raw_consume", "consume")
     }
     try:
         for i in range(args.repeat):
@@ -347,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             runs["publish"].append(published)
             runs["consume"].append(consumed)
+            runs["publish_ids"].append(
+                api_publish_ids(scratch / "ids", args.msgs, payload, args.concurrency, sync)
+            )
             runs["publish_many"].append(
                 api_publish_many(scratch / "many", args.msgs, payload, sync)
             )
@@ -372,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "raw_msgs_per_s": round(best["raw_insert"]),
         "bridge_msgs_per_s": round(best["publish"]),
         "ratio": round(best["publish"] / best["raw_insert"], 3),
+        "publish_with_ids_msgs_per_s": round(best["publish_ids"]),
         "publish_many_msgs_per_s": round(best["publish_many"]),
         "publish_many_ratio": round(best["publish_many"] / best["raw_insert"], 3),
         "raw_consume_msgs_per_s": round(best["raw_consume"]),

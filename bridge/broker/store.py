@@ -733,7 +733,7 @@ class Store:
             for start, n in _chunks(len(flat) // 7):
                 sql = _values_sql("INSERT INTO messages VALUES", 7, n, self._sql)
                 conn.execute(sql, flat[start * 7 : (start + n) * 7])
-            w.inserts = []
+            flat.clear()  # in place: the publish fast path holds this list
         if w.deletes:
             for sid, seqs in w.deletes.items():
                 self._delete_seqs(sid, seqs)
@@ -742,8 +742,11 @@ class Store:
             self._enforce_limits(st)
         self._over_limits.clear()
         if w.dedup_put:
-            conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?,?,?,?)", w.dedup_put)
-            w.dedup_put = []
+            rows = w.dedup_put
+            for start, n in _chunks(len(rows)):
+                sql = _values_sql("INSERT OR REPLACE INTO dedup VALUES", 4, n, self._sql)
+                conn.execute(sql, [v for row in rows[start : start + n] for v in row])
+            rows.clear()
         for c in self._dirty_consumers.values():
             if c.deleted:
                 continue
@@ -1155,6 +1158,9 @@ class Store:
                 self._dedup_lookup(self._streams[stream], msg_ids)
         now_ns = self._clock.time_ns()
         inserts = self._w.inserts
+        dedup_put = self._w.dedup_put
+        known = self._dedup_known
+        window = 0
         name: str | None = None
         fast: _Stream | None = None  # the current stream, when it needs no checks
         limit = 0
@@ -1166,12 +1172,13 @@ class Store:
                 cfg = None if st is None else st.config
                 fast = st if cfg and not (cfg.subjects or cfg.max_msgs or cfg.max_bytes) else None
                 limit = cfg.max_msg_size if cfg else 0
-            if (
-                fast is not None
-                and not headers
-                and msg_id is None
-                and (not limit or len(payload) <= limit)
-            ):
+                window = int(cfg.duplicate_window * 1e9) if cfg else 0
+            if fast is not None and not headers and (not limit or len(payload) <= limit):
+                if msg_id is not None and window:
+                    hit = known.get((fast.id, msg_id))  # looked up above: absent means new
+                    if hit is not None and hit[1] >= now_ns - window:
+                        out.append(PubAck(stream, hit[0], True))
+                        continue
                 if not marked:
                     marked = True
                     self.appended.add(stream)
@@ -1182,7 +1189,10 @@ class Store:
                 fast.last_seq = seq
                 fast.msgs += 1
                 fast.bytes += len(payload) + len(subject)
-                inserts.extend((fast.id, seq, now_ns, subject, None, None, payload))
+                inserts.extend((fast.id, seq, now_ns, subject, msg_id, None, payload))
+                if msg_id is not None and window:
+                    known[(fast.id, msg_id)] = (seq, now_ns)
+                    dedup_put.append((fast.id, msg_id, seq, now_ns))
                 out.append(PubAck(stream, seq))
                 continue
             try:
