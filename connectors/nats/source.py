@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 
 from bridge.config.loader import Route
@@ -361,6 +362,8 @@ class JetStreamSource:
                     info.config.filter_subject,
                     self.config.subject,
                 )
+            if info.num_ack_pending and self.js_config.create:
+                await self._rewind(js, info, context)
             return
         except StreamMissing:
             if not self.js_config.create:
@@ -378,6 +381,31 @@ class JetStreamSource:
         )
         with translate(f"{context}: creating it"):
             await js.add_consumer(stream, config)
+
+    async def _rewind(self, js: JetStreamContext, info: ConsumerInfo, context: str) -> None:
+        """Re-create the consumer at its ack floor, so unacked messages come back first.
+
+        Messages a bridge had pulled and not yet acked when it died would otherwise be
+        redelivered only after ack_wait, behind newer ones, breaking per-subject order.
+        Starting again right after the ack floor delivers them first and in stream order
+        (anything acked above the floor comes again: a duplicate, never a loss). Only for
+        consumers the bridge manages (`create: true`): a replica sharing the consumer sees
+        its in-flight messages once more.
+        """
+        start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
+        log.warning(
+            "%s: %d messages were delivered but never acked (a bridge stopped without "
+            "settling them); re-creating the consumer from stream sequence %d to keep order",
+            context,
+            info.num_ack_pending,
+            start,
+        )
+        config = dataclasses.replace(
+            info.config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+        )
+        with translate(f"{context}: re-creating it from stream sequence {start}"):
+            await js.delete_consumer(self.js_config.stream, self.durable)
+            await js.add_consumer(self.js_config.stream, config)
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """One pull request for up to `max_messages`; [] when none arrive within `timeout`."""

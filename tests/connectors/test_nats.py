@@ -503,6 +503,55 @@ def test_binds_to_an_existing_stream_and_pull_consumer(nats_url: str, tmp_path: 
     run(scenario())
 
 
+def test_messages_a_dead_bridge_held_come_back_first_and_in_order(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """A bridge killed after pulling (not acking) must not reorder what it held."""
+
+    async def scenario() -> None:
+        prefix = unique("rewind")
+        stream, durable = stream_name(prefix), "natsbridge-rewind"
+        js_source = {"stream": stream, "durable": durable, "ack_wait": "60s"}
+        route = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": f"{prefix}.*", "jetstream": js_source},
+            {"subject": "out"},
+        )
+        first = connector.source(*route)
+        await first.connect()  # creates the stream and the consumer
+        await first.close()
+        nc = await raw(nats_url)
+        js = nc.jetstream()
+        for i in range(10):
+            await js.publish(f"{prefix}.k", f"m{i}".encode())
+        # The "dead bridge": pulls all ten on the durable, acks four, vanishes.
+        dead = await raw(nats_url)
+        pulled = await (await dead.jetstream().pull_subscribe_bind(durable, stream)).fetch(10)
+        for message in pulled[:4]:
+            await message.ack()
+        await dead.flush()
+        await dead.close()
+        for i in range(10, 13):
+            await js.publish(f"{prefix}.k", f"m{i}".encode())
+        await nc.close()
+
+        source = connector.source(*route)
+        await source.connect()
+        try:
+            # Without the rewind m4..m9 would come back only after the 60 s ack_wait.
+            received = await receive_n(source, 9, timeout=15)
+            assert [m.envelope.payload for m in received] == [
+                f"m{i}".encode() for i in range(4, 13)
+            ]
+            for message in received:
+                message.ack(None)
+        finally:
+            await source.close()
+
+    run(scenario())
+
+
 def test_full_stream_with_discard_new_is_retryable(nats_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         address = unique("full")
