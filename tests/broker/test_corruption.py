@@ -93,3 +93,10 @@ def test_damaged_header_page(tmp_path: Path) -> None:
         f.write(b"\xff" * 4000)
     with pytest.raises(StoreCorrupted):
         Store.open(tmp_path)
+
+
+def test_missing_file_with_a_leftover_wal(tmp_path: Path) -> None:
+    (tmp_path / f"{DB_NAME}-wal").write_bytes(b"\x37\x7f\x06\x82" + b"\x00" * 60)
+    with pytest.raises(StoreCorrupted, match="write-ahead log"):
+        Store.open(tmp_path)
+    assert not (tmp_path / DB_NAME).exists()
