@@ -140,3 +140,31 @@ def test_replay_refuses_while_the_bridge_runs(
 def test_formatting_helpers() -> None:
     assert [age(x) for x in (None, 5, 75, 7300, 200_000)] == ["-", "5s", "1m15s", "2h01m", "2d07h"]
     assert [size(x) for x in (10, 2048, 3 * 2**20)] == ["10 B", "2.0 KiB", "3.0 MiB"]
+
+
+def test_through_the_natsbridge_command(data_dir: Path) -> None:
+    """The same commands as the installed CLI runs them (bridge/cli.py registers them)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "-m", "bridge", "streams", "--data-dir", str(data_dir), "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    names = [s["config"]["name"] for s in json.loads(run.stdout)["streams"]]
+    assert names == ["log", "orders", "orders.dlq"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bridge", "dlq", "show", "orders", "--data-dir", str(data_dir)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0 and "template: no such token" in run.stdout, run.stderr
