@@ -219,14 +219,7 @@ class StompClient:
         try:
             # Blocking (TCP + TLS, each bounded by the socket timeout): on a worker thread.
             with translating(self.where):
-                await asyncio.to_thread(
-                    conn.connect,
-                    username=self.config.login,
-                    passcode=self._passcode,
-                    wait=False,
-                    headers=headers,
-                    with_connect_command=True,
-                )
+                await asyncio.to_thread(self._connect, conn, headers)
             remaining = max(0.1, deadline - loop.time())
             try:
                 await asyncio.wait_for(asyncio.shield(self._opened), remaining)
@@ -371,6 +364,18 @@ class StompClient:
             )
         conn.transport.override_threading(self._start_receiver)
         return conn
+
+    def _connect(self, conn: Any, headers: dict[str, str]) -> None:
+        """On a worker thread: TCP, TLS, then the CONNECT frame (CONNECTED comes later)."""
+        conn.connect(
+            username=self.config.login,
+            passcode=self._passcode,
+            wait=False,
+            headers=headers,
+            with_connect_command=True,
+        )
+        if self.error is not None:  # open() gave up meanwhile (cancelled or timed out)
+            self._shutdown_socket()
 
     def _start_receiver(self, run: Callable[[], None]) -> threading.Thread:
         """stomp.py's hook for starting its receiver thread, called once the socket is up."""

@@ -14,6 +14,7 @@ honours the first occurrence of a repeated header) and always writes ``content-l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from bridge.envelope import Envelope, Origin
@@ -53,10 +54,18 @@ RESERVED_ON_SEND = frozenset(
 """Carried headers a SEND frame does not take from the envelope (see `send_frame`)."""
 
 
+_NEEDS_ESCAPE = re.compile(r"[\\\r\n:]")
+
+
+def _escape(text: str) -> str:
+    # Most names and values need no escaping: one regex scan instead of four.
+    return escape_header(text) if _NEEDS_ESCAPE.search(text) else text
+
+
 def encode_frame(command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
     """One STOMP 1.2 frame with escaped header names and values; HeaderError if not UTF-8."""
     lines = [command]
-    lines.extend(f"{escape_header(name)}:{escape_header(value)}" for name, value in headers)
+    lines.extend(f"{_escape(name)}:{_escape(value)}" for name, value in headers)
     lines.append("\n")
     try:
         head = "\n".join(lines).encode("utf-8")
@@ -84,18 +93,27 @@ def send_frame(envelope: Envelope, destination: str, receipt: str, persistent: b
     through mappings.stomp (NATS names and ``base64:`` values decoded); those in
     `RESERVED_ON_SEND` are left out.
     """
-    carried = nats_to_stomp_headers(envelope.headers)
+    carried = nats_to_stomp_headers(envelope.headers) if envelope.headers else {}
     content_type = carried.get("content-type") or OCTET_STREAM
-    headers = [
-        ("destination", destination),
-        ("content-type", content_type),
-        ("content-length", str(len(envelope.payload))),
-        ("receipt", receipt),
+    # The connector's own headers first (STOMP 1.2 honours the first of a repeated name);
+    # their names need no escaping.
+    lines = [
+        f"SEND\ndestination:{_escape(destination)}\ncontent-type:{_escape(content_type)}"
+        f"\ncontent-length:{len(envelope.payload)}\nreceipt:{_escape(receipt)}"
     ]
     if persistent:
-        headers.append(("persistent", "true"))
-    headers.extend(item for item in carried.items() if item[0] not in RESERVED_ON_SEND)
-    return encode_frame("SEND", headers, envelope.payload)
+        lines.append("persistent:true")
+    lines.extend(
+        f"{_escape(name)}:{_escape(value)}"
+        for name, value in carried.items()
+        if name not in RESERVED_ON_SEND
+    )
+    lines.append("\n")
+    try:
+        head = "\n".join(lines).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HeaderError(f"stomp: a header is not valid UTF-8 text: {exc}") from None
+    return head + envelope.payload + b"\x00"
 
 
 class EnvelopeReader:

@@ -37,6 +37,9 @@ from mappings.stomp import parse_destination
 
 log = logging.getLogger("natsbridge.stomp")
 
+MAX_VALID_DESTINATIONS = 10_000
+"""Destinations remembered as valid for the dialect (the set starts over beyond this)."""
+
 
 class StompDestinationSink:
     """Sink sending to STOMP destinations with receipts; see the package docstring."""
@@ -56,6 +59,7 @@ class StompDestinationSink:
         self._isolate = 0  # sends still to make one at a time (see the module docstring)
         self._queued = 0  # sends waiting for or holding `_order`
         self._order: asyncio.Lock | None = None
+        self._valid: set[str] = set()  # destinations already checked against the dialect
 
     # ------------------------------------------------------------ Sink
 
@@ -82,7 +86,11 @@ class StompDestinationSink:
 
     async def send(self, envelope: Envelope) -> None:
         """SEND `envelope` to its subject (a destination); return once its RECEIPT came."""
-        parse_destination(envelope.subject, self.dialect)  # MappingError: dead-lettered
+        if envelope.subject not in self._valid:
+            parse_destination(envelope.subject, self.dialect)  # MappingError: dead-lettered
+            if len(self._valid) >= MAX_VALID_DESTINATIONS:
+                self._valid.clear()
+            self._valid.add(envelope.subject)
         if self._isolate == 0 and self._queued == 0:
             await self._wait(self._write(envelope))
             return

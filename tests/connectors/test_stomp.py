@@ -9,13 +9,17 @@ deploy/dev/services.sh through the `services` fixture, which brings them back af
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import queue
 import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +190,42 @@ def make_sink(
     return sink
 
 
+# ---------------------------------------------------------------- clean-up
+
+QUEUES: list[str] = []
+"""STOMP queues the current test named; RabbitMQ keeps them (durable) until deleted."""
+
+
+def queue_name(prefix: str) -> str:
+    """A fresh `/queue/...` destination, deleted from RabbitMQ after the test."""
+    name = unique(prefix)
+    QUEUES.append(name)
+    return f"/queue/{name}"
+
+
+def delete_rabbitmq_queues(names: Sequence[str]) -> None:
+    """Delete RabbitMQ queues through the management API (best effort)."""
+    base = os.environ.get("NATSBRIDGE_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
+    auth = base64.b64encode(b"guest:guest").decode()
+    for name in names:
+        request = urllib.request.Request(
+            f"{base}/api/queues/%2F/{urllib.parse.quote(name, safe='')}",
+            method="DELETE",
+            headers={"Authorization": f"Basic {auth}"},
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=5).close()
+
+
+@pytest.fixture(autouse=True)
+def _delete_queues() -> Iterator[None]:
+    yield
+    names = list(QUEUES)
+    QUEUES.clear()
+    if names:
+        delete_rabbitmq_queues(names)
+
+
 # ---------------------------------------------------------------- the raw client
 
 
@@ -278,7 +318,7 @@ class _Harness:
 
 class _QueueSource(_Harness, SourceConformance):
     def new_address(self) -> str:
-        return f"/queue/{unique('conformance')}"
+        return queue_name("conformance")
 
     def make_source(self, address: str) -> Source:
         # The route name (hence the subscription name) follows the address: a second
@@ -332,7 +372,7 @@ class TestRabbitMQTopicSourceConformance(_TopicSource):
 
 class _QueueSink(_Harness, SinkConformance):
     def new_address(self) -> str:
-        return f"/queue/{unique('conformance')}"
+        return queue_name("conformance")
 
     def make_sink(self, address: str) -> Sink:
         return make_sink(self.tmp, self.broker, address)
@@ -399,7 +439,7 @@ def test_source_keeps_binary_payload_and_escaped_header_values(
     broker: Broker, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        destination = f"/queue/{unique('binary')}"
+        destination = queue_name("binary")
         source = make_source(tmp_path, broker, destination)
         await source.connect()
         try:
@@ -425,7 +465,7 @@ def test_source_keeps_binary_payload_and_escaped_header_values(
 
 def test_sink_writes_binary_payload_and_escaped_headers(broker: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        destination = f"/queue/{unique('binary-out')}"
+        destination = queue_name("binary-out")
         reader = await asyncio.to_thread(RawReader, broker, destination)
         sink = make_sink(tmp_path, broker, destination)
         await sink.connect()
@@ -459,7 +499,7 @@ def test_sink_writes_binary_payload_and_escaped_headers(broker: Broker, tmp_path
 
 def test_headers_survive_sink_to_source_round_trip(broker: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        destination = f"/queue/{unique('round')}"
+        destination = queue_name("round")
         source = make_source(tmp_path, broker, destination)
         sink = make_sink(tmp_path, broker, destination)
         await source.connect()
@@ -547,7 +587,7 @@ def test_durable_subscription_keeps_messages_published_while_closed(
 
 def test_permanent_nack_is_not_redelivered(broker: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        destination = f"/queue/{unique('poison')}"
+        destination = queue_name("poison")
         source = make_source(tmp_path, broker, destination)
         await source.connect()
         try:
@@ -564,7 +604,7 @@ def test_permanent_nack_is_not_redelivered(broker: Broker, tmp_path: Path) -> No
 
 def test_subscription_prefetch_follows_max_in_flight(broker: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        destination = f"/queue/{unique('prefetch')}"
+        destination = queue_name("prefetch")
         source = make_source(tmp_path, broker, destination, max_in_flight=5)
         await source.connect()
         try:
@@ -615,9 +655,7 @@ def test_wrong_passcode_is_permanent_and_never_shown(broker: Broker, tmp_path: P
     secret = f"wrong-{unique('pw')}"
 
     async def scenario() -> None:
-        source = make_source(
-            tmp_path, broker, f"/queue/{unique('auth')}", connection={"passcode": secret}
-        )
+        source = make_source(tmp_path, broker, queue_name("auth"), connection={"passcode": secret})
         sink = make_sink(tmp_path, broker, connection={"passcode": secret})
         for endpoint in (source, sink):
             with pytest.raises(StompAccessRefused) as caught:
@@ -651,7 +689,7 @@ def test_rabbitmq_refused_send_is_isolated_and_dead_lettered_alone(
     """RabbitMQ's ERROR frames name no receipt: the sink finds the refused message anyway."""
 
     async def scenario() -> None:
-        good = f"/queue/{unique('good')}"
+        good = queue_name("good")
         bad = f"/exchange/{unique('missing')}/key"
         reader = await asyncio.to_thread(RawReader, rabbitmq, good)
         sink = make_sink(tmp_path, rabbitmq)
@@ -728,7 +766,7 @@ def test_lost_heartbeat_is_detected_and_the_source_resumes(
     heartbeat = 1.0
 
     async def scenario() -> None:
-        destination = f"/queue/{unique('heartbeat')}"
+        destination = queue_name("heartbeat")
         fast = {"heartbeat": f"{heartbeat}s"}
         source = make_source(tmp_path, broker, destination, connection=fast)
         sink = make_sink(tmp_path, broker, connection=fast)
@@ -744,7 +782,7 @@ def test_lost_heartbeat_is_detected_and_the_source_resumes(
             with services.paused(broker.service):
                 # A send in flight is not left hanging either (its frame may still reach
                 # the broker: the runtime's retry would make a duplicate, never a loss).
-                late = Envelope(f"/queue/{unique('late')}", b"late")
+                late = Envelope(queue_name("late"), b"late")
                 sending = asyncio.ensure_future(sink.send(late))
                 # stomp.py's heart-beat thread (1.5 intervals) or the watchdog (2.5) notices.
                 lost_after = await wait_lost(source, within=6 * heartbeat)
@@ -773,7 +811,7 @@ def test_watchdog_closes_when_the_heartbeat_thread_is_stuck(
 
     async def scenario() -> None:
         source = make_source(
-            tmp_path, activemq, f"/queue/{unique('watchdog')}", connection={"heartbeat": "1s"}
+            tmp_path, activemq, queue_name("watchdog"), connection={"heartbeat": "1s"}
         )
         await source.connect()
         try:
@@ -888,7 +926,7 @@ def test_stomp_ssl_round_trip(
     tls_url = f"stomp+ssl://localhost:{port}"
 
     async def scenario() -> None:
-        destination = f"/queue/{unique('tls')}"
+        destination = queue_name("tls")
         verified = {"url": tls_url, "tls": {"ca_file": str(ca_file)}}
         source = make_source(tmp_path, activemq, destination, connection=verified)
         sink = make_sink(tmp_path, activemq, connection={"url": tls_url, "tls": {"verify": False}})
@@ -1051,7 +1089,7 @@ def test_receive_waits_out_its_timeout_after_stale_wakeups(broker: Broker, tmp_p
     """A wake-up whose messages an earlier call took must not end a later wait early."""
 
     async def scenario() -> None:
-        destination = f"/queue/{unique('stale')}"
+        destination = queue_name("stale")
         source = make_source(tmp_path, broker, destination)
         await source.connect()
         try:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import queue
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -54,6 +57,23 @@ def bridge_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for process in made:
         process.stop()
+
+
+@pytest.fixture
+def rabbit_queues() -> Iterator[list[str]]:
+    """RabbitMQ queues a test made through STOMP (durable): deleted afterwards."""
+    names: list[str] = []
+    yield names
+    base = os.environ.get("NATSBRIDGE_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
+    auth = base64.b64encode(b"guest:guest").decode()
+    for name in names:
+        request = urllib.request.Request(
+            f"{base}/api/queues/%2F/{urllib.parse.quote(name, safe='')}",
+            method="DELETE",
+            headers={"Authorization": f"Basic {auth}"},
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=5).close()
 
 
 def unique_example(tag: str) -> dict[str, Any]:
@@ -206,9 +226,11 @@ def test_both_routes_of_the_example_work(
     nats_url: str,
     tag: str,
     bridge_factory: Any,
+    rabbit_queues: list[str],
 ) -> None:
     login, passcode = activemq_credentials
     config = unique_example(tag)
+    rabbit_queues.append(f"alerts-{tag}.disk")
     quotes_route = config["routes"][0]["name"]
     bridge = bridge_factory(config)
     bridge.start()  # ready: subscribed to the ActiveMQ topic tree and the NATS subjects
@@ -336,7 +358,7 @@ def test_no_loss_activemq_to_jetstream_through_kill_9_and_an_activemq_restart(
 
 @pytest.mark.slow
 def test_no_loss_jetstream_to_rabbitmq_stomp_through_kill_9(
-    stomp_rabbitmq_url: str, nats_url: str, tag: str, bridge_factory: Any
+    stomp_rabbitmq_url: str, nats_url: str, tag: str, bridge_factory: Any, rabbit_queues: list[str]
 ) -> None:
     """50,000 messages from a JetStream stream to a RabbitMQ STOMP queue, the bridge
     kill -9'ed mid-way: every message arrives."""
@@ -347,6 +369,7 @@ def test_no_loss_jetstream_to_rabbitmq_stomp_through_kill_9(
     stream = f"ALERTS_{tag}"
     route["from"]["jetstream"] = {"stream": stream}
     destination = f"/queue/alerts-{tag}.disk"
+    rabbit_queues.append(f"alerts-{tag}.disk")
 
     async def preload() -> list[bytes]:
         nc = await nats.connect(nats_url)
