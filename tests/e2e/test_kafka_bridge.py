@@ -361,14 +361,9 @@ def test_jetstream_to_kafka_through_kill_9(
     by_partition: dict[int, list[Any]] = defaultdict(list)
     for record in records:
         by_partition[record.partition].append(record)
-    try:
-        for partition_records in by_partition.values():
-            ordered = sorted(partition_records, key=lambda r: r.offset)
-            assert_per_key_order([r.value.decode() for r in ordered])
-    except AssertionError as exc:
-        # Known: messages the killed bridge had pulled but not buffered come back from
-        # JetStream only after ack_wait, behind newer ones (the JetStream source's side).
-        pytest.xfail(f"per-key order across a kill -9 of a JetStream source: {exc}")
+    for partition_records in by_partition.values():
+        ordered = sorted(partition_records, key=lambda r: r.offset)
+        assert_per_key_order([r.value.decode() for r in ordered])
 
 
 @pytest.mark.slow
