@@ -49,7 +49,12 @@ class Bridge:
                 self.admin.start()
             sampler = asyncio.create_task(self._sample())
             tasks = [asyncio.create_task(r.run(), name=r.route.name) for r in self.runners]
-            log.info("bridge %s started with %d routes", self.config.bridge.id, len(tasks))
+            log.info(
+                "bridge %s started with %d routes",
+                self.config.bridge.id,
+                len(tasks),
+                extra={"event": "started"},
+            )
             waiter = asyncio.create_task(self._idle() if once else self._stop.wait())
             await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
@@ -57,7 +62,12 @@ class Bridge:
                 runner.stop()
             _, late = await asyncio.wait(tasks, timeout=self.config.bridge.drain_timeout)
             for task in late:
-                log.warning("route %s did not drain in time; its buffer keeps the rest", task)
+                log.warning(
+                    "route %s did not drain within %gs; its buffer keeps the rest",
+                    task.get_name(),
+                    self.config.bridge.drain_timeout,
+                    extra={"event": "drain_timeout", "route": task.get_name()},
+                )
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for task in tasks:

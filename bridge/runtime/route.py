@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import Any
 
 from bridge.config.loader import Route
 from bridge.connector import Incoming, Requester, Responder, Sink, Source
@@ -72,7 +73,7 @@ class RouteRunner:
         self._ingest_done = asyncio.Event()
         self._sink_reconnecting = asyncio.Lock()
         self._sink_generation = 0  # bumped on every sink reconnect
-        self._log = logging.LoggerAdapter(log, {"route": route.name})
+        self._log = _RouteLog(log, {"route": route.name})
 
     # ------------------------------------------------------------ lifecycle
 
@@ -99,7 +100,9 @@ class RouteRunner:
             try:
                 await endpoint.close()
             except Exception as exc:  # closing must not hide what run() was doing
-                self._log.warning("closing the %s failed: %s", name, exc)
+                self._log.warning(
+                    "closing the %s failed: %s", name, exc, extra={"event": "close_failed"}
+                )
 
     async def _connect(self, endpoint: Source | Sink, role: str) -> bool:
         """Connect `endpoint`, retrying with back-off; False if the route stopped first.
@@ -111,6 +114,7 @@ class RouteRunner:
         buffered work waits, until the bridge's drain timeout cancels it.
         """
         backoff = Backoff(self.route.spec.retry)
+        endpoint_connection = self._connection_of(role)
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
                 await endpoint.connect()
@@ -123,7 +127,13 @@ class RouteRunner:
                     delay = self.route.spec.retry.max
                     self.stats.state = RouteState.FAILED
                     log = self._log.error
-                log("cannot connect the %s, retrying in %.1fs: %s", role, delay, exc)
+                log(
+                    "cannot connect the %s, retrying in %.1fs: %s",
+                    role,
+                    delay,
+                    exc,
+                    extra={"event": "connect_failed", "connection": endpoint_connection},
+                )
                 # While draining only the sink retries, and without waking early.
                 await (asyncio.sleep(delay) if self._stopping.is_set() else self._sleep(delay))
                 continue
@@ -132,6 +142,9 @@ class RouteRunner:
                 self.stats.state = RouteState.RUNNING
             return True
         return False
+
+    def _connection_of(self, role: str) -> str:
+        return self.route.source.connection if role == "source" else self.route.sink.connection
 
     def _work_left(self) -> bool:
         """Whether buffered messages still wait for the sink (as last sampled)."""
@@ -143,7 +156,12 @@ class RouteRunner:
         setattr(self.stats, f"{role}_connected", False)
         if self.stats.state is not RouteState.DRAINING:
             self.stats.state = RouteState.RECONNECTING
-        self._log.warning("%s connection lost, reconnecting: %s", role, exc)
+        self._log.warning(
+            "%s connection lost, reconnecting: %s",
+            role,
+            exc,
+            extra={"event": "reconnecting", "connection": self._connection_of(role)},
+        )
         return await self._connect(endpoint, role)
 
     async def _sleep(self, seconds: float) -> None:
@@ -183,7 +201,7 @@ class RouteRunner:
                 settled.append(incoming)
             except LoopDetected as exc:
                 self.stats.looped += 1
-                self._log.debug("dropped by loop prevention: %s", exc)
+                self._log.debug("dropped by loop prevention: %s", exc, extra={"event": "looped"})
                 self._ack(incoming)
             except PermanentError as exc:
                 await self._retry_store(
@@ -212,7 +230,12 @@ class RouteRunner:
                 self.stats.error(exc)
                 self.stats.retries += 1
                 delay = backoff.next()
-                self._log.warning("buffer refused a write, retrying in %.1fs: %s", delay, exc)
+                self._log.warning(
+                    "buffer refused a write, retrying in %.1fs: %s",
+                    delay,
+                    exc,
+                    extra={"event": "buffer_retry"},
+                )
                 await asyncio.sleep(delay)
 
     async def _deliver(self) -> None:
@@ -257,7 +280,11 @@ class RouteRunner:
                     continue
                 if not isinstance(result, RetryableError):
                     failures[item.seq] += 1
-                    self._log.error("unexpected error from the sink", exc_info=result)
+                    self._log.error(
+                        "unexpected error from the sink",
+                        exc_info=result,
+                        extra={"event": "sink_error", "connection": self.route.sink.connection},
+                    )
                 if isinstance(result, ConnectionLost):
                     lost = result
                 retry.append(item)
@@ -321,7 +348,7 @@ class RouteRunner:
         except Exception as exc:  # at most once: count it, log it, move on
             self.stats.error(exc)
             self.stats.dropped += 1
-            self._log.warning("message dropped (at_most_once): %s", exc)
+            self._log.warning("message dropped (at_most_once): %s", exc, extra={"event": "dropped"})
             if isinstance(exc, ConnectionLost):
                 await self._reconnect_sink_once(exc, generation)
         finally:
@@ -345,6 +372,14 @@ class RouteRunner:
             await self.source.respond(request, reply)
             raise
         await self.source.respond(request, reply)
+
+
+class _RouteLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds the route's name to every record, merged with the call's own `extra` fields."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
 
 
 def _reason(error: BaseException) -> str:
