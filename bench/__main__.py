@@ -1,4 +1,8 @@
-"""`python -m bench NAME`: import `bench.NAME` and run its `main()` (prints one JSON object)."""
+"""`python -m bench NAME [ARGS...]`: run `bench.NAME.main(ARGS)` (prints one JSON object).
+
+Every benchmark module has `main(argv: Sequence[str]) -> int` and runs the same way as
+`python -m bench.NAME [ARGS...]`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ import sys
 
 def main(argv: list[str]) -> int:
     """Run the benchmark named by argv[0]."""
-    if len(argv) != 1:
-        print("usage: python -m bench NAME", file=sys.stderr)
+    if not argv:
+        print("usage: python -m bench NAME [ARGS...]", file=sys.stderr)
         return 2
     module = importlib.import_module(f"bench.{argv[0]}")
-    result: int = module.main()
+    result: int = module.main(argv[1:])
     return result
 
 

@@ -366,12 +366,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     """Run every phase; print one JSON object and write bench/results/broker.json."""
-    if argv is None:
-        argv = sys.argv[1:]
-        if argv[:1] == ["broker"]:  # `python -m bench broker …` leaves our name first
-            argv = argv[1:]
     args = _parse(argv)
     payload = os.urandom(args.msg_size)
     sync = Synchronous(args.sync)
@@ -438,4 +434,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

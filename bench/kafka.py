@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,13 @@ WINDOW = 1000
 KEYS = 1000
 
 
-def main() -> int:
+def main(argv: Sequence[str]) -> int:
     """Run every phase and print the JSON result."""
     parser = argparse.ArgumentParser(prog="python -m bench kafka")
     parser.add_argument("--msgs", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--no-bridge", action="store_true", help="connector level only")
-    args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["kafka"] else sys.argv[1:])
+    args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
     payload = os.urandom(args.size // 2).hex().encode()[: args.size]
     results = [produce(args.msgs, payload, tag), consume(args.msgs, payload, tag)]
@@ -393,4 +394,4 @@ def _result(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

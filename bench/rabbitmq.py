@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,12 @@ NATS_URL = os.environ.get("NATSBRIDGE_NATS_URL", "nats://127.0.0.1:4222")
 WINDOW = 1000  # concurrent JetStream publishes in the raw leg
 
 
-def main() -> int:
+def main(argv: Sequence[str]) -> int:
     """Run both directions and print the JSON result."""
     parser = argparse.ArgumentParser(prog="python -m bench rabbitmq")
     parser.add_argument("--msgs", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=1024)
-    args = parser.parse_args(sys.argv[2:])
+    args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
     payload = os.urandom(args.size // 2).hex().encode()[: args.size]
     results = [
@@ -296,3 +297,7 @@ async def _delete_stream(stream: str) -> None:
     nc = await nats.connect(NATS_URL)
     await nc.jetstream().delete_stream(stream)
     await nc.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,6 +1,6 @@
 """STOMP connector vs raw stomp.py, both directions, ActiveMQ Classic and RabbitMQ, one run.
 
-Run: ``python -m bench stomp`` (defaults), or ``python -m bench.stomp [--msgs N] [--size
+Run: ``python -m bench stomp [--msgs N] [--size
 BYTES] [--window W] [--brokers activemq,rabbitmq]``, with the brokers of
 deploy/dev/services.sh up and its env exported. Prints one JSON object and writes it to
 ``bench/results/stomp.json``.
@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +54,7 @@ BROKERS = {
 LEG_TIMEOUT_S = 600
 
 
-def main() -> int:
+def main(argv: Sequence[str]) -> int:
     """Run every leg and print the JSON result (or run one leg with --leg)."""
     parser = argparse.ArgumentParser(prog="python -m bench stomp")
     parser.add_argument("--msgs", type=int, default=50_000)
@@ -63,9 +64,6 @@ def main() -> int:
     parser.add_argument("--leg", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     parser.add_argument("--queue", help=argparse.SUPPRESS)
-    argv = sys.argv[1:]
-    if argv[:1] == ["stomp"]:  # `python -m bench stomp`
-        argv = argv[1:]
     args = parser.parse_args(argv)
     if args.leg:
         rate = LEGS[args.leg](args.broker, args.queue, args.msgs, args.size, args.window)
@@ -396,4 +394,4 @@ LEGS = {
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -22,7 +22,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -202,8 +202,8 @@ def _pin_one_cpu() -> int | None:
         return None
 
 
-def main() -> int:
-    """Run the benchmark, print its JSON result and write it to bench/results/."""
+def main(argv: Sequence[str]) -> int:
+    """Run the benchmark (no options), print its JSON result and write it to bench/results/."""
     cpu = _pin_one_cpu()
     renders = {name: _rate(_renderer(t, e)) for name, (t, e) in _render_cases().items()}
     translations = {
@@ -238,4 +238,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
