@@ -4,10 +4,13 @@ Every header natsbridge itself reads or writes is defined here, once.
 
 Loop prevention and delivery
     ``Nats-Msg-Id``        message id for JetStream's dedup window (``exactly_once``)
-    ``Bridge-Origin``      id of the bridge that first carried the message (loop prevention)
+    ``Bridge-Origin``      ``<bridge id>/<source connection>`` per hop (loop prevention)
     ``Bridge-Hops``        how many bridges have carried it (hop limit)
-    ``Bridge-Route``       the route a dead-lettered message was on
     ``Bridge-Reason``      why a message was dead-lettered
+    ``Bridge-Dead-Letter-Stream``, ``Bridge-Dead-Letter-Seq``, ``Bridge-Deliveries``
+                           where a dead letter came from, and how often it was tried
+    ``Bridge-Buffer-Key``, ``Bridge-Buffer-Time``
+                           buffer-private: a buffered message's Kafka key and timestamp
 
 Source coordinates (written by source connectors)
     ``Kafka-Topic``, ``Kafka-Partition``, ``Kafka-Offset``, ``Kafka-Key``
@@ -55,13 +58,21 @@ from bridge.errors import HeaderError
 NATS_MSG_ID = "Nats-Msg-Id"
 """JetStream dedup id; set from source coordinates under ``exactly_once``."""
 BRIDGE_ORIGIN = "Bridge-Origin"
-"""Id of the bridge that first carried the message; a bridge drops what it sent itself."""
+"""`<bridge id>/<source connection>`, one value per bridge hop (loop prevention)."""
 BRIDGE_HOPS = "Bridge-Hops"
 """Number of bridges the message has crossed (decimal); compared with the hop limit."""
-BRIDGE_ROUTE = "Bridge-Route"
-"""Name of the route a dead-lettered message was on."""
 BRIDGE_REASON = "Bridge-Reason"
 """Why the message was dead-lettered (the error's message)."""
+BRIDGE_DEAD_LETTER_STREAM = "Bridge-Dead-Letter-Stream"
+"""Stream the dead-lettered message was in (or was headed to)."""
+BRIDGE_DEAD_LETTER_SEQ = "Bridge-Dead-Letter-Seq"
+"""Its sequence in that stream (absent when it never reached the stream)."""
+BRIDGE_DELIVERIES = "Bridge-Deliveries"
+"""How many times it was delivered before being dead-lettered (decimal)."""
+BRIDGE_BUFFER_KEY = "Bridge-Buffer-Key"
+"""The rendered Kafka key of a buffered message (buffer-private: removed on delivery)."""
+BRIDGE_BUFFER_TIME = "Bridge-Buffer-Time"
+"""The source timestamp of a buffered message (buffer-private: removed on delivery)."""
 
 # Source coordinates.
 KAFKA_TOPIC = "Kafka-Topic"
@@ -95,8 +106,12 @@ BRIDGE_HEADERS = (
     NATS_MSG_ID,
     BRIDGE_ORIGIN,
     BRIDGE_HOPS,
-    BRIDGE_ROUTE,
     BRIDGE_REASON,
+    BRIDGE_DEAD_LETTER_STREAM,
+    BRIDGE_DEAD_LETTER_SEQ,
+    BRIDGE_DELIVERIES,
+    BRIDGE_BUFFER_KEY,
+    BRIDGE_BUFFER_TIME,
     KAFKA_TOPIC,
     KAFKA_PARTITION,
     KAFKA_OFFSET,

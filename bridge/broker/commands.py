@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from bridge.broker.config import StoredMessage, StreamInfo
-from bridge.broker.headers import (
+from bridge.broker.store import Store
+from bridge.errors import BridgeError, NotFound
+from mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
     BRIDGE_DELIVERIES,
     BRIDGE_REASON,
 )
-from bridge.broker.store import Store
-from bridge.errors import BridgeError, NotFound
 
 EXIT_OK = 0
 EXIT_FAILED = 1

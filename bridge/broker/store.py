@@ -82,13 +82,6 @@ from bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
-from bridge.broker.headers import (
-    BRIDGE_DEAD_LETTER_SEQ,
-    BRIDGE_DEAD_LETTER_STREAM,
-    BRIDGE_DELIVERIES,
-    BRIDGE_REASON,
-    DEAD_LETTER_HEADERS,
-)
 from bridge.envelope import Headers
 from bridge.errors import (
     BridgeError,
@@ -99,9 +92,20 @@ from bridge.errors import (
     StreamFull,
     SubjectError,
 )
+from mappings.headers import (
+    BRIDGE_DEAD_LETTER_SEQ,
+    BRIDGE_DEAD_LETTER_STREAM,
+    BRIDGE_DELIVERIES,
+    BRIDGE_REASON,
+)
 from mappings.subjects import match
 
 log = logging.getLogger("natsbridge.broker")
+
+DEAD_LETTER_HEADERS = frozenset(
+    {BRIDGE_REASON, BRIDGE_DEAD_LETTER_STREAM, BRIDGE_DEAD_LETTER_SEQ, BRIDGE_DELIVERIES}
+)
+"""Headers a dead letter gets, removed again when it is replayed into its stream."""
 
 DB_NAME = "buffer.db"
 """The database file inside a data dir."""

@@ -16,12 +16,10 @@ from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConf
 from bridge.config.loader import Route
 from bridge.envelope import Envelope, Headers
 from bridge.runtime.buffer import Backlog, Buffered
-from mappings.headers import decode_value, encode_value
+from mappings.headers import BRIDGE_BUFFER_KEY, BRIDGE_BUFFER_TIME, decode_value, encode_value
 
 CONSUMER = "deliver"
 DEAD_LETTER_SUFFIX = ".dead-letters"
-KEY_HEADER = "Bridge-Buffer-Key"
-TIME_HEADER = "Bridge-Buffer-Time"
 # The deliver loop retries a window in process; redelivery by ack wait only matters
 # after a restart, when every unacked message is handed out again anyway.
 ACK_WAIT_S = 3600.0
@@ -122,15 +120,15 @@ class EmbeddedRouteBuffer:
 def _stored_headers(envelope: Envelope) -> Headers:
     headers = dict(envelope.headers)
     if envelope.key is not None:
-        headers[KEY_HEADER] = [encode_value(envelope.key)]
-    headers[TIME_HEADER] = [repr(envelope.timestamp)]
+        headers[BRIDGE_BUFFER_KEY] = [encode_value(envelope.key)]
+    headers[BRIDGE_BUFFER_TIME] = [repr(envelope.timestamp)]
     return headers
 
 
 def _envelope(message: Msg) -> Envelope:
     headers = dict(message.headers)
-    key = headers.pop(KEY_HEADER, None)
-    stamp = headers.pop(TIME_HEADER, None)
+    key = headers.pop(BRIDGE_BUFFER_KEY, None)
+    stamp = headers.pop(BRIDGE_BUFFER_TIME, None)
     return Envelope(
         subject=message.subject,
         payload=message.payload,

@@ -18,8 +18,8 @@ from bridge.broker import (
     Retention,
     StreamConfig,
 )
-from bridge.broker.headers import BRIDGE_REASON
 from bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull
+from mappings.headers import BRIDGE_REASON
 
 
 def async_test(fn: Callable[[Broker, Path], Awaitable[None]]) -> Callable[[Path], None]:

@@ -16,14 +16,14 @@ from bridge.broker.config import (
     Retention,
     StreamConfig,
 )
-from bridge.broker.headers import (
+from bridge.broker.store import DB_NAME, Store
+from bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull, SubjectError
+from mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
     BRIDGE_DELIVERIES,
     BRIDGE_REASON,
 )
-from bridge.broker.store import DB_NAME, Store
-from bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull, SubjectError
 
 from .conftest import FakeClock, OpenStore, crash, work_queue
 
