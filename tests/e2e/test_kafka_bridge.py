@@ -265,7 +265,7 @@ def test_both_routes_of_the_example_work(
 def test_kafka_to_jetstream_exactly_once_through_kill_9_and_kafka_restart(
     kafka_bootstrap: str, nats_url: str, tag: str, bridge_factory: Any, services: Any
 ) -> None:
-    count, keys = 20_000, 100
+    count, keys = 100_000, 100
     topic = f"e2e-{tag}"
     create_topic(kafka_bootstrap, topic, partitions=6)
     sent = [f"k{i % keys}:{i // keys}" for i in range(count)]
@@ -299,7 +299,7 @@ def test_kafka_to_jetstream_exactly_once_through_kill_9_and_kafka_restart(
 def test_jetstream_to_kafka_through_kill_9(
     kafka_bootstrap: str, nats_url: str, tag: str, bridge_factory: Any
 ) -> None:
-    count, keys = 10_000, 50
+    count, keys = 100_000, 50
     topic, stream = f"e2e-out-{tag}", f"IN_{tag}"
     create_topic(kafka_bootstrap, topic, partitions=6)
     sent = [f"d{i % keys}:{i // keys}" for i in range(count)]
