@@ -57,6 +57,10 @@ from bridge.errors import HeaderError
 # Loop prevention, dedup, dead letters.
 NATS_MSG_ID = "Nats-Msg-Id"
 """JetStream dedup id; set from source coordinates under ``exactly_once``."""
+NATS_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
+"""Status of a failed request/reply exchange (``408`` when the answer timed out)."""
+NATS_SERVICE_ERROR = "Nats-Service-Error"
+"""Text of a failed request/reply exchange."""
 BRIDGE_ORIGIN = "Bridge-Origin"
 """`<bridge id>/<source connection>`, one value per bridge hop (loop prevention)."""
 BRIDGE_HOPS = "Bridge-Hops"
@@ -104,6 +108,8 @@ STOMP_REPLY_TO = "Stomp-Reply-To"
 
 BRIDGE_HEADERS = (
     NATS_MSG_ID,
+    NATS_SERVICE_ERROR_CODE,
+    NATS_SERVICE_ERROR,
     BRIDGE_ORIGIN,
     BRIDGE_HOPS,
     BRIDGE_REASON,

@@ -43,12 +43,12 @@ from bridge.runtime.backoff import Backoff
 from bridge.runtime.buffer import Buffered, RouteBuffer
 from bridge.runtime.mapper import LoopDetected, RouteMapper
 from bridge.runtime.stats import RouteState, RouteStats
+from mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
 
 log = logging.getLogger("natsbridge.route")
 
 RECEIVE_TIMEOUT_S = 0.5
 MAX_UNEXPECTED_FAILURES = 5  # a bug in a connector must not retry one message forever
-TIMEOUT_HEADERS = {"Nats-Service-Error-Code": ["408"], "Nats-Service-Error": ["request timeout"]}
 
 
 class RouteRunner:
@@ -367,9 +367,11 @@ class RouteRunner:
             raise PermanentError("this route's connectors cannot carry request/reply")
         try:
             reply = await self.sink.request(mapped, self.route.spec.request_reply.timeout)
-        except BridgeTimeout:
-            reply = Envelope(subject=request.reply or "", payload=b"", headers=TIMEOUT_HEADERS)
-            await self.source.respond(request, reply)
+        except BridgeError as exc:
+            # The requester hears at once why there is no answer, instead of timing out.
+            code = "408" if isinstance(exc, BridgeTimeout) else "503"
+            status = {NATS_SERVICE_ERROR_CODE: [code], NATS_SERVICE_ERROR: [_reason(exc)]}
+            await self.source.respond(request, Envelope(request.reply or "", b"", status))
             raise
         await self.source.respond(request, reply)
 

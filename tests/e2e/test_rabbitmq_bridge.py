@@ -270,6 +270,40 @@ def test_every_route_of_the_example_works(
     server.close()
 
 
+def test_failed_requests_are_answered_with_a_status(
+    amqp_url: str, nats_url: str, tag: str, bridge_factory: Any
+) -> None:
+    """No RPC queue: 503 with the reason at once; a queue nobody serves: 408 after 1 s."""
+    config, names = unique_config(tag)
+    config["routes"] = [config["routes"][2]]
+    config["routes"][0]["request_reply"]["timeout"] = "1s"
+    bridge = bridge_factory(config)
+    bridge.start()
+
+    async def ask() -> tuple[Any, float]:
+        nc = await nats.connect(nats_url)
+        began = time.monotonic()
+        try:
+            reply = await nc.request(f"{names['pricing']}.quote", b"sku", timeout=10)
+            return reply, time.monotonic() - began
+        finally:
+            await nc.close()
+
+    unroutable, _ = asyncio.run(ask())
+    assert unroutable.headers["Nats-Service-Error-Code"] == "503"
+    assert "MessageRejected" in unroutable.headers["Nats-Service-Error"]
+    rabbit = Rabbit(amqp_url)
+    rabbit.channel.queue_declare(names["pricing_rpc"], auto_delete=False)
+    try:
+        timed_out, waited = asyncio.run(ask())
+        assert timed_out.headers["Nats-Service-Error-Code"] == "408"
+        assert 1.0 <= waited < 5.0
+    finally:
+        rabbit.channel.queue_delete(names["pricing_rpc"])
+        rabbit.close()
+    assert bridge.terminate() == 0
+
+
 # ---------------------------------------------------------------- failure and recovery
 
 
