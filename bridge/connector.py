@@ -32,6 +32,26 @@ no-op, so settling twice is harmless.
 """
 
 
+class AckOnce:
+    """An `Ack` that passes the first call on to `settle` and ignores every later one.
+
+    Connectors build each message's ack as `AckOnce(partial(self._settle, ...))`, so
+    that "settling twice is harmless" is decided here, once, for every broker.
+    """
+
+    __slots__ = ("_done", "_settle")
+
+    def __init__(self, settle: Callable[[BaseException | None], None]) -> None:
+        self._settle = settle
+        self._done = False
+
+    def __call__(self, error: BaseException | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._settle(error)
+
+
 @dataclass(slots=True)
 class Incoming:
     """A message received from a source, with the callable that settles it."""

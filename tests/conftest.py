@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from bridge import secrets
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES_SH = Path(os.environ.get("NATSBRIDGE_SERVICES_SH") or REPO_ROOT / "deploy/dev/services.sh")
 BROKERS = ("nats", "rabbitmq", "activemq", "kafka")
@@ -53,6 +55,17 @@ def _load_probe() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def _isolated_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets a test registers (bridge.secrets is process-wide) end with the test.
+
+    Property tests register arbitrary short values ("0", "ll"), which would otherwise
+    mask innocent text in every later test of the run.
+    """
+    monkeypatch.setattr(secrets, "_secrets", set(secrets._secrets))
+    monkeypatch.setattr(secrets, "_ordered", secrets._ordered)
 
 
 # --------------------------------------------------------------------------- testcontainers

@@ -16,6 +16,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from pika.channel import Channel
@@ -23,7 +24,7 @@ from pika.spec import Basic, BasicProperties
 
 from bridge.config.loader import Route
 from bridge.config.model import AmqpConnection, AmqpSource
-from bridge.connector import Incoming
+from bridge.connector import AckOnce, Incoming
 from bridge.envelope import Envelope
 from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
 from connectors.amqp.client import AmqpClient, Steps, url_user
@@ -36,24 +37,6 @@ log = logging.getLogger("natsbridge.amqp")
 
 MAX_PREFETCH = 65535
 """AMQP's prefetch-count is a 16-bit field."""
-
-
-class _Settle:
-    """The `ack` of one delivery: callable once, from any thread; later calls do nothing."""
-
-    __slots__ = ("_done", "_generation", "_source", "_tag")
-
-    def __init__(self, source: AmqpQueueSource, generation: int, tag: int) -> None:
-        self._source = source
-        self._generation = generation
-        self._tag = tag
-        self._done = False
-
-    def __call__(self, error: BaseException | None = None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._source._settle(self._generation, self._tag, error)
 
 
 class AmqpQueueSource:
@@ -232,7 +215,7 @@ class AmqpQueueSource:
             )
             self._settle(generation, tag, MessageRejected(str(exc)))
             return
-        self._batch.append(Incoming(envelope, _Settle(self, generation, tag)))
+        self._batch.append(Incoming(envelope, AckOnce(partial(self._settle, generation, tag))))
         if not self._batch_scheduled:
             self._batch_scheduled = True
             # Runs after pika has dispatched every frame of this socket read: one batch.

@@ -42,6 +42,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -50,7 +51,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from bridge.config.loader import Route
 from bridge.config.model import KafkaConnection, KafkaSource
-from bridge.connector import Incoming
+from bridge.connector import AckOnce, Incoming
 from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
@@ -96,27 +97,6 @@ class _Partition:
 
     def unsettled(self) -> int:
         return len(self.pending) - len(self.settled)
-
-
-class _Settle:
-    """The `ack` of one record: callable once, from any thread; later calls do nothing."""
-
-    __slots__ = ("_done", "offset", "partition", "session")
-
-    def __init__(self, session: _Session, partition: _Partition, offset: int) -> None:
-        self.session = session
-        self.partition = partition
-        self.offset = offset
-        self._done = False
-
-    def __call__(self, error: BaseException | None = None) -> None:
-        if self._done:
-            return
-        self._done = True
-        session = self.session
-        session.settles.append((self.partition, self.offset, error))
-        if session.waiting:
-            session.wake.set()
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
@@ -267,10 +247,16 @@ class _Session:
                     pending.append(offset)
                     part.next_offset = offset + 1
                     envelope = envelope_from_record(record, connection)
-                    batch.append(Incoming(envelope, _Settle(self, part, offset)))
+                    batch.append(Incoming(envelope, AckOnce(partial(self.settle, part, offset))))
             self.unsettled += len(batch)
         if batch:
             self.post(self.source._deliver, self, batch)
+
+    def settle(self, part: _Partition, offset: int, error: BaseException | None) -> None:
+        """Record how the runtime settled a record (any thread); the session thread applies it."""
+        self.settles.append((part, offset, error))
+        if self.waiting:
+            self.wake.set()
 
     def _apply_settles(self, consumer: KafkaConsumer | None) -> None:
         """Under the lock: apply queued acks; rewind (seek) for nacks when `consumer` is given."""
@@ -546,13 +532,16 @@ class KafkaTopicSource:
         ready = self._ready
         if not ready:
             return
+        topic, partition = part.tp.topic, part.tp.partition
         kept = [
             incoming
             for incoming in ready
             if not (
-                isinstance(incoming.ack, _Settle)
-                and incoming.ack.partition is part
-                and incoming.ack.offset >= from_offset
+                (origin := incoming.envelope.origin) is not None
+                and origin.partition == partition
+                and origin.topic == topic
+                and origin.offset is not None
+                and origin.offset >= from_offset
             )
         ]
         if len(kept) != len(ready):

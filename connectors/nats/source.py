@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 import nats.errors
 import nats.js.errors
@@ -20,7 +21,7 @@ from nats.js.client import JetStreamContext
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
 from bridge.config.model import JetStreamSource as JetStreamSourceConfig
-from bridge.connector import Incoming
+from bridge.connector import AckOnce, Incoming
 from bridge.envelope import Envelope, Origin
 from bridge.errors import ConnectionLost, MessageRejected, PermanentError, RetryableError
 from connectors.nats.client import (
@@ -212,8 +213,8 @@ class _Settler:
         self._initial, self._max, self._multiplier = retry.initial, retry.max, retry.multiplier
         self._task = asyncio.create_task(self._run())
 
-    def ack_for(self, msg: Msg) -> _Ack:
-        return _Ack(self, msg)
+    def ack_for(self, msg: Msg) -> AckOnce:
+        return AckOnce(partial(self.put, msg))
 
     def put(self, msg: Msg, error: BaseException | None) -> None:
         if threading.get_ident() == self._thread:
@@ -259,23 +260,6 @@ class _Settler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-class _Ack:
-    """The Ack callable of one JetStream message; a second call is a no-op."""
-
-    __slots__ = ("_done", "_msg", "_settler")
-
-    def __init__(self, settler: _Settler, msg: Msg) -> None:
-        self._settler = settler
-        self._msg = msg
-        self._done = False
-
-    def __call__(self, error: BaseException | None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._settler.put(self._msg, error)
 
 
 class JetStreamSource:

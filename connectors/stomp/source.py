@@ -30,12 +30,13 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config.loader import Route
 from bridge.config.model import StompConnection, StompSource
-from bridge.connector import Incoming
+from bridge.connector import AckOnce, Incoming
 from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
 from connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
@@ -77,24 +78,6 @@ def subscription_headers(
                 ("x-queue-name", subscription),
             ]
     return headers
-
-
-class _Settle:
-    """The `ack` of one message: callable once, from any thread; later calls do nothing."""
-
-    __slots__ = ("_ack_id", "_done", "_generation", "_source")
-
-    def __init__(self, source: StompDestinationSource, generation: int, ack_id: str) -> None:
-        self._source = source
-        self._generation = generation
-        self._ack_id = ack_id
-        self._done = False
-
-    def __call__(self, error: BaseException | None = None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._source._settle(self._generation, self._ack_id, error)
 
 
 class StompDestinationSource:
@@ -228,7 +211,7 @@ class StompDestinationSource:
             )
             self._settle(generation, ack_id, PermanentError(str(exc)))
             return
-        self._ready.append(Incoming(envelope, _Settle(self, generation, ack_id)))
+        self._ready.append(Incoming(envelope, AckOnce(partial(self._settle, generation, ack_id))))
         if not self._wake_scheduled:
             self._wake_scheduled = True
             client.post(self._wake_receive)
