@@ -70,6 +70,10 @@ POLL_TIMEOUT_MS = 100
 PAUSED_POLL_MS = 20
 """While paused for backpressure, the poll timeout (acks are applied between polls)."""
 COMMIT_INTERVAL_S = 0.2
+# Every watermark is committed again this often even when it did not move: a commit that
+# was lost without its callback firing (coordinator moving, rebalance) must not leave a
+# partition's committed offset stale until its next record, possibly for good.
+RECOMMIT_INTERVAL_S = 5.0
 """How often a moved watermark is committed, in seconds."""
 REVOKE_GRACE_S = 1.0
 """How long a revocation waits for the revoked partitions' records to be settled."""
@@ -210,13 +214,18 @@ class _Session:
 
     def _consume(self, consumer: KafkaConsumer) -> None:
         next_commit = time.monotonic() + COMMIT_INTERVAL_S
+        next_recommit = time.monotonic() + RECOMMIT_INTERVAL_S
         while not self.stop.is_set():
             offsets = None
             with self.lock:
                 self._apply_settles(consumer)
-                if time.monotonic() >= next_commit:
-                    offsets = self._commit_offsets()
-                    next_commit = time.monotonic() + COMMIT_INTERVAL_S
+                now = time.monotonic()
+                if now >= next_commit:
+                    again = now >= next_recommit
+                    offsets = self._commit_offsets(again)
+                    next_commit = now + COMMIT_INTERVAL_S
+                    if again:
+                        next_recommit = now + RECOMMIT_INTERVAL_S
                 self._flow(consumer)
                 paused = self.paused
             if offsets:
@@ -297,12 +306,12 @@ class _Session:
         self.post(self.source._withdraw, part, offset)
         log.debug("kafka source %s: rewinding %s to offset %d", self.route_name, part.tp, offset)
 
-    def _commit_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Under the lock: the watermarks that moved since they were last committed."""
+    def _commit_offsets(self, again: bool = False) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Under the lock: the watermarks that moved since last committed (`again`: all)."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for part in self.partitions.values():
             mark = part.watermark()
-            if mark is not None and mark != part.committed:
+            if mark is not None and (again or mark != part.committed):
                 offsets[part.tp] = OffsetAndMetadata(mark, "", -1)
                 part.committed = mark
         return offsets

@@ -170,7 +170,11 @@ def kafka_to_js_config(tag: str, bootstrap: str, nats_url: str, topic: str) -> d
                 "to": {
                     "connection": "nats",
                     "subject": f"k{tag}.{{{{partition}}}}",
-                    "jetstream": {"stream": f"K_{tag}"},
+                    # Each kill -9 costs the group's session timeout (~45 s) before the
+                    # partitions move on, so over several kills a record can be read
+                    # again more than the default 2 min after its first copy; exactly-once
+                    # holds within the duplicate window, which must cover that.
+                    "jetstream": {"stream": f"K_{tag}", "duplicate_window": "10m"},
                 },
                 "delivery": "exactly_once",
             }
