@@ -57,6 +57,3 @@ class RouteBuffer(Protocol):
 
     async def backlog(self) -> Backlog:
         """How many messages wait for delivery, and how old the oldest is."""
-
-    async def close(self) -> None:
-        """Release the buffer; undelivered messages stay on disk for the next start."""

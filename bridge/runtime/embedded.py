@@ -113,9 +113,6 @@ class EmbeddedRouteBuffer:
         info = await self.broker.consumer_info(self.stream, CONSUMER)
         return Backlog(info.num_pending + info.num_ack_pending, info.oldest_age)
 
-    async def close(self) -> None:
-        """Nothing to release: the broker is shared and closed by EmbeddedBuffers."""
-
 
 def _stored_headers(envelope: Envelope) -> Headers:
     headers = dict(envelope.headers)
