@@ -14,9 +14,10 @@ driver exception must be translated at the boundary, never leak.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, Connection
@@ -50,6 +51,18 @@ class AckOnce:
             return
         self._done = True
         self._settle(error)
+
+
+T = TypeVar("T")
+
+
+def take_up_to(ready: deque[T], limit: int) -> list[T]:
+    """Remove and return the first `limit` items of `ready` (all of them if fewer).
+
+    How a source hands a batch from its inbox to `receive()`, in arrival order. Only
+    popleft() touches the deque, so another thread may keep appending meanwhile.
+    """
+    return [ready.popleft() for _ in range(min(limit, len(ready)))]
 
 
 @dataclass(slots=True)

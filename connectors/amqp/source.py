@@ -24,7 +24,7 @@ from pika.spec import Basic, BasicProperties
 
 from bridge.config.loader import Route
 from bridge.config.model import AmqpConnection, AmqpSource
-from bridge.connector import AckOnce, Incoming
+from bridge.connector import AckOnce, Incoming, take_up_to
 from bridge.envelope import Envelope
 from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
 from connectors.amqp.client import AmqpClient, Steps, url_user
@@ -116,11 +116,7 @@ class AmqpQueueSource:
                 if self._down is not None:
                     raise self._down_error()
                 return ()
-        if len(ready) <= max_messages:
-            batch = list(ready)
-            ready.clear()
-            return batch
-        return [ready.popleft() for _ in range(max_messages)]
+        return take_up_to(ready, max_messages)
 
     async def close(self) -> None:
         """Send the acks already given, then close the connection (unsettled ones requeue)."""

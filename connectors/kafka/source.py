@@ -51,7 +51,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from bridge.config.loader import Route
 from bridge.config.model import KafkaConnection, KafkaSource
-from bridge.connector import AckOnce, Incoming
+from bridge.connector import AckOnce, Incoming, take_up_to
 from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
@@ -505,11 +505,7 @@ class KafkaTopicSource:
                 if self._error is not None:
                     raise self._error
                 return ()
-        if len(ready) <= max_messages:
-            batch = list(ready)
-            ready.clear()
-            return batch
-        return [ready.popleft() for _ in range(max_messages)]
+        return take_up_to(ready, max_messages)
 
     async def close(self) -> None:
         """Apply the acks given so far, commit, leave the group. Idempotent."""

@@ -21,7 +21,7 @@ from nats.js.client import JetStreamContext
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
 from bridge.config.model import JetStreamSource as JetStreamSourceConfig
-from bridge.connector import AckOnce, Incoming
+from bridge.connector import AckOnce, Incoming, take_up_to
 from bridge.envelope import Envelope, Origin
 from bridge.errors import ConnectionLost, MessageRejected, PermanentError, RetryableError
 from connectors.nats.client import (
@@ -85,9 +85,8 @@ class _Inbox:
                 await asyncio.wait_for(self._readable.wait(), timeout)
             except TimeoutError:
                 return []
-        count = min(max_items, len(items))
-        batch = [items.popleft() for _ in range(count)]
-        if count and not self._writable.is_set():
+        batch = take_up_to(items, max_items)
+        if batch and not self._writable.is_set():
             self._writable.set()
         return batch
 

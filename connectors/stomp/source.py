@@ -36,7 +36,7 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config.loader import Route
 from bridge.config.model import StompConnection, StompSource
-from bridge.connector import AckOnce, Incoming
+from bridge.connector import AckOnce, Incoming, take_up_to
 from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
 from connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
@@ -181,8 +181,7 @@ class StompDestinationSource:
                 finally:
                     timer.cancel()
                     self._waiter = None
-        count = min(len(ready), max_messages)
-        return [ready.popleft() for _ in range(count)]
+        return take_up_to(ready, max_messages)
 
     async def close(self) -> None:
         """DISCONNECT after the acks already given; unsettled messages go back. Idempotent."""
