@@ -7,7 +7,8 @@ connect, so "ready" means the broker actually serves clients:
   nats HOST:PORT             INFO/CONNECT/PING, then a $JS.API.INFO request (JetStream up)
   amqp HOST:PORT [U P]       AMQP 0-9-1 handshake, channel open, exclusive queue declare
   stomp HOST:PORT [U P]      CONNECT, SUBSCRIBE + SEND + MESSAGE on a throwaway topic
-  kafka HOST:PORT            Metadata request answered with a live broker and a controller
+  kafka HOST:PORT [CAFILE]   Metadata request answered with a live broker and a controller
+                             (over TLS, verifying the broker against CAFILE, when given)
   kafka-sasl HOST:PORT MECH  SaslHandshake answered with MECH enabled
 
 Exit status 0 when ready; 1 with a one-line reason on stderr otherwise.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import sys
 import uuid
@@ -244,10 +246,19 @@ def _kafka_string(data: bytes, pos: int) -> tuple[str | None, int]:
     return data[pos : pos + n].decode(), pos + n
 
 
-def probe_kafka(addr: str) -> str:
-    """Metadata v1 (all topics): a live broker and an elected controller."""
+def probe_kafka(addr: str, ca_file: str | None = None) -> str:
+    """Metadata v1 (all topics): a live broker and an elected controller.
+
+    With `ca_file`, over TLS: the broker's certificate must chain to that CA and name the host.
+    """
     with _connect(addr) as sock:
-        resp = _kafka_request(sock, 3, 1, struct.pack(">i", -1))
+        if ca_file is None:
+            resp = _kafka_request(sock, 3, 1, struct.pack(">i", -1))
+        else:
+            context = ssl.create_default_context(cafile=ca_file)
+            host = addr.rpartition(":")[0] or "127.0.0.1"
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                resp = _kafka_request(tls, 3, 1, struct.pack(">i", -1))
     (nbrokers,) = struct.unpack(">i", resp[:4])
     pos = 4
     brokers = []

@@ -17,7 +17,8 @@
 #          github.com/nats-io/natscli/nats (optional, for `nats bench`; NATSBRIDGE_NATSCLI=0 skips)
 #   maven: org.apache.kafka:kafka_2.13 and its runtime dependencies (deploy/dev/kafka/pom.xml)
 # Broker data and logs live in $NATSBRIDGE_SERVICES_DIR (default ~/.cache/natsbridge/services)
-# and survive stop/start/restart/down.
+# and survive stop/start/restart/down. Kafka's TLS listener uses a self-signed CA made once
+# with openssl in $NATSBRIDGE_SERVICES_DIR/kafka/tls (ca.pem is what clients trust).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,6 +45,7 @@ ACTIVEMQ_OPENWIRE_PORT=61616
 KAFKA_PORT=9092
 KAFKA_CONTROLLER_PORT=9093
 KAFKA_SCRAM_PORT=9094
+KAFKA_TLS_PORT=9095
 KAFKA_SCRAM_USER=natsbridge
 KAFKA_SCRAM_PASSWORD=natsbridge-secret
 ACTIVEMQ_USER="admin"
@@ -298,6 +300,44 @@ log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 EOF
 }
 
+# A self-signed CA and a server certificate for localhost/127.0.0.1, made once (again only
+# when the server certificate expires within a day). Kafka reads the PEM key and chain itself.
+make_kafka_tls() {
+  local d="$STATE/kafka/tls" tmp
+  if [ -f "$d/ca.pem" ] && [ -f "$d/keystore.pem" ] &&
+    openssl x509 -checkend 86400 -noout -in "$d/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null || die "openssl is needed for Kafka's TLS listener"
+  mkdir -p "$STATE/kafka"
+  tmp="$(mktemp -d "$STATE/kafka/.tls.XXXXXX")"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+    "subjectAltName=DNS:localhost,IP:$HOST" "subjectKeyIdentifier=hash" \
+    "authorityKeyIdentifier=keyid,issuer" >"$tmp/server.ext"
+  if ! (
+    set -e
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=natsbridge dev Kafka CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem
+    # Kafka's PEM keystore: the unencrypted PKCS#8 key, then the certificate
+    cat server.key server.pem >keystore.pem
+    chmod 600 ca.key server.key keystore.pem
+  ) >"$tmp/openssl.log" 2>&1; then
+    cat "$tmp/openssl.log" >&2
+    rm -rf "$tmp"
+    die "making the Kafka TLS certificates failed"
+  fi
+  rm -f "$tmp/server.csr" "$tmp/server.ext" "$tmp/ca.srl" "$tmp/openssl.log"
+  rm -rf "$d"
+  mv "$tmp" "$d"
+  log "kafka: made a CA and a server certificate in $d"
+}
+
 write_kafka_config() {
   local d="$STATE/kafka"
   mkdir -p "$d/data"
@@ -306,13 +346,16 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT,SSL://$HOST:$KAFKA_TLS_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT,SSL://$HOST:$KAFKA_TLS_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
 sasl.enabled.mechanisms=SCRAM-SHA-256
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$d/tls/keystore.pem
+listener.name.ssl.ssl.client.auth=none
 log.dirs=$d/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -405,7 +448,7 @@ service_ports() {
   nats) echo "$NATS_PORT $NATS_MONITOR_PORT" ;;
   rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
   activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
-  kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT" ;;
+  kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT" ;;
   esac
 }
 
@@ -453,6 +496,7 @@ start_process() { # NAME: launch without waiting
     ;;
   kafka)
     [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars are not installed; run: $0 up"
+    make_kafka_tls
     write_kafka_config
     format_kafka
     launch kafka java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -473,7 +517,8 @@ probe() { # NAME: one readiness round trip per endpoint, quiet
   activemq) "$PY" "$PROBE" stomp "$HOST:$ACTIVEMQ_STOMP_PORT" "$ACTIVEMQ_USER" "$ACTIVEMQ_PASSWORD" ;;
   kafka)
     "$PY" "$PROBE" kafka "$HOST:$KAFKA_PORT" &&
-      "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_SCRAM_PORT" SCRAM-SHA-256
+      "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_SCRAM_PORT" SCRAM-SHA-256 &&
+      "$PY" "$PROBE" kafka "$HOST:$KAFKA_TLS_PORT" "$STATE/kafka/tls/ca.pem"
     ;;
   esac
 }
@@ -573,7 +618,7 @@ endpoints() {
 nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MONITOR_PORT)
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
-kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; controller $HOST:$KAFKA_CONTROLLER_PORT)
+kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
 EOF
 }
 
@@ -591,6 +636,8 @@ export NATSBRIDGE_KAFKA_BOOTSTRAP='$HOST:$KAFKA_PORT'
 export NATSBRIDGE_KAFKA_SCRAM_BOOTSTRAP='$HOST:$KAFKA_SCRAM_PORT'
 export NATSBRIDGE_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
 export NATSBRIDGE_KAFKA_SCRAM_PASSWORD='$KAFKA_SCRAM_PASSWORD'
+export NATSBRIDGE_KAFKA_TLS_BOOTSTRAP='$HOST:$KAFKA_TLS_PORT'
+export NATSBRIDGE_KAFKA_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
 export NATSBRIDGE_SERVICES_SH='$HERE/services.sh'
 EOF
 }
