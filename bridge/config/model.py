@@ -98,6 +98,12 @@ class Tls(Model):
     key_file: str | None = None
     verify: bool = True
 
+    @model_validator(mode="after")
+    def _key_has_a_certificate(self) -> Tls:
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
+
 
 class AmqpConnection(Model):
     """A RabbitMQ (AMQP 0-9-1) broker."""
@@ -131,6 +137,10 @@ class KafkaConnection(Model):
             )
         if not uses_sasl and self.sasl_mechanism:
             raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if self.tls is not None and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"tls needs security_protocol SSL or SASL_SSL, not {self.security_protocol}"
+            )
         return self
 
 

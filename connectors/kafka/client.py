@@ -7,10 +7,12 @@ Every consumer, producer and admin client of this connector is made by `build()`
   `.get_secret_value()`, never in a log line or an error);
 * hands kafka-python a network-client factory that remembers the network client it
   made. kafka-python 3 starts that client's I/O thread before it bootstraps, and when
-  the bootstrap fails (broker down, wrong password) the constructor raises a bare
-  "Unable to bootstrap" and leaves the thread running. The factory lets `build()` close
-  it, and read the SASL failure the network client recorded, so that a wrong password
-  is a clear, permanent KafkaAuthenticationFailed rather than an endless retry.
+  the bootstrap fails (broker down, wrong password, untrusted certificate) the
+  constructor raises a bare "Unable to bootstrap" and leaves the thread running. The
+  factory lets `build()` close it, and read the SASL or TLS failure the network client
+  recorded, so that a wrong password is a clear, permanent KafkaAuthenticationFailed and
+  a broker certificate the CA does not vouch for a permanent KafkaTlsFailed, rather than
+  an endless retry.
 
 Blocking: every function here blocks; callers run them on their own thread.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,9 +32,9 @@ import kafka.errors as ke
 from kafka import KafkaAdminClient
 
 from bridge.config.model import KafkaConnection, KafkaTopicCreation, Tls
-from bridge.errors import PermanentError, RetryableError
+from bridge.errors import ConnectionLost, PermanentError, RetryableError
 from bridge.secrets import redact, register
-from connectors.kafka.errors import KafkaAuthenticationFailed, translate
+from connectors.kafka.errors import KafkaAuthenticationFailed, KafkaTlsFailed, translate
 
 try:
     from kafka.net.compat import KafkaNetClient as _NetClient
@@ -103,15 +106,10 @@ def client_options(config: KafkaConnection) -> dict[str, Any]:
         "security_protocol": config.security_protocol,
         "bootstrap_timeout_ms": DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     }
-    uses_tls = config.security_protocol in ("SSL", "SASL_SSL")
-    if config.tls is not None and not uses_tls:
-        raise PermanentError(
-            f"kafka: tls is set but security_protocol is {config.security_protocol}; "
-            "use SSL or SASL_SSL to connect with TLS"
-        )
-    if uses_tls:
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        # kafka-python uses this context as it is (its ssl_cafile, ssl_certfile,
+        # ssl_keyfile and ssl_check_hostname options only build one when none is given).
         options["ssl_context"] = ssl_context(config.tls)
-        options["ssl_check_hostname"] = config.tls.verify if config.tls is not None else True
     if config.sasl_mechanism is not None:
         assert config.sasl_password is not None  # the model checks that SASL is complete
         options["sasl_mechanism"] = config.sasl_mechanism
@@ -123,17 +121,71 @@ def client_options(config: KafkaConnection) -> dict[str, Any]:
 
 
 def ssl_context(tls: Tls | None) -> ssl.SSLContext:
-    """A client SSLContext: system CAs or `ca_file`, optional client cert, verify on/off."""
+    """A client SSLContext: system CAs or `ca_file`, optional client cert, verify on/off.
+
+    A file that is missing, unreadable or not what it should be is a PermanentError naming
+    the `tls` key and the path.
+    """
+    tls = tls or Tls()
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path is not None and not os.path.isfile(path):
+            raise PermanentError(f"kafka: tls.{key} {path!r} does not exist or is not a file")
+
+    def encrypted() -> str:
+        raise ValueError("the key is encrypted; natsbridge needs an unencrypted PEM key")
+
     try:
-        context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
-        if tls is not None and tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
+        context = ssl.create_default_context(cafile=tls.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise PermanentError(f"kafka: TLS files: {exc}") from None
-    if tls is not None and not tls.verify:
+        raise PermanentError(
+            f"kafka: tls.ca_file {tls.ca_file!r} holds no usable PEM CA certificate: {exc}"
+        ) from None
+    if tls.cert_file:
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=encrypted)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            files = f"tls.cert_file {tls.cert_file!r}"
+            if tls.key_file:
+                files += f" and tls.key_file {tls.key_file!r}"
+            raise PermanentError(
+                f"kafka: {files}: not a PEM certificate with its private key: {exc}"
+            ) from None
+    if not tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _ssl_error(exc: BaseException | None) -> ssl.SSLError | None:
+    """The ssl error behind `exc` (kafka-python wraps a failed handshake in its own), if any."""
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def tls_error(config: KafkaConnection, exc: ssl.SSLError) -> PermanentError | ConnectionLost:
+    """The error for a failed TLS handshake with the brokers of `config`.
+
+    A certificate that does not verify is permanent (the CA or the broker's certificate
+    must change); another handshake failure (e.g. a listener that does not speak TLS) is
+    retried, but says what happened.
+    """
+    where = f"kafka: {describe(config)}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        ca = f"tls.ca_file {config.tls.ca_file!r}" if config.tls and config.tls.ca_file else None
+        trusted = ca or "the system's CA certificates (no tls.ca_file)"
+        return KafkaTlsFailed(
+            f"{where}: the broker's TLS certificate was not accepted: "
+            f"{exc.verify_message or exc.reason}; it must be signed by a CA in {trusted} "
+            "and name the host in bootstrap_servers"
+        )
+    return ConnectionLost(
+        f"{where}: TLS handshake failed: {exc.reason or exc}; "
+        f"does this listener speak {config.security_protocol}?"
+    )
 
 
 def check_compression(compression: str) -> str | None:
@@ -161,6 +213,7 @@ class _NetClients:
         self.watching = True  # only while the client is being built
         self.made: list[Any] = []
         self.failures: list[BaseException] = []
+        self.tls_failures: list[ssl.SSLError] = []
 
     def __call__(self, **configs: Any) -> Any:
         assert _NetClient is not None
@@ -182,6 +235,10 @@ class _NetClients:
     def _lost(self, connection: Any, exc: BaseException) -> None:
         """A broker connection closed with `exc`: remember it when it looks like a refused login."""
         if not self.watching:
+            return
+        tls = _ssl_error(exc)
+        if tls is not None:
+            self.tls_failures.append(tls)
             return
         if isinstance(exc, ke.SaslAuthenticationFailedError | ke.AuthorizationError):
             self.failures.append(exc)
@@ -208,6 +265,10 @@ class _NetClients:
         """The SASL/authorization failure seen while connecting, if any."""
         return self.failures[0] if self.failures else None
 
+    def tls_failure(self) -> ssl.SSLError | None:
+        """The last TLS handshake failure seen while connecting, if any."""
+        return self.tls_failures[-1] if self.tls_failures else None
+
     def close(self) -> None:
         for client in self.made:
             with contextlib.suppress(Exception):
@@ -224,12 +285,15 @@ def build(make: Callable[..., T], options: dict[str, Any], config: KafkaConnecti
         return made
     except BaseException as exc:
         failure = clients.auth_failure()
+        tls_failure = clients.tls_failure()
         clients.close()  # the constructor failed: nobody else will stop its I/O thread
         if failure is not None:
             raise KafkaAuthenticationFailed(
                 f"kafka: {describe(config)}: authentication failed for user "
                 f"{config.sasl_username!r} ({config.sasl_mechanism}): {redact(str(failure))}"
             ) from None
+        if tls_failure is not None:
+            raise tls_error(config, tls_failure) from None
         error = translate(exc)
         if isinstance(error, RetryableError):  # say where it could not connect
             error = type(error)(f"{error} (bootstrap servers {describe(config)})")

@@ -25,6 +25,8 @@ and leaves as a bridge.errors type:
 Authentication failures deserve a note: kafka-python 3 retries a failed SASL handshake until
 its bootstrap timeout and then reports only "Unable to bootstrap". `connectors.kafka.client`
 keeps the failure the network client recorded and raises KafkaAuthenticationFailed instead.
+A broker certificate that does not verify is kept the same way and becomes KafkaTlsFailed
+(permanent); another failed TLS handshake becomes a ConnectionLost that says so.
 Messages never hold the password: SASL errors come from the broker, and every message goes
 through `bridge.secrets.redact` anyway.
 """
@@ -67,6 +69,10 @@ _PRODUCER_STATE = tuple(
 
 class KafkaAuthenticationFailed(PermanentError):
     """The broker refused the SASL credentials (wrong user or password, or mechanism)."""
+
+
+class KafkaTlsFailed(PermanentError):
+    """The broker's TLS certificate did not verify (not signed by a trusted CA, wrong host)."""
 
 
 class KafkaNotAuthorized(PermanentError):
