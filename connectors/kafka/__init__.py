@@ -10,7 +10,31 @@ Connection (``connections.<name>`` with ``kind: kafka``)
                            kafka-python, and never logged. A refused login is a permanent
                            KafkaAuthenticationFailed naming the user and mechanism.
     ``tls``                ``ca_file``, ``cert_file``, ``key_file`` (PEM), ``verify``;
-                           only with SSL or SASL_SSL (with PLAINTEXT it is an error)
+                           only with SSL or SASL_SSL (see TLS below)
+
+TLS
+    ``security_protocol: SSL`` (or ``SASL_SSL``: SASL over TLS) connects with TLS and checks
+    that the broker's certificate is signed by a trusted CA and names the host in
+    ``bootstrap_servers`` (an IP address must be in the certificate's subjectAltName).
+    Trusted are the system's CA certificates, or only those in ``tls.ca_file`` (PEM, one
+    or more). ``cert_file`` (+ ``key_file`` unless the key is in the same file; the key
+    must not be encrypted) is a client certificate, for brokers with
+    ``ssl.client.auth=required``. ``verify: false`` turns both checks off (tests only).
+
+        connections:
+          kafka:
+            kind: kafka
+            bootstrap_servers: ["kafka-1.example.com:9093"]
+            security_protocol: SSL
+            tls:
+              ca_file: /etc/natsbridge/kafka-ca.pem
+              # cert_file: /etc/natsbridge/kafka-client.pem   # mutual TLS
+              # key_file: /etc/natsbridge/kafka-client.key
+
+    ``tls`` with PLAINTEXT or SASL_PLAINTEXT, or ``key_file`` without ``cert_file``, is a
+    config error (``natsbridge validate`` reports it). At connect, a TLS file that is
+    missing or unusable is a PermanentError naming the key and path, and a broker
+    certificate that does not verify is a permanent KafkaTlsFailed naming the CA file.
 
 Source (``from:``; connectors/kafka/source.py)
     ``topics: [a, b]`` or ``topic_pattern: "orders\\..*"`` (a regular expression;
@@ -53,7 +77,8 @@ Errors (connectors/kafka/errors.py)
     A record over the producer's ``max_request_size`` (1 MiB, or the route's
     ``max_payload`` plus headroom when larger) or the broker's ``message.max.bytes`` is
     RecordTooLarge (a PayloadTooLarge: dead-lettered). Authentication and authorization
-    failures are permanent and say so.
+    failures are permanent and say so, as is a broker certificate that does not verify
+    (KafkaTlsFailed).
 
 Threading
     kafka-python blocks. Each source connection owns a KafkaConsumer touched only by its
