@@ -28,9 +28,17 @@ Sources (`from:`)
                running count. A Responder: replies go to the request's reply subject.
     jetstream  {stream, durable, create, ack_wait, max_deliver}: a durable pull consumer
                (default name natsbridge-<route>) filtered on `subject`, bound if it exists,
-               else created (with the stream, subjects [subject]) when `create`. Fetched in
-               batches (one pull request per receive(), at most 256 messages); an
-               existing push consumer is refused. ack(None) → +ACK; ack(RetryableError)
+               else created (with the stream, subjects [subject]) when `create`; an
+               existing push consumer is refused. A streaming pull: one private inbox,
+               pull requests to $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> kept
+               outstanding (a quarter of the credit each, 30 s expiry, 5 s idle
+               heartbeat) so that messages keep flowing, never more than
+               min(max_in_flight, 2048) ahead of receive() (backpressure; ack_wait counts
+               from delivery to the bridge). Expired or refused requests give their credit
+               back and are made again; a deleted consumer (409) or the connection closed
+               for good is ConnectionLost. On close, messages pulled ahead and not handed
+               out are nak'd (they come back at once; with `create` the next connect also
+               rewinds to the ack floor, in order). ack(None) → +ACK; ack(RetryableError)
                → -NAK delayed by the route's retry back-off; ack(any other error) → +TERM.
                Acks go out from one task, in order, without blocking the caller. Origin
                carries stream_seq; msg_id comes from a Nats-Msg-Id header. Survives server

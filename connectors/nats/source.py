@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -40,7 +41,9 @@ log = logging.getLogger("natsbridge.connectors.nats")
 DEFAULT_QUEUE_MESSAGES = 10_000  # received, not yet handed to receive(); at least max_in_flight
 DEFAULT_PENDING_MSGS = 65_536  # nats-py's per-subscription buffer behind it, in messages
 DEFAULT_PENDING_BYTES = 64 * 1024 * 1024  # ... and in bytes
-DEFAULT_FETCH_MAX = 256  # JetStream messages per pull request
+DEFAULT_PULL_CAPACITY = 2048  # JetStream messages requested or received, not yet taken
+DEFAULT_PULL_EXPIRES_S = 30.0  # how long a pull request waits on the server
+DEFAULT_PULL_HEARTBEAT_S = 5.0  # the server's idle heartbeat on a waiting pull request
 DEFAULT_SETTLE_WAIT_S = 5.0  # close() waits this long for queued acks to go out
 DEFAULT_ORIGIN_CACHE = 10_000  # subjects whose Origin is kept for reuse
 
@@ -263,16 +266,141 @@ class _Settler:
                 await self._task
 
 
+PENDING_MSGS = "Nats-Pending-Messages"  # what an ended pull request had left to deliver
+FATAL_STATUS = ("400", "503")  # bad request; no responders: no consumer (or JetStream) there
+FATAL_409 = ("Consumer Deleted", "Consumer is push based", "Exceeded MaxRequest")
+
+
+class _Puller:
+    """Keeps a JetStream consumer's messages flowing into an `_Inbox`: a streaming pull.
+
+    One subscription to a private inbox receives all the server sends for the consumer:
+    messages (their reply is the ack subject) and status messages (no reply, a `Status`
+    header). Pull requests to $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> ask for
+    `batch` messages each, to be delivered to that inbox. Credit is what was requested
+    and not yet delivered (`outstanding`) plus what was delivered and not yet taken
+    (the inbox); `refill()` tops it up to `capacity` and runs after every `take()`, so
+    the server never gets more than `capacity` ahead of receive(): backpressure.
+
+    A request ends when filled, or with a status giving back what it had left: 408
+    (expired) or 409 Leadership Change / Server Shutdown carry Nats-Pending-Messages;
+    a request refused outright (409 Exceeded MaxWaiting) gives back all of it. A lost
+    connection forgets every request (credit 0, new requests once it is back). A
+    consumer deleted or refused (409 Consumer Deleted, push based, a MaxRequest limit;
+    400; 503 no responders) closes the inbox with `error`. If nothing, not even the
+    idle heartbeat, arrives for two heartbeats while credit is outstanding, the
+    requests are taken as lost and made again.
+    """
+
+    def __init__(self, link: NatsLink, subject: str, capacity: int) -> None:
+        self.link = link
+        self.subject = subject
+        self.capacity = capacity
+        self.batch = max(1, capacity // 4)
+        self.inbox = _Inbox(capacity)
+        self.outstanding = 0
+        self.error: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._heard = self._loop.time()
+        self._reply = link.client.new_inbox()
+        self._request = json.dumps(
+            {
+                "batch": self.batch,
+                "expires": int(DEFAULT_PULL_EXPIRES_S * 1e9),
+                "idle_heartbeat": int(DEFAULT_PULL_HEARTBEAT_S * 1e9),
+            }
+        ).encode()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        """Subscribe to the inbox and send the first pull requests."""
+        self._sub = await self.link.client.subscribe(
+            self._reply,
+            cb=self._on_message,
+            pending_msgs_limit=DEFAULT_PENDING_MSGS,
+            pending_bytes_limit=DEFAULT_PENDING_BYTES,
+        )
+        self.link.on_disconnect.append(self._forget)
+        self.link.on_close.append(self._closed)
+        await self.refill()
+
+    async def refill(self) -> None:
+        """Send pull requests while a whole `batch` of credit is free."""
+        client = self.link.client
+        if self.error is not None or not client.is_connected:
+            return  # while reconnecting nats-py would buffer them, for a server that forgot us
+        while self.capacity - len(self.inbox.items) - self.outstanding >= self.batch:
+            self.outstanding += self.batch  # before the await: a concurrent refill sees it
+            try:
+                await client.publish(self.subject, self._request, reply=self._reply)
+            except (nats.errors.Error, OSError) as exc:
+                self.outstanding = max(0, self.outstanding - self.batch)
+                log.debug("JetStream pull request not sent: %s", exc)
+                return
+
+    async def take(self, max_items: int, timeout: float) -> list[Msg]:
+        """Up to `max_items` messages in stream order, waiting up to `timeout` s for the first."""
+        await self.refill()
+        msgs = await self.inbox.take(max_items, timeout)
+        if msgs:
+            self._heard = self._loop.time()
+            await self.refill()
+        elif self.outstanding and self._loop.time() - self._heard > 2 * DEFAULT_PULL_HEARTBEAT_S:
+            log.debug("no heartbeat from JetStream consumer: pulling again")
+            self._heard = self._loop.time()
+            self.outstanding = 0
+        return msgs
+
+    async def _on_message(self, msg: Msg) -> None:
+        if msg.reply:  # a stream message (the reply is its ack subject)
+            if self.outstanding:
+                self.outstanding -= 1
+            await self.inbox.put(msg)
+            return
+        self._heard = self._loop.time()
+        headers = msg.headers or {}
+        code, text = headers.get("Status", ""), headers.get("Description", "")
+        if code == "100":  # idle heartbeat
+            return
+        if code in FATAL_STATUS or (code == "409" and text.startswith(FATAL_409)):
+            reason = text or ("no responders" if code == "503" else "refused")
+            self.error = f"pulling from {self.subject}: {code} {reason}"
+            self.inbox.close()
+            return
+        left = headers.get(PENDING_MSGS)
+        self.outstanding = max(0, self.outstanding - (int(left) if left else self.batch))
+        if left:
+            await self.refill()  # a refused request is made again by the next take()
+        elif code != "404":
+            log.debug("JetStream pull request refused: %s %s", code, text)
+
+    async def _forget(self) -> None:
+        self.outstanding = 0
+
+    async def _closed(self) -> None:
+        self.inbox.close()
+
+    async def stop(self, wait: float = DEFAULT_SETTLE_WAIT_S) -> list[Msg]:
+        """Stop pulling (process what is on its way, bounded by `wait` s); return the untaken."""
+        self.error = self.error or "stopped"
+        sub, self._sub = self._sub, None
+        if sub is not None and not self.link.client.is_closed:
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await asyncio.wait_for(sub.drain(), wait)  # type: ignore[no-untyped-call]
+        return take_up_to(self.inbox.items, len(self.inbox.items))
+
+
 class JetStreamSource:
     """Consumes a JetStream stream through a durable pull consumer.
 
     On connect: the stream is looked up (created with subjects [from.subject] when
     missing and `create`), then the durable consumer `durable` (default
     natsbridge-<route>) is bound, or created with explicit acks, `ack_wait`,
-    `max_deliver` and filter subject from.subject. Each `receive()` is one pull request
-    (`fetch`) of up to `max_messages`. The consumer lives on the server: after a
-    reconnect or a nats-server restart, delivery resumes where it was, and messages not
-    acked within ack_wait come back. After max_deliver deliveries the server stops
+    `max_deliver` and filter subject from.subject. Messages stream in through a
+    `_Puller`, at most min(max_in_flight, 2048) ahead of `receive()` (ack_wait counts from
+    their delivery to the bridge). The consumer lives on the server: after a reconnect or
+    a nats-server restart, delivery resumes where it was, and messages not acked within
+    ack_wait come back. After max_deliver deliveries the server stops
     redelivering a message (it stays in the stream).
     """
 
@@ -285,7 +413,7 @@ class JetStreamSource:
         self.bridge = bridge
         self.durable = self.js_config.durable or f"natsbridge-{route.name}"
         self.link: NatsLink | None = None
-        self._psub: JetStreamContext.PullSubscription | None = None
+        self._puller: _Puller | None = None
         self._settler: _Settler | None = None
 
     async def connect(self) -> None:
@@ -298,17 +426,15 @@ class JetStreamSource:
             js = link.client.jetstream()
             await self._ensure_stream(js)
             await self._ensure_consumer(js)
-            with translate(f"binding to JetStream consumer '{self.durable}'"):
-                self._psub = await js.pull_subscribe_bind(
-                    durable=self.durable,
-                    stream=self.js_config.stream,
-                    pending_msgs_limit=DEFAULT_PENDING_MSGS,
-                    pending_bytes_limit=DEFAULT_PENDING_BYTES,
-                )
+            subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.js_config.stream}.{self.durable}"
+            capacity = max(1, min(DEFAULT_PULL_CAPACITY, self.route.spec.max_in_flight))
+            puller = _Puller(link, subject, capacity)
+            with translate(f"pulling from JetStream consumer '{self.durable}'"):
+                await puller.start()
         except BaseException:
             await link.close()
             raise
-        self.link = link
+        self.link, self._puller = link, puller
         self._settler = _Settler(self.route)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
@@ -370,17 +496,19 @@ class JetStreamSource:
     async def _rewind(self, js: JetStreamContext, info: ConsumerInfo, context: str) -> None:
         """Re-create the consumer at its ack floor, so unacked messages come back first.
 
-        Messages a bridge had pulled and not yet acked when it died would otherwise be
-        redelivered only after ack_wait, behind newer ones, breaking per-subject order.
-        Starting again right after the ack floor delivers them first and in stream order
+        Messages a bridge held unacked when it stopped or died (pulled ahead and never
+        taken, or never settled) would otherwise come back after ack_wait behind newer
+        ones, or (nak'd on close) in the server's redelivery order, which is not stream
+        order. Starting again right after the ack floor delivers them first and in order
         (anything acked above the floor comes again: a duplicate, never a loss). Only for
         consumers the bridge manages (`create: true`): a replica sharing the consumer sees
         its in-flight messages once more.
         """
         start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
         log.warning(
-            "%s: %d messages were delivered but never acked (a bridge stopped without "
-            "settling them); re-creating the consumer from stream sequence %d to keep order",
+            "%s: %d messages were delivered but never acked (pulled ahead by a bridge that "
+            "stopped, or never settled); re-creating the consumer from stream sequence %d "
+            "to keep order",
             context,
             info.num_ack_pending,
             start,
@@ -393,36 +521,35 @@ class JetStreamSource:
             await js.add_consumer(self.js_config.stream, config)
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
-        """One pull request for up to `max_messages`; [] when none arrive within `timeout`."""
-        link, psub, settler = self.link, self._psub, self._settler
-        if link is None or psub is None or settler is None or link.closed:
+        """Up to `max_messages` pulled messages; [] when none arrive within `timeout` s."""
+        link, puller, settler = self.link, self._puller, self._settler
+        if link is None or puller is None or settler is None or link.closed:
             raise ConnectionLost(f"route '{self.route.name}': JetStream source is not connected")
-        batch = max(1, min(max_messages, DEFAULT_FETCH_MAX))
-        try:
-            with translate(f"fetching from JetStream consumer '{self.durable}'"):
-                msgs = await psub.fetch(batch, timeout=max(timeout, 0.01))
-        except TimeoutError:  # BridgeTimeout too: no message in time
-            if link.closed or link.client.is_closed:
-                raise ConnectionLost(
-                    f"NATS connection '{link.connection_name}' is closed"
-                ) from None
-            return []
-        except PermanentError as exc:
-            # e.g. the consumer was deleted under us: reconnecting recreates or reports it.
-            raise ConnectionLost(str(exc)) from exc
-        connection = self.config.connection
-        return [Incoming(_js_envelope(msg, connection), settler.ack_for(msg)) for msg in msgs]
+        msgs = await puller.take(max_messages, timeout)
+        if not msgs and puller.inbox.closed:
+            reason = puller.error or f"NATS connection '{link.connection_name}' is closed"
+            raise ConnectionLost(f"route '{self.route.name}': {reason}")
+        connection, ack_for = self.config.connection, settler.ack_for
+        return [Incoming(_js_envelope(msg, connection), ack_for(msg)) for msg in msgs]
 
     async def close(self) -> None:
-        """Send queued acks (bounded), unsubscribe and disconnect. Idempotent."""
+        """Send queued acks (bounded), give back what was pulled but not taken, disconnect.
+
+        Messages pulled ahead and never handed to receive() are nak'd, so that they come
+        back at once rather than after ack_wait (in the server's redelivery order; with
+        `create`, the next connect rewinds to restore stream order). Idempotent.
+        """
         link, self.link = self.link, None
-        psub, self._psub = self._psub, None
+        puller, self._puller = self._puller, None
         settler, self._settler = self._settler, None
         if settler is not None:
             await settler.stop()
-        if psub is not None and link is not None and not link.client.is_closed:
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await psub.unsubscribe()
+        if puller is not None and link is not None:
+            for msg in await puller.stop():
+                if link.client.is_closed:
+                    break
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await msg.nak()
         if link is not None:
             await link.close()
 

@@ -552,6 +552,157 @@ def test_messages_a_dead_bridge_held_come_back_first_and_in_order(
     run(scenario())
 
 
+# ---------------------------------------------------------------- JetStream source: streaming pull
+
+
+def js_route(
+    tmp_path: Path, nats_url: str, prefix: str, **route: Any
+) -> tuple[Route, NatsConnection, BridgeSettings]:
+    """A JetStream source route on subject `<prefix>.*`, stream and consumer created on connect."""
+    js_source = {"stream": stream_name(prefix), "durable": f"d-{prefix}", "ack_wait": "60s"}
+    return load_route(
+        tmp_path,
+        [nats_url],
+        {"subject": f"{prefix}.*", "jetstream": js_source},
+        {"subject": "o"},
+        **route,
+    )
+
+
+async def publish_js(url: str, subject: str, count: int, first: int = 0) -> None:
+    nc = await raw(url)
+    js = nc.jetstream()
+    for i in range(first, first + count):
+        await js.publish(subject, f"m{i}".encode())
+    await nc.close()
+
+
+async def consumer_state(url: str, prefix: str) -> tuple[int, int]:
+    """(num_ack_pending, num_waiting) of the test consumer: pulled-not-acked, live pull requests."""
+    nc = await raw(url)
+    info = await nc.jetstream().consumer_info(stream_name(prefix), f"d-{prefix}")
+    await nc.close()
+    return info.num_ack_pending, info.num_waiting or 0
+
+
+def test_pulls_no_further_ahead_than_max_in_flight(nats_url: str, tmp_path: Path) -> None:
+    """Backpressure: the source never has more than max_in_flight messages pulled and untaken."""
+
+    async def scenario() -> None:
+        prefix = unique("ahead")
+        source = connector.source(*js_route(tmp_path, nats_url, prefix, max_in_flight=20))
+        await source.connect()
+        try:
+            await publish_js(nats_url, f"{prefix}.k", 100)
+            await asyncio.sleep(0.5)  # nothing taken: the source may hold 20, no more
+            assert (await consumer_state(nats_url, prefix))[0] == 20
+            received: list[Any] = []
+            while len(received) < 100:
+                batch = await source.receive(7, 2.0)
+                assert batch, f"stalled after {len(received)}"
+                received.extend(batch)
+                for message in batch:
+                    message.ack(None)
+            assert [m.envelope.payload for m in received] == [f"m{i}".encode() for i in range(100)]
+            assert [m.envelope.origin.stream_seq for m in received] == list(range(1, 101))
+            await receive_nothing(source, 0.5)
+        finally:
+            await source.close()
+
+    run(scenario())
+
+
+def test_expired_pull_requests_give_back_their_credit(
+    nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that expire (408) are made again: as many waiting, messages still flow."""
+    from connectors.nats import source as source_module
+
+    monkeypatch.setattr(source_module, "DEFAULT_PULL_EXPIRES_S", 0.6)
+    monkeypatch.setattr(source_module, "DEFAULT_PULL_HEARTBEAT_S", 0.2)
+
+    async def scenario() -> None:
+        prefix = unique("expire")
+        source = connector.source(*js_route(tmp_path, nats_url, prefix, max_in_flight=40))
+        await source.connect()
+        try:
+            await publish_js(nats_url, f"{prefix}.k", 15)
+            first = await receive_n(source, 15)
+            for message in first:
+                message.ack(None)
+            for _ in range(4):  # several expiry periods while idle
+                await receive_nothing(source, 0.5)
+            assert (await consumer_state(nats_url, prefix))[1] == 4  # 40 credit, 10 a request
+            await publish_js(nats_url, f"{prefix}.k", 45, first=15)
+            again = await receive_n(source, 45, timeout=5)
+            assert [m.envelope.payload for m in again] == [f"m{i}".encode() for i in range(15, 60)]
+        finally:
+            await source.close()
+
+    run(scenario())
+
+
+def test_close_gives_back_what_was_pulled_but_not_taken(nats_url: str, tmp_path: Path) -> None:
+    """Messages pulled ahead are nak'd on close: they come back at once, not after ack_wait.
+
+    The second source binds without `create`, so there is no rewind (which would restore
+    stream order): without the naks the 25 would come back only after the 60 s ack_wait.
+    """
+
+    async def scenario() -> None:
+        prefix = unique("giveback")
+        first = connector.source(*js_route(tmp_path, nats_url, prefix, max_in_flight=50))
+        await first.connect()
+        await publish_js(nats_url, f"{prefix}.k", 30)
+        taken = await receive_n(first, 5)
+        for message in taken:
+            message.ack(None)
+        await first.close()
+        js_source = {"stream": stream_name(prefix), "durable": f"d-{prefix}", "create": False}
+        bound = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": f"{prefix}.*", "jetstream": js_source},
+            {"subject": "o"},
+        )
+        second = connector.source(*bound)
+        await second.connect()
+        try:
+            rest = await receive_n(second, 25, timeout=5)
+            payloads = sorted(m.envelope.payload for m in rest)
+            assert payloads == sorted(f"m{i}".encode() for i in range(5, 30))
+            for message in rest:
+                message.ack(None)
+        finally:
+            await second.close()
+
+    run(scenario())
+
+
+def test_deleted_consumer_is_connection_lost_and_reconnect_recreates_it(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        prefix = unique("deleted")
+        source = connector.source(*js_route(tmp_path, nats_url, prefix))
+        await source.connect()
+        try:
+            nc = await raw(nats_url)
+            await nc.jetstream().delete_consumer(stream_name(prefix), f"d-{prefix}")
+            await nc.close()
+            with pytest.raises(ConnectionLost, match="Consumer Deleted"):
+                for _ in range(5):
+                    await source.receive(10, 1.0)
+            await source.connect()  # what the runtime does next
+            await publish_js(nats_url, f"{prefix}.k", 3)
+            received = await receive_n(source, 3)
+            assert [m.envelope.payload for m in received] == [b"m0", b"m1", b"m2"]
+        finally:
+            await source.close()
+
+    run(scenario())
+
+
 def test_full_stream_with_discard_new_is_retryable(nats_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         address = unique("full")
