@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +145,18 @@ def bridge_config(tag: str, route: dict[str, Any]) -> dict[str, Any]:
 
 def run_bridge(config: dict[str, Any], done: Any, count: int) -> tuple[float, float]:
     """(messages/s, peak RSS MB) of a bridge process moving `count` preloaded messages."""
+    return run_bridge_until(config, lambda _process: done(), count)
+
+
+def run_bridge_until(
+    config: dict[str, Any], done: Callable[[BridgeProcess], bool], count: int
+) -> tuple[float, float]:
+    """`run_bridge` whose `done` is asked with the running bridge (its admin endpoint)."""
     with tempfile.TemporaryDirectory() as tmp:
         process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
         process.start()
         start = time.perf_counter()
-        while not done():
+        while not done(process):
             time.sleep(0.05)
             if time.perf_counter() - start > 600:
                 raise SystemExit(f"bridge did not move {count} messages in 600 s")

@@ -1,11 +1,33 @@
-"""STOMP connector vs raw stomp.py, both directions, ActiveMQ Classic and RabbitMQ, one run.
+"""STOMP <-> NATS: raw stomp.py vs the connector and vs the whole bridge, both brokers, one run.
 
-Run: ``python -m bench stomp [--msgs N] [--size
-BYTES] [--window W] [--brokers activemq,rabbitmq]``, with the brokers of
-deploy/dev/services.sh up and its env exported. Prints one JSON object and writes it to
+Run: ``python -m bench stomp [--msgs N] [--size BYTES] [--window W] [--brokers
+activemq,rabbitmq] [--parts connector,bridge]``, with the brokers of deploy/dev/services.sh
+up and its env exported. Prints one JSON object and writes it to
 ``bench/results/stomp.json``.
 
-Per broker and direction, N messages of SIZE bytes (default 50,000 x 1 KiB, persistent):
+Per broker (each a ``dialect``: ActiveMQ Classic, RabbitMQ's STOMP plugin), N messages of
+SIZE bytes (default 50,000 x 1 KiB, persistent).
+
+Whole bridge (``--parts bridge``): a `natsbridge run` child process over a generated
+one-route config (at_least_once, the embedded buffer with synchronous=FULL), timed from
+its readiness, against the slower of its two raw legs measured just before on the same
+brokers (``raw_msgs_per_s`` = min of ``raw_legs``), as bench/rabbitmq.py does for
+RabbitMQ, whose JetStream legs and bridge runner this reuses:
+
+* ``stomp_to_jetstream-BROKER``: raw = min(stomp.py consume with ``ack:
+  client-individual``, prefetch W and an ACK per message, from a preloaded queue; nats-py
+  JetStream publish, 1000 acks in flight); bridge = STOMP source on a preloaded durable
+  ``/queue/…`` -> JetStream sink, until the stream holds all N (``arrived``: the stream's
+  count afterwards).
+* ``jetstream_to_stomp-BROKER``: raw = min(nats-py JetStream pull + ack; stomp.py SEND
+  with a receipt per message, W in flight); bridge = JetStream source on a preloaded
+  stream -> STOMP sink, until the bridge counts all N delivered (each confirmed by its
+  RECEIPT: the broker stored it; ActiveMQ here has no JMX or statistics plugin to ask).
+  A raw stomp.py consumer then counts what the queue holds (``arrived``; it reads until
+  the queue is idle for a few seconds, so a duplicate would show as more than N).
+
+Connector only (``--parts connector``), the STOMP connector driven through its API in
+the benchmark's own process, per direction:
 
 * ``send``: the connector's sink (`send()` through the connector API, W = 1000 sends in
   flight, each awaiting its RECEIPT) against raw stomp.py SENDs with a receipt per message,
@@ -17,9 +39,9 @@ Per broker and direction, N messages of SIZE bytes (default 50,000 x 1 KiB, pers
   prefetch and an ACK per message from its listener (``raw_msgs_per_s``); raw stomp.py
   with ``ack: auto`` is reported as ``raw_auto_ack_msgs_per_s``.
 
-Each leg runs in a fresh Python process, so ``rss_mb_max`` (the bridge leg) and
-``raw_rss_mb_max`` are each leg's own peak resident memory (VmHWM). ``ratio`` is
-bridge / raw.
+Each connector leg runs in a fresh Python process, so ``rss_mb_max`` (the connector leg)
+and ``raw_rss_mb_max`` are each leg's own peak resident memory (VmHWM); for the whole
+bridge ``rss_mb_max`` is the bridge process's. ``ratio`` is bridge / raw.
 """
 
 from __future__ import annotations
@@ -61,6 +83,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--window", type=int, default=1000)
     parser.add_argument("--brokers", default="activemq,rabbitmq")
+    parser.add_argument("--parts", default="connector,bridge")
     parser.add_argument("--leg", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     parser.add_argument("--queue", help=argparse.SUPPRESS)
@@ -69,10 +92,15 @@ def main(argv: Sequence[str]) -> int:
         rate = LEGS[args.leg](args.broker, args.queue, args.msgs, args.size, args.window)
         print(json.dumps({"rate": rate, "rss_mb": peak_rss_mb()}))
         return 0
+    parts = args.parts.split(",")
     results = []
     for broker in args.brokers.split(","):
-        results.append(send_direction(broker, args))
-        results.append(consume_direction(broker, args))
+        if "connector" in parts:
+            results.append(send_direction(broker, args))
+            results.append(consume_direction(broker, args))
+        if "bridge" in parts:
+            results.append(stomp_to_jetstream(broker, args))
+            results.append(jetstream_to_stomp(broker, args))
     delete_rabbitmq_queues(CREATED)
     report = {
         "name": "stomp",
@@ -286,12 +314,16 @@ def drain(broker: str, queue: str, count: int, size: int, window: int) -> float:
 # ---------------------------------------------------------------- the connector
 
 
+def stomp_connection(broker: str) -> dict[str, Any]:
+    """The config's `connections` entry for `broker` (its name is the dialect)."""
+    url, login, passcode = BROKERS[broker]
+    return {"kind": "stomp", "url": url, "dialect": broker, "login": login, "passcode": passcode}
+
+
 def _route(tmp: Path, broker: str, queue: str, window: int, direction: str) -> tuple[Any, Any, Any]:
     from bridge.config import load_config
 
-    url, login, passcode = BROKERS[broker]
-    connection = {"kind": "stomp", "url": url, "dialect": broker, "login": login}
-    connection["passcode"] = passcode
+    connection = stomp_connection(broker)
     nats = {"kind": "nats", "servers": ["nats://127.0.0.1:4222"]}
     if direction == "source":
         route = {
@@ -380,6 +412,130 @@ def bridge_consume(broker: str, queue: str, count: int, size: int, window: int) 
         return count / elapsed
 
     return asyncio.run(run())
+
+
+# ---------------------------------------------------------------- the whole bridge
+
+
+NATS_URL = os.environ.get("NATSBRIDGE_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def bridge_config(tag: str, broker: str, route: dict[str, Any]) -> dict[str, Any]:
+    """A one-route `natsbridge run` config: `broker`'s STOMP connection and NATS."""
+    return {
+        "version": 1,
+        "bridge": {"id": f"bench-{tag}", "data_dir": "${env:NATSBRIDGE_DATA_DIR}"},
+        "connections": {
+            "broker": stomp_connection(broker),
+            "nats": {"kind": "nats", "servers": [NATS_URL]},
+        },
+        "routes": [{**route, "delivery": "at_least_once"}],
+    }
+
+
+def stomp_to_jetstream(broker: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Preloaded durable STOMP queue -> `natsbridge run` -> JetStream, vs the raw clients."""
+    from bench.rabbitmq import _delete_stream, _result, _stream_count, raw_js_publish, run_bridge
+
+    tag, count = uuid.uuid4().hex[:8], args.msgs
+    raw_queue, queue = f"/queue/bench-rawin-{tag}", f"/queue/bench-bridgein-{tag}"
+    leg("raw_send", broker, raw_queue, args)  # preload
+    consume = leg("raw_consume", broker, raw_queue, args)["rate"]
+    body = payload(args.size)
+    publish = asyncio.run(raw_js_publish(f"BENCH_SRAW_{tag}", f"benchsraw{tag}", body, count))
+    asyncio.run(_delete_stream(f"BENCH_SRAW_{tag}"))
+    leg("raw_send", broker, queue, args)  # preload the bridge's queue
+    stream = f"BENCH_S_{tag}"
+    route = {
+        "name": "stomp-to-js",
+        "from": {"connection": "broker", "destination": queue},
+        "to": {"connection": "nats", "subject": f"benchs{tag}.in", "jetstream": {"stream": stream}},
+    }
+    config = bridge_config(tag, broker, route)
+    rate, rss = run_bridge(config, lambda: _stream_count(stream) >= count, count)
+    arrived = _stream_count(stream)
+    asyncio.run(_delete_stream(stream))
+    raw = {"stomp_py_consume_client_individual": consume, "js_publish_async": publish}
+    name = f"stomp_to_jetstream-{broker}"
+    return {**_result(name, args.size, count, raw, rate, rss), "broker": broker, "arrived": arrived}
+
+
+def jetstream_to_stomp(broker: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Preloaded JetStream stream -> `natsbridge run` -> STOMP queue, vs the raw clients."""
+    from bench.rabbitmq import (
+        _delete_stream,
+        _preload,
+        _result,
+        raw_js_consume,
+        raw_js_publish,
+        run_bridge_until,
+    )
+
+    tag, count = uuid.uuid4().hex[:8], args.msgs
+    body = payload(args.size)
+    asyncio.run(raw_js_publish(f"BENCH_SRAWIN_{tag}", f"benchsrawin{tag}", body, count))
+    consume = asyncio.run(raw_js_consume(f"BENCH_SRAWIN_{tag}", count))
+    raw_queue = f"/queue/bench-rawout-{tag}"
+    send = leg("raw_send_receipts", broker, raw_queue, args)["rate"]
+    leg("drain", broker, raw_queue, args)
+    stream, queue = f"BENCH_SOUT_{tag}", f"/queue/bench-bridgeout-{tag}"
+    asyncio.run(raw_js_publish(stream, f"benchsout{tag}.*", body, 0))  # creates the stream
+    asyncio.run(_preload(stream, f"benchsout{tag}.x", body, count))
+    route = {
+        "name": "js-to-stomp",
+        "from": {
+            "connection": "nats",
+            "subject": f"benchsout{tag}.*",
+            "jetstream": {"stream": stream, "durable": "bench"},
+        },
+        "to": {"connection": "broker", "destination": queue},
+    }
+
+    def delivered(process: Any) -> bool:
+        status, answer = process.get("/api/routes")
+        if status != 200:
+            return False
+        return sum(r["counters"]["delivered"] for r in answer["routes"]) >= count
+
+    config = bridge_config(tag, broker, route)
+    rate, rss = run_bridge_until(config, delivered, count)
+    asyncio.run(_delete_stream(stream))
+    if broker == "rabbitmq":
+        CREATED.append(queue.removeprefix("/queue/"))
+    arrived = count_queue(broker, queue, count, args.window)
+    raw = {"js_pull_ack": consume, "stomp_py_send_receipts": send}
+    name = f"jetstream_to_stomp-{broker}"
+    return {**_result(name, args.size, count, raw, rate, rss), "broker": broker, "arrived": arrived}
+
+
+def count_queue(broker: str, queue: str, expected: int, window: int, idle_s: float = 3.0) -> int:
+    """How many messages `queue` holds, read (and removed) by a raw stomp.py consumer.
+
+    Reads until the queue has been quiet for `idle_s` after `expected` arrived (so extra
+    copies are counted too), or for 30 s before that.
+    """
+    import stomp
+
+    received = 0
+    last = time.monotonic()
+
+    class Counter(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_message(self, frame: Any) -> None:
+            nonlocal received, last
+            received += 1
+            last = time.monotonic()
+
+    conn = raw_connection(broker, Counter())
+    prefetch = {"activemq.prefetchSize": str(window + 1), "prefetch-count": str(window)}
+    conn.subscribe(queue, id="count", ack="auto", headers=prefetch)
+    deadline = time.monotonic() + LEG_TIMEOUT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if time.monotonic() - last > (idle_s if received >= expected else 30.0):
+            break
+    conn.disconnect()
+    print(f"{broker:9} {'count':18} {received:9} in {queue}", file=sys.stderr)
+    return received
 
 
 LEGS = {
