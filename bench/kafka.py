@@ -167,12 +167,12 @@ async def sink_produce(topic: str, payload: bytes, count: int, tag: str) -> floa
     keys = [f"key-{i}".encode() for i in range(KEYS)]
     start = time.perf_counter()
     for first in range(0, count, WINDOW):
-        await asyncio.gather(
-            *(
-                sink.send(Envelope(subject=topic, payload=payload, key=keys[i % KEYS]))
-                for i in range(first, min(first + WINDOW, count))
-            )
+        window = range(first, min(first + WINDOW, count))
+        results = await sink.send_batch(
+            [Envelope(subject=topic, payload=payload, key=keys[i % KEYS]) for i in window]
         )
+        if any(results):
+            raise SystemExit(f"the sink refused a message: {next(r for r in results if r)}")
     elapsed = time.perf_counter() - start
     await sink.close()
     return count / elapsed

@@ -29,7 +29,7 @@ RabbitMQ, whose JetStream legs and bridge runner this reuses:
 Connector only (``--parts connector``), the STOMP connector driven through its API in
 the benchmark's own process, per direction:
 
-* ``send``: the connector's sink (`send()` through the connector API, W = 1000 sends in
+* ``send``: the connector's sink (`send_batch()` through the connector API, W = 1000 sends in
   flight, each awaiting its RECEIPT) against raw stomp.py SENDs with a receipt per message,
   W in flight (``raw_msgs_per_s``: the fair ceiling for a confirmed send). Raw stomp.py
   without receipts (the ceiling of an unconfirmed send, ending with one DISCONNECT
@@ -354,7 +354,7 @@ def _route(tmp: Path, broker: str, queue: str, window: int, direction: str) -> t
 
 
 def bridge_send(broker: str, queue: str, count: int, size: int, window: int) -> float:
-    """The sink through the connector API: `window` sends in flight, each awaiting its receipt."""
+    """The sink through the connector API: batches of `window` sends, each awaiting receipts."""
     import tempfile
 
     from bridge.envelope import Envelope
@@ -366,20 +366,11 @@ def bridge_send(broker: str, queue: str, count: int, size: int, window: int) -> 
         sink = connector.sink(route, conn, bridge)
         await sink.connect()
         body = payload(size)
-        slots = asyncio.Semaphore(window)
-
-        async def one() -> None:
-            try:
-                await sink.send(Envelope(queue, body))
-            finally:
-                slots.release()
-
         start = time.perf_counter()
-        tasks = []
-        for _ in range(count):
-            await slots.acquire()
-            tasks.append(asyncio.ensure_future(one()))
-        await asyncio.gather(*tasks)
+        for first in range(0, count, window):
+            results = await sink.send_batch([Envelope(queue, body)] * min(window, count - first))
+            if any(results):
+                raise SystemExit(f"the sink refused a message: {next(r for r in results if r)}")
         elapsed = time.perf_counter() - start
         await sink.close()
         return count / elapsed

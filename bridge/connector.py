@@ -14,8 +14,9 @@ driver exception must be translated at the boundary, never leak.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -104,16 +105,68 @@ class Sink(Protocol):
     async def connect(self) -> None:
         """Connect (declaring what the route asks for); errors as for Source.connect."""
 
-    async def send(self, envelope: Envelope) -> None:
-        """Publish one message; return only once the broker confirmed it durable.
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Publish `envelopes` in order; return once the broker has settled every one.
 
-        Many sends may be awaited concurrently; they are published in call order.
-        `envelope.subject` is the rendered target address. Raises RetryableError or
-        PermanentError (rejected, unroutable, too large).
+        The result has one entry per envelope: None where the broker confirmed it
+        durable, else the error (RetryableError: connection lost, timeout; or
+        PermanentError: rejected, unroutable, too large). Several batches may be in
+        flight at once; messages go out in call order. `envelope.subject` is the
+        rendered target address. A batch, not one call per message, so that a window
+        of messages costs the event loop one wait and not one task each.
         """
 
     async def close(self) -> None:
         """Wait for outstanding confirms (bounded), then disconnect. Idempotent."""
+
+
+async def send_one(sink: Sink, envelope: Envelope) -> None:
+    """Send one message through `sink.send_batch`; raise its error if it was not confirmed."""
+    (error,) = await sink.send_batch([envelope])
+    if error is not None:
+        raise error
+
+
+class Confirms:
+    """The sends of one sink that wait for their broker confirm, so that close() can wait too.
+
+    `wait()` awaits a batch of per-message futures without a task per message;
+    `drain()` waits (bounded) until no batch is outstanding.
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._idle: asyncio.Event | None = None
+
+    async def wait(self, waits: Sequence[Awaitable[None]]) -> list[BaseException | None]:
+        """The outcome of each of `waits`: None, or the exception it raised."""
+        self.pending += len(waits)
+        try:
+            return list(await asyncio.gather(*waits, return_exceptions=True))
+        finally:
+            self.pending -= len(waits)
+            if not self.pending and self._idle is not None:
+                self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every outstanding send; False if some remain."""
+        if not self.pending:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+
+
+def failed(error: BaseException) -> asyncio.Future[None]:
+    """A future already failed with `error`: a send refused before it reached the broker."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 `at_least_once` / `exactly_once`: the *ingest* task reads from the source, maps each
 message and commits the batch to the durable buffer, then acks the source; the
-*deliver* task takes buffered messages in order, sends a window of them concurrently
+*deliver* task takes buffered messages in order, sends a window of them as one batch
 (the sink publishes them in order and pipelines the confirms), settles the confirmed
 ones and retries the rest with back-off. A message that cannot be mapped, or that the
 destination refuses for good, goes to the dead-letter stream with the reason; the
@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from bridge.config.loader import Route
-from bridge.connector import Incoming, Requester, Responder, Sink, Source
+from bridge.connector import Incoming, Requester, Responder, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import (
     BridgeError,
@@ -258,9 +258,7 @@ class RouteRunner:
         self.stats.in_flight += len(pending)
         self.stats.redelivered += sum(1 for item in items if item.deliveries > 1)
         while pending:
-            results = await asyncio.gather(
-                *(self.sink.send(item.envelope) for item in pending), return_exceptions=True
-            )
+            results = await self.sink.send_batch([item.envelope for item in pending])
             done = [item for item, result in zip(pending, results, strict=True) if result is None]
             await self.buffer.settle([item.seq for item in done])
             self.stats.in_flight -= len(done)
@@ -341,7 +339,7 @@ class RouteRunner:
             if self.route.spec.request_reply is not None and incoming.envelope.reply:
                 await self._request(incoming.envelope, envelope)
             else:
-                await self.sink.send(envelope)
+                await send_one(self.sink, envelope)
             self._count_delivered([envelope])
         except LoopDetected:
             self.stats.looped += 1

@@ -1,7 +1,7 @@
 """The AMQP sink: pipelined publishing with publisher confirms, and request/reply.
 
-`send()` queues (future, routing key, body, properties) in an outbox and wakes the pika
-thread at most once per batch; the pika thread publishes the whole outbox back to back
+`send_batch()` queues (future, routing key, body, properties) in an outbox and wakes the
+pika thread at most once per batch; the pika thread publishes the whole outbox back to back
 and remembers delivery tag → future. RabbitMQ confirms with `multiple=true` whenever it
 can, so one basic.ack settles many tags; the futures confirmed during one socket read
 cross to the event loop in one `call_soon_threadsafe`.
@@ -25,6 +25,7 @@ import functools
 import logging
 import uuid
 from collections import deque
+from collections.abc import Sequence
 
 from pika import exceptions as pe
 from pika.channel import Channel
@@ -33,6 +34,7 @@ from pika.spec import Basic, BasicProperties
 
 from bridge.config.loader import Route
 from bridge.config.model import AmqpConnection, AmqpSink
+from bridge.connector import Confirms, failed
 from bridge.envelope import Envelope
 from bridge.errors import (
     BridgeError,
@@ -72,8 +74,7 @@ class AmqpExchangeSink:
         self._generation = 0
         self._down = "amqp: sink not connected"  # why sends fail while there is no client
         # asyncio side
-        self._inflight = 0
-        self._idle: asyncio.Event | None = None
+        self._confirms = Confirms()
         self._replies: dict[str, asyncio.Future[Envelope]] = {}
         # shared: appended on the loop, drained on the pika thread
         self._outbox: deque[_Item] = deque()
@@ -112,32 +113,35 @@ class AmqpExchangeSink:
         self._client = client
         log.info("amqp sink %s: publishing to exchange %r", self._route_name, self._exchange)
 
-    async def send(self, envelope: Envelope) -> None:
-        """Publish `envelope` to the exchange with its subject as routing key; await the confirm."""
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Publish `envelopes` to the exchange, each with its subject as routing key."""
+        waits: list[asyncio.Future[None]] = []
+        for envelope in envelopes:
+            try:
+                waits.append(self._submit(envelope))
+            except BridgeError as exc:
+                waits.append(failed(exc))
+        return await self._confirms.wait(waits)
+
+    def _submit(self, envelope: Envelope) -> asyncio.Future[None]:
         client = self._client
         if client is None:
             raise ConnectionLost(self._down)  # a fresh error: tracebacks must not pile up
         check_routing_key(envelope.subject)
         properties = properties_for(envelope, self._persistent, self._user)
-        await self._publish(client, envelope.subject, envelope.payload, properties, False)
+        return self._publish(client, envelope.subject, envelope.payload, properties, False)
 
     async def close(self) -> None:
         """Wait (bounded) for outstanding confirms, then close the connection. Idempotent."""
         client = self._client
         if client is None:
             return
-        if self._inflight:
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), DEFAULT_CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning(
-                    "amqp sink %s: closing with %d sends unconfirmed",
-                    self._route_name,
-                    self._inflight,
-                )
-            finally:
-                self._idle = None
+        if not await self._confirms.drain(DEFAULT_CLOSE_TIMEOUT_S):
+            log.warning(
+                "amqp sink %s: closing with %d sends unconfirmed",
+                self._route_name,
+                self._confirms.pending,
+            )
         if self._client is client:
             self._client = None
             self._down = "amqp: sink closed"
@@ -159,7 +163,12 @@ class AmqpExchangeSink:
         self._replies[correlation_id] = reply
         try:
             async with asyncio.timeout(timeout):
-                await self._publish(client, envelope.subject, envelope.payload, properties, True)
+                published = self._publish(
+                    client, envelope.subject, envelope.payload, properties, True
+                )
+                (error,) = await self._confirms.wait([published])
+                if error is not None:
+                    raise error
                 return await reply
         except TimeoutError:
             raise BridgeTimeout(
@@ -170,27 +179,22 @@ class AmqpExchangeSink:
 
     # ------------------------------------------------------------ asyncio side
 
-    async def _publish(
+    def _publish(
         self,
         client: AmqpClient,
         routing_key: str,
         body: bytes,
         properties: BasicProperties,
         request: bool,
-    ) -> None:
+    ) -> asyncio.Future[None]:
+        """Queue one publish for the pika thread; the future settles with its confirm."""
         future: asyncio.Future[None] = client.loop.create_future()
         self._outbox.append((future, routing_key, body, properties, request))
         if not self._outbox_scheduled:
             self._outbox_scheduled = True
             # If the connection just ended, on_end (queued on this loop) fails the outbox.
             client.call(lambda: self._flush_outbox(client))
-        self._inflight += 1
-        try:
-            await future
-        finally:
-            self._inflight -= 1
-            if not self._inflight and self._idle is not None:
-                self._idle.set()
+        return future
 
     def _resolve(self, confirmed: list[tuple[asyncio.Future[None], BridgeError | None]]) -> None:
         for future, error in confirmed:

@@ -65,8 +65,8 @@ Sink (``to:``; connectors/kafka/sink.py)
     installed), ``create_topic: {partitions, replication_factor}`` to create a missing
     topic, else a missing topic is a TopicMissing error naming it (at connect for a literal
     topic, per message for a templated one). The producer is idempotent with acks=all and 5
-    requests in flight: its own retries keep order and write no duplicates. ``send()``
-    returns when the broker acknowledged the record; many sends are in flight at once.
+    requests in flight: its own retries keep order and write no duplicates. A message
+    counts as sent when the broker acknowledged its record; many are in flight at once.
     Headers go back through mappings.kafka (the inverse of the source), the envelope's
     timestamp becomes the record's.
 

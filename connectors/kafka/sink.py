@@ -1,12 +1,13 @@
 """The Kafka sink: an idempotent KafkaProducer (acks=all) fed by a thread of its own.
 
-`send()` puts (future, envelope) on a queue and awaits the future. The sink thread takes
-everything queued, in call order, and hands each record to `KafkaProducer.send()` (which
-can block: on metadata for a new topic, or when its buffer is full, so it never runs on the
-event loop). kafka-python batches the records per partition (linger 5 ms) and its sender
-thread resolves each record's future when the broker acknowledged it with acks=all; those
-completions cross to the event loop in batches, one `call_soon_threadsafe` per burst.
-Sends are never flushed one by one: many are in flight at once.
+`send_batch()` puts (future, envelope) on a queue per message and awaits the futures.
+The sink thread takes everything queued, in call order, and hands each record to
+`KafkaProducer.send()` (which can block: on metadata for a new topic, or when its buffer
+is full, so it never runs on the event loop). kafka-python batches the records per
+partition (linger 5 ms) and its sender thread resolves each record's future when the
+broker acknowledged it with acks=all; those completions cross to the event loop in
+batches, one `call_soon_threadsafe` per burst. Sends are never flushed one by one:
+many are in flight at once.
 
 Idempotence: `enable_idempotence=True` with `max_in_flight_requests_per_connection=5`
 (the most idempotence allows): the producer's own retries (a broker restart, a leader
@@ -20,7 +21,7 @@ with the admin client before the producer first writes to it (kafka-python 3.0 a
 metadata with auto-creation on, whatever `allow_auto_create_topics` says, so the producer
 alone would create it on a broker with auto.create.topics.enable). A missing topic is
 created with `to.create_topic` (partitions, replication factor), else it is a TopicMissing
-error naming it: at connect() for a literal topic (the route cannot work), at send() for a
+error naming it: at connect() for a literal topic (the route cannot work), at send_batch() for a
 templated one (that message is dead-lettered).
 """
 
@@ -33,7 +34,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kafka.errors as ke
@@ -41,6 +42,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from bridge.config.loader import Route
 from bridge.config.model import KafkaConnection, KafkaSink
+from bridge.connector import Confirms, failed
 from bridge.envelope import Envelope
 from bridge.errors import (
     BridgeError,
@@ -116,8 +118,7 @@ class KafkaTopicSink:
         """Extra KafkaProducer options (tests and benchmarks)."""
         self._worker: _Producer | None = None
         self._error: BridgeError = ConnectionLost("kafka: sink not connected")
-        self._inflight = 0
-        self._idle: asyncio.Event | None = None
+        self._confirms = Confirms()
 
     def producer_options(self) -> dict[str, Any]:
         """The KafkaProducer options of this sink."""
@@ -163,40 +164,34 @@ class KafkaTopicSink:
             repr(self.literal_topic) if self.literal_topic else f"topic {self.spec.topic!r}",
         )
 
-    async def send(self, envelope: Envelope) -> None:
-        """Produce `envelope` to the topic it names; return once the broker acknowledged it."""
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Produce each envelope to the topic it names; settled once the broker acknowledged it."""
         worker = self._worker
         if worker is None:
-            raise self._error
-        future: asyncio.Future[None] = worker.loop.create_future()
-        worker.waiting.add(future)
-        worker.outbox.put((future, envelope))
-        self._inflight += 1
+            error = self._error
+            return await self._confirms.wait([failed(type(error)(*error.args)) for _ in envelopes])
+        waits: list[asyncio.Future[None]] = []
+        for envelope in envelopes:
+            future: asyncio.Future[None] = worker.loop.create_future()
+            waits.append(future)
+            worker.outbox.put((future, envelope))
+        worker.waiting.update(waits)
         try:
-            await future
+            return await self._confirms.wait(waits)
         finally:
-            worker.waiting.discard(future)
-            self._inflight -= 1
-            if not self._inflight and self._idle is not None:
-                self._idle.set()
+            worker.waiting.difference_update(waits)
 
     async def close(self) -> None:
         """Wait (bounded) for outstanding acknowledgements, then close the producer. Idempotent."""
         worker = self._worker
         if worker is None:
             return
-        if self._inflight:
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning(
-                    "kafka sink %s: closing with %d sends unacknowledged",
-                    self.route_name,
-                    self._inflight,
-                )
-            finally:
-                self._idle = None
+        if not await self._confirms.drain(CLOSE_TIMEOUT_S):
+            log.warning(
+                "kafka sink %s: closing with %d sends unacknowledged",
+                self.route_name,
+                self._confirms.pending,
+            )
         self._worker = None
         self._error = ConnectionLost("kafka: sink closed")
         worker.stop()

@@ -49,7 +49,7 @@ Sources (`from:`)
 
 Sinks (`to:`)
     core       publish to the rendered subject with headers and reply. Core NATS has no
-               acknowledgement; `send()` returns once a PING sent after the message was
+               acknowledgement; a send is confirmed once a PING sent after the message was
                answered (the server has processed it). Flushes are grouped: one round trip
                confirms every send buffered before it. A Requester: `request()` returns the
                first reply, BridgeTimeout on timeout, NoResponders (retryable) when nobody

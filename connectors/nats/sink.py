@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -18,6 +18,7 @@ from nats.js.errors import APIError
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection, NatsSink
 from bridge.config.model import JetStreamSink as JetStreamSinkConfig
+from bridge.connector import Confirms, failed
 from bridge.envelope import Envelope, Origin
 from bridge.errors import (
     BridgeError,
@@ -72,7 +73,7 @@ def derived_stream_subjects(template_text: str, is_literal: bool) -> list[str]:
     return [".".join([*literal, ">"])]
 
 
-class _Sink:
+class _Sink(abc.ABC):
     """What both sinks share: the connection, the payload limit and header conversion."""
 
     def __init__(self, route: Route, connection: NatsConnection, bridge: BridgeSettings) -> None:
@@ -83,6 +84,7 @@ class _Sink:
         self.bridge = bridge
         self.link: NatsLink | None = None
         self.limit = 0
+        self.confirms = Confirms()
 
     async def connect(self) -> None:
         """Connect; subclasses then declare what they need."""
@@ -110,6 +112,20 @@ class _Sink:
         headers = to_nats_headers(envelope.headers, extra)
         check_payload(len(envelope.payload) + header_bytes(headers), self.limit)
         return headers
+
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Publish `envelopes` in order; each settles when the server confirmed it."""
+        waits: list[asyncio.Future[None]] = []
+        for envelope in envelopes:
+            try:
+                waits.append(await self._publish(envelope))
+            except Exception as exc:  # this message's own error; the next may succeed
+                waits.append(failed(exc))
+        return await self.confirms.wait(waits)
+
+    @abc.abstractmethod
+    async def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
+        """Put `envelope` on the wire; the future settles with the server's confirmation."""
 
     async def close(self) -> None:
         """Disconnect after flushing. Idempotent."""
@@ -197,8 +213,8 @@ class CoreSink(_Sink):
 
         self.link.on_disconnect.append(on_disconnect)
 
-    async def send(self, envelope: Envelope) -> None:
-        """Publish `envelope` to `envelope.subject`; return once a grouped flush covered it."""
+    async def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
+        """Publish `envelope` to `envelope.subject`; the future settles once a flush covered it."""
         client = await self.client()
         headers = self.encode(envelope, ())
         subject = envelope.subject
@@ -209,7 +225,7 @@ class CoreSink(_Sink):
             if error is exc:
                 raise
             raise error from exc
-        await self._flush.waiter(client)
+        return self._flush.waiter(client)
 
     async def request(self, envelope: Envelope, timeout: float) -> Envelope:
         """Send `envelope` as a request; the reply, BridgeTimeout, or NoResponders."""
@@ -248,7 +264,7 @@ class _PubAcks:
     def __init__(self) -> None:
         self._prefix = ""
         self._next = 0
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[None], str]] = {}  # token: (future, subject)
         self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
         self._sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -265,36 +281,47 @@ class _PubAcks:
 
     async def publish(
         self, client: NatsClient, subject: str, payload: bytes, headers: HeaderLines | None
-    ) -> dict[str, Any]:
-        """Publish and wait for the PubAck's JSON; raise the project's error otherwise."""
+    ) -> asyncio.Future[None]:
+        """Publish; the future settles with the PubAck: None, or the project's error."""
         self._next += 1
         token = str(self._next)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = future
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (future, subject)  # before publishing: the reply may be quick
         self._deadlines.append((time.monotonic() + DEFAULT_PUBACK_TIMEOUT_S, token))
         try:
-            try:
-                await client.publish(subject, payload, self._prefix + token, headers)
-            except Exception as exc:  # not `translate()`: this is the hot path
-                error = translate_exception(exc, f"publishing to JetStream subject '{subject}'")
-                if error is exc:
-                    raise
-                raise error from exc
-            return await future
-        finally:
+            await client.publish(subject, payload, self._prefix + token, headers)
+        except Exception as exc:  # not `translate()`: this is the hot path
             del self._waiting[token]
+            error = translate_exception(exc, f"publishing to JetStream subject '{subject}'")
+            if error is exc:
+                raise
+            raise error from exc
+        return future
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.get(msg.subject[len(self._prefix) :])
-        if future is None or future.done():
+        waiting = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if waiting is None:
+            return
+        future, subject = waiting
+        if future.done():
             return
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
             future.set_exception(NoResponders("no JetStream stream answered the publish"))
             return
         try:
-            future.set_result(json.loads(msg.data))
+            error = json.loads(msg.data).get("error")
         except ValueError as exc:
             future.set_exception(ConnectionLost(f"unreadable PubAck: {exc}"))
+            return
+        if not error:
+            future.set_result(None)
+            return
+        refusal = APIError(
+            code=error.get("code"),
+            description=error.get("description"),
+            err_code=error.get("err_code"),
+        )
+        future.set_exception(api_error(refusal, f"publishing to JetStream subject '{subject}'"))
 
     async def _sweep(self) -> None:
         deadlines = self._deadlines
@@ -303,15 +330,16 @@ class _PubAcks:
             now = time.monotonic()
             while deadlines and deadlines[0][0] <= now:
                 _, token = deadlines.popleft()
-                future = self._waiting.get(token)
-                if future is not None and not future.done():
-                    future.set_exception(
+                waiting = self._waiting.pop(token, None)
+                if waiting is not None and not waiting[0].done():
+                    waiting[0].set_exception(
                         BridgeTimeout(f"no PubAck within {DEFAULT_PUBACK_TIMEOUT_S:g}s")
                     )
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every publish waiting for its PubAck (the connection dropped: they may be lost)."""
-        for future in self._waiting.values():
+        waiting, self._waiting = self._waiting, {}
+        for future, _ in waiting.values():
             if not future.done():
                 future.set_exception(type(error)(*error.args))
 
@@ -430,8 +458,8 @@ class JetStreamSink(_Sink):
             f"'{self.js_config.stream}' (subjects: {', '.join(self._stream_subjects) or 'none'})"
         )
 
-    async def send(self, envelope: Envelope) -> None:
-        """Publish `envelope` and return once JetStream stored it (or already had it)."""
+    async def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
+        """Publish `envelope`; the future settles once JetStream stored it (or already had it)."""
         client = await self.client()
         subject = envelope.subject
         await self._check_subject(client, subject)
@@ -439,15 +467,7 @@ class JetStreamSink(_Sink):
         if envelope.msg_id:
             extra.append((NATS_MSG_ID, envelope.msg_id))
         headers = self.encode(envelope, extra)
-        reply = await self._acks.publish(client, subject, envelope.payload, headers)
-        error = reply.get("error")
-        if error:
-            exc = APIError(
-                code=error.get("code"),
-                description=error.get("description"),
-                err_code=error.get("err_code"),
-            )
-            raise api_error(exc, f"publishing to JetStream subject '{subject}'")
+        return await self._acks.publish(client, subject, envelope.payload, headers)
 
     async def close(self) -> None:
         """Fail what still waits for a PubAck after a bounded wait, then disconnect."""

@@ -1,11 +1,11 @@
 """The STOMP sink: SEND with a receipt per message, pipelined.
 
-`send()` builds the SEND frame on the loop (destination = the rendered ``to.destination``,
+`send_batch()` builds each SEND frame on the loop (destination = the rendered ``to.destination``,
 checked against the dialect), asks the client for a receipt id and queues the frame for
 the writer thread, which writes whatever is queued in one ``sendall``; then it awaits
-its own RECEIPT. Many sends are in flight at once, each awaiting its receipt; the
+the RECEIPTs. Many sends are in flight at once, each awaiting its receipt; the
 receiver thread resolves the futures of a burst of RECEIPT frames with one
-`call_soon_threadsafe`. Frames go out in `send()` call order.
+`call_soon_threadsafe`. Frames go out in call order.
 
 What a receipt means: ActiveMQ sends it once the message is stored (a SEND with a
 receipt is a synchronous send; ``persistent:true`` is written to its store first);
@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Sequence
 
 from bridge.config.loader import Route
 from bridge.config.model import StompConnection, StompSink
+from bridge.connector import Confirms, failed
 from bridge.envelope import Envelope
 from bridge.errors import BridgeError, ConnectionLost, PermanentError
 from connectors.stomp.client import DEFAULT_CLOSE_TIMEOUT_S, StompClient
@@ -54,8 +56,7 @@ class StompDestinationSink:
         self._client: StompClient | None = None
         self._generation = 0
         self._error: BridgeError = ConnectionLost("stomp: sink not connected")
-        self._inflight = 0
-        self._idle: asyncio.Event | None = None
+        self._confirms = Confirms()
         self._isolate = 0  # sends still to make one at a time (see the module docstring)
         self._queued = 0  # sends waiting for or holding `_order`
         self._order: asyncio.Lock | None = None
@@ -84,50 +85,58 @@ class StompDestinationSink:
                 self._isolate,
             )
 
-    async def send(self, envelope: Envelope) -> None:
-        """SEND `envelope` to its subject (a destination); return once its RECEIPT came."""
-        if envelope.subject not in self._valid:
-            parse_destination(envelope.subject, self.dialect)  # MappingError: dead-lettered
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """SEND each envelope to its subject (a destination); settled by its RECEIPT."""
+        waits: list[asyncio.Future[None]] = []
+        for envelope in envelopes:
+            try:
+                self._check(envelope.subject)
+                if self._isolate == 0 and self._queued == 0:
+                    waits.append(self._write(envelope))
+                else:
+                    waits.append(self._in_turn(envelope))
+            except BridgeError as exc:
+                waits.append(failed(exc))
+        return await self._confirms.wait(waits)
+
+    def _check(self, destination: str) -> None:
+        if destination not in self._valid:
+            parse_destination(destination, self.dialect)  # MappingError: dead-lettered
             if len(self._valid) >= MAX_VALID_DESTINATIONS:
                 self._valid.clear()
-            self._valid.add(envelope.subject)
-        if self._isolate == 0 and self._queued == 0:
-            await self._wait(self._write(envelope))
-            return
-        # Isolating: take turns through the lock, so that call order is kept.
+            self._valid.add(destination)
+
+    def _in_turn(self, envelope: Envelope) -> asyncio.Task[None]:
+        """While isolating: sends take turns through a lock, so that call order is kept."""
+        self._queued += 1  # now, so that the sends after this one queue behind it
+        return asyncio.ensure_future(self._take_turn(envelope))
+
+    async def _take_turn(self, envelope: Envelope) -> None:
         order = self._order
         if order is None:
             order = self._order = asyncio.Lock()
-        self._queued += 1
         try:
             async with order:
-                alone = self._isolate > 0
-                if alone:
+                if self._isolate > 0:
                     self._isolate -= 1
-                    await self._wait(self._write(envelope))
+                    await self._write(envelope)  # alone: the next one waits for its receipt
                     return
                 future = self._write(envelope)
         finally:
             self._queued -= 1
-        await self._wait(future)
+        await future
 
     async def close(self) -> None:
         """Wait (bounded) for outstanding receipts, then DISCONNECT. Idempotent."""
         client = self._client
         if client is None:
             return
-        if self._inflight:
-            self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), DEFAULT_CLOSE_TIMEOUT_S)
-            except TimeoutError:
-                log.warning(
-                    "stomp sink %s: closing with %d sends unconfirmed",
-                    self._route_name,
-                    self._inflight,
-                )
-            finally:
-                self._idle = None
+        if not await self._confirms.drain(DEFAULT_CLOSE_TIMEOUT_S):
+            log.warning(
+                "stomp sink %s: closing with %d sends unconfirmed",
+                self._route_name,
+                self._confirms.pending,
+            )
         if self._client is client:
             self._client = None
             self._error = ConnectionLost("stomp: sink closed")
@@ -148,22 +157,13 @@ class StompDestinationSink:
         client.write(frame)
         return future
 
-    async def _wait(self, future: asyncio.Future[None]) -> None:
-        self._inflight += 1
-        try:
-            await future
-        finally:
-            self._inflight -= 1
-            if not self._inflight and self._idle is not None:
-                self._idle.set()
-
     def _on_end(self, generation: int, error: BridgeError) -> None:
         """The connection ended (its pending receipts have failed already)."""
         if generation != self._generation:
             return
-        if isinstance(error, PermanentError) and self._inflight > 1:
+        if isinstance(error, PermanentError) and self._confirms.pending > 1:
             # An ERROR frame that named no receipt, with several sends in flight.
-            self._isolate = max(self._isolate, self._inflight)
+            self._isolate = max(self._isolate, self._confirms.pending)
         if self._client is not None:
             log.warning("stomp sink %s: %s", self._route_name, error)
             self._client = None

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from bridge.connector import Incoming, Sink, Source
+from bridge.connector import Incoming, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import ConnectionLost
 
@@ -164,7 +164,7 @@ class SinkConformance:
                 payloads = [f"out-{i}".encode() for i in range(COUNT)] + [b"\x00bin\xff\x00"]
                 headers = {"X-Test": ["a:b c"], "X-Multi": ["1", "2"]}
                 await asyncio.gather(
-                    *(sink.send(self.envelope(address, p, headers)) for p in payloads)
+                    *(send_one(sink, self.envelope(address, p, headers)) for p in payloads)
                 )
                 arrived = await self.consume(address, state, len(payloads))
                 assert [e.payload for e in arrived] == payloads

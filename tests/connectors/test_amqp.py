@@ -22,7 +22,7 @@ import pytest
 from pika.spec import BasicProperties
 
 from bridge.config.model import AmqpConnection
-from bridge.connector import Requester, Responder, Sink, Source
+from bridge.connector import Requester, Responder, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import (
     BridgeTimeout,
@@ -349,14 +349,14 @@ class TestSink(_Harness):
                     broker.bind(queue, exchange, "ok.#")
                 keys = ["ok.1", "nowhere.1", "ok.2", "nowhere.2", "ok.3"]
                 results = await asyncio.gather(
-                    *(sink.send(Envelope(subject=k, payload=k.encode())) for k in keys),
+                    *(send_one(sink, Envelope(subject=k, payload=k.encode())) for k in keys),
                     return_exceptions=True,
                 )
                 assert [r is None for r in results] == [True, False, True, False, True]
                 rejected = results[1]
                 assert isinstance(rejected, MessageRejected)
                 assert "312" in str(rejected) and "nowhere.1" in str(rejected)
-                await sink.send(Envelope(subject="ok.4", payload=b"after"))
+                await send_one(sink, Envelope(subject="ok.4", payload=b"after"))
                 with raw(self.amqp_url) as broker:
                     got = broker.get(queue, 4)
                 assert [body for _, _, body in got] == [b"ok.1", b"ok.2", b"ok.3", b"after"]
@@ -375,8 +375,8 @@ class TestSink(_Harness):
             try:
                 with raw(self.amqp_url) as broker:
                     broker.queue(queue)
-                await sink.send(Envelope(subject=unique("nowhere"), payload=b"dropped"))
-                await sink.send(Envelope(subject=queue, payload=b"kept", msg_id="m-1"))
+                await send_one(sink, Envelope(subject=unique("nowhere"), payload=b"dropped"))
+                await send_one(sink, Envelope(subject=queue, payload=b"kept", msg_id="m-1"))
                 with raw(self.amqp_url) as broker:
                     [(_, properties, body)] = broker.get(queue, 1)
                 assert body == b"kept"
@@ -398,14 +398,14 @@ class TestSink(_Harness):
                 with raw(self.amqp_url) as broker:
                     broker.queue(queue)
                 with pytest.raises(MappingError):
-                    await sink.send(Envelope(subject="k" * 256, payload=b""))
+                    await send_one(sink, Envelope(subject="k" * 256, payload=b""))
                 with pytest.raises(MappingError):
                     bad = {"Amqp-Expiration": ["soon"]}
-                    await sink.send(Envelope(subject=queue, payload=b"", headers=bad))
+                    await send_one(sink, Envelope(subject=queue, payload=b"", headers=bad))
                 with pytest.raises(HeaderError):
                     bad = {"X": ["1"], "Amqp-Header-Types": ['{"X": "nonsense"}']}
-                    await sink.send(Envelope(subject=queue, payload=b"", headers=bad))
-                await sink.send(Envelope(subject=queue, payload=b"still fine"))
+                    await send_one(sink, Envelope(subject=queue, payload=b"", headers=bad))
+                await send_one(sink, Envelope(subject=queue, payload=b"still fine"))
                 with raw(self.amqp_url) as broker:
                     [(_, _, body)] = broker.get(queue, 1)
                 assert body == b"still fine"
@@ -420,9 +420,9 @@ class TestSink(_Harness):
             await sink.connect()
             try:
                 with pytest.raises(AmqpNotFound):
-                    await sink.send(Envelope(subject="k", payload=b""))
+                    await send_one(sink, Envelope(subject="k", payload=b""))
                 with pytest.raises(ConnectionLost):  # the channel is gone: reconnect
-                    await sink.send(Envelope(subject="k", payload=b""))
+                    await send_one(sink, Envelope(subject="k", payload=b""))
                 await sink.connect()
             finally:
                 await sink.close()
@@ -433,12 +433,12 @@ class TestSink(_Harness):
         async def scenario() -> None:
             sink = self.sink(exchange="")
             with pytest.raises(ConnectionLost):
-                await sink.send(Envelope(subject="k", payload=b""))
+                await send_one(sink, Envelope(subject="k", payload=b""))
             await sink.connect()
             await sink.close()
             await sink.close()
             with pytest.raises(ConnectionLost):
-                await sink.send(Envelope(subject="k", payload=b""))
+                await send_one(sink, Envelope(subject="k", payload=b""))
 
         run(scenario())
 
@@ -503,7 +503,7 @@ class TestPropertiesAndHeaders(_Harness):
                 assert envelope.timestamp == 1714564800.0
                 # The route's mapping would render the target address here.
                 envelope.subject = queue_out
-                await sink.send(envelope)
+                await send_one(sink, envelope)
                 message.ack(None)
                 with raw(self.amqp_url) as broker:
                     [(_, out, body)] = broker.get(queue_out, 1)
@@ -542,7 +542,7 @@ class TestPropertiesAndHeaders(_Harness):
                     "Amqp-Priority": ["3"],
                     "Amqp-User-Id": ["not-the-publisher"],  # RabbitMQ would refuse it
                 }
-                await sink.send(Envelope(subject=queue, payload=b"p", headers=headers))
+                await send_one(sink, Envelope(subject=queue, payload=b"p", headers=headers))
                 with raw(self.amqp_url) as broker:
                     [(_, out, _)] = broker.get(queue, 1)
                 assert out.content_type == "text/plain"
@@ -666,7 +666,7 @@ class TestBrokerRestart(_Harness):
                 with pytest.raises(ConnectionLost):
                     await receive_n(source, 1, timeout=15)
                 with pytest.raises(RetryableError):
-                    await sink.send(Envelope(subject=queue, payload=b"during outage"))
+                    await send_one(sink, Envelope(subject=queue, payload=b"during outage"))
                 with pytest.raises(RetryableError):
                     await sink.connect()
                 with pytest.raises(RetryableError):
@@ -683,7 +683,7 @@ class TestBrokerRestart(_Harness):
                 assert [m.envelope.payload for m in again] == payloads[5:]
                 for message in again:
                     message.ack(None)
-                await sink.send(Envelope(subject=queue, payload=b"after"))
+                await send_one(sink, Envelope(subject=queue, payload=b"after"))
                 [after] = await receive_n(source, 1)
                 assert after.envelope.payload == b"after"
                 after.ack(None)
@@ -705,7 +705,7 @@ class TestBrokerRestart(_Harness):
             with raw(self.amqp_url) as broker:
                 broker.queue(queue)
             sends = [
-                asyncio.ensure_future(sink.send(Envelope(subject=queue, payload=b"x" * 1024)))
+                asyncio.ensure_future(send_one(sink, Envelope(subject=queue, payload=b"x" * 1024)))
                 for _ in range(2000)
             ]
             await asyncio.sleep(0)
@@ -714,9 +714,9 @@ class TestBrokerRestart(_Harness):
             failures = [r for r in results if r is not None]
             assert all(isinstance(f, ConnectionLost) for f in failures), failures[:3]
             with pytest.raises(ConnectionLost):
-                await sink.send(Envelope(subject=queue, payload=b""))
+                await send_one(sink, Envelope(subject=queue, payload=b""))
             await sink.connect()
-            await sink.send(Envelope(subject=queue, payload=b"back"))
+            await send_one(sink, Envelope(subject=queue, payload=b"back"))
             await sink.close()
 
         run(scenario())
@@ -845,7 +845,7 @@ class TestConnection(_Harness):
                 sink = AmqpExchangeSink(route, config(port, tls), "rmq")
                 await sink.connect()
                 try:
-                    await sink.send(Envelope(subject=queue, payload=b"over tls"))
+                    await send_one(sink, Envelope(subject=queue, payload=b"over tls"))
                 finally:
                     await sink.close()
             untrusted = AmqpExchangeSink(route, config(port, {}), "rmq")

@@ -22,7 +22,7 @@ from kafka.structs import TopicPartition
 from bridge.config import load_config
 from bridge.config.loader import Route
 from bridge.config.model import KafkaConnection
-from bridge.connector import Incoming, Sink, Source
+from bridge.connector import Incoming, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import (
     ConnectionLost,
@@ -321,7 +321,7 @@ def test_keys_and_repeated_headers_round_trip(kafka_bootstrap: str, tmp_path: Pa
             assert KAFKA_KEY not in received[2].envelope.headers
             for message in received:
                 message.envelope.subject = topic_out
-                await sink.send(message.envelope)
+                await send_one(sink, message.envelope)
                 message.ack(None)
             out = await asyncio.to_thread(consume_raw, kafka_bootstrap, topic_out, 3)
             assert [r.key for r in out] == [r[0] for r in records]
@@ -467,7 +467,7 @@ def test_missing_sink_topic_without_create_topic(kafka_bootstrap: str, tmp_path:
         await templated.connect()
         try:
             with pytest.raises(TopicMissing, match=topic):
-                await templated.send(Envelope(subject=topic, payload=b"x"))
+                await send_one(templated, Envelope(subject=topic, payload=b"x"))
         finally:
             await templated.close()
         assert topic_partitions(kafka_bootstrap, topic) is None, "the sink created the topic"
@@ -491,7 +491,7 @@ def test_create_topic_with_partitions(kafka_bootstrap: str, tmp_path: Path) -> N
                 Envelope(subject=topic, payload=f"v{i}".encode(), key=f"k{i % 7}".encode())
                 for i in range(60)
             ]
-            await asyncio.gather(*(sink.send(e) for e in envelopes))
+            await asyncio.gather(*(send_one(sink, e) for e in envelopes))
             records = await asyncio.to_thread(consume_raw, kafka_bootstrap, topic, 60)
             by_key: dict[bytes, set[int]] = {}
             for record in records:
@@ -513,7 +513,7 @@ def test_explicit_partition(kafka_bootstrap: str, tmp_path: Path) -> None:
         try:
             await asyncio.gather(
                 *(
-                    sink.send(Envelope(subject=topic, payload=b"p", key=bytes([i])))
+                    send_one(sink, Envelope(subject=topic, payload=b"p", key=bytes([i])))
                     for i in range(20)
                 )
             )
@@ -537,10 +537,10 @@ def test_too_large_records_are_payload_too_large(kafka_bootstrap: str, tmp_path:
         await sink.connect()
         try:
             with pytest.raises(PayloadTooLarge, match="too large"):  # the producer's limit
-                await sink.send(Envelope(subject=topic, payload=b"x" * (2 * 1024 * 1024)))
+                await send_one(sink, Envelope(subject=topic, payload=b"x" * (2 * 1024 * 1024)))
             with pytest.raises(PayloadTooLarge, match="too large"):  # the broker's limit
-                await sink.send(Envelope(subject=topic, payload=b"y" * 50_000))
-            await sink.send(Envelope(subject=topic, payload=b"small"))  # the sink still works
+                await send_one(sink, Envelope(subject=topic, payload=b"y" * 50_000))
+            await send_one(sink, Envelope(subject=topic, payload=b"small"))  # the sink still works
         finally:
             await sink.close()
 
@@ -565,7 +565,10 @@ def test_scram_sha_256(kafka_scram: KafkaScram, tmp_path: Path) -> None:
         await sink.connect()
         try:
             await asyncio.gather(
-                *(sink.send(Envelope(subject=topic, payload=f"s{i}".encode())) for i in range(10))
+                *(
+                    send_one(sink, Envelope(subject=topic, payload=f"s{i}".encode()))
+                    for i in range(10)
+                )
             )
         finally:
             await sink.close()
@@ -631,7 +634,7 @@ def test_kafka_restart_source_and_sink_resume(
         async def send_until_all(payload: bytes) -> None:
             while True:
                 try:
-                    await sink.send(Envelope(subject=topic, payload=payload, key=payload[-1:]))
+                    await send_one(sink, Envelope(subject=topic, payload=payload, key=payload[-1:]))
                     sent.add(payload)
                     return
                 except RetryableError as exc:  # what the runtime retries

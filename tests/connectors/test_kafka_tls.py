@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.connector import send_one
 from bridge.envelope import Envelope
 from bridge.errors import BridgeError, ConfigError, PermanentError
 from connectors.kafka.errors import KafkaTlsFailed
@@ -81,7 +82,7 @@ def test_sink_and_source_over_tls(kafka_tls: KafkaTls, tmp_path: Path) -> None:
         ]
         await sink.connect()  # creates the topic through the admin client, over TLS too
         try:
-            await asyncio.gather(*(sink.send(envelope) for envelope in sent))
+            await asyncio.gather(*(send_one(sink, envelope) for envelope in sent))
         finally:
             await sink.close()
         source = source_for(tmp_path, kafka_tls.bootstrap, f"g-{topic}", kafka, topics=[topic])

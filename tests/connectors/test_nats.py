@@ -26,7 +26,7 @@ from nats.aio.subscription import Subscription
 from bridge.config import load_config
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection
-from bridge.connector import Requester, Responder, Sink, Source
+from bridge.connector import Requester, Responder, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import (
     BridgeTimeout,
@@ -324,7 +324,7 @@ def test_core_sink_sends_repeated_headers_and_reply(nats_url: str, tmp_path: Pat
             env = Envelope(
                 subject=address, payload=b"x", headers={"A": ["1", "2", "3"]}, reply="r.1"
             )
-            await sink.send(env)
+            await send_one(sink, env)
             msg = await sub.next_msg(timeout=5)
             assert msg.reply == "r.1"
             assert isinstance(msg.headers, dict) and msg.headers["A"] == "3"  # nats-py: last wins
@@ -393,8 +393,10 @@ def test_exactly_once_same_msg_id_is_stored_once(nats_url: str, tmp_path: Path) 
         await sink.connect()
         try:
             for _ in range(2):
-                await sink.send(Envelope(subject=address, payload=b"once", msg_id="kafka:t:0:42"))
-            await sink.send(Envelope(subject=address, payload=b"other", msg_id="kafka:t:0:43"))
+                await send_one(
+                    sink, Envelope(subject=address, payload=b"once", msg_id="kafka:t:0:42")
+                )
+            await send_one(sink, Envelope(subject=address, payload=b"other", msg_id="kafka:t:0:43"))
             nc = await raw(nats_url)
             info = await nc.jsm().stream_info(stream)
             await nc.close()
@@ -430,9 +432,9 @@ def test_stream_created_with_derived_subjects(nats_url: str, tmp_path: Path) -> 
             await nc.close()
             assert info.config.subjects == [f"{prefix}.>"]
             assert info.config.duplicate_window == 120.0
-            await sink.send(Envelope(subject=f"{prefix}.eu", payload=b"x"))
+            await send_one(sink, Envelope(subject=f"{prefix}.eu", payload=b"x"))
             with pytest.raises(MessageRejected, match=stream):
-                await sink.send(Envelope(subject=f"elsewhere.{prefix}", payload=b"x"))
+                await send_one(sink, Envelope(subject=f"elsewhere.{prefix}", payload=b"x"))
         finally:
             await sink.close()
 
@@ -719,9 +721,9 @@ def test_full_stream_with_discard_new_is_retryable(nats_url: str, tmp_path: Path
         sink = connector.sink(route, conn, bridge)
         await sink.connect()
         try:
-            await sink.send(Envelope(subject=address, payload=b"fits"))
+            await send_one(sink, Envelope(subject=address, payload=b"fits"))
             with pytest.raises(RetryableError, match="err_code"):
-                await sink.send(Envelope(subject=address, payload=b"no room"))
+                await send_one(sink, Envelope(subject=address, payload=b"no room"))
         finally:
             await sink.close()
 
@@ -744,19 +746,22 @@ def test_payload_too_large(nats_url: str, tmp_path: Path) -> None:
         await js_sink.connect()
         await core_sink.connect()
         try:
-            await js_sink.send(Envelope(subject=address, payload=b"x" * 900))
+            await send_one(js_sink, Envelope(subject=address, payload=b"x" * 900))
             with pytest.raises(PayloadTooLarge) as too_large:
-                await js_sink.send(Envelope(subject=address, payload=b"x" * 1025))
+                await send_one(js_sink, Envelope(subject=address, payload=b"x" * 1025))
             assert too_large.value.limit == 1024
             with pytest.raises(PayloadTooLarge):  # headers count too
-                await js_sink.send(
-                    Envelope(subject=address, payload=b"x" * 1000, headers={"H": ["v" * 100]})
+                await send_one(
+                    js_sink,
+                    Envelope(subject=address, payload=b"x" * 1000, headers={"H": ["v" * 100]}),
                 )
             # The shared server announces max_payload 1 MiB: one byte more is refused here,
             # before nats-server would close the connection over it.
             with pytest.raises(PayloadTooLarge):
-                await core_sink.send(Envelope(subject=address, payload=b"x" * (1024 * 1024 + 1)))
-            await core_sink.send(Envelope(subject=address, payload=b"still fine"))
+                await send_one(
+                    core_sink, Envelope(subject=address, payload=b"x" * (1024 * 1024 + 1))
+                )
+            await send_one(core_sink, Envelope(subject=address, payload=b"still fine"))
         finally:
             await js_sink.close()
             await core_sink.close()
@@ -853,7 +858,7 @@ def test_auth_token_and_user_password(tmp_path: Path) -> None:
         sink = connector.sink(route, conn, bridge)
         try:
             await sink.connect()
-            await sink.send(Envelope(subject="out", payload=b"authenticated"))
+            await send_one(sink, Envelope(subject="out", payload=b"authenticated"))
         finally:
             await sink.close()
 
@@ -922,7 +927,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
         sink = connector.sink(route, conn, bridge)
         try:
             await sink.connect()
-            await sink.send(Envelope(subject="out", payload=b"over mTLS"))
+            await send_one(sink, Envelope(subject="out", payload=b"over mTLS"))
         finally:
             await sink.close()
 
@@ -1046,7 +1051,7 @@ def test_jetstream_sink_never_loses_a_send_across_server_restart(
             envelope = Envelope(subject=f"outage.m{i}", payload=str(i).encode(), msg_id=f"id-{i}")
             while True:
                 try:
-                    await sink.send(envelope)
+                    await send_one(sink, envelope)
                     return
                 except RetryableError as exc:
                     failures.append(exc)
@@ -1090,17 +1095,17 @@ def test_core_sink_send_while_server_down_raises_connection_lost(
         sink = connector.sink(route, conn, bridge)
         await sink.connect()
         try:
-            await sink.send(Envelope(subject="down", payload=b"up"))
+            await send_one(sink, Envelope(subject="down", payload=b"up"))
             private_server.stop()
             with pytest.raises(RetryableError):
                 for _ in range(50):  # the client notices the closed socket within a few tries
-                    await sink.send(Envelope(subject="down", payload=b"lost?"))
+                    await send_one(sink, Envelope(subject="down", payload=b"lost?"))
                     await asyncio.sleep(0.05)
             private_server.start()
             deadline = time.monotonic() + 15
             while True:
                 try:
-                    await sink.send(Envelope(subject="down", payload=b"back"))
+                    await send_one(sink, Envelope(subject="down", payload=b"back"))
                     break
                 except RetryableError:
                     assert time.monotonic() < deadline

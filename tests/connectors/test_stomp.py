@@ -32,7 +32,7 @@ import stomp  # type: ignore[import-untyped]
 from bridge.config import load_config
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, StompConnection
-from bridge.connector import Sink, Source
+from bridge.connector import Sink, Source, send_one
 from bridge.envelope import Envelope, Origin
 from bridge.errors import ConnectionLost, MappingError, PermanentError, RetryableError
 from connectors.stomp import StompDestinationSink, StompDestinationSource, connector
@@ -478,8 +478,8 @@ def test_sink_writes_binary_payload_and_escaped_headers(broker: Broker, tmp_path
             # Headers a SEND must never take from the envelope.
             reserved = {"receipt": ["x"], "message-id": ["m"], "transaction": ["t"]}
             await asyncio.gather(
-                sink.send(Envelope(destination, NASTY_PAYLOAD, {**headers, **reserved})),
-                sink.send(Envelope(destination, b"", typed)),
+                send_one(sink, Envelope(destination, NASTY_PAYLOAD, {**headers, **reserved})),
+                send_one(sink, Envelope(destination, b"", typed)),
             )
         finally:
             await sink.close()
@@ -509,7 +509,7 @@ def test_headers_survive_sink_to_source_round_trip(broker: Broker, tmp_path: Pat
                 escape_header_name(name): [encode_value(value)]
                 for name, value in {**NASTY_HEADERS, "a:b": "c\nd", "Plain": "x y"}.items()
             }
-            await sink.send(Envelope(destination, NASTY_PAYLOAD, headers))
+            await send_one(sink, Envelope(destination, NASTY_PAYLOAD, headers))
             [message] = await receive_n(source, 1)
             assert message.envelope.payload == NASTY_PAYLOAD
             for name, values in headers.items():
@@ -676,7 +676,7 @@ def test_sink_refuses_destinations_of_another_dialect(broker: Broker, tmp_path: 
             foreign = "/exchange/x/y" if broker.dialect == "activemq" else "/temp-topic/x"
             for destination in (foreign, "no-prefix", "/queue/"):
                 with pytest.raises(MappingError):
-                    await sink.send(Envelope(destination, b"x"))
+                    await send_one(sink, Envelope(destination, b"x"))
         finally:
             await sink.close()
 
@@ -701,7 +701,7 @@ def test_rabbitmq_refused_send_is_isolated_and_dead_lettered_alone(
             pending = envelopes
             for _ in range(10):  # what the runtime does: retry what failed retryably
                 results = await asyncio.gather(
-                    *(sink.send(e) for e in pending), return_exceptions=True
+                    *(send_one(sink, e) for e in pending), return_exceptions=True
                 )
                 retry = []
                 for envelope, result in zip(pending, results, strict=True):
@@ -783,7 +783,7 @@ def test_lost_heartbeat_is_detected_and_the_source_resumes(
                 # A send in flight is not left hanging either (its frame may still reach
                 # the broker: the runtime's retry would make a duplicate, never a loss).
                 late = Envelope(queue_name("late"), b"late")
-                sending = asyncio.ensure_future(sink.send(late))
+                sending = asyncio.ensure_future(send_one(sink, late))
                 # stomp.py's heart-beat thread (1.5 intervals) or the watchdog (2.5) notices.
                 lost_after = await wait_lost(source, within=6 * heartbeat)
                 with pytest.raises(ConnectionLost):
@@ -935,7 +935,7 @@ def test_stomp_ssl_round_trip(
         await sink.connect()
         try:
             payloads = [NASTY_PAYLOAD, *(f"tls-{i}".encode() for i in range(50))]
-            await asyncio.gather(*(sink.send(Envelope(destination, p)) for p in payloads))
+            await asyncio.gather(*(send_one(sink, Envelope(destination, p)) for p in payloads))
             received = await receive_n(source, len(payloads))
             assert [m.envelope.payload for m in received] == payloads
             for message in received:
