@@ -18,6 +18,7 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from nats.protocol.command import hpub_cmd
 
 from bridge.config.model import NatsConnection, Tls
 from bridge.envelope import Headers
@@ -79,44 +80,34 @@ class MultiHeaders(dict[str, str]):
         return out
 
 
-class HeaderLines(dict[str, str]):
-    """Headers to publish: nats-py writes one line per pair from `items()`, repeats included.
+class HeaderBlock(bytes):
+    """A header block encoded by `header_block()`, ready for the wire.
 
-    nats-py's publish takes `dict[str, str]` and iterates `headers.items()`; yielding
-    every (name, value) pair lets a name carry several values on the wire.
+    Passed to nats-py's publish/request as `headers`: `NatsClient` writes it as it is
+    instead of encoding a dict again (nats-py checks every name with a regex and keeps
+    one value per name; this keeps repeated names, validated once by the bridge).
     """
 
-    __slots__ = ("_pairs",)
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self._pairs = pairs
-        for name, value in pairs:
-            self.setdefault(name, value)
-
-    def items(self) -> Any:
-        return list(self._pairs)
-
-
-def to_nats_headers(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> HeaderLines | None:
+def header_block(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> HeaderBlock | None:
     """Envelope headers plus the connector's own `extra` (replacing same-named ones); None if none.
 
     Raises HeaderError for a name or value NATS cannot carry. `extra` names are trusted.
+    The block's length counts against the server's max_payload with the payload.
     """
-    if not headers:
-        return HeaderLines(list(extra)) if extra else None
-    validate_headers(headers)  # RFC 7230 token names, as nats-py requires; no CR/LF in values
+    if headers:
+        validate_headers(headers)  # RFC 7230 token names; no CR/LF in values
     replaced = {name for name, _ in extra}
-    pairs: list[tuple[str, str]] = []
-    for name, values in headers.items():
-        if name in replaced:
-            continue
-        if len(values) == 1:
-            pairs.append((name, values[0]))
-        else:
-            pairs.extend((name, value) for value in values)
-    pairs.extend(extra)
-    return HeaderLines(pairs) if pairs else None
+    lines = [
+        f"{name}: {value}\r\n"
+        for name, values in headers.items()
+        if name not in replaced
+        for value in values
+    ]
+    lines.extend(f"{name}: {value}\r\n" for name, value in extra)
+    if not lines:
+        return None
+    return HeaderBlock(b"NATS/1.0\r\n" + "".join(lines).encode() + b"\r\n")
 
 
 def from_nats_headers(headers: dict[str, str] | None) -> Headers:
@@ -129,11 +120,30 @@ def from_nats_headers(headers: dict[str, str] | None) -> Headers:
 
 
 class NatsClient(Client):
-    """nats-py's client, parsing received headers with `MultiHeaders` (repeats kept)."""
+    """nats-py's client: received headers parsed with `MultiHeaders` (repeats kept), and
+    a `HeaderBlock` published as it is.
+
+    Both hook into nats-py internals (`_parse_header_lines`, `_send_publish`); the
+    connector tests cover them against the nats-py version installed.
+    """
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
         return MultiHeaders.parse(raw)
+
+    async def _send_publish(
+        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: Any
+    ) -> None:
+        if not isinstance(headers, HeaderBlock):
+            await super()._send_publish(subject, reply, payload, payload_size, headers)
+            return
+        if not subject:
+            raise nats.errors.BadSubjectError
+        self.stats["out_msgs"] += 1
+        self.stats["out_bytes"] += payload_size
+        await self._send_command(hpub_cmd(subject, reply, headers, payload))
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
 
 
 # ---------------------------------------------------------------- connection
@@ -315,12 +325,3 @@ class NatsLink:
         self.connected.set()  # wake waiters: ready() now sees the closed client
         for callback in self.on_close:
             await callback()
-
-
-def header_bytes(headers: HeaderLines | None) -> int:
-    """Bytes the header block takes on the wire (the server's max_payload counts them too)."""
-    if not headers:
-        return 0
-    return len(b"NATS/1.0\r\n\r\n") + sum(
-        len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items()
-    )

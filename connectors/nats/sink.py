@@ -28,12 +28,11 @@ from bridge.errors import (
     PermanentError,
 )
 from connectors.nats.client import (
-    HeaderLines,
+    HeaderBlock,
     NatsClient,
     NatsLink,
     from_nats_headers,
-    header_bytes,
-    to_nats_headers,
+    header_block,
 )
 from connectors.nats.errors import (
     NoResponders,
@@ -107,10 +106,10 @@ class _Sink(abc.ABC):
         client = link.client
         return client if client.is_connected else await link.ready()
 
-    def encode(self, envelope: Envelope, extra: Sequence[tuple[str, str]]) -> HeaderLines | None:
+    def encode(self, envelope: Envelope, extra: Sequence[tuple[str, str]]) -> HeaderBlock | None:
         """NATS headers for `envelope`, after checking payload and headers against the limit."""
-        headers = to_nats_headers(envelope.headers, extra)
-        check_payload(len(envelope.payload) + header_bytes(headers), self.limit)
+        headers = header_block(envelope.headers, extra)
+        check_payload(len(envelope.payload) + len(headers or b""), self.limit)
         return headers
 
     async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
@@ -280,7 +279,7 @@ class _PubAcks:
         return len(self._waiting)
 
     async def publish(
-        self, client: NatsClient, subject: str, payload: bytes, headers: HeaderLines | None
+        self, client: NatsClient, subject: str, payload: bytes, headers: HeaderBlock | None
     ) -> asyncio.Future[None]:
         """Publish; the future settles with the PubAck: None, or the project's error."""
         self._next += 1

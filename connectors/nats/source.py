@@ -29,8 +29,7 @@ from bridge.errors import ConnectionLost, MessageRejected, PermanentError, Retry
 from connectors.nats.client import (
     NatsLink,
     from_nats_headers,
-    header_bytes,
-    to_nats_headers,
+    header_block,
 )
 from connectors.nats.errors import StreamMissing, translate
 from mappings.headers import NATS_MSG_ID
@@ -181,8 +180,8 @@ class CoreSource:
         if self.link is None:
             raise ConnectionLost(f"route '{self.route.name}': NATS source is not connected")
         client = await self.link.ready()
-        headers = to_nats_headers(reply.headers)
-        check_payload(len(reply.payload) + header_bytes(headers), self.link.max_payload)
+        headers = header_block(reply.headers)
+        check_payload(len(reply.payload) + len(headers or b""), self.link.max_payload)
         with translate(f"replying on NATS subject '{request.reply}'"):
             await client.publish(request.reply, reply.payload, headers=headers)
 

@@ -304,9 +304,9 @@ def test_core_source_overload_drops_and_counts_slow_consumer(
 
 
 def _repeated(headers: dict[str, list[str]]) -> Any:
-    from connectors.nats.client import to_nats_headers
+    from connectors.nats.client import header_block
 
-    return to_nats_headers(headers)
+    return header_block(headers)  # NatsClient (keep_repeats) publishes it as it is
 
 
 def test_core_sink_sends_repeated_headers_and_reply(nats_url: str, tmp_path: Path) -> None:

@@ -1,0 +1,60 @@
+"""header_block: envelope headers encoded for the wire, read back by MultiHeaders (no broker)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.errors import HeaderError
+from connectors.nats.client import MultiHeaders, header_block
+
+PREFIX = b"NATS/1.0\r\n"
+# RFC 7230 token names (what NATS and nats-py accept) and values without CR/LF; the
+# receiving side strips a value's surrounding whitespace, so none is generated there.
+names = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_!#$%&'*+.^`|~",
+    min_size=1,
+    max_size=20,
+)
+values = st.text(
+    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+    max_size=30,
+).map(str.strip)
+headers = st.dictionaries(names, st.lists(values, min_size=1, max_size=3), max_size=6)
+
+
+def read_back(block: bytes) -> dict[str, list[str]]:
+    assert block.startswith(PREFIX) and block.endswith(b"\r\n\r\n")
+    return MultiHeaders.parse(block[len(PREFIX) :]).all
+
+
+@given(headers)
+def test_round_trip_keeps_every_value_in_order(sent: dict[str, list[str]]) -> None:
+    block = header_block(sent)
+    if not sent:
+        assert block is None
+        return
+    assert block is not None
+    assert read_back(block) == sent
+
+
+@given(headers, values)
+def test_extra_replaces_a_same_named_header(sent: dict[str, list[str]], value: str) -> None:
+    block = header_block({**sent, "Nats-Msg-Id": ["from-the-source"]}, [("Nats-Msg-Id", value)])
+    assert block is not None
+    assert read_back(block) == {**sent, "Nats-Msg-Id": [value]}
+
+
+def test_example_on_the_wire() -> None:
+    block = header_block({"X-A": ["1", "2"]}, [("Nats-Expected-Stream", "S")])
+    assert block == b"NATS/1.0\r\nX-A: 1\r\nX-A: 2\r\nNats-Expected-Stream: S\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"X A": ["v"]}, {"": ["v"]}, {"X-A": ["line\r\nInjected: yes"]}, {"X-A": ["a\nb"]}],
+)
+def test_names_and_values_nats_cannot_carry_are_header_errors(bad: dict[str, list[str]]) -> None:
+    with pytest.raises(HeaderError):
+        header_block(bad)
