@@ -155,15 +155,17 @@ def run_bridge_until(
     with tempfile.TemporaryDirectory() as tmp:
         process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
         process.start()
-        start = time.perf_counter()
-        while not done(process):
-            time.sleep(0.05)
-            if time.perf_counter() - start > 600:
-                raise SystemExit(f"bridge did not move {count} messages in 600 s")
-        elapsed = time.perf_counter() - start
-        assert process.process is not None
-        rss = _peak_rss_mb(process.process.pid)
-        process.terminate()
+        try:
+            start = time.perf_counter()
+            while not done(process):
+                time.sleep(0.05)
+                if time.perf_counter() - start > 600:
+                    raise SystemExit(f"bridge did not move {count} messages in 600 s")
+            elapsed = time.perf_counter() - start
+            assert process.process is not None
+            rss = _peak_rss_mb(process.process.pid)
+        finally:
+            process.terminate()
     return count / elapsed, rss
 
 

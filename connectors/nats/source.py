@@ -504,7 +504,8 @@ class JetStreamSource:
         its in-flight messages once more.
         """
         start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
-        log.warning(
+        # Info, not warning: a clean stop leaves pulled-ahead messages unacked too.
+        log.info(
             "%s: %d messages were delivered but never acked (pulled ahead by a bridge that "
             "stopped, or never settled); re-creating the consumer from stream sequence %d "
             "to keep order",

@@ -6,6 +6,7 @@ a data dir, the admin endpoint for readiness and counters, and signals.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -21,6 +22,16 @@ from typing import Any
 import yaml
 
 READY_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test or benchmark that started it dies.
+
+    Otherwise a killed test run leaves bridges behind that keep consuming the shared
+    brokers' queues (a later run then misses the messages they took).
+    """
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -82,6 +93,7 @@ class BridgeProcess:
                 stdout=log,
                 stderr=log,
                 env=self.env,
+                preexec_fn=_die_with_parent,
             )
         if wait_ready:
             self.wait_ready()
