@@ -18,6 +18,8 @@ from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd
 
 from bridge.config.model import NatsConnection, Tls
@@ -119,13 +121,47 @@ def from_nats_headers(headers: dict[str, str] | None) -> Headers:
     return {name: [value] for name, value in headers.items()}
 
 
-class NatsClient(Client):
-    """nats-py's client: received headers parsed with `MultiHeaders` (repeats kept), and
-    a `HeaderBlock` published as it is.
+RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
+"""Called on the read loop with a message as received: subject, reply, data, header block."""
 
-    Both hook into nats-py internals (`_parse_header_lines`, `_send_publish`); the
-    connector tests cover them against the nats-py version installed.
+
+async def _ignore(msg: Msg) -> None:
+    raise AssertionError("a raw subscription's messages never reach nats-py's callback")
+
+
+class NatsClient(Client):
+    """nats-py's client: received headers parsed with `MultiHeaders` (repeats kept), a
+    `HeaderBlock` published as it is, and raw subscriptions (`subscribe_raw`).
+
+    These hook into nats-py internals (`_parse_header_lines`, `_send_publish`,
+    `_process_msg`); the connector tests cover them against the nats-py version installed.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._raw_handlers: dict[int, RawHandler] = {}
+
+    async def subscribe_raw(self, subject: str, handler: RawHandler) -> Subscription:
+        """Subscribe with `handler` called synchronously for each message, as received.
+
+        For replies the bridge reads itself (PubAcks): no Msg object, no per-subscription
+        queue and task per message. nats-py still owns the subscription (SUB, resubscribe
+        after a reconnect, unsubscribe).
+        """
+        sub = await self.subscribe(subject, cb=_ignore)
+        self._raw_handlers[sub._id] = handler
+        return sub
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        handler = self._raw_handlers.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        handler(subject, reply, data, headers)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:

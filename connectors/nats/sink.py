@@ -52,7 +52,7 @@ DEFAULT_CAPTURED_CACHE = 65_536  # subjects remembered as captured by the stream
 DEFAULT_CLOSE_WAIT_S = 10.0
 DEFAULT_SUBJECT_REFRESH_S = 5.0  # at most one stream-info refresh per this many seconds
 EXPECTED_STREAM = "Nats-Expected-Stream"
-NO_RESPONDERS_STATUS = "503"
+NO_RESPONDERS_STATUS_LINE = b"NATS/1.0 503"
 
 
 def derived_stream_subjects(template_text: str, is_literal: bool) -> list[str]:
@@ -263,14 +263,14 @@ class _PubAcks:
     def __init__(self) -> None:
         self._prefix = ""
         self._next = 0
-        self._waiting: dict[str, tuple[asyncio.Future[None], str]] = {}  # token: (future, subject)
-        self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
+        self._waiting: dict[int, tuple[asyncio.Future[None], str]] = {}  # n: (future, subject)
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
         self._sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, client: NatsClient) -> None:
         self._prefix = client.new_inbox() + "."
-        self._sub = await client.subscribe(self._prefix + "*", cb=self._on_reply)
+        self._sub = await client.subscribe_raw(self._prefix + "*", self._on_reply)
         self._sweeper = asyncio.create_task(self._sweep())
 
     @property
@@ -283,33 +283,40 @@ class _PubAcks:
     ) -> asyncio.Future[None]:
         """Publish; the future settles with the PubAck: None, or the project's error."""
         self._next += 1
-        token = str(self._next)
+        n = self._next
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (future, subject)  # before publishing: the reply may be quick
-        self._deadlines.append((time.monotonic() + DEFAULT_PUBACK_TIMEOUT_S, token))
+        self._waiting[n] = (future, subject)  # before publishing: the reply may be quick
+        self._deadlines.append((time.monotonic() + DEFAULT_PUBACK_TIMEOUT_S, n))
         try:
-            await client.publish(subject, payload, self._prefix + token, headers)
+            await client.publish(subject, payload, f"{self._prefix}{n}", headers)
         except Exception as exc:  # not `translate()`: this is the hot path
-            del self._waiting[token]
+            del self._waiting[n]
             error = translate_exception(exc, f"publishing to JetStream subject '{subject}'")
             if error is exc:
                 raise
             raise error from exc
         return future
 
-    async def _on_reply(self, msg: Msg) -> None:
-        waiting = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+    def _on_reply(self, subject: bytes, _reply: bytes, data: bytes, headers: bytes | None) -> None:
+        """A PubAck as received (see NatsClient.subscribe_raw): settle its publish."""
+        try:
+            waiting = self._waiting.pop(int(subject[len(self._prefix) :]), None)
+        except ValueError:
+            return  # not one of our tokens
         if waiting is None:
             return
-        future, subject = waiting
+        future, published_to = waiting
         if future.done():
             return
-        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
+        if headers is not None and headers.startswith(NO_RESPONDERS_STATUS_LINE):
             future.set_exception(NoResponders("no JetStream stream answered the publish"))
             return
+        if data.startswith(b"{") and b'"error"' not in data:
+            future.set_result(None)  # stored, or a duplicate: no need to parse it
+            return
         try:
-            error = json.loads(msg.data).get("error")
-        except ValueError as exc:
+            error = json.loads(data).get("error")
+        except (ValueError, AttributeError) as exc:
             future.set_exception(ConnectionLost(f"unreadable PubAck: {exc}"))
             return
         if not error:
@@ -320,7 +327,9 @@ class _PubAcks:
             description=error.get("description"),
             err_code=error.get("err_code"),
         )
-        future.set_exception(api_error(refusal, f"publishing to JetStream subject '{subject}'"))
+        future.set_exception(
+            api_error(refusal, f"publishing to JetStream subject '{published_to}'")
+        )
 
     async def _sweep(self) -> None:
         deadlines = self._deadlines
