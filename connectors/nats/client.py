@@ -85,7 +85,8 @@ class MultiHeaders(dict[str, str]):
 class HeaderBlock(bytes):
     """A header block encoded by `header_block()`, ready for the wire.
 
-    Passed to nats-py's publish/request as `headers`: `NatsClient` writes it as it is
+    Passed to nats-py's publish/request as `headers` (typed there as a dict, hence the
+    `type: ignore[arg-type]` at those calls): `NatsClient` writes it as it is
     instead of encoding a dict again (nats-py checks every name with a regex and keeps
     one value per name; this keeps repeated names, validated once by the bridge).
     """
@@ -110,6 +111,19 @@ def header_block(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> Hea
     if not lines:
         return None
     return HeaderBlock(b"NATS/1.0\r\n" + "".join(lines).encode() + b"\r\n")
+
+
+def read_header_block(raw: bytes) -> tuple[str, str, Headers]:
+    """(status code, description, headers) of a header block as received.
+
+    `NATS/1.0\r\nName: value\r\n...` for a message with headers (status ""), or
+    `NATS/1.0 408 Request Timeout\r\n...` for a status message the server sends.
+    """
+    first, _, lines = raw.partition(b"\r\n")
+    code, _, description = (
+        first[len(b"NATS/1.0") :].strip().decode("utf-8", "replace").partition(" ")
+    )
+    return code, description.strip(), MultiHeaders.parse(lines).all
 
 
 def from_nats_headers(headers: dict[str, str] | None) -> Headers:

@@ -218,7 +218,7 @@ class CoreSink(_Sink):
         headers = self.encode(envelope, ())
         subject = envelope.subject
         try:
-            await client.publish(subject, envelope.payload, envelope.reply or "", headers)
+            await client.publish(subject, envelope.payload, envelope.reply or "", headers)  # type: ignore[arg-type]
         except Exception as exc:  # not `translate()`: this is the hot path
             error = translate_exception(exc, f"publishing to NATS subject '{subject}'")
             if error is exc:
@@ -232,7 +232,10 @@ class CoreSink(_Sink):
         headers = self.encode(envelope, ())
         with translate(f"request to NATS subject '{envelope.subject}'"):
             msg = await client.request(
-                envelope.subject, envelope.payload, timeout=timeout, headers=headers
+                envelope.subject,
+                envelope.payload,
+                timeout=timeout,
+                headers=headers,  # type: ignore[arg-type]
             )
         return _reply_envelope(msg, self.config.connection)
 
@@ -288,7 +291,7 @@ class _PubAcks:
         self._waiting[n] = (future, subject)  # before publishing: the reply may be quick
         self._deadlines.append((time.monotonic() + DEFAULT_PUBACK_TIMEOUT_S, n))
         try:
-            await client.publish(subject, payload, f"{self._prefix}{n}", headers)
+            await client.publish(subject, payload, f"{self._prefix}{n}", headers)  # type: ignore[arg-type]
         except Exception as exc:  # not `translate()`: this is the hot path
             del self._waiting[n]
             error = translate_exception(exc, f"publishing to JetStream subject '{subject}'")

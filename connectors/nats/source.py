@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from functools import partial
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -24,18 +24,20 @@ from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
 from bridge.config.model import JetStreamSource as JetStreamSourceConfig
 from bridge.connector import AckOnce, Incoming, take_up_to
-from bridge.envelope import Envelope, Origin
+from bridge.envelope import Envelope, Headers, Origin
 from bridge.errors import ConnectionLost, MessageRejected, PermanentError, RetryableError
 from connectors.nats.client import (
     NatsLink,
     from_nats_headers,
     header_block,
+    read_header_block,
 )
 from connectors.nats.errors import StreamMissing, translate
 from mappings.headers import NATS_MSG_ID
 from mappings.payload import check_payload
 
 log = logging.getLogger("natsbridge.connectors.nats")
+T = TypeVar("T")
 
 DEFAULT_QUEUE_MESSAGES = 10_000  # received, not yet handed to receive(); at least max_in_flight
 DEFAULT_PENDING_MSGS = 65_536  # nats-py's per-subscription buffer behind it, in messages
@@ -51,27 +53,30 @@ def _noop_ack(error: BaseException | None) -> None:
     """Core NATS has nothing to acknowledge or redeliver."""
 
 
-class _Inbox:
+class _Inbox(Generic[T]):
     """The bounded FIFO between nats-py's delivery callback and `receive()`.
 
     A deque and two events rather than an asyncio.Queue: this is the per-message path.
     """
 
     def __init__(self, capacity: int) -> None:
-        self.items: collections.deque[Msg] = collections.deque()
+        self.items: collections.deque[T] = collections.deque()
         self.capacity = capacity
         self.closed = False
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
 
-    async def put(self, msg: Msg) -> None:
-        """Append `msg`, waiting while the inbox is full (which holds up nats-py's delivery)."""
-        items = self.items
-        while len(items) >= self.capacity:
+    async def put(self, item: T) -> None:
+        """Append `item`, waiting while the inbox is full (which holds up nats-py's delivery)."""
+        while len(self.items) >= self.capacity:
             self._writable.clear()
             await self._writable.wait()
-        items.append(msg)
+        self.append(item)
+
+    def append(self, item: T) -> None:
+        """Append `item` now: for a producer whose own credit keeps it within capacity."""
+        self.items.append(item)
         if not self._readable.is_set():
             self._readable.set()
 
@@ -79,7 +84,7 @@ class _Inbox:
         self.closed = True
         self._readable.set()
 
-    async def take(self, max_items: int, timeout: float) -> list[Msg]:
+    async def take(self, max_items: int, timeout: float) -> list[T]:
         """Up to `max_items`, waiting up to `timeout` s for the first; [] on timeout."""
         items = self.items
         if not items and not self.closed:
@@ -112,7 +117,7 @@ class CoreSource:
         self.connection = connection
         self.bridge = bridge
         self.link: NatsLink | None = None
-        self._inbox = _Inbox(1)
+        self._inbox: _Inbox[Msg] = _Inbox(1)
         self._sub: Subscription | None = None
         self._origins: dict[str, Origin] = {}
 
@@ -122,7 +127,7 @@ class CoreSource:
         link = await NatsLink.open(
             self.config.connection, self.connection, f"{self.bridge.id}:{self.route.name}:source"
         )
-        inbox = _Inbox(max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight))
+        inbox: _Inbox[Msg] = _Inbox(max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight))
         on_message = inbox.put  # blocks nats-py's delivery when full: see the class doc
 
         async def on_close() -> None:
@@ -183,7 +188,7 @@ class CoreSource:
         headers = header_block(reply.headers)
         check_payload(len(reply.payload) + len(headers or b""), self.link.max_payload)
         with translate(f"replying on NATS subject '{request.reply}'"):
-            await client.publish(request.reply, reply.payload, headers=headers)
+            await client.publish(request.reply, reply.payload, headers=headers)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         """Unsubscribe and disconnect. Idempotent."""
@@ -196,36 +201,50 @@ class CoreSource:
             await link.close()
 
 
+class _Pulled(NamedTuple):
+    """A JetStream message as the pull subscription received it (no nats-py Msg)."""
+
+    subject: str
+    reply: str  # its ack subject
+    data: bytes
+    headers: Headers
+
+
+ACK, NAK, TERM = b"+ACK", b"-NAK", b"+TERM"
+
+
 class _Settler:
     """Sends JetStream acks from one task, in the order the runtime settled the messages.
 
     `ack(error)` only appends to a queue (thread-safe, never blocks); the task turns
     None into +ACK, a RetryableError into -NAK with a back-off delay and anything else
-    into +TERM. An ack that cannot be sent (connection down) is dropped: JetStream
-    redelivers the message after ack_wait, so nothing is lost, at worst duplicated.
+    into +TERM, published to the message's ack subject. An ack that cannot be sent
+    (connection down) is dropped: JetStream redelivers the message after ack_wait, so
+    nothing is lost, at worst duplicated.
     """
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, link: NatsLink) -> None:
+        self._link = link
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._items: collections.deque[tuple[Msg, BaseException | None]] = collections.deque()
+        self._items: collections.deque[tuple[_Pulled, BaseException | None]] = collections.deque()
         self._wake = asyncio.Event()
         self._stopping = False
         retry = route.spec.retry
         self._initial, self._max, self._multiplier = retry.initial, retry.max, retry.multiplier
         self._task = asyncio.create_task(self._run())
 
-    def ack_for(self, msg: Msg) -> AckOnce:
+    def ack_for(self, msg: _Pulled) -> AckOnce:
         return AckOnce(partial(self.put, msg))
 
-    def put(self, msg: Msg, error: BaseException | None) -> None:
+    def put(self, msg: _Pulled, error: BaseException | None) -> None:
         if threading.get_ident() == self._thread:
             self._items.append((msg, error))
             self._wake.set()
         else:
             self._loop.call_soon_threadsafe(self._put_here, msg, error)
 
-    def _put_here(self, msg: Msg, error: BaseException | None) -> None:
+    def _put_here(self, msg: _Pulled, error: BaseException | None) -> None:
         self._items.append((msg, error))
         self._wake.set()
 
@@ -238,16 +257,18 @@ class _Settler:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            client = self._link.client
             while items:
                 msg, error = items.popleft()
+                if error is None:
+                    answer = ACK
+                elif isinstance(error, RetryableError):
+                    delay = self.nak_delay(parse_ack_subject(msg.reply).delivered)
+                    answer = NAK + b" " + json.dumps({"delay": int(delay * 1e9)}).encode()
+                else:
+                    answer = TERM
                 try:
-                    if error is None:
-                        await msg.ack()
-                    elif isinstance(error, RetryableError):
-                        delivered = parse_ack_subject(msg.reply).delivered
-                        await msg.nak(delay=self.nak_delay(delivered))
-                    else:
-                        await msg.term()
+                    await client.publish(msg.reply, answer)
                 except (nats.errors.Error, OSError) as exc:
                     log.debug("JetStream ack not sent (redelivered after ack_wait): %s", exc)
             if self._stopping:
@@ -296,7 +317,7 @@ class _Puller:
         self.subject = subject
         self.capacity = capacity
         self.batch = max(1, capacity // 4)
-        self.inbox = _Inbox(capacity)
+        self.inbox: _Inbox[_Pulled] = _Inbox(capacity)
         self.outstanding = 0
         self.error: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -310,15 +331,11 @@ class _Puller:
             }
         ).encode()
         self._sub: Subscription | None = None
+        self._refilling: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Subscribe to the inbox and send the first pull requests."""
-        self._sub = await self.link.client.subscribe(
-            self._reply,
-            cb=self._on_message,
-            pending_msgs_limit=DEFAULT_PENDING_MSGS,
-            pending_bytes_limit=DEFAULT_PENDING_BYTES,
-        )
+        self._sub = await self.link.client.subscribe_raw(self._reply, self._on_message)
         self.link.on_disconnect.append(self._forget)
         self.link.on_close.append(self._closed)
         await self.refill()
@@ -337,7 +354,7 @@ class _Puller:
                 log.debug("JetStream pull request not sent: %s", exc)
                 return
 
-    async def take(self, max_items: int, timeout: float) -> list[Msg]:
+    async def take(self, max_items: int, timeout: float) -> list[_Pulled]:
         """Up to `max_items` messages in stream order, waiting up to `timeout` s for the first."""
         await self.refill()
         msgs = await self.inbox.take(max_items, timeout)
@@ -350,15 +367,16 @@ class _Puller:
             self.outstanding = 0
         return msgs
 
-    async def _on_message(self, msg: Msg) -> None:
-        if msg.reply:  # a stream message (the reply is its ack subject)
+    def _on_message(self, subject: bytes, reply: bytes, data: bytes, raw: bytes | None) -> None:
+        """One message on the inbox, as received (see NatsClient.subscribe_raw)."""
+        code, text, headers = read_header_block(raw) if raw else ("", "", {})
+        if reply:  # a stream message (the reply is its ack subject)
             if self.outstanding:
                 self.outstanding -= 1
-            await self.inbox.put(msg)
+            # Credit bounds what arrives, so this never overfills the inbox for long.
+            self.inbox.append(_Pulled(subject.decode(), reply.decode(), data, headers))
             return
         self._heard = self._loop.time()
-        headers = msg.headers or {}
-        code, text = headers.get("Status", ""), headers.get("Description", "")
         if code == "100":  # idle heartbeat
             return
         if code in FATAL_STATUS or (code == "409" and text.startswith(FATAL_409)):
@@ -367,10 +385,10 @@ class _Puller:
             self.inbox.close()
             return
         left = headers.get(PENDING_MSGS)
-        self.outstanding = max(0, self.outstanding - (int(left) if left else self.batch))
+        self.outstanding = max(0, self.outstanding - (int(left[0]) if left else self.batch))
         if left:
-            await self.refill()  # a refused request is made again by the next take()
-        elif code != "404":
+            self._refilling = asyncio.ensure_future(self.refill())  # kept until it is done
+        elif code != "404":  # a refused request is made again by the next take()
             log.debug("JetStream pull request refused: %s %s", code, text)
 
     async def _forget(self) -> None:
@@ -379,7 +397,7 @@ class _Puller:
     async def _closed(self) -> None:
         self.inbox.close()
 
-    async def stop(self, wait: float = DEFAULT_SETTLE_WAIT_S) -> list[Msg]:
+    async def stop(self, wait: float = DEFAULT_SETTLE_WAIT_S) -> list[_Pulled]:
         """Stop pulling (process what is on its way, bounded by `wait` s); return the untaken."""
         self.error = self.error or "stopped"
         sub, self._sub = self._sub, None
@@ -434,7 +452,7 @@ class JetStreamSource:
             await link.close()
             raise
         self.link, self._puller = link, puller
-        self._settler = _Settler(self.route)
+        self._settler = _Settler(self.route, link)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         name = self.js_config.stream
@@ -549,7 +567,7 @@ class JetStreamSource:
                 if link.client.is_closed:
                     break
                 with contextlib.suppress(nats.errors.Error, OSError):
-                    await msg.nak()
+                    await link.client.publish(msg.reply, NAK)
         if link is not None:
             await link.close()
 
@@ -595,14 +613,13 @@ def parse_ack_subject(reply: str) -> AckSubject:
     )
 
 
-def _js_envelope(msg: Msg, connection: str) -> Envelope:
-    headers = from_nats_headers(msg.headers)
-    ids = headers.get(NATS_MSG_ID)
+def _js_envelope(msg: _Pulled, connection: str) -> Envelope:
+    ids = msg.headers.get(NATS_MSG_ID)
     ack = parse_ack_subject(msg.reply)
     return Envelope(
         subject=msg.subject,
         payload=msg.data,
-        headers=headers,
+        headers=msg.headers,
         msg_id=ids[0] if ids else None,
         origin=Origin(connection, "nats", subject=msg.subject, stream_seq=ack.stream_seq),
         timestamp=ack.timestamp_ns / 1e9,

@@ -1,4 +1,4 @@
-"""header_block: envelope headers encoded for the wire, read back by MultiHeaders (no broker)."""
+"""header_block and read_header_block: header blocks written and read as on the wire (no broker)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import HeaderError
-from connectors.nats.client import MultiHeaders, header_block
+from connectors.nats.client import MultiHeaders, header_block, read_header_block
 
 PREFIX = b"NATS/1.0\r\n"
 # RFC 7230 token names (what NATS and nats-py accept) and values without CR/LF; the
@@ -58,3 +58,30 @@ def test_example_on_the_wire() -> None:
 def test_names_and_values_nats_cannot_carry_are_header_errors(bad: dict[str, list[str]]) -> None:
     with pytest.raises(HeaderError):
         header_block(bad)
+
+
+@given(headers)
+def test_read_header_block_inverts_header_block(sent: dict[str, list[str]]) -> None:
+    block = header_block(sent)
+    assert read_header_block(block) == ("", "", sent) if block else sent == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"NATS/1.0 503\r\n\r\n", ("503", "", {})),
+        (b"NATS/1.0 100 Idle Heartbeat\r\n\r\n", ("100", "Idle Heartbeat", {})),
+        (
+            b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 5\r\n\r\n",
+            ("408", "Request Timeout", {"Nats-Pending-Messages": ["5"]}),
+        ),
+        (
+            b"NATS/1.0 409 Consumer Deleted\r\n\r\n",
+            ("409", "Consumer Deleted", {}),
+        ),
+    ],
+)
+def test_read_header_block_status_messages(
+    raw: bytes, expected: tuple[str, str, dict[str, list[str]]]
+) -> None:
+    assert read_header_block(raw) == expected
