@@ -47,6 +47,15 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from bench.common import (
+    delete_stream,
+    jetstream_source,
+    preloaded_stream,
+    raw_js_consume,
+    raw_js_publish,
+    run_bridge,
+    stream_count,
+)
 from bridge.config import load_config
 from bridge.config.model import KafkaConnection
 from bridge.envelope import Envelope
@@ -105,7 +114,9 @@ def produce(count: int, payload: bytes, tag: str) -> dict[str, Any]:
         extra["confluent_produce"] = round(confluent)
     _reset_peak()
     bridge = asyncio.run(sink_produce(topic, payload, count, tag))
-    return _result("produce", len(payload), count, {"kafka_python_produce": raw}, bridge, extra)
+    return bridge_result(
+        "produce", len(payload), count, {"kafka_python_produce": raw}, bridge, extra
+    )
 
 
 def consume(count: int, payload: bytes, tag: str) -> dict[str, Any]:
@@ -118,7 +129,9 @@ def consume(count: int, payload: bytes, tag: str) -> dict[str, Any]:
         extra["confluent_consume"] = round(confluent)
     _reset_peak()
     bridge = asyncio.run(source_consume(topic, count, tag))
-    return _result("consume", len(payload), count, {"kafka_python_consume": raw}, bridge, extra)
+    return bridge_result(
+        "consume", len(payload), count, {"kafka_python_consume": raw}, bridge, extra
+    )
 
 
 def raw_produce(topic: str, payload: bytes, count: int) -> float:
@@ -258,10 +271,9 @@ def confluent_consume(topic: str, count: int, group: str) -> float | None:
 
 
 def kafka_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any]:
-    from bench.rabbitmq import _delete_stream, _stream_count, raw_js_publish, run_bridge
 
     js_raw = asyncio.run(raw_js_publish(f"BENCH_KRAW_{tag}", f"benchkraw{tag}", payload, count))
-    asyncio.run(_delete_stream(f"BENCH_KRAW_{tag}"))
+    asyncio.run(delete_stream(f"BENCH_KRAW_{tag}"))
     topic, stream = f"bench-raw-{tag}", f"BENCH_K_{tag}"  # the topic produce() filled
     raw = raw_consume(topic, count, f"bench-raw2-{tag}")
     route = {
@@ -273,16 +285,13 @@ def kafka_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any]:
             "jetstream": {"stream": stream},
         },
     }
-    rate, rss = run_bridge(
-        _bridge_config(tag, route), lambda: _stream_count(stream) >= count, count
-    )
-    asyncio.run(_delete_stream(stream))
+    rate, rss = run_bridge(_bridge_config(tag, route), lambda: stream_count(stream) >= count, count)
+    asyncio.run(delete_stream(stream))
     legs = {"kafka_python_consume": raw, "js_publish_async": js_raw}
-    return _result("kafka_to_jetstream", len(payload), count, legs, rate, {}, rss)
+    return bridge_result("kafka_to_jetstream", len(payload), count, legs, rate, {}, rss)
 
 
 def jetstream_to_kafka(count: int, payload: bytes, tag: str) -> dict[str, Any]:
-    from bench.rabbitmq import _delete_stream, _preload, raw_js_consume, raw_js_publish, run_bridge
 
     asyncio.run(raw_js_publish(f"BENCH_KIN_{tag}", f"benchkin{tag}", payload, count))
     js_raw = asyncio.run(raw_js_consume(f"BENCH_KIN_{tag}", count))
@@ -291,21 +300,16 @@ def jetstream_to_kafka(count: int, payload: bytes, tag: str) -> dict[str, Any]:
     raw = raw_produce(raw_topic, payload, count)
     create_topic(topic)
     stream = f"BENCH_KOUT_{tag}"
-    asyncio.run(raw_js_publish(stream, f"benchkout{tag}.*", payload, 0))  # creates the stream
-    asyncio.run(_preload(stream, f"benchkout{tag}.x", payload, count))
+    asyncio.run(preloaded_stream(stream, f"benchkout{tag}", payload, count))
     route = {
         "name": "js-to-kafka",
-        "from": {
-            "connection": "nats",
-            "subject": f"benchkout{tag}.*",
-            "jetstream": {"stream": stream, "durable": "bench"},
-        },
+        "from": jetstream_source(stream, f"benchkout{tag}"),
         "to": {"connection": "kafka", "topic": topic, "key": "{{wildcard(1)}}"},
     }
     rate, rss = run_bridge(_bridge_config(tag, route), lambda: topic_size(topic) >= count, count)
-    asyncio.run(_delete_stream(stream))
+    asyncio.run(delete_stream(stream))
     legs = {"js_pull_ack": js_raw, "kafka_python_produce": raw}
-    return _result("jetstream_to_kafka", len(payload), count, legs, rate, {}, rss)
+    return bridge_result("jetstream_to_kafka", len(payload), count, legs, rate, {}, rss)
 
 
 # ---------------------------------------------------------------- helpers
@@ -363,14 +367,14 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-def _result(
+def bridge_result(
     name: str,
     size: int,
     count: int,
@@ -388,7 +392,7 @@ def _result(
         "raw_legs": {leg: round(rate) for leg, rate in raw.items()},
         "bridge_msgs_per_s": round(bridge),
         "ratio": round(bridge / ceiling, 3),
-        "rss_mb_max": round(_peak_rss_mb() if rss is None else rss, 1),
+        "rss_mb_max": round(peak_rss_mb() if rss is None else rss, 1),
         **extra,
     }
 

@@ -25,22 +25,28 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nats
 import pika
 
-from tests.e2e.bridge_process import BridgeProcess, write_config
+from bench.common import (
+    NATS_URL,
+    bridge_result,
+    delete_stream,
+    jetstream_source,
+    preloaded_stream,
+    raw_js_consume,
+    raw_js_publish,
+    run_bridge,
+    stream_count,
+)
 
 RESULT = Path(__file__).resolve().parent / "results" / "rabbitmq.json"
 AMQP_URL = os.environ.get("NATSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-NATS_URL = os.environ.get("NATSBRIDGE_NATS_URL", "nats://127.0.0.1:4222")
-WINDOW = 1000  # concurrent JetStream publishes in the raw leg
 
 
 def main(argv: Sequence[str]) -> int:
@@ -98,36 +104,6 @@ def raw_pika_consume(queue: str, count: int) -> float:
     return received / elapsed
 
 
-async def raw_js_publish(stream: str, subject: str, payload: bytes, count: int) -> float:
-    nc = await nats.connect(NATS_URL)
-    js = nc.jetstream()
-    await js.add_stream(name=stream, subjects=[subject])
-    start = time.perf_counter()
-    for first in range(0, count, WINDOW):
-        n = min(WINDOW, count - first)
-        await asyncio.gather(*(js.publish(subject, payload) for _ in range(n)))
-    elapsed = time.perf_counter() - start
-    await nc.close()
-    return count / elapsed
-
-
-async def raw_js_consume(stream: str, count: int) -> float:
-    nc = await nats.connect(NATS_URL)
-    js = nc.jetstream()
-    sub = await js.pull_subscribe("", durable="raw", stream=stream)
-    received = 0
-    start = time.perf_counter()
-    while received < count:
-        batch = await sub.fetch(min(1000, count - received), timeout=10)
-        for message in batch:
-            await message.ack()
-        received += len(batch)
-    elapsed = time.perf_counter() - start
-    await js.delete_stream(stream)
-    await nc.close()
-    return received / elapsed
-
-
 # ---------------------------------------------------------------- through the bridge
 
 
@@ -143,36 +119,10 @@ def bridge_config(tag: str, route: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_bridge(config: dict[str, Any], done: Any, count: int) -> tuple[float, float]:
-    """(messages/s, peak RSS MB) of a bridge process moving `count` preloaded messages."""
-    return run_bridge_until(config, lambda _process: done(), count)
-
-
-def run_bridge_until(
-    config: dict[str, Any], done: Callable[[BridgeProcess], bool], count: int
-) -> tuple[float, float]:
-    """`run_bridge` whose `done` is asked with the running bridge (its admin endpoint)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
-        process.start()
-        try:
-            start = time.perf_counter()
-            while not done(process):
-                time.sleep(0.05)
-                if time.perf_counter() - start > 600:
-                    raise SystemExit(f"bridge did not move {count} messages in 600 s")
-            elapsed = time.perf_counter() - start
-            assert process.process is not None
-            rss = _peak_rss_mb(process.process.pid)
-        finally:
-            process.terminate()
-    return count / elapsed, rss
-
-
 def rabbitmq_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any]:
     consume = raw_pika_consume_after_publish(f"bench.raw.{tag}", payload, count)
     publish = asyncio.run(raw_js_publish(f"BENCH_RAW_{tag}", f"benchraw{tag}", payload, count))
-    asyncio.run(_delete_stream(f"BENCH_RAW_{tag}"))
+    asyncio.run(delete_stream(f"BENCH_RAW_{tag}"))
     exchange, stream = f"bench-{tag}", f"BENCH_{tag}"
     route = {
         "name": "rabbit-to-js",
@@ -190,10 +140,10 @@ def rabbitmq_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any
     for _ in range(count):
         channel.basic_publish(exchange, "k", payload, pika.BasicProperties(delivery_mode=2))
     connection.close()
-    rate, rss = run_bridge(config, lambda: _stream_count(stream) >= count, count)
-    asyncio.run(_delete_stream(stream))
+    rate, rss = run_bridge(config, lambda: stream_count(stream) >= count, count)
+    asyncio.run(delete_stream(stream))
     raw = {"pika_consume_ack": consume, "js_publish_async": publish}
-    return _result("rabbitmq_to_jetstream", len(payload), count, raw, rate, rss)
+    return bridge_result("rabbitmq_to_jetstream", len(payload), count, raw, rate, rss)
 
 
 def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any]:
@@ -202,8 +152,7 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
     asyncio.run(raw_js_publish(f"BENCH_RAWIN_{tag}", f"benchrawin{tag}", payload, count))
     consume = asyncio.run(raw_js_consume(f"BENCH_RAWIN_{tag}", count))
     stream = f"BENCH_IN_{tag}"
-    asyncio.run(raw_js_publish(stream, f"benchin{tag}.*", payload, 0))  # creates the stream
-    asyncio.run(_preload(stream, f"benchin{tag}.x", payload, count))
+    asyncio.run(preloaded_stream(stream, f"benchin{tag}", payload, count))
     exchange, observed = f"bench-out-{tag}", f"bench.observed.{tag}"
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
@@ -212,11 +161,7 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
     channel.queue_bind(observed, exchange, "#")
     route = {
         "name": "js-to-rabbit",
-        "from": {
-            "connection": "nats",
-            "subject": f"benchin{tag}.*",
-            "jetstream": {"stream": stream, "durable": "bench"},
-        },
+        "from": jetstream_source(stream, f"benchin{tag}"),
         "to": {"connection": "rabbit", "exchange": exchange, "routing_key": "{{wildcard(1)}}"},
     }
 
@@ -227,9 +172,9 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
     rate, rss = run_bridge(bridge_config(tag, route), arrived, count)
     channel.queue_delete(observed)
     connection.close()
-    asyncio.run(_delete_stream(stream))
+    asyncio.run(delete_stream(stream))
     raw = {"pika_publish_no_confirm": publish, "js_pull_ack": consume}
-    return _result("jetstream_to_rabbitmq", len(payload), count, raw, rate, rss)
+    return bridge_result("jetstream_to_rabbitmq", len(payload), count, raw, rate, rss)
 
 
 # ---------------------------------------------------------------- helpers
@@ -239,29 +184,6 @@ def raw_pika_consume_after_publish(queue: str, payload: bytes, count: int) -> fl
     """Preload `queue` with the raw publisher, then time the raw consumer alone."""
     raw_pika_publish(queue, payload, count)
     return raw_pika_consume(queue, count)
-
-
-def _result(
-    name: str, size: int, count: int, raw: dict[str, float], bridge: float, rss: float
-) -> dict[str, Any]:
-    ceiling = min(raw.values())
-    return {
-        "name": name,
-        "msg_size": size,
-        "msgs": count,
-        "raw_msgs_per_s": round(ceiling),
-        "raw_legs": {leg: round(rate) for leg, rate in raw.items()},
-        "bridge_msgs_per_s": round(bridge),
-        "ratio": round(bridge / ceiling, 3),
-        "rss_mb_max": round(rss, 1),
-    }
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _declare_bridge_queue(exchange: str, queue: str) -> None:
@@ -278,34 +200,6 @@ def _delete_queue(queue: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     connection.channel().queue_delete(queue)
     connection.close()
-
-
-async def _preload(stream: str, subject: str, payload: bytes, count: int) -> None:
-    nc = await nats.connect(NATS_URL)
-    js = nc.jetstream()
-    for first in range(0, count, WINDOW):
-        n = min(WINDOW, count - first)
-        await asyncio.gather(*(js.publish(subject, payload, stream=stream) for _ in range(n)))
-    await nc.close()
-
-
-def _stream_count(stream: str) -> int:
-    async def count() -> int:
-        nc = await nats.connect(NATS_URL)
-        try:
-            return int((await nc.jetstream().stream_info(stream)).state.messages)
-        except nats.js.errors.NotFoundError:
-            return 0
-        finally:
-            await nc.close()
-
-    return asyncio.run(count())
-
-
-async def _delete_stream(stream: str) -> None:
-    nc = await nats.connect(NATS_URL)
-    await nc.jetstream().delete_stream(stream)
-    await nc.close()
 
 
 if __name__ == "__main__":

@@ -60,6 +60,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.common import (
+    bridge_result,
+    delete_stream,
+    jetstream_source,
+    preloaded_stream,
+    raw_js_consume,
+    raw_js_publish,
+    run_bridge,
+    run_bridge_until,
+    stream_count,
+)
+
 RESULT = Path(__file__).resolve().parent / "results" / "stomp.json"
 BROKERS = {
     "activemq": (
@@ -426,7 +438,6 @@ def bridge_config(tag: str, broker: str, route: dict[str, Any]) -> dict[str, Any
 
 def stomp_to_jetstream(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     """Preloaded durable STOMP queue -> `natsbridge run` -> JetStream, vs the raw clients."""
-    from bench.rabbitmq import _delete_stream, _result, _stream_count, raw_js_publish, run_bridge
 
     tag, count = uuid.uuid4().hex[:8], args.msgs
     raw_queue, queue = f"/queue/bench-rawin-{tag}", f"/queue/bench-bridgein-{tag}"
@@ -434,7 +445,7 @@ def stomp_to_jetstream(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     consume = leg("raw_consume", broker, raw_queue, args)["rate"]
     body = payload(args.size)
     publish = asyncio.run(raw_js_publish(f"BENCH_SRAW_{tag}", f"benchsraw{tag}", body, count))
-    asyncio.run(_delete_stream(f"BENCH_SRAW_{tag}"))
+    asyncio.run(delete_stream(f"BENCH_SRAW_{tag}"))
     leg("raw_send", broker, queue, args)  # preload the bridge's queue
     stream = f"BENCH_S_{tag}"
     route = {
@@ -443,24 +454,20 @@ def stomp_to_jetstream(broker: str, args: argparse.Namespace) -> dict[str, Any]:
         "to": {"connection": "nats", "subject": f"benchs{tag}.in", "jetstream": {"stream": stream}},
     }
     config = bridge_config(tag, broker, route)
-    rate, rss = run_bridge(config, lambda: _stream_count(stream) >= count, count)
-    arrived = _stream_count(stream)
-    asyncio.run(_delete_stream(stream))
+    rate, rss = run_bridge(config, lambda: stream_count(stream) >= count, count)
+    arrived = stream_count(stream)
+    asyncio.run(delete_stream(stream))
     raw = {"stomp_py_consume_client_individual": consume, "js_publish_async": publish}
     name = f"stomp_to_jetstream-{broker}"
-    return {**_result(name, args.size, count, raw, rate, rss), "broker": broker, "arrived": arrived}
+    return {
+        **bridge_result(name, args.size, count, raw, rate, rss),
+        "broker": broker,
+        "arrived": arrived,
+    }
 
 
 def jetstream_to_stomp(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     """Preloaded JetStream stream -> `natsbridge run` -> STOMP queue, vs the raw clients."""
-    from bench.rabbitmq import (
-        _delete_stream,
-        _preload,
-        _result,
-        raw_js_consume,
-        raw_js_publish,
-        run_bridge_until,
-    )
 
     tag, count = uuid.uuid4().hex[:8], args.msgs
     body = payload(args.size)
@@ -470,15 +477,10 @@ def jetstream_to_stomp(broker: str, args: argparse.Namespace) -> dict[str, Any]:
     send = leg("raw_send_receipts", broker, raw_queue, args)["rate"]
     leg("drain", broker, raw_queue, args)
     stream, queue = f"BENCH_SOUT_{tag}", f"/queue/bench-bridgeout-{tag}"
-    asyncio.run(raw_js_publish(stream, f"benchsout{tag}.*", body, 0))  # creates the stream
-    asyncio.run(_preload(stream, f"benchsout{tag}.x", body, count))
+    asyncio.run(preloaded_stream(stream, f"benchsout{tag}", body, count))
     route = {
         "name": "js-to-stomp",
-        "from": {
-            "connection": "nats",
-            "subject": f"benchsout{tag}.*",
-            "jetstream": {"stream": stream, "durable": "bench"},
-        },
+        "from": jetstream_source(stream, f"benchsout{tag}"),
         "to": {"connection": "broker", "destination": queue},
     }
 
@@ -490,13 +492,17 @@ def jetstream_to_stomp(broker: str, args: argparse.Namespace) -> dict[str, Any]:
 
     config = bridge_config(tag, broker, route)
     rate, rss = run_bridge_until(config, delivered, count)
-    asyncio.run(_delete_stream(stream))
+    asyncio.run(delete_stream(stream))
     if broker == "rabbitmq":
         CREATED.append(queue.removeprefix("/queue/"))
     arrived = count_queue(broker, queue, count, args.window)
     raw = {"js_pull_ack": consume, "stomp_py_send_receipts": send}
     name = f"jetstream_to_stomp-{broker}"
-    return {**_result(name, args.size, count, raw, rate, rss), "broker": broker, "arrived": arrived}
+    return {
+        **bridge_result(name, args.size, count, raw, rate, rss),
+        "broker": broker,
+        "arrived": arrived,
+    }
 
 
 def count_queue(broker: str, queue: str, expected: int, window: int, idle_s: float = 3.0) -> int:

@@ -1,0 +1,146 @@
+"""What the whole-bridge benchmarks share: raw JetStream legs, streams, the bridge runner.
+
+`bench/rabbitmq.py`, `bench/kafka.py` and `bench/stomp.py` each stand natsbridge between
+a legacy broker and JetStream; the JetStream side of their raw ceilings, the streams
+they preload and count, running `natsbridge run` as a child process and the result
+record (the fields DESIGN.md names) are the same for all three and live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from tests.e2e.bridge_process import BridgeProcess, write_config
+
+NATS_URL = os.environ.get("NATSBRIDGE_NATS_URL", "nats://127.0.0.1:4222")
+WINDOW = 1000  # concurrent JetStream publishes in the raw leg and the preload
+
+
+async def raw_js_publish(stream: str, subject: str, payload: bytes, count: int) -> float:
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[subject])
+    start = time.perf_counter()
+    for first in range(0, count, WINDOW):
+        n = min(WINDOW, count - first)
+        await asyncio.gather(*(js.publish(subject, payload) for _ in range(n)))
+    elapsed = time.perf_counter() - start
+    await nc.close()
+    return count / elapsed
+
+
+async def raw_js_consume(stream: str, count: int) -> float:
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe("", durable="raw", stream=stream)
+    received = 0
+    start = time.perf_counter()
+    while received < count:
+        batch = await sub.fetch(min(1000, count - received), timeout=10)
+        for message in batch:
+            await message.ack()
+        received += len(batch)
+    elapsed = time.perf_counter() - start
+    await js.delete_stream(stream)
+    await nc.close()
+    return received / elapsed
+
+
+async def preload(stream: str, subject: str, payload: bytes, count: int) -> None:
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    for first in range(0, count, WINDOW):
+        n = min(WINDOW, count - first)
+        await asyncio.gather(*(js.publish(subject, payload, stream=stream) for _ in range(n)))
+    await nc.close()
+
+
+def stream_count(stream: str) -> int:
+    async def count() -> int:
+        nc = await nats.connect(NATS_URL)
+        try:
+            return int((await nc.jetstream().stream_info(stream)).state.messages)
+        except nats.js.errors.NotFoundError:
+            return 0
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+async def delete_stream(stream: str) -> None:
+    nc = await nats.connect(NATS_URL)
+    await nc.jetstream().delete_stream(stream)
+    await nc.close()
+
+
+def run_bridge(config: dict[str, Any], done: Any, count: int) -> tuple[float, float]:
+    """(messages/s, peak RSS MB) of a bridge process moving `count` preloaded messages."""
+    return run_bridge_until(config, lambda _process: done(), count)
+
+
+def run_bridge_until(
+    config: dict[str, Any], done: Callable[[BridgeProcess], bool], count: int
+) -> tuple[float, float]:
+    """`run_bridge` whose `done` is asked with the running bridge (its admin endpoint)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
+        process.start()
+        try:
+            start = time.perf_counter()
+            while not done(process):
+                time.sleep(0.05)
+                if time.perf_counter() - start > 600:
+                    raise SystemExit(f"bridge did not move {count} messages in 600 s")
+            elapsed = time.perf_counter() - start
+            assert process.process is not None
+            rss = peak_rss_mb(process.process.pid)
+        finally:
+            process.terminate()
+    return count / elapsed, rss
+
+
+def bridge_result(
+    name: str, size: int, count: int, raw: dict[str, float], bridge: float, rss: float
+) -> dict[str, Any]:
+    ceiling = min(raw.values())
+    return {
+        "name": name,
+        "msg_size": size,
+        "msgs": count,
+        "raw_msgs_per_s": round(ceiling),
+        "raw_legs": {leg: round(rate) for leg, rate in raw.items()},
+        "bridge_msgs_per_s": round(bridge),
+        "ratio": round(bridge / ceiling, 3),
+        "rss_mb_max": round(rss, 1),
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def preloaded_stream(stream: str, prefix: str, payload: bytes, count: int) -> None:
+    """Create `stream` on `<prefix>.*` and fill it with `count` messages on `<prefix>.x`."""
+    await raw_js_publish(stream, f"{prefix}.*", payload, 0)
+    await preload(stream, f"{prefix}.x", payload, count)
+
+
+def jetstream_source(stream: str, prefix: str) -> dict[str, Any]:
+    """The `from:` of a route draining `preloaded_stream(stream, prefix, ...)`."""
+    return {
+        "connection": "nats",
+        "subject": f"{prefix}.*",
+        "jetstream": {"stream": stream, "durable": "bench"},
+    }
