@@ -119,7 +119,7 @@ class AmqpExchangeSink:
         for envelope in envelopes:
             try:
                 waits.append(self._submit(envelope))
-            except BridgeError as exc:
+            except Exception as exc:  # this message's own error; the next may succeed
                 waits.append(failed(exc))
         return await self._confirms.wait(waits)
 

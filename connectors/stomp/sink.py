@@ -95,7 +95,7 @@ class StompDestinationSink:
                     waits.append(self._write(envelope))
                 else:
                     waits.append(self._in_turn(envelope))
-            except BridgeError as exc:
+            except Exception as exc:  # this message's own error; the next may succeed
                 waits.append(failed(exc))
         return await self._confirms.wait(waits)
 
