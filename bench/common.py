@@ -124,7 +124,8 @@ def bridge_result(
     }
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Peak resident memory (VmHWM) of process `pid`, this one by default, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024

@@ -48,8 +48,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from bench.common import (
+    bridge_result,
     delete_stream,
     jetstream_source,
+    peak_rss_mb,
     preloaded_stream,
     raw_js_consume,
     raw_js_publish,
@@ -114,9 +116,7 @@ def produce(count: int, payload: bytes, tag: str) -> dict[str, Any]:
         extra["confluent_produce"] = round(confluent)
     _reset_peak()
     bridge = asyncio.run(sink_produce(topic, payload, count, tag))
-    return bridge_result(
-        "produce", len(payload), count, {"kafka_python_produce": raw}, bridge, extra
-    )
+    return leg_result("produce", len(payload), count, {"kafka_python_produce": raw}, bridge, extra)
 
 
 def consume(count: int, payload: bytes, tag: str) -> dict[str, Any]:
@@ -129,9 +129,7 @@ def consume(count: int, payload: bytes, tag: str) -> dict[str, Any]:
         extra["confluent_consume"] = round(confluent)
     _reset_peak()
     bridge = asyncio.run(source_consume(topic, count, tag))
-    return bridge_result(
-        "consume", len(payload), count, {"kafka_python_consume": raw}, bridge, extra
-    )
+    return leg_result("consume", len(payload), count, {"kafka_python_consume": raw}, bridge, extra)
 
 
 def raw_produce(topic: str, payload: bytes, count: int) -> float:
@@ -288,7 +286,7 @@ def kafka_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any]:
     rate, rss = run_bridge(_bridge_config(tag, route), lambda: stream_count(stream) >= count, count)
     asyncio.run(delete_stream(stream))
     legs = {"kafka_python_consume": raw, "js_publish_async": js_raw}
-    return bridge_result("kafka_to_jetstream", len(payload), count, legs, rate, {}, rss)
+    return leg_result("kafka_to_jetstream", len(payload), count, legs, rate, {}, rss)
 
 
 def jetstream_to_kafka(count: int, payload: bytes, tag: str) -> dict[str, Any]:
@@ -309,7 +307,7 @@ def jetstream_to_kafka(count: int, payload: bytes, tag: str) -> dict[str, Any]:
     rate, rss = run_bridge(_bridge_config(tag, route), lambda: topic_size(topic) >= count, count)
     asyncio.run(delete_stream(stream))
     legs = {"js_pull_ack": js_raw, "kafka_python_produce": raw}
-    return bridge_result("jetstream_to_kafka", len(payload), count, legs, rate, {}, rss)
+    return leg_result("jetstream_to_kafka", len(payload), count, legs, rate, {}, rss)
 
 
 # ---------------------------------------------------------------- helpers
@@ -367,14 +365,7 @@ def _reset_peak() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def bridge_result(
+def leg_result(
     name: str,
     size: int,
     count: int,
@@ -383,18 +374,9 @@ def bridge_result(
     extra: dict[str, Any],
     rss: float | None = None,
 ) -> dict[str, Any]:
-    ceiling = min(raw.values())
-    return {
-        "name": name,
-        "msg_size": size,
-        "msgs": count,
-        "raw_msgs_per_s": round(ceiling),
-        "raw_legs": {leg: round(rate) for leg, rate in raw.items()},
-        "bridge_msgs_per_s": round(bridge),
-        "ratio": round(bridge / ceiling, 3),
-        "rss_mb_max": round(peak_rss_mb() if rss is None else rss, 1),
-        **extra,
-    }
+    """bridge_result plus this benchmark's `extra` fields; RSS of this process by default."""
+    rss_mb = peak_rss_mb() if rss is None else rss
+    return {**bridge_result(name, size, count, raw, bridge, rss_mb), **extra}
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ from bench.common import (
     bridge_result,
     delete_stream,
     jetstream_source,
+    peak_rss_mb,
     preloaded_stream,
     raw_js_consume,
     raw_js_publish,
@@ -213,13 +214,6 @@ def leg(name: str, broker: str, queue: str, args: argparse.Namespace) -> dict[st
     value: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{broker:9} {name:18} {value['rate']:9.0f} msg/s", file=sys.stderr)
     return value
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def payload(size: int) -> bytes:
