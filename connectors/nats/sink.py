@@ -276,11 +276,6 @@ class _PubAcks:
         self._sub = await client.subscribe_raw(self._prefix + "*", self._on_reply)
         self._sweeper = asyncio.create_task(self._sweep())
 
-    @property
-    def pending(self) -> int:
-        """Publishes waiting for their PubAck."""
-        return len(self._waiting)
-
     async def publish(
         self, client: NatsClient, subject: str, payload: bytes, headers: HeaderBlock | None
     ) -> asyncio.Future[None]:
@@ -482,9 +477,7 @@ class JetStreamSink(_Sink):
 
     async def close(self) -> None:
         """Fail what still waits for a PubAck after a bounded wait, then disconnect."""
-        deadline = time.monotonic() + DEFAULT_CLOSE_WAIT_S
-        while self._acks.pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await self.confirms.drain(DEFAULT_CLOSE_WAIT_S)
         self._acks.fail_all(ConnectionLost("NATS sink closed"))
         self._acks.stop()
         await super().close()
