@@ -242,12 +242,21 @@ class RouteRunner:
         assert self.buffer is not None
         if not await self._connect(self.sink, "sink"):
             return
+        buffer = self.buffer
         while True:
-            items = await self.buffer.take(self.batch, RECEIVE_TIMEOUT_S)
-            if items:
-                await self._send_all(items)
-            elif self._ingest_done.is_set():
+            items = await buffer.take(self.batch, RECEIVE_TIMEOUT_S)
+            if not items and self._ingest_done.is_set():
                 return  # stopped, and everything buffered was delivered
+            # While a window waits for its confirms the next one is read from the buffer:
+            # a take waits for the buffer's current commit, often the fsync of a put.
+            while items:
+                next_window = asyncio.ensure_future(buffer.take(self.batch, 0.0))
+                try:
+                    await self._send_all(items)
+                except BaseException:
+                    next_window.cancel()
+                    raise
+                items = await next_window
 
     async def _send_all(self, items: Sequence[Buffered]) -> None:
         """Deliver `items`, retrying what failed until it is delivered or dead-lettered."""
