@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Headers = dict[str, list[str]]
 """Multi-valued string headers, NATS style: name -> values in arrival order."""
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a message came from, in its source broker's own coordinates."""
+class Origin(NamedTuple):
+    """Where a message came from, in its source broker's own coordinates.
+
+    A NamedTuple: immutable like a frozen dataclass, and a third of its cost to build
+    (one per message for JetStream and Kafka sources).
+    """
 
     connection: str
     kind: str  # "amqp" | "kafka" | "stomp" | "nats"

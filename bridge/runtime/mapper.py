@@ -14,7 +14,6 @@ A chain through one bridge (RabbitMQ -> NATS -> Kafka) is not a loop and passes.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from bridge.config.loader import Route
@@ -68,11 +67,14 @@ class RouteMapper:
             key = self.key.render(envelope).encode()
         address = self.address.render(envelope)
         self.check_address(address)
-        return dataclasses.replace(
-            envelope,
+        return Envelope(  # not dataclasses.replace(), which costs twice as much
             subject=address,
+            payload=envelope.payload,
             headers=headers,
+            reply=envelope.reply,
             msg_id=msg_id,
+            origin=envelope.origin,
+            timestamp=envelope.timestamp,
             key=key,
         )
 
