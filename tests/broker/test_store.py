@@ -610,7 +610,10 @@ def test_publish_each_matches_publish(open_store: OpenStore) -> None:
         ("f", b"4444"),
     ]
     info = store.stream_info("orders")
-    assert (info.messages, info.bytes) == (4, 2 + 3 + len('{"H":["v"]}') + 4 + 5)
+    assert (info.messages, info.bytes) == (
+        4,
+        2 + 3 + len(store_module.encode_headers({"H": ["v"]}) or "") + 4 + 5,
+    )
     assert [m.subject for m in store.messages("typed")] == ["t.2", "t.3"]
     assert store.integrity_check() == []
 
