@@ -177,6 +177,37 @@ class NatsClient(Client):
         self.stats["in_bytes"] += len(data)
         handler(subject, reply, data, headers)
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (subject, payload) pairs without headers or reply, as one write.
+
+        For JetStream acks: one PUB command each, queued as one buffer, instead of a
+        `publish()` call (and its checks and buffer append) per message. Raises as
+        `publish()` does when closed or draining, or while reconnecting with the
+        pending buffer full.
+        """
+        if self.is_closed:
+            raise nats.errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise nats.errors.ConnectionDrainingError
+        size = 0
+        commands = []
+        for subject, payload in messages:
+            if not subject:
+                raise nats.errors.BadSubjectError
+            commands.append(b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(payload), payload))
+            size += len(payload)
+        command = b"".join(commands)
+        if not self.is_connected and (
+            self._max_pending_size <= 0
+            or len(command) + self._pending_data_size > self._max_pending_size
+        ):
+            raise nats.errors.OutboundBufferLimitError
+        self.stats["out_msgs"] += len(commands)
+        self.stats["out_bytes"] += size
+        await self._send_command(command)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
         return MultiHeaders.parse(raw)

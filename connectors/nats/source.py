@@ -257,7 +257,7 @@ class _Settler:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            client = self._link.client
+            answers = []
             while items:
                 msg, error = items.popleft()
                 if error is None:
@@ -267,10 +267,12 @@ class _Settler:
                     answer = NAK + b" " + json.dumps({"delay": int(delay * 1e9)}).encode()
                 else:
                     answer = TERM
+                answers.append((msg.reply, answer))
+            if answers:
                 try:
-                    await client.publish(msg.reply, answer)
+                    await self._link.client.publish_many(answers)
                 except (nats.errors.Error, OSError) as exc:
-                    log.debug("JetStream ack not sent (redelivered after ack_wait): %s", exc)
+                    log.debug("JetStream acks not sent (redelivered after ack_wait): %s", exc)
             if self._stopping:
                 return
 

@@ -335,6 +335,29 @@ def test_core_sink_sends_repeated_headers_and_reply(nats_url: str, tmp_path: Pat
     run(scenario())
 
 
+def test_publish_many_sends_each_message_in_order_in_one_write(nats_url: str) -> None:
+    async def scenario() -> None:
+        subject = unique("many")
+        listener = await raw(nats_url)
+        sub: Subscription = await listener.subscribe(f"{subject}.*")
+        await listener.flush()
+        client = await raw(nats_url, keep_repeats=True)
+        assert isinstance(client, NatsClient)
+        try:
+            sent = [(f"{subject}.{n}", b"+ACK" * n) for n in range(5)]
+            await client.publish_many(sent)
+            received = [await sub.next_msg(timeout=5) for _ in sent]
+            assert [(m.subject, m.data) for m in received] == sent
+            assert client.stats["out_msgs"] >= len(sent)
+        finally:
+            await client.close()
+            await listener.close()
+        with pytest.raises(nats.errors.ConnectionClosedError):
+            await client.publish_many([(subject, b"late")])
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------- request / reply
 
 
