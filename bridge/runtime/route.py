@@ -2,9 +2,10 @@
 
 `at_least_once` / `exactly_once`: the *ingest* task reads from the source, maps each
 message and commits the batch to the durable buffer, then acks the source; the
-*deliver* task takes buffered messages in order, sends a window of them as one batch
-(the sink publishes them in order and pipelines the confirms), settles the confirmed
-ones and retries the rest with back-off. A message that cannot be mapped, or that the
+*deliver* task takes buffered messages in order, sends them in windows of
+`max_in_flight / PIPELINE`, each as one batch (the sink publishes them in order and
+pipelines the confirms), with up to `PIPELINE` windows in flight; it settles the
+confirmed ones and retries the rest with back-off. A message that cannot be mapped, or that the
 destination refuses for good, goes to the dead-letter stream with the reason; the
 messages after it keep flowing.
 
@@ -12,10 +13,10 @@ messages after it keep flowing.
 sink. Request/reply routes are at_most_once by nature: each request waits for its
 answer (bounded by `max_in_flight` at a time) and the answer goes back to the requester.
 
-Ordering: messages of one source queue/partition are buffered and sent in order, one
-window at a time. A window that fails part-way is retried in order after its confirmed
-part, so a retry can only reorder messages within one window (at most
-`max_in_flight`); without failures the order is the source's.
+Ordering: messages of one source queue/partition are buffered and sent in order. When
+a window fails part-way, the windows in flight are settled and everything that failed is
+resent in order before anything newer, so a retry can only reorder messages within
+`max_in_flight`; without failures the order is the source's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -48,6 +50,7 @@ from mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
 log = logging.getLogger("natsbridge.route")
 
 RECEIVE_TIMEOUT_S = 0.5
+PIPELINE = 2  # delivery windows in flight at once, max_in_flight messages in all
 MAX_UNEXPECTED_FAILURES = 5  # a bug in a connector must not retry one message forever
 
 
@@ -239,35 +242,72 @@ class RouteRunner:
                 await asyncio.sleep(delay)
 
     async def _deliver(self) -> None:
+        """Send buffered messages in order, `PIPELINE` windows in flight, until drained.
+
+        While the oldest window waits for its confirms the next is already on the wire
+        and the one after is being read from the buffer (a take waits for the buffer's
+        current commit, often the fsync of a put). Windows are settled in order. When
+        one has failures, the windows in flight are settled too and everything that
+        failed is retried in order (`_settle_until_done`) before anything new is sent.
+        """
         assert self.buffer is not None
         if not await self._connect(self.sink, "sink"):
             return
         buffer = self.buffer
-        while True:
-            items = await buffer.take(self.batch, RECEIVE_TIMEOUT_S)
-            if not items and self._ingest_done.is_set():
-                return  # stopped, and everything buffered was delivered
-            # While a window waits for its confirms the next one is read from the buffer:
-            # a take waits for the buffer's current commit, often the fsync of a put.
-            while items:
-                next_window = asyncio.ensure_future(buffer.take(self.batch, 0.0))
-                try:
-                    await self._send_all(items)
-                except BaseException:
-                    next_window.cancel()
-                    raise
-                items = await next_window
+        window = max(self.route.spec.max_in_flight // PIPELINE, 1)
+        sending: deque[tuple[Sequence[Buffered], asyncio.Future[list[BaseException | None]]]]
+        sending = deque()
+        taking = asyncio.ensure_future(buffer.take(window, RECEIVE_TIMEOUT_S))
+        try:
+            while True:
+                while len(sending) < PIPELINE and taking.done():
+                    items = taking.result()
+                    taking = asyncio.ensure_future(buffer.take(window, RECEIVE_TIMEOUT_S))
+                    if not items:
+                        if not sending and self._ingest_done.is_set():
+                            return  # stopped, and everything buffered was delivered
+                        break
+                    sending.append((items, self._send(items)))
+                if not sending:
+                    await asyncio.wait([taking])
+                    continue
+                oldest = sending[0][1]
+                if not oldest.done():
+                    wake: list[asyncio.Future[Any]] = [oldest]
+                    if len(sending) < PIPELINE and not taking.done():
+                        wake.append(taking)
+                    await asyncio.wait(wake, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                items, results = sending.popleft()[0], oldest.result()
+                if all(result is None for result in results):
+                    await self._settle_until_done(items, results)
+                    continue
+                # A failure: settle the windows in flight, then retry all that failed, in order.
+                everything, outcomes = list(items), list(results)
+                while sending:
+                    later, later_results = sending.popleft()
+                    everything.extend(later)
+                    outcomes.extend(await later_results)
+                await self._settle_until_done(everything, outcomes)
+        finally:
+            taking.cancel()
+            for _, pending in sending:
+                pending.cancel()
 
-    async def _send_all(self, items: Sequence[Buffered]) -> None:
-        """Deliver `items`, retrying what failed until it is delivered or dead-lettered."""
+    def _send(self, items: Sequence[Buffered]) -> asyncio.Future[list[BaseException | None]]:
+        self.stats.in_flight += len(items)
+        self.stats.redelivered += sum(1 for item in items if item.deliveries > 1)
+        return asyncio.ensure_future(self.sink.send_batch([item.envelope for item in items]))
+
+    async def _settle_until_done(
+        self, items: Sequence[Buffered], results: Sequence[BaseException | None]
+    ) -> None:
+        """Settle `items` as `results` say, resending what failed until delivered or dead."""
         assert self.buffer is not None
         pending = list(items)
         backoff = Backoff(self.route.spec.retry)
         failures: dict[int, int] = {}
-        self.stats.in_flight += len(pending)
-        self.stats.redelivered += sum(1 for item in items if item.deliveries > 1)
-        while pending:
-            results = await self.sink.send_batch([item.envelope for item in pending])
+        while True:
             done = [item for item, result in zip(pending, results, strict=True) if result is None]
             await self.buffer.settle([item.seq for item in done])
             self.stats.in_flight -= len(done)
@@ -304,6 +344,7 @@ class RouteRunner:
                 self.stats.error(next(r for r in results if isinstance(r, BaseException)))
                 await asyncio.sleep(backoff.next())
             pending = retry
+            results = await self.sink.send_batch([item.envelope for item in pending])
 
     def _count_delivered(self, envelopes: Sequence[Envelope]) -> None:
         now = time.time()
