@@ -10,10 +10,13 @@ with the slower of its two raw legs, measured just before on the same brokers:
 * ``rabbitmq_to_jetstream``: raw = min(pika consume+ack, nats-py JetStream publish with
   concurrent acks); bridge = `natsbridge run` (at_least_once, embedded buffer with
   synchronous=FULL) from a preloaded queue until the stream holds all N.
-* ``jetstream_to_rabbitmq``: raw = min(nats-py JetStream pull+ack, pika publish without
-  confirms: an upper bound, since a confirmed pika BlockingConnection publish is one
-  round trip per message); bridge = from a preloaded stream until the observed queue holds
-  all N (the bridge publishes with confirms, pipelined).
+* ``jetstream_to_rabbitmq``: raw = min(nats-py JetStream pull+ack, pika publish with
+  publisher confirms, 1000 unconfirmed at most: the route's default max_in_flight);
+  bridge = from a preloaded stream until the observed queue holds all N. As for the
+  JetStream publish (PubAcks) and the STOMP and Kafka benchmarks (receipts, acks=all),
+  the ceiling is a raw client giving the same guarantee as the bridge: an at_least_once
+  route must not settle a message before its confirm. pika publishing without confirms
+  is reported as ``raw_unconfirmed_msgs_per_s``.
 
 ``rss_mb_max`` is the bridge process's peak resident memory (VmHWM).
 """
@@ -27,11 +30,14 @@ import os
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pika
+from pika.adapters.select_connection import SelectConnection
+from pika.channel import Channel
 
 from bench.common import (
     NATS_URL,
@@ -46,6 +52,7 @@ from bench.common import (
 )
 
 RESULT = Path(__file__).resolve().parent / "results" / "rabbitmq.json"
+MAX_IN_FLIGHT = 1000  # the routes' default max_in_flight: the raw confirmed publish's window
 AMQP_URL = os.environ.get("NATSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
@@ -82,6 +89,60 @@ def raw_pika_publish(queue: str, payload: bytes, count: int) -> float:
     elapsed = time.perf_counter() - start
     connection.close()
     return count / elapsed
+
+
+def raw_pika_publish_confirmed(queue: str, payload: bytes, count: int, window: int) -> float:
+    """pika's callback API publishing with publisher confirms, `window` unconfirmed at most.
+
+    The fair ceiling for the bridge's at_least_once publish, which must wait for the
+    broker's confirm as nats-py's JetStream publish waits for its PubAck. (A confirmed
+    BlockingConnection publish waits for each confirm: one round trip per message.)
+    """
+    unconfirmed: deque[int] = deque()
+    properties = pika.BasicProperties(delivery_mode=2)
+    times: list[float] = []
+
+    def on_open(connection: SelectConnection) -> None:
+        connection.channel(on_open_callback=on_channel)
+
+    def on_channel(channel: Channel) -> None:
+        def on_selected(_frame: Any) -> None:
+            times.append(time.perf_counter())
+            publish(channel)
+
+        def on_declared(_frame: Any) -> None:
+            channel.confirm_delivery(lambda frame: on_confirm(channel, frame), on_selected)
+
+        channel.queue_declare(queue, durable=True, callback=on_declared)
+
+    def publish(channel: Channel) -> None:
+        while len(unconfirmed) < window and sent[0] < count:
+            channel.basic_publish("", queue, payload, properties)
+            sent[0] += 1
+            unconfirmed.append(sent[0])
+
+    def on_confirm(channel: Channel, frame: Any) -> None:
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack):
+            raise SystemExit("raw pika publish: the broker nacked a message")
+        while unconfirmed and unconfirmed[0] <= method.delivery_tag:
+            if not method.multiple and unconfirmed[0] != method.delivery_tag:
+                break
+            unconfirmed.popleft()
+        if sent[0] == count and not unconfirmed:
+            times.append(time.perf_counter())
+            channel.connection.close()
+        else:
+            publish(channel)
+
+    sent = [0]
+    connection = SelectConnection(pika.URLParameters(AMQP_URL), on_open_callback=on_open)
+    connection.ioloop.call_later(600, connection.ioloop.stop)
+    connection.add_on_close_callback(lambda *_: connection.ioloop.stop())
+    connection.ioloop.start()
+    if len(times) != 2:
+        raise SystemExit(f"raw pika publish: {sent[0] - len(unconfirmed)} of {count} confirmed")
+    return count / (times[1] - times[0])
 
 
 def raw_pika_consume(queue: str, count: int) -> float:
@@ -147,8 +208,10 @@ def rabbitmq_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any
 
 
 def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any]:
-    publish = raw_pika_publish(f"bench.rawpub.{tag}", payload, count)
+    unconfirmed = raw_pika_publish(f"bench.rawpub.{tag}", payload, count)
     _delete_queue(f"bench.rawpub.{tag}")
+    publish = raw_pika_publish_confirmed(f"bench.rawconf.{tag}", payload, count, MAX_IN_FLIGHT)
+    _delete_queue(f"bench.rawconf.{tag}")
     asyncio.run(raw_js_publish(f"BENCH_RAWIN_{tag}", f"benchrawin{tag}", payload, count))
     consume = asyncio.run(raw_js_consume(f"BENCH_RAWIN_{tag}", count))
     stream = f"BENCH_IN_{tag}"
@@ -173,8 +236,9 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
     channel.queue_delete(observed)
     connection.close()
     asyncio.run(delete_stream(stream))
-    raw = {"pika_publish_no_confirm": publish, "js_pull_ack": consume}
-    return bridge_result("jetstream_to_rabbitmq", len(payload), count, raw, rate, rss)
+    raw = {"pika_publish_confirmed": publish, "js_pull_ack": consume}
+    result = bridge_result("jetstream_to_rabbitmq", len(payload), count, raw, rate, rss)
+    return {**result, "raw_unconfirmed_msgs_per_s": round(unconfirmed)}
 
 
 # ---------------------------------------------------------------- helpers
