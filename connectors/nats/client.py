@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -62,24 +63,36 @@ class MultiHeaders(dict[str, str]):
     def parse(cls, raw: bytes) -> MultiHeaders:
         """Parse `Name: Value` lines as nats-py does, keeping repeated names."""
         out = cls()
-        for line in raw.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            try:
-                key = name.strip().decode("ascii")
-            except UnicodeDecodeError:
-                continue
-            if not key or any(c.isspace() for c in key):
-                continue
-            text = value.strip().decode("utf-8", "replace")
-            values = out.all.get(key)
-            if values is None:
-                out.all[key] = [text]
-                dict.__setitem__(out, key, text)
-            else:
-                values.append(text)
+        out.all = parse_header_lines(raw)
+        for name, values in out.all.items():
+            dict.__setitem__(out, name, values[-1])
         return out
+
+
+_WHITESPACE = re.compile(r"\s")
+
+
+def parse_header_lines(raw: bytes) -> Headers:
+    """`Name: Value` lines as nats-py reads them (lines without a colon, or with a name
+    that is empty, not ASCII or has white space, are skipped), repeated names kept."""
+    headers: Headers = {}
+    for line in raw.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if not key or _WHITESPACE.search(key):
+            continue
+        text = value.strip().decode("utf-8", "replace")
+        values = headers.get(key)
+        if values is None:
+            headers[key] = [text]
+        else:
+            values.append(text)
+    return headers
 
 
 class HeaderBlock(bytes):
@@ -123,7 +136,7 @@ def read_header_block(raw: bytes) -> tuple[str, str, Headers]:
     code, _, description = (
         first[len(b"NATS/1.0") :].strip().decode("utf-8", "replace").partition(" ")
     )
-    return code, description.strip(), MultiHeaders.parse(lines).all
+    return code, description.strip(), parse_header_lines(lines)
 
 
 def from_nats_headers(headers: dict[str, str] | None) -> Headers:
