@@ -21,7 +21,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.protocol.command import hpub_cmd
+from nats.protocol.command import hpub_cmd, pub_cmd
 
 from bridge.config.model import NatsConnection, Tls
 from bridge.envelope import Headers
@@ -190,13 +190,16 @@ class NatsClient(Client):
         self.stats["in_bytes"] += len(data)
         handler(subject, reply, data, headers)
 
-    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """Publish (subject, payload) pairs without headers or reply, as one write.
+    async def publish_many(
+        self, messages: Sequence[tuple[str, str, HeaderBlock | None, bytes]]
+    ) -> None:
+        """Publish (subject, reply, header block, payload) messages, in order, as one write.
 
-        For JetStream acks: one PUB command each, queued as one buffer, instead of a
-        `publish()` call (and its checks and buffer append) per message. Raises as
-        `publish()` does when closed or draining, or while reconnecting with the
-        pending buffer full.
+        One PUB or HPUB command each, queued as one buffer, instead of a `publish()` call
+        (its checks, command and buffer append) per message: for JetStream acks and for
+        the JetStream sink's windows. The caller has checked payload sizes. Raises as
+        `publish()` does when closed or draining, or while reconnecting with the pending
+        buffer full.
         """
         if self.is_closed:
             raise nats.errors.ConnectionClosedError
@@ -204,10 +207,13 @@ class NatsClient(Client):
             raise nats.errors.ConnectionDrainingError
         size = 0
         commands = []
-        for subject, payload in messages:
+        for subject, reply, headers, payload in messages:
             if not subject:
                 raise nats.errors.BadSubjectError
-            commands.append(b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(payload), payload))
+            if headers is None:
+                commands.append(pub_cmd(subject, reply, payload))
+            else:
+                commands.append(hpub_cmd(subject, reply, headers, payload))
             size += len(payload)
         command = b"".join(commands)
         if not self.is_connected and (

@@ -112,19 +112,9 @@ class _Sink(abc.ABC):
         check_payload(len(envelope.payload) + len(headers or b""), self.limit)
         return headers
 
+    @abc.abstractmethod
     async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
         """Publish `envelopes` in order; each settles when the server confirmed it."""
-        waits: list[asyncio.Future[None]] = []
-        for envelope in envelopes:
-            try:
-                waits.append(await self._publish(envelope))
-            except Exception as exc:  # this message's own error; the next may succeed
-                waits.append(failed(exc))
-        return await self.confirms.wait(waits)
-
-    @abc.abstractmethod
-    async def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
-        """Put `envelope` on the wire; the future settles with the server's confirmation."""
 
     async def close(self) -> None:
         """Disconnect after flushing. Idempotent."""
@@ -212,6 +202,16 @@ class CoreSink(_Sink):
 
         self.link.on_disconnect.append(on_disconnect)
 
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Publish `envelopes` in order; each settles once a flush after it was answered."""
+        waits: list[asyncio.Future[None]] = []
+        for envelope in envelopes:
+            try:
+                waits.append(await self._publish(envelope))
+            except Exception as exc:  # this message's own error; the next may succeed
+                waits.append(failed(exc))
+        return await self.confirms.wait(waits)
+
     async def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
         """Publish `envelope` to `envelope.subject`; the future settles once a flush covered it."""
         client = await self.client()
@@ -257,10 +257,10 @@ def _reply_envelope(msg: Msg, connection: str) -> Envelope:
 class _PubAcks:
     """Pipelined JetStream publishes: one reply inbox, a future per message, no per-message wait.
 
-    Each publish gets a reply subject `<inbox>.<n>`; the PubAck (or error) arriving there
-    resolves its future. Registration and the publish happen without yielding to the
-    event loop, so messages go on the wire in call order. One sweeper task fails the
-    publishes whose PubAck is overdue (BridgeTimeout), instead of a timer per message.
+    Each publish gets a reply subject `<inbox>.<n>` from `expect()`, before the sink
+    writes it; the PubAck (or error) arriving there resolves its future. One sweeper
+    task fails the publishes whose PubAck is overdue (BridgeTimeout), instead of a
+    timer per message.
     """
 
     def __init__(self) -> None:
@@ -276,24 +276,24 @@ class _PubAcks:
         self._sub = await client.subscribe_raw(self._prefix + "*", self._on_reply)
         self._sweeper = asyncio.create_task(self._sweep())
 
-    async def publish(
-        self, client: NatsClient, subject: str, payload: bytes, headers: HeaderBlock | None
-    ) -> asyncio.Future[None]:
-        """Publish; the future settles with the PubAck: None, or the project's error."""
+    def expect(self, subject: str) -> tuple[asyncio.Future[None], str]:
+        """A future for the PubAck of a publish to `subject`, and the reply subject to use.
+
+        Register before publishing: the reply may be quick.
+        """
         self._next += 1
         n = self._next
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[n] = (future, subject)  # before publishing: the reply may be quick
+        self._waiting[n] = (future, subject)
         self._deadlines.append((time.monotonic() + DEFAULT_PUBACK_TIMEOUT_S, n))
-        try:
-            await client.publish(subject, payload, f"{self._prefix}{n}", headers)  # type: ignore[arg-type]
-        except Exception as exc:  # not `translate()`: this is the hot path
-            del self._waiting[n]
-            error = translate_exception(exc, f"publishing to JetStream subject '{subject}'")
-            if error is exc:
-                raise
-            raise error from exc
-        return future
+        return future, f"{self._prefix}{n}"
+
+    def fail(self, replies: Sequence[str], error: BaseException) -> None:
+        """Fail the publishes to `replies` with `error` (they never reached the wire)."""
+        for reply in replies:
+            waiting = self._waiting.pop(int(reply[len(self._prefix) :]), None)
+            if waiting is not None and not waiting[0].done():
+                waiting[0].set_exception(error)
 
     def _on_reply(self, subject: bytes, _reply: bytes, data: bytes, headers: bytes | None) -> None:
         """A PubAck as received (see NatsClient.subscribe_raw): settle its publish."""
@@ -369,6 +369,7 @@ class JetStreamSink(_Sink):
         assert self.config.jetstream is not None
         self.js_config: JetStreamSinkConfig = self.config.jetstream
         self._acks = _PubAcks()
+        self._sending = asyncio.Lock()
         self._stream_subjects: list[str] = []
         self._captured: set[str] = set()
         self._subjects_checked_at = 0.0
@@ -464,16 +465,42 @@ class JetStreamSink(_Sink):
             f"'{self.js_config.stream}' (subjects: {', '.join(self._stream_subjects) or 'none'})"
         )
 
-    async def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
-        """Publish `envelope`; the future settles once JetStream stored it (or already had it)."""
-        client = await self.client()
-        subject = envelope.subject
-        await self._check_subject(client, subject)
-        extra = [(EXPECTED_STREAM, self.js_config.stream)]
-        if envelope.msg_id:
-            extra.append((NATS_MSG_ID, envelope.msg_id))
-        headers = self.encode(envelope, extra)
-        return await self._acks.publish(client, subject, envelope.payload, headers)
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        """Publish `envelopes` in order as one write; each settles with its PubAck.
+
+        Sends hold a lock from the first subject check to the write, so that windows
+        sent while earlier ones await their PubAcks go on the wire in call order.
+        """
+        waits: list[asyncio.Future[None]] = []
+        messages: list[tuple[str, str, HeaderBlock | None, bytes]] = []
+        async with self._sending:
+            try:
+                client = await self.client()
+            except BridgeError as exc:
+                return await self.confirms.wait([failed(type(exc)(*exc.args)) for _ in envelopes])
+            stream = self.js_config.stream
+            for envelope in envelopes:
+                try:
+                    subject = envelope.subject
+                    if subject not in self._captured:
+                        await self._check_subject(client, subject)
+                    extra = [(EXPECTED_STREAM, stream)]
+                    if envelope.msg_id:
+                        extra.append((NATS_MSG_ID, envelope.msg_id))
+                    headers = self.encode(envelope, extra)
+                except Exception as exc:  # this message's own error; the next may succeed
+                    waits.append(failed(exc))
+                    continue
+                future, reply = self._acks.expect(subject)
+                waits.append(future)
+                messages.append((subject, reply, headers, envelope.payload))
+            if messages:
+                try:
+                    await client.publish_many(messages)
+                except Exception as exc:  # not `translate()`: this is the hot path
+                    error = translate_exception(exc, f"publishing to JetStream stream '{stream}'")
+                    self._acks.fail([reply for _, reply, _, _ in messages], error)
+        return await self.confirms.wait(waits)
 
     async def close(self) -> None:
         """Fail what still waits for a PubAck after a bounded wait, then disconnect."""

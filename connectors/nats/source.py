@@ -267,7 +267,7 @@ class _Settler:
                     answer = NAK + b" " + json.dumps({"delay": int(delay * 1e9)}).encode()
                 else:
                     answer = TERM
-                answers.append((msg.reply, answer))
+                answers.append((msg.reply, "", None, answer))
             if answers:
                 try:
                     await self._link.client.publish_many(answers)

@@ -37,7 +37,7 @@ from bridge.errors import (
     RetryableError,
 )
 from connectors.nats import CoreSink, CoreSource, JetStreamSink, JetStreamSource, connector
-from connectors.nats.client import MultiHeaders, NatsClient
+from connectors.nats.client import MultiHeaders, NatsClient, header_block
 from connectors.nats.errors import NoResponders, StreamMissing
 from connectors.nats.sink import derived_stream_subjects
 from tests.connectors.conformance import (
@@ -304,8 +304,6 @@ def test_core_source_overload_drops_and_counts_slow_consumer(
 
 
 def _repeated(headers: dict[str, list[str]]) -> Any:
-    from connectors.nats.client import header_block
-
     return header_block(headers)  # NatsClient (keep_repeats) publishes it as it is
 
 
@@ -345,15 +343,18 @@ def test_publish_many_sends_each_message_in_order_in_one_write(nats_url: str) ->
         assert isinstance(client, NatsClient)
         try:
             sent = [(f"{subject}.{n}", b"+ACK" * n) for n in range(5)]
-            await client.publish_many(sent)
+            block = header_block({"A": ["1", "2"]})
+            await client.publish_many([(s, "", None, d) for s, d in sent[:4]])
+            await client.publish_many([(sent[4][0], "r.1", block, sent[4][1])])
             received = [await sub.next_msg(timeout=5) for _ in sent]
             assert [(m.subject, m.data) for m in received] == sent
+            assert (received[4].reply, received[4].headers) == ("r.1", {"A": "2"})
             assert client.stats["out_msgs"] >= len(sent)
         finally:
             await client.close()
             await listener.close()
         with pytest.raises(nats.errors.ConnectionClosedError):
-            await client.publish_many([(subject, b"late")])
+            await client.publish_many([(subject, "", None, b"late")])
 
     run(scenario())
 
