@@ -215,15 +215,29 @@ def stomp_to_nats_headers(headers: Mapping[str, str]) -> Headers:
     """NATS headers for the (already unescaped) headers of a STOMP frame."""
     out: Headers = {}
     for name, value in headers.items():
-        if name in DROPPED_HEADERS:
-            continue
-        renamed = _RENAMED.get(name)
+        renamed = _NATS_NAMES.get(name)
         if renamed is None:
-            renamed = h.escape_header_name(name)
-            if renamed.lower() in _RESERVED:
-                renamed = _escape_first(renamed)
+            if name in DROPPED_HEADERS:
+                continue
+            renamed = _nats_name(name)
         out[renamed] = [h.encode_value(value)]
     return out
+
+
+def _nats_name(name: str) -> str:
+    renamed = _RENAMED.get(name)
+    if renamed is None:
+        renamed = h.escape_header_name(name)
+        if renamed.lower() in _RESERVED:
+            renamed = _escape_first(renamed)
+    if len(_NATS_NAMES) < _NATS_NAMES_MAX:
+        _NATS_NAMES[name] = renamed
+    return renamed
+
+
+_NATS_NAMES: dict[str, str] = {}
+"""STOMP header names seen before, with their NATS names: a broker sends the same few."""
+_NATS_NAMES_MAX = 4096  # bounded: header names can come from untrusted producers
 
 
 def nats_to_stomp_headers(headers: Mapping[str, list[str]]) -> dict[str, str]:

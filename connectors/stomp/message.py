@@ -116,12 +116,17 @@ def send_frame(envelope: Envelope, destination: str, receipt: str, persistent: b
     return head + envelope.payload + b"\x00"
 
 
+ORIGIN_CACHE_SIZE = 4096
+"""Origins are kept per destination, up to this many (wildcard subscriptions see many)."""
+
+
 class EnvelopeReader:
     """Builds Envelopes from MESSAGE frames of one connection and dialect."""
 
     def __init__(self, connection: str, dialect: str) -> None:
         self.connection = connection
         self.dialect = dialect
+        self._origins: dict[str, Origin] = {}  # by destination; a route sees a few
 
     def envelope(self, headers: Mapping[str, str], body: bytes, fallback: str) -> Envelope:
         """The Envelope of a MESSAGE frame; `fallback` is the subscribed destination.
@@ -143,9 +148,19 @@ class EnvelopeReader:
             headers=stomp_to_nats_headers(headers),
             reply=headers.get("reply-to"),
             msg_id=msg_id,
-            origin=Origin(self.connection, "stomp", destination=destination),
+            origin=self._origin(destination),
         )
         stamp = headers.get("timestamp") if self.dialect == "activemq" else None
         if stamp and stamp.isdigit():
             envelope.timestamp = int(stamp) / 1000  # JMSTimestamp, milliseconds
         return envelope
+
+    def _origin(self, destination: str) -> Origin:
+        origin = self._origins.get(destination)
+        if origin is None:
+            if len(self._origins) >= ORIGIN_CACHE_SIZE:
+                self._origins.clear()
+            origin = self._origins[destination] = Origin(
+                self.connection, "stomp", destination=destination
+            )
+        return origin
