@@ -72,6 +72,7 @@ from bench.common import (
     run_bridge_until,
     stream_count,
 )
+from tests.e2e.rabbitmq_admin import delete_queues
 
 RESULT = Path(__file__).resolve().parent / "results" / "stomp.json"
 BROKERS = {
@@ -114,7 +115,7 @@ def main(argv: Sequence[str]) -> int:
         if "bridge" in parts:
             results.append(stomp_to_jetstream(broker, args))
             results.append(jetstream_to_stomp(broker, args))
-    delete_rabbitmq_queues(CREATED)
+    delete_queues(CREATED.__contains__)
     report = {
         "name": "stomp",
         "msg_size": args.size,
@@ -130,25 +131,6 @@ def main(argv: Sequence[str]) -> int:
 
 CREATED: list[str] = []
 """Queues the legs filled (and drained): RabbitMQ keeps them until deleted."""
-
-
-def delete_rabbitmq_queues(names: list[str]) -> None:
-    """Delete the bench's RabbitMQ queues through the management API (best effort)."""
-    import base64
-    import contextlib
-    import urllib.parse
-    import urllib.request
-
-    base = os.environ.get("NATSBRIDGE_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
-    auth = base64.b64encode(b"guest:guest").decode()
-    for name in names:
-        request = urllib.request.Request(
-            f"{base}/api/queues/%2F/{urllib.parse.quote(name, safe='')}",
-            method="DELETE",
-            headers={"Authorization": f"Basic {auth}"},
-        )
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(request, timeout=5).close()
 
 
 def send_direction(broker: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import yaml
 
 from bridge.broker.broker import Broker
 from tests.e2e.bridge_process import BridgeProcess, write_config
+from tests.e2e.rabbitmq_admin import delete_queues
 
 pytestmark = [pytest.mark.amqp, pytest.mark.nats]
 
@@ -64,8 +65,11 @@ def unique_config(tag: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 @pytest.fixture
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
+def tag() -> Iterator[str]:
+    """A unique tag for a test's names; its RabbitMQ queues are deleted afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    yield tag
+    delete_queues(lambda name: tag in name)
 
 
 @pytest.fixture
