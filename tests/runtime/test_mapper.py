@@ -154,3 +154,26 @@ def test_latency_histogram_and_rates() -> None:
     stats.received, stats.delivered = 100, 50
     stats.sample(10.0)
     assert (stats.rate_in, stats.rate_out) == (10.0, 5.0)
+
+
+def test_an_invalid_address_is_refused_every_time_a_valid_one_is_remembered(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: b}\n"
+        "connections:\n"
+        "  nats: {kind: nats, servers: ['nats://127.0.0.1:4222']}\n"
+        "  rabbit: {kind: amqp, url: 'amqp://127.0.0.1/'}\n"
+        "routes:\n"
+        "  - {name: out, from: {connection: nats, subject: 'in.>'},\n"
+        "     to: {connection: rabbit, exchange: x, routing_key: '{{subject}}'}}\n"
+    )
+    mapper = mapper_for(load_config(path, {}), "out")
+    too_long = "in." + "k" * 300
+    for _ in range(2):
+        with pytest.raises(MappingError):
+            mapper.map(Envelope(too_long, b"", origin=Origin("nats", "nats", subject=too_long)))
+        ok = mapper.map(Envelope("in.a", b"", origin=Origin("nats", "nats", subject="in.a")))
+        assert ok.subject == "in.a"
