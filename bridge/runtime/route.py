@@ -2,10 +2,10 @@
 
 `at_least_once` / `exactly_once`: the *ingest* task reads from the source, maps each
 message and commits the batch to the durable buffer, then acks the source; the
-*deliver* task takes buffered messages in order, sends them in windows of
+*deliver* task takes buffered messages in order and sends them in windows of
 `max_in_flight / PIPELINE`, each as one batch (the sink publishes them in order and
-pipelines the confirms), with up to `PIPELINE` windows in flight; it settles the
-confirmed ones and retries the rest with back-off. A message that cannot be mapped, or that the
+pipelines the confirms), up to `PIPELINE` windows in flight; it settles the confirmed
+ones and retries the rest with back-off. A message that cannot be mapped, or that the
 destination refuses for good, goes to the dead-letter stream with the reason; the
 messages after it keep flowing.
 
@@ -244,6 +244,9 @@ class RouteRunner:
     async def _deliver(self) -> None:
         """Send buffered messages in order, `PIPELINE` windows in flight, until drained.
 
+        At most `max_in_flight` messages are in flight: windows of max_in_flight/PIPELINE
+        (one window of one message when max_in_flight is 1).
+
         While the oldest window waits for its confirms the next is already on the wire
         and the one after is being read from the buffer (a take waits for the buffer's
         current commit, often the fsync of a put). Windows are settled in order. When
@@ -254,13 +257,14 @@ class RouteRunner:
         if not await self._connect(self.sink, "sink"):
             return
         buffer = self.buffer
-        window = max(self.route.spec.max_in_flight // PIPELINE, 1)
+        depth = min(PIPELINE, self.route.spec.max_in_flight)
+        window = self.route.spec.max_in_flight // depth
         sending: deque[tuple[Sequence[Buffered], asyncio.Future[list[BaseException | None]]]]
         sending = deque()
         taking = asyncio.ensure_future(buffer.take(window, RECEIVE_TIMEOUT_S))
         try:
             while True:
-                while len(sending) < PIPELINE and taking.done():
+                while len(sending) < depth and taking.done():
                     items = taking.result()
                     taking = asyncio.ensure_future(buffer.take(window, RECEIVE_TIMEOUT_S))
                     if not items:
@@ -274,7 +278,7 @@ class RouteRunner:
                 oldest = sending[0][1]
                 if not oldest.done():
                     wake: list[asyncio.Future[Any]] = [oldest]
-                    if len(sending) < PIPELINE and not taking.done():
+                    if len(sending) < depth and not taking.done():
                         wake.append(taking)
                     await asyncio.wait(wake, return_when=asyncio.FIRST_COMPLETED)
                     continue

@@ -1,0 +1,176 @@
+"""RouteRunner's buffered delivery against in-memory fakes (pure logic, no broker).
+
+The pipelined deliver loop must keep its promises whatever the sink answers: every
+message delivered once, at most `max_in_flight` in flight, the source's order kept
+without failures and disturbed only within `max_in_flight` by a retry, refused messages
+dead-lettered while the rest flow, and everything delivered before `run()` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from bridge.config import load_config
+from bridge.connector import Incoming
+from bridge.envelope import Envelope
+from bridge.errors import ConnectionLost, MessageRejected
+from bridge.runtime.buffer import Backlog, Buffered
+from bridge.runtime.mapper import RouteMapper
+from bridge.runtime.route import RouteRunner
+
+COUNT = 200
+
+
+class MemorySource:
+    """Hands out `count` messages with payloads b"0", b"1", ... and records the acks."""
+
+    def __init__(self, count: int) -> None:
+        self.waiting = [Envelope("in.x", str(n).encode()) for n in range(count)]
+        self.acked = 0
+
+    async def connect(self) -> None:
+        pass
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        if not self.waiting:
+            await asyncio.sleep(min(timeout, 0.01))
+            return []
+        batch, self.waiting = self.waiting[:max_messages], self.waiting[max_messages:]
+        return [Incoming(envelope, self._ack) for envelope in batch]
+
+    def _ack(self, error: BaseException | None = None) -> None:
+        assert error is None
+        self.acked += 1
+
+    async def close(self) -> None:
+        pass
+
+
+class MemoryBuffer:
+    """The RouteBuffer protocol in memory: a take waits a little, like a commit would."""
+
+    def __init__(self) -> None:
+        self.stored: list[Buffered] = []
+        self.settled: set[int] = set()
+        self.dead: list[tuple[bytes, str]] = []
+
+    async def put(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self.stored.append(Buffered(len(self.stored) + 1, envelope, 1))
+
+    async def take(self, max_messages: int, timeout: float) -> Sequence[Buffered]:
+        await asyncio.sleep(0.001)
+        taken, self.stored = self.stored[:max_messages], self.stored[max_messages:]
+        return taken
+
+    async def settle(self, seqs: Sequence[int]) -> None:
+        assert not self.settled.intersection(seqs), "settled twice"
+        self.settled.update(seqs)
+
+    async def dead_letter(self, envelope: Envelope, reason: str, seq: int | None = None) -> None:
+        self.dead.append((envelope.payload, reason))
+
+    async def backlog(self) -> Backlog:
+        return Backlog(len(self.stored), None)
+
+
+class ScriptedSink:
+    """Confirms after a short delay; fails the payloads in `fail` as told, once each."""
+
+    def __init__(self, fail: dict[bytes, BaseException]) -> None:
+        self.fail = dict(fail)
+        self.delivered: list[bytes] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.connects = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        self.in_flight += len(envelopes)
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.002)
+            results = [self.fail.pop(envelope.payload, None) for envelope in envelopes]
+            self.delivered.extend(
+                e.payload for e, result in zip(envelopes, results, strict=True) if result is None
+            )
+            return results
+        finally:
+            self.in_flight -= len(envelopes)
+
+    async def close(self) -> None:
+        pass
+
+
+def run_route(
+    tmp_path: Path, max_in_flight: int, fail: dict[bytes, BaseException]
+) -> tuple[MemorySource, MemoryBuffer, ScriptedSink, RouteRunner]:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: b}\n"
+        "connections: {nats: {kind: nats, servers: ['nats://127.0.0.1:4222']}}\n"
+        "routes:\n"
+        "  - {name: r, from: {connection: nats, subject: 'in.>'},\n"
+        "     to: {connection: nats, subject: out},\n"
+        f"     max_in_flight: {max_in_flight}, retry: {{initial: 1ms, max: 2ms}}}}\n"
+    )
+    config = load_config(path, {})
+    [route] = config.routes
+    source, buffer, sink = MemorySource(COUNT), MemoryBuffer(), ScriptedSink(fail)
+    mapper = RouteMapper(route, config.bridge, config.connections["nats"])
+    runner = RouteRunner(route, source, sink, mapper, buffer)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runner.run())
+        while len(buffer.settled) + len(buffer.dead) < COUNT:
+            await asyncio.sleep(0.005)
+        runner.stop()
+        await asyncio.wait_for(running, 10)
+
+    asyncio.run(scenario())
+    return source, buffer, sink, runner
+
+
+def sent_order(n: int) -> bytes:
+    return str(n).encode()
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 3, 8])
+def test_without_failures_every_message_goes_once_in_order_within_the_bound(
+    tmp_path: Path, max_in_flight: int
+) -> None:
+    source, buffer, sink, runner = run_route(tmp_path, max_in_flight, {})
+    assert sink.delivered == [sent_order(n) for n in range(COUNT)]
+    assert sink.most_in_flight <= max_in_flight
+    assert source.acked == COUNT and len(buffer.settled) == COUNT
+    assert runner.stats.delivered == COUNT and runner.stats.in_flight == 0
+
+
+def test_retries_reorder_only_within_max_in_flight_and_lose_nothing(tmp_path: Path) -> None:
+    max_in_flight = 8
+    fail: dict[bytes, BaseException] = {
+        sent_order(n): ConnectionLost("gone") for n in (5, 6, 40, 41, 42, 199)
+    }
+    _, buffer, sink, runner = run_route(tmp_path, max_in_flight, fail)
+    assert sorted(sink.delivered, key=int) == [sent_order(n) for n in range(COUNT)]
+    for position, payload in enumerate(sink.delivered):
+        assert abs(position - int(payload)) < max_in_flight
+    assert sink.most_in_flight <= max_in_flight
+    assert sink.connects >= 2  # ConnectionLost: the sink was reconnected
+    assert runner.stats.retries >= 6 and runner.stats.in_flight == 0
+    assert len(buffer.settled) == COUNT and not buffer.dead
+
+
+def test_a_refused_message_is_dead_lettered_and_the_rest_flow_in_order(tmp_path: Path) -> None:
+    fail: dict[bytes, BaseException] = {sent_order(17): MessageRejected("no such queue")}
+    _, buffer, sink, runner = run_route(tmp_path, 4, fail)
+    assert buffer.dead == [(sent_order(17), "MessageRejected: no such queue")]
+    assert sink.delivered == [sent_order(n) for n in range(COUNT) if n != 17]
+    assert runner.stats.in_flight == 0
