@@ -10,6 +10,9 @@ import time
 _FIELDS = ("route", "connection", "event")
 # Client libraries log every connection step at INFO; natsbridge logs what matters itself.
 _CHATTY_LIBRARIES = ("pika", "kafka", "stomp.py", "nats")
+# pika warns of every channel the broker closes, also the 404 of the passive declare an
+# AMQP route makes on its first start (and handles); the connector logs real closes.
+_QUIET_BELOW_ERROR = ("pika.channel",)
 
 
 class _Redacting(logging.Formatter):
@@ -65,6 +68,8 @@ def configure(level: str = "info", json_lines: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    library_level = logging.DEBUG if level.lower() == "debug" else logging.WARNING
+    debug = level.lower() == "debug"
     for name in _CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(library_level)
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in _QUIET_BELOW_ERROR:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)

@@ -20,6 +20,7 @@ def test_json_lines_carry_route_event_and_hide_secrets(capsys: pytest.CaptureFix
         extra={"route": "r1", "connection": "rabbit", "event": "connect_failed"},
     )
     logging.getLogger("pika").info("library chatter is quiet at info")
+    logging.getLogger("pika.channel").warning("Received remote Channel.Close (404)")
     [line] = capsys.readouterr().err.strip().splitlines()
     event = json.loads(line)
     assert event["msg"] == "cannot connect to amqp://u:***@h/"
@@ -36,3 +37,5 @@ def test_text_lines_for_terminals(capsys: pytest.CaptureFixture[str]) -> None:
     logging.getLogger("natsbridge").debug("hello", extra={"route": "r2", "event": "started"})
     line = capsys.readouterr().err.strip()
     assert line.endswith("natsbridge [r2 started] hello")
+    logging.getLogger("pika.channel").debug("everything shows at debug")
+    assert "everything shows at debug" in capsys.readouterr().err
