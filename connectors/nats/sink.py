@@ -447,9 +447,10 @@ class JetStreamSink(_Sink):
             raise PermanentError(str(exc)) from exc
 
     async def _check_subject(self, client: NatsClient, subject: str) -> None:
-        """MessageRejected unless the stream captures `subject` (refreshing its subjects once)."""
-        if subject in self._captured:
-            return
+        """MessageRejected unless the stream captures `subject` (refreshing its subjects once).
+
+        For a subject not yet in `_captured`: send_batch() looks there first, per message.
+        """
         if any(subjects.match(p, subject) is not None for p in self._stream_subjects):
             if len(self._captured) >= DEFAULT_CAPTURED_CACHE:
                 self._captured.clear()
