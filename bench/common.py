@@ -18,6 +18,7 @@ from typing import Any
 
 import nats
 
+from tests.e2e import jetstream
 from tests.e2e.bridge_process import BridgeProcess, write_config
 
 NATS_URL = os.environ.get("NATSBRIDGE_NATS_URL", "nats://127.0.0.1:4222")
@@ -64,16 +65,8 @@ async def preload(stream: str, subject: str, payload: bytes, count: int) -> None
 
 
 def stream_count(stream: str) -> int:
-    async def count() -> int:
-        nc = await nats.connect(NATS_URL)
-        try:
-            return int((await nc.jetstream().stream_info(stream)).state.messages)
-        except nats.js.errors.NotFoundError:
-            return 0
-        finally:
-            await nc.close()
-
-    return asyncio.run(count())
+    """How many messages `stream` holds on the benchmark's NATS server (0 if none)."""
+    return asyncio.run(jetstream.stream_count(NATS_URL, stream))
 
 
 async def delete_stream(stream: str) -> None:

@@ -24,6 +24,7 @@ from kafka.structs import TopicPartition
 
 from bridge.broker.broker import Broker
 from tests.e2e.bridge_process import BridgeProcess, write_config
+from tests.e2e.jetstream import stream_count
 
 pytestmark = [pytest.mark.kafka, pytest.mark.nats]
 
@@ -132,16 +133,6 @@ async def stream_messages(nats_url: str, stream: str) -> list[Any]:
             messages.extend(batch)
         await sub.unsubscribe()
         return messages
-    finally:
-        await nc.close()
-
-
-async def stream_count(nats_url: str, stream: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        return int((await nc.jetstream().stream_info(stream)).state.messages)
-    except nats.js.errors.NotFoundError:
-        return 0
     finally:
         await nc.close()
 

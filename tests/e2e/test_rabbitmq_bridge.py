@@ -22,6 +22,7 @@ import yaml
 
 from bridge.broker.broker import Broker
 from tests.e2e.bridge_process import BridgeProcess, write_config
+from tests.e2e.jetstream import stream_count
 from tests.e2e.rabbitmq_admin import delete_queues
 
 pytestmark = [pytest.mark.amqp, pytest.mark.nats]
@@ -150,14 +151,6 @@ async def stream_messages(nats_url: str, stream: str, timeout: float = 10.0) -> 
                 await message.ack()
             messages.extend(batch)
         return messages
-    finally:
-        await nc.close()
-
-
-async def stream_count(nats_url: str, stream: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        return int((await nc.jetstream().stream_info(stream)).state.messages)
     finally:
         await nc.close()
 

@@ -31,6 +31,7 @@ import yaml
 
 from mappings.headers import decode_text_value
 from tests.e2e.bridge_process import BridgeProcess, write_config
+from tests.e2e.jetstream import stream_count
 
 pytestmark = [pytest.mark.stomp, pytest.mark.nats]
 
@@ -166,16 +167,6 @@ def drop_activemq_durable(url: str, login: str, passcode: str, name: str) -> Non
         client.conn.unsubscribe(name, headers={"activemq.subscriptionName": name})
         client.sync(10)
         client.close()
-
-
-async def stream_count(nats_url: str, stream: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        return int((await nc.jetstream().stream_info(stream)).state.messages)
-    except nats.js.errors.NotFoundError:
-        return 0
-    finally:
-        await nc.close()
 
 
 async def stream_payloads(nats_url: str, stream: str) -> list[bytes]:
