@@ -4,10 +4,11 @@ Threading model: every source and every sink owns one `StompClient`, that is one
 stomp.py `StompConnection12` (``auto_decode=False``: bodies stay bytes). Three threads
 serve it, none of them the event loop:
 
-* stomp.py's receiver thread reads and parses frames and calls the listener: MESSAGE
-  frames go to the owner's `on_message`; RECEIPT and ERROR frames settle the futures
-  `expect()` handed out. Settled futures cross to the asyncio loop in batches: one
-  `call_soon_threadsafe` per burst of frames, not per frame.
+* stomp.py's receiver thread reads frames; they are parsed by ours
+  (connectors.stomp.message.parse_frame): MESSAGE frames go to the owner's `on_message`;
+  RECEIPT and ERROR frames settle the futures `expect()` handed out. Settled futures
+  cross to the asyncio loop in batches: one `call_soon_threadsafe` per burst of frames,
+  not per frame.
 * our writer thread takes the frames `write()` queued (from any thread, usually the
   loop), joins whatever is queued into one buffer and writes it with one ``sendall``
   (through stomp.py's transport, which serialises it with the heart-beats).
@@ -41,12 +42,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import stomp  # type: ignore[import-untyped]
-from stomp.utils import Frame  # type: ignore[import-untyped]
+from stomp.utils import HEARTBEAT_FRAME, Frame  # type: ignore[import-untyped]
 
 from bridge.config.model import StompConnection
 from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from bridge.secrets import redact_url
 from connectors.stomp.errors import from_error_frame, translate, translating
+from connectors.stomp.message import parse_frame
 
 log = logging.getLogger("natsbridge.stomp")
 
@@ -363,7 +365,42 @@ class StompClient:
                 verify=tls.verify if tls else True,
             )
         conn.transport.override_threading(self._start_receiver)
+        self._read_frames_with(conn, parse_frame)
         return conn
+
+    def _read_frames_with(self, conn: Any, parse: Callable[[bytes], Frame | None]) -> None:
+        """Have stomp.py's receiver thread parse with `parse` and give us frames directly.
+
+        stomp.py still cuts frames from the socket (content-length, heart-beat EOLs);
+        MESSAGE and RECEIPT frames then go straight to `on_message` and `_on_receipt`,
+        past stomp.py's listener fan-out (sorted under a lock, per frame), after a tick
+        of its heart-beat clock as its own listener would have given. Every other frame
+        (CONNECTED, ERROR, heart-beats) takes stomp.py's usual path. This replaces the
+        transport's private ``__read_frames`` (stomp.py 9, as pinned): a release that
+        renames it fails every connection at once with AttributeError.
+        """
+        transport = conn.transport
+        read = transport._BaseTransport__read
+        is_eol = transport._BaseTransport__is_eol
+        process = transport.process_frame
+        beat = conn.on_heartbeat
+        direct = {"MESSAGE": lambda frame: self.on_message(frame), "RECEIPT": self._on_receipt}
+
+        def read_frames() -> None:
+            for raw in read():
+                frame = HEARTBEAT_FRAME if is_eol(raw) else parse(raw)
+                handle = direct.get(frame.cmd) if frame is not None else None
+                if handle is None:
+                    if frame is not None:
+                        process(frame, raw)
+                    continue
+                beat()
+                try:
+                    handle(frame)
+                except Exception:  # an exception here would end the connection
+                    log.exception("stomp %s: internal error in a frame callback", self.purpose)
+
+        transport._BaseTransport__read_frames = read_frames
 
     def _connect(self, conn: Any, headers: dict[str, str]) -> None:
         """On a worker thread: TCP, TLS, then the CONNECT frame (CONNECTED comes later)."""
@@ -502,19 +539,16 @@ class StompClient:
 
 
 class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
-    """stomp.py's callbacks, forwarded to the client; an exception here would kill the socket."""
+    """stomp.py's callbacks, forwarded to the client; an exception here would kill the socket.
+
+    MESSAGE and RECEIPT frames do not come this way (see `StompClient._read_frames_with`).
+    """
 
     def __init__(self, client: StompClient) -> None:
         self.client = client
 
     def on_connected(self, frame: Frame) -> None:
         self._guard(self.client._on_connected, frame)
-
-    def on_message(self, frame: Frame) -> None:
-        self._guard(self.client.on_message, frame)
-
-    def on_receipt(self, frame: Frame) -> None:
-        self._guard(self.client._on_receipt, frame)
 
     def on_error(self, frame: Frame) -> None:
         self._guard(self.client._on_error, frame)

@@ -1,9 +1,10 @@
 """STOMP frames to Envelopes and back: the only place that knows a frame's layout.
 
-Received frames come from stomp.py with their headers already unescaped (STOMP 1.2,
-``\\c`` ``\\n`` ``\\r`` ``\\\\``) and, with ``auto_decode=False``, their body as the exact
-bytes (stomp.py reads ``content-length`` bytes, so NUL bytes survive). Headers are not
-unescaped a second time here.
+Received frames: stomp.py cuts them from the stream (it reads ``content-length`` bytes,
+so NUL bytes survive) and `parse_frame` parses them, exactly as stomp.py's own
+``parse_frame`` does (a property test holds them equal) at a quarter of the cost: headers
+unescaped (STOMP 1.2, ``\\c`` ``\\n`` ``\\r`` ``\\\\``), the first of a repeated header
+kept, the body the exact bytes. Headers are not unescaped a second time here.
 
 Frames the connector sends (SUBSCRIBE, ACK, NACK, SEND, DISCONNECT) are written here,
 not by stomp.py: stomp.py 9 escapes header values but not header names, sorts headers,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+
+from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.envelope import Envelope, Origin
 from bridge.errors import HeaderError
@@ -60,6 +63,59 @@ _NEEDS_ESCAPE = re.compile(r"[\\\r\n:]")
 def _escape(text: str) -> str:
     # Most names and values need no escaping: one regex scan instead of four.
     return escape_header(text) if _NEEDS_ESCAPE.search(text) else text
+
+
+_UNESCAPES = {"\\r": "\r", "\\n": "\n", "\\c": ":", "\\\\": "\\"}
+_ESCAPE_SEQUENCE = re.compile(r"\\.")  # as stomp.py: an unknown escape stays as it is
+
+
+def _unescape_match(match: re.Match[str]) -> str:
+    text = match.group(0)
+    return _UNESCAPES.get(text, text)
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    if "\\\\" not in text:  # each escape stands alone: plain replaces (ActiveMQ's ids: \c)
+        return text.replace("\\c", ":").replace("\\n", "\n").replace("\\r", "\r")
+    return _ESCAPE_SEQUENCE.sub(_unescape_match, text)
+
+
+def parse_frame(raw: bytes) -> Frame | None:
+    """The Frame of one received frame (without its NUL), or None when it holds no command.
+
+    The same result as stomp.py's ``stomp.utils.parse_frame``: the preamble ends at the
+    first blank line (LF or CRLF), lines end at LF or CRLF, blank lines before the
+    command are skipped, a header line is ``name:value`` split at the first colon (a line
+    without a name is ignored), names and values are unescaped, text is UTF-8 with
+    undecodable bytes replaced.
+    """
+    lf = raw.find(b"\n\n")
+    crlf = raw.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        preamble, body = raw[:crlf], raw[crlf + 4 :]
+    elif lf >= 0:
+        preamble, body = raw[:lf], raw[lf + 2 :]
+    else:
+        preamble, body = raw, b""
+    *ended, tail = preamble.decode("utf-8", errors="replace").split("\n")
+    lines = [line[:-1] if line[-1:] == "\r" else line for line in ended]  # CRLF or LF
+    lines.append(tail)
+    first = 0
+    while first < len(lines) and not lines[first]:
+        first += 1
+    if first == len(lines):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[first + 1 :]:
+        name, colon, value = line.partition(":")
+        if not colon or not name:
+            continue
+        name = _unescape(name)
+        if name not in headers:
+            headers[name] = _unescape(value)
+    return Frame(lines[first], headers, body)
 
 
 def encode_frame(command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
