@@ -4,8 +4,8 @@ Threading model: every source and every sink owns one `StompClient`, that is one
 stomp.py `StompConnection12` (``auto_decode=False``: bodies stay bytes). Three threads
 serve it, none of them the event loop:
 
-* stomp.py's receiver thread reads frames; they are parsed by ours
-  (connectors.stomp.message.parse_frame): MESSAGE frames go to the owner's `on_message`;
+* stomp.py's receiver thread reads from the socket; our splitter and parser
+  (connectors.stomp.message) make frames of it: MESSAGE frames go to the owner's `on_message`;
   RECEIPT and ERROR frames settle the futures `expect()` handed out. Settled futures
   cross to the asyncio loop in batches: one `call_soon_threadsafe` per burst of frames,
   not per frame.
@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -42,13 +43,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import stomp  # type: ignore[import-untyped]
-from stomp.utils import HEARTBEAT_FRAME, Frame  # type: ignore[import-untyped]
+from stomp import exception as se  # type: ignore[import-untyped]
+from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config.model import StompConnection
 from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from bridge.secrets import redact_url
 from connectors.stomp.errors import from_error_frame, translate, translating
-from connectors.stomp.message import parse_frame
+from connectors.stomp.message import FrameSplitter, parse_frame
 
 log = logging.getLogger("natsbridge.stomp")
 
@@ -365,36 +367,47 @@ class StompClient:
                 verify=tls.verify if tls else True,
             )
         conn.transport.override_threading(self._start_receiver)
-        self._read_frames_with(conn, parse_frame)
+        self._read_with_our_parser(conn)
         return conn
 
-    def _read_frames_with(self, conn: Any, parse: Callable[[bytes], Frame | None]) -> None:
-        """Have stomp.py's receiver thread parse with `parse` and give us frames directly.
+    def _read_with_our_parser(self, conn: Any) -> None:
+        """Have stomp.py's receiver thread read with our splitter and parser.
 
-        stomp.py still cuts frames from the socket (content-length, heart-beat EOLs);
+        Each call reads once from the socket (stomp.py's ``receive()``, with its error
+        handling), ticks stomp.py's heart-beat clock (any bytes from the broker show it
+        is alive), cuts the frames (`FrameSplitter`) and parses them (`parse_frame`).
         MESSAGE and RECEIPT frames then go straight to `on_message` and `_on_receipt`,
-        past stomp.py's listener fan-out (sorted under a lock, per frame), after a tick
-        of its heart-beat clock as its own listener would have given. Every other frame
-        (CONNECTED, ERROR, heart-beats) takes stomp.py's usual path. This replaces the
-        transport's private ``__read_frames`` (stomp.py 9, as pinned): a release that
-        renames it fails every connection at once with AttributeError.
+        past stomp.py's listener fan-out (sorted under a lock, per frame); CONNECTED and
+        ERROR frames take stomp.py's usual path. The end of the stream is reported as
+        stomp.py reports it. This replaces the transport's private ``__read_frames``
+        (stomp.py 9, as pinned; tests/connectors/test_stomp_frames.py checks it is there).
         """
         transport = conn.transport
-        read = transport._BaseTransport__read
-        is_eol = transport._BaseTransport__is_eol
         process = transport.process_frame
         beat = conn.on_heartbeat
+        splitter = FrameSplitter()
         direct = {"MESSAGE": lambda frame: self.on_message(frame), "RECEIPT": self._on_receipt}
 
         def read_frames() -> None:
-            for raw in read():
-                frame = HEARTBEAT_FRAME if is_eol(raw) else parse(raw)
-                handle = direct.get(frame.cmd) if frame is not None else None
-                if handle is None:
-                    if frame is not None:
-                        process(frame, raw)
+            try:
+                data = transport.receive()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, se.InterruptedException):
+                return
+            except Exception:  # as stomp.py: a failed read ends the connection
+                data = None
+            if not data:
+                if transport.blocking:
+                    raise se.ConnectionClosedException()
+                return  # a TLS socket reads nothing now and then while it is open
+            beat()
+            for raw in splitter.feed(data):
+                frame = parse_frame(raw)
+                if frame is None:
                     continue
-                beat()
+                handle = direct.get(frame.cmd)
+                if handle is None:
+                    process(frame, raw)
+                    continue
                 try:
                     handle(frame)
                 except Exception:  # an exception here would end the connection

@@ -118,6 +118,61 @@ def parse_frame(raw: bytes) -> Frame | None:
     return Frame(lines[first], headers, body)
 
 
+_CONTENT_LENGTH = b"\ncontent-length:"
+
+
+class FrameSplitter:
+    """Cuts the frames out of a received byte stream, as stomp.py's transport does.
+
+    A frame ends at its NUL, or after ``content-length`` body bytes when the body holds
+    NULs; EOLs between frames (heart-beats) are dropped. `feed` returns the complete
+    frames without their NUL (for `parse_frame`) and keeps the rest for the next call.
+    """
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The frames completed by `data`, in order."""
+        buffer = self._rest + data if self._rest else data
+        frames = []
+        start, size = 0, len(buffer)
+        while start < size:
+            if buffer[start] == 10:  # LF
+                start += 1
+                continue
+            if buffer.startswith(b"\r\n", start):
+                start += 2
+                continue
+            end = buffer.find(b"\x00", start)
+            if end < 0:
+                break
+            body = _body_start(buffer, start, end)
+            length_at = buffer.find(_CONTENT_LENGTH, start, body) if body >= 0 else -1
+            if length_at >= 0:
+                value_end = buffer.find(b"\n", length_at + 1, body)
+                value = buffer[length_at + len(_CONTENT_LENGTH) : value_end].strip()
+                if value.isdigit() and body + int(value) > end:
+                    end = body + int(value)  # NULs in the body: its NUL is further on
+                    if end >= size:
+                        break  # wait for the rest of the body
+            frames.append(buffer[start:end])
+            start = end + 1
+        self._rest = buffer[start:]
+        return frames
+
+
+def _body_start(buffer: bytes, start: int, end: int) -> int:
+    """Where the body of the frame at `start` begins (after its blank line), or -1."""
+    lf = buffer.find(b"\n\n", start, end)
+    crlf = buffer.find(b"\r\n\r\n", start, end)
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 4
+    return lf + 2 if lf >= 0 else -1
+
+
 def encode_frame(command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
     """One STOMP 1.2 frame with escaped header names and values; HeaderError if not UTF-8."""
     lines = [command]
