@@ -22,6 +22,7 @@ close the channel and fail every send in flight).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -96,22 +97,42 @@ class EnvelopeReader:
 _PLAIN = {True: BasicProperties(delivery_mode=PERSISTENT), False: BasicProperties()}
 """Shared properties of messages without headers or id (never modify them)."""
 
+SHARED_PROPERTIES_MAX = 1024
+"""Distinct header sets whose properties are shared (see `properties_for`)."""
+
 
 def properties_for(
     envelope: Envelope, persistent: bool, user: str | None = None, fresh: bool = False
 ) -> BasicProperties:
     """The AMQP properties (with header table) that carry `envelope`'s headers.
 
-    A message without headers or id gets a shared object (the sink's frame cache knows it)
-    unless `fresh` asks for one the caller may modify. `user` is the publishing
-    connection's user name: RabbitMQ refuses any other ``user_id`` (by closing the
-    channel, which would fail every send in flight), so another one is left out.
+    Messages without an id share one object per distinct set of headers (the sink's frame
+    publisher then encodes it once for a run of such messages: a route stamps the same
+    Bridge-Origin on each), unless `fresh` asks for one the caller may modify. `user` is
+    the publishing connection's user name: RabbitMQ refuses any other ``user_id`` (by
+    closing the channel, which would fail every send in flight), so another one is left out.
     """
+    if envelope.msg_id is None and not fresh:
+        if not envelope.headers:
+            return _PLAIN[persistent]
+        frozen = tuple((name, tuple(values)) for name, values in envelope.headers.items())
+        return _shared_properties(frozen, persistent, user)
+    return _properties(envelope.headers, envelope.msg_id, persistent, user)
+
+
+@functools.lru_cache(maxsize=SHARED_PROPERTIES_MAX)
+def _shared_properties(
+    headers: tuple[tuple[str, tuple[str, ...]], ...], persistent: bool, user: str | None
+) -> BasicProperties:
+    return _properties({name: list(values) for name, values in headers}, None, persistent, user)
+
+
+def _properties(
+    headers: Headers, msg_id: str | None, persistent: bool, user: str | None
+) -> BasicProperties:
     properties: dict[str, Any]
-    if not envelope.headers and envelope.msg_id is None and not fresh:
-        return _PLAIN[persistent]
-    if envelope.headers:
-        properties, table = headers_to_properties(envelope.headers)
+    if headers:
+        properties, table = headers_to_properties(headers)
         if table:
             properties["headers"] = table
         _check_properties(properties)
@@ -121,8 +142,8 @@ def properties_for(
         properties = {}
     if persistent:
         properties["delivery_mode"] = PERSISTENT
-    if envelope.msg_id is not None and "message_id" not in properties:
-        properties["message_id"] = envelope.msg_id
+    if msg_id is not None and "message_id" not in properties:
+        properties["message_id"] = msg_id
     return BasicProperties(**properties)
 
 

@@ -45,6 +45,7 @@ from connectors.amqp.errors import (
     translate,
 )
 from connectors.amqp.frames import FramePublisher
+from connectors.amqp.message import properties_for
 from tests.connectors.amqp_helpers import (
     load_route,
     make_tls_files,
@@ -915,6 +916,23 @@ def test_frame_publisher_writes_exactly_pikas_bytes(size: int, mandatory: bool) 
             expected += frame.Body(3, body[start : start + max_body]).marshal()
     frames.write(out)
     assert written == [expected]
+
+
+def test_messages_without_id_share_properties_per_header_set() -> None:
+    """Equal headers give one shared object (encoded once); an id or `fresh` a new one."""
+    stamped = {"Bridge-Origin": ["b/nats"], "Bridge-Hops": ["1"]}
+    first = properties_for(Envelope("k", b"1", dict(stamped)), True, "guest")
+    again = properties_for(Envelope("k", b"2", {n: list(v) for n, v in stamped.items()}), True)
+    assert again is not first  # another user: another object
+    assert properties_for(Envelope("k", b"3", dict(stamped)), True, "guest") is first
+    assert first.headers == {"Bridge-Origin": "b/nats", "Bridge-Hops": "1"}
+    assert first.delivery_mode == 2
+    other = properties_for(Envelope("k", b"4", {"Bridge-Origin": ["c/nats"]}), True, "guest")
+    assert other is not first and other.headers == {"Bridge-Origin": "c/nats"}
+    with_id = properties_for(Envelope("k", b"5", dict(stamped), msg_id="m1"), True, "guest")
+    assert with_id is not first and with_id.message_id == "m1"
+    fresh = properties_for(Envelope("k", b"6", dict(stamped)), True, "guest", fresh=True)
+    assert fresh is not first and fresh.headers == first.headers
 
 
 def test_reply_codes_become_typed_errors() -> None:
