@@ -101,6 +101,16 @@ def run_bridge_until(
     return count / elapsed, rss
 
 
+def delivered_at_least(count: int) -> Callable[[BridgeProcess], bool]:
+    """A `run_bridge_until` test: the bridge's routes counted `count` delivered (confirmed)."""
+
+    def delivered(process: BridgeProcess) -> bool:
+        status, answer = process.get("/api/routes")
+        return status == 200 and sum(r["counters"]["delivered"] for r in answer["routes"]) >= count
+
+    return delivered
+
+
 def bridge_result(
     name: str, size: int, count: int, raw: dict[str, float], bridge: float, rss: float
 ) -> dict[str, Any]:

@@ -21,7 +21,10 @@ Whole bridge (``natsbridge run`` as a child process, embedded buffer, synchronou
 * ``kafka_to_jetstream``: raw = min(kafka-python consume, nats-py JetStream publish with
   concurrent acks); bridge = from a preloaded topic until the stream holds N.
 * ``jetstream_to_kafka``: raw = min(nats-py JetStream pull+ack, kafka-python produce);
-  bridge = from a preloaded stream until the topic holds N.
+  bridge = from a preloaded stream until the topic holds N. The same route with a core
+  NATS subject as its sink is reported as ``bridge_to_core_nats_msgs_per_s``: the bridge
+  on this route when its client costs next to nothing, which bounds what a faster Kafka
+  client (confluent-kafka) could give it.
 
 ``crc32c`` says whether kafka-python found the crc32c C extension: without it kafka-python
 checksums every batch in pure Python, which is most of its cost. ``rss_mb_max`` is the
@@ -50,12 +53,14 @@ from kafka.structs import TopicPartition
 from bench.common import (
     bridge_result,
     delete_stream,
+    delivered_at_least,
     jetstream_source,
     peak_rss_mb,
     preloaded_stream,
     raw_js_consume,
     raw_js_publish,
     run_bridge,
+    run_bridge_until,
     stream_count,
 )
 from bridge.config import load_config
@@ -308,7 +313,27 @@ def jetstream_to_kafka(count: int, payload: bytes, tag: str) -> dict[str, Any]:
         rate, rss = run_bridge(_bridge_config(tag, route), lambda: size() >= count, count)
     asyncio.run(delete_stream(stream))
     legs = {"js_pull_ack": js_raw, "kafka_python_produce": raw}
-    return leg_result("jetstream_to_kafka", len(payload), count, legs, rate, {}, rss)
+    without_kafka = jetstream_to_core_nats(count, payload, tag)
+    extra = {"bridge_to_core_nats_msgs_per_s": round(without_kafka)}
+    return leg_result("jetstream_to_kafka", len(payload), count, legs, rate, extra, rss)
+
+
+def jetstream_to_core_nats(count: int, payload: bytes, tag: str) -> float:
+    """The same route with a core NATS subject as its sink: the bridge without kafka-python.
+
+    A core NATS publish costs the bridge a few microseconds, so this rate is about what
+    the bridge reaches on this route when its Kafka client costs next to nothing.
+    """
+    stream = f"BENCH_KNULL_{tag}"
+    asyncio.run(preloaded_stream(stream, f"benchknull{tag}", payload, count))
+    route = {
+        "name": "js-to-core-nats",
+        "from": jetstream_source(stream, f"benchknull{tag}"),
+        "to": {"connection": "nats", "subject": f"benchknullout{tag}.{{{{wildcard(1)}}}}"},
+    }
+    rate, _ = run_bridge_until(_bridge_config(tag, route), delivered_at_least(count), count)
+    asyncio.run(delete_stream(stream))
+    return rate
 
 
 # ---------------------------------------------------------------- helpers

@@ -63,6 +63,7 @@ from urllib.parse import urlsplit
 from bench.common import (
     bridge_result,
     delete_stream,
+    delivered_at_least,
     jetstream_source,
     peak_rss_mb,
     preloaded_stream,
@@ -460,14 +461,8 @@ def jetstream_to_stomp(broker: str, args: argparse.Namespace) -> dict[str, Any]:
         "to": {"connection": "broker", "destination": queue},
     }
 
-    def delivered(process: Any) -> bool:
-        status, answer = process.get("/api/routes")
-        if status != 200:
-            return False
-        return sum(r["counters"]["delivered"] for r in answer["routes"]) >= count
-
     config = bridge_config(tag, broker, route)
-    rate, rss = run_bridge_until(config, delivered, count)
+    rate, rss = run_bridge_until(config, delivered_at_least(count), count)
     asyncio.run(delete_stream(stream))
     if broker == "rabbitmq":
         CREATED.append(queue.removeprefix("/queue/"))
