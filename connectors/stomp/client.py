@@ -554,7 +554,7 @@ class StompClient:
 class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
     """stomp.py's callbacks, forwarded to the client; an exception here would kill the socket.
 
-    MESSAGE and RECEIPT frames do not come this way (see `StompClient._read_frames_with`).
+    MESSAGE and RECEIPT frames do not come this way (see `StompClient._read_with_our_parser`).
     """
 
     def __init__(self, client: StompClient) -> None:

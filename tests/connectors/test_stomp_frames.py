@@ -112,3 +112,14 @@ def test_stomp_py_still_has_the_reader_the_client_replaces() -> None:
     # StompClient sets the transport's private `__read_frames`; were it renamed, stomp.py's
     # receiver thread would silently keep its own reader.
     assert callable(getattr(BaseTransport, "_BaseTransport__read_frames", None))
+
+
+def test_splitter_takes_a_large_frame_in_many_reads() -> None:
+    # Re-joining everything held on each read would copy ~8 GiB here, and scan as much.
+    body = b"\x00" * (8 * 2**20)
+    wire = encode_frame("MESSAGE", [("content-length", str(len(body)))], body)
+    splitter = FrameSplitter()
+    frames: list[bytes] = []
+    for start in range(0, len(wire), 4096):
+        frames.extend(splitter.feed(wire[start : start + 4096]))
+    assert frames == [wire[:-1]]
