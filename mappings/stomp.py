@@ -253,15 +253,13 @@ def nats_to_stomp_headers(headers: Mapping[str, list[str]]) -> dict[str, str]:
     return out
 
 
-_ESCAPES = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"}
 _UNESCAPES = {"\\": "\\", "r": "\r", "n": "\n", "c": ":"}
 
 
 def escape_header(text: str) -> str:
     """STOMP 1.2 escaping of a header name or value (for frames other than CONNECT)."""
-    if not any(c in text for c in _ESCAPES):
-        return text
-    return "".join(_ESCAPES.get(c, c) for c in text)
+    # The backslash first, so that the escapes written after it are not doubled.
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace(":", "\\c")
 
 
 def unescape_header(text: str) -> str:
