@@ -57,14 +57,6 @@ RESERVED_ON_SEND = frozenset(
 """Carried headers a SEND frame does not take from the envelope (see `send_frame`)."""
 
 
-_NEEDS_ESCAPE = re.compile(r"[\\\r\n:]")
-
-
-def _escape(text: str) -> str:
-    # Most names and values need no escaping: one regex scan instead of four.
-    return escape_header(text) if _NEEDS_ESCAPE.search(text) else text
-
-
 _UNESCAPES = {"\\r": "\r", "\\n": "\n", "\\c": ":", "\\\\": "\\"}
 _ESCAPE_SEQUENCE = re.compile(r"\\.")  # as stomp.py: an unknown escape stays as it is
 
@@ -190,7 +182,7 @@ def _body_start(buffer: bytes, start: int, end: int) -> int:
 def encode_frame(command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
     """One STOMP 1.2 frame with escaped header names and values; HeaderError if not UTF-8."""
     lines = [command]
-    lines.extend(f"{_escape(name)}:{_escape(value)}" for name, value in headers)
+    lines.extend(f"{escape_header(name)}:{escape_header(value)}" for name, value in headers)
     lines.append("\n")
     try:
         head = "\n".join(lines).encode("utf-8")
@@ -223,13 +215,13 @@ def send_frame(envelope: Envelope, destination: str, receipt: str, persistent: b
     # The connector's own headers first (STOMP 1.2 honours the first of a repeated name);
     # their names need no escaping.
     lines = [
-        f"SEND\ndestination:{_escape(destination)}\ncontent-type:{_escape(content_type)}"
-        f"\ncontent-length:{len(envelope.payload)}\nreceipt:{_escape(receipt)}"
+        f"SEND\ndestination:{escape_header(destination)}\ncontent-type:{escape_header(content_type)}"
+        f"\ncontent-length:{len(envelope.payload)}\nreceipt:{escape_header(receipt)}"
     ]
     if persistent:
         lines.append("persistent:true")
     lines.extend(
-        f"{_escape(name)}:{_escape(value)}"
+        f"{escape_header(name)}:{escape_header(value)}"
         for name, value in carried.items()
         if name not in RESERVED_ON_SEND
     )
