@@ -83,14 +83,11 @@ def parse_frame(raw: bytes) -> Frame | None:
     without a name is ignored), names and values are unescaped, text is UTF-8 with
     undecodable bytes replaced.
     """
-    lf = raw.find(b"\n\n")
-    crlf = raw.find(b"\r\n\r\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        preamble, body = raw[:crlf], raw[crlf + 4 :]
-    elif lf >= 0:
-        preamble, body = raw[:lf], raw[lf + 2 :]
-    else:
+    head_end, body_start = _blank_line(raw, 0, len(raw))
+    if head_end < 0:
         preamble, body = raw, b""
+    else:
+        preamble, body = raw[:head_end], raw[body_start:]
     *ended, tail = preamble.decode("utf-8", errors="replace").split("\n")
     lines = [line[:-1] if line[-1:] == "\r" else line for line in ended]  # CRLF or LF
     lines.append(tail)
@@ -153,7 +150,7 @@ class FrameSplitter:
             end = buffer.find(b"\x00", start)
             if end < 0:
                 break
-            body = _body_start(buffer, start, end)
+            body = _blank_line(buffer, start, end)[1]
             length_at = buffer.find(_CONTENT_LENGTH, start, body) if body >= 0 else -1
             if length_at >= 0:
                 value_end = buffer.find(b"\n", length_at + 1, body)
@@ -170,13 +167,14 @@ class FrameSplitter:
         return frames
 
 
-def _body_start(buffer: bytes, start: int, end: int) -> int:
-    """Where the body of the frame at `start` begins (after its blank line), or -1."""
+def _blank_line(buffer: bytes, start: int, end: int) -> tuple[int, int]:
+    """Where the frame at `start` ends its headers and starts its body: the first blank line
+    (LF LF or CRLF CRLF) before `end`; (-1, -1) without one."""
     lf = buffer.find(b"\n\n", start, end)
     crlf = buffer.find(b"\r\n\r\n", start, end)
     if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf + 4
-    return lf + 2 if lf >= 0 else -1
+        return crlf, crlf + 4
+    return (lf, lf + 2) if lf >= 0 else (-1, -1)
 
 
 def encode_frame(command: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> bytes:
