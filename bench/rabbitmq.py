@@ -213,13 +213,15 @@ def rabbitmq_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any
 def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any]:
     unconfirmed = raw_pika_publish(f"bench.rawpub.{tag}", payload, count)
     _delete_queue(f"bench.rawpub.{tag}")
-    with topic_exchange(f"bench-rawconf-{tag}", f"bench.rawconf.{tag}") as (exchange, _):
-        publish = raw_pika_publish_confirmed(exchange, payload, count, MAX_IN_FLIGHT)
+    raw_exchange = f"bench-rawconf-{tag}"
+    with topic_exchange(raw_exchange, f"bench.rawconf.{tag}"):
+        publish = raw_pika_publish_confirmed(raw_exchange, payload, count, MAX_IN_FLIGHT)
     asyncio.run(raw_js_publish(f"BENCH_RAWIN_{tag}", f"benchrawin{tag}", payload, count))
     consume = asyncio.run(raw_js_consume(f"BENCH_RAWIN_{tag}", count))
     stream = f"BENCH_IN_{tag}"
     asyncio.run(preloaded_stream(stream, f"benchin{tag}", payload, count))
-    with topic_exchange(f"bench-out-{tag}", f"bench.observed.{tag}") as (exchange, channel):
+    exchange, observed = f"bench-out-{tag}", f"bench.observed.{tag}"
+    with topic_exchange(exchange, observed) as channel:
         route = {
             "name": "js-to-rabbit",
             "from": jetstream_source(stream, f"benchin{tag}"),
@@ -227,8 +229,8 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
         }
 
         def arrived() -> bool:
-            depth = channel.queue_declare(f"bench.observed.{tag}", passive=True)
-            return int(depth.method.message_count) >= count
+            depth = channel.queue_declare(observed, passive=True).method.message_count
+            return int(depth) >= count
 
         rate, rss = run_bridge(bridge_config(tag, route), arrived, count)
     asyncio.run(delete_stream(stream))
@@ -257,10 +259,10 @@ def _declare_bridge_queue(exchange: str, queue: str) -> None:
 
 
 @contextlib.contextmanager
-def topic_exchange(exchange: str, queue: str) -> Iterator[tuple[str, BlockingChannel]]:
+def topic_exchange(exchange: str, queue: str) -> Iterator[BlockingChannel]:
     """A durable topic exchange bound to a durable `queue` with ``#``; both deleted after.
 
-    Yields the exchange and a channel of a connection of its own (to watch the queue).
+    Yields a channel of a connection of its own (to watch the queue).
     """
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
@@ -268,7 +270,7 @@ def topic_exchange(exchange: str, queue: str) -> Iterator[tuple[str, BlockingCha
     channel.queue_declare(queue, durable=True)
     channel.queue_bind(queue, exchange, "#")
     try:
-        yield exchange, channel
+        yield channel
     finally:
         channel.queue_delete(queue)
         channel.exchange_delete(exchange)
