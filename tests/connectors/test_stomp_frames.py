@@ -106,6 +106,10 @@ def test_splitter_reads_content_length_only_from_the_headers() -> None:
     assert frames == [b"MESSAGE\na:1\n\nbody\ncontent-length:99", b"RECEIPT\n\n"]
     assert splitter.feed(b"MESSAGE\ncontent-length:3\n\n\x00\x00") == []
     assert splitter.feed(b"\x00\x00") == [b"MESSAGE\ncontent-length:3\n\n\x00\x00\x00"]
+    # A content-length that is not a number is ignored, as stomp.py does: the NUL ends it.
+    assert splitter.feed(b"MESSAGE\ncontent-length:x1\n\nab\x00") == [
+        b"MESSAGE\ncontent-length:x1\n\nab"
+    ]
 
 
 def test_stomp_py_still_has_the_reader_the_client_replaces() -> None:
