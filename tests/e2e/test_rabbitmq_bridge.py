@@ -7,6 +7,7 @@ with names unique to the test so that runs never see each other's messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -304,11 +305,24 @@ def test_failed_requests_are_answered_with_a_status(
 # ---------------------------------------------------------------- failure and recovery
 
 
-def preload_orders(rabbit: Rabbit, exchange: str, count: int, tag: str) -> list[str]:
-    """Publish `count` uniquely identified, confirmed, persistent messages."""
+def preload_orders(rabbit: Rabbit, exchange: str, queue: str, count: int, tag: str) -> list[str]:
+    """Publish `count` uniquely identified, persistent messages into `queue` (nobody consumes).
+
+    Unconfirmed, then counted in the queue: waiting for each confirm in turn took a
+    minute for 100,000 and, on a loaded machine, most of the test's time budget.
+    """
     ids = [f"{tag}-{i}" for i in range(count)]
+    channel = rabbit.connection.channel()
     for uid in ids:
-        rabbit.publish(exchange, "eu.created", uid.encode(), message_id=uid)
+        channel.basic_publish(
+            exchange,
+            "eu.created",
+            uid.encode(),
+            pika.BasicProperties(delivery_mode=2, message_id=uid),
+            mandatory=True,
+        )
+    channel.close()
+    wait_for(lambda: rabbit.depth(queue) == count, what=f"{count} messages in {queue}")
     return ids
 
 
@@ -342,28 +356,47 @@ def test_no_loss_through_kill_9_and_broker_restarts(
     bridge = bridge_factory(config)
     bridge.start()  # declares and binds the bridge's own queue
     bridge.kill()
-    sent_orders = preload_orders(rabbit, names["orders"], count, tag)
+    queue = f"natsbridge.{names['orders-to-nats']}"
+    sent_orders = preload_orders(rabbit, names["orders"], queue, count, tag)
     sent_shipments = asyncio.run(
         preload_shipments(nats_url, names["SHIPMENTS"], f"{names['shipments']}.eu", count, tag)
     )
     rabbit.close()
 
-    def delivered() -> int:
-        status, body = bridge.get("/api/routes")
-        if status != 200:
-            return 0
-        return sum(route["counters"]["delivered"] for route in body["routes"])
+    def arrived() -> int:
+        """Messages at both destinations (duplicates too); -1 while a broker is away."""
+        try:
+            with contextlib.closing(Rabbit(amqp_url)) as reader:
+                depth = reader.depth(observed)
+            return depth + asyncio.run(stream_count(nats_url, names["ORDERS"]))
+        except (pika.exceptions.AMQPError, nats.errors.Error, OSError):
+            return -1
 
+    # Each fault comes once a further seventh of the 2 x 100,000 messages has arrived, so
+    # that all five land in mid-transfer, however fast a bridge run between them goes
+    # (it keeps moving messages while a broker restarts).
     faults = ["kill", "rabbitmq", "kill", "nats", "kill"]
-    for fault in faults:
+    arrived_at_fault = []
+    for step, fault in enumerate(faults, start=1):
         bridge.start()
-        wait_for(lambda: delivered() >= 8_000, what="progress before the next fault")
+        goal = step * 2 * count // (len(faults) + 2)
+        try:
+            wait_for(
+                lambda goal=goal: arrived() >= goal,
+                what=f"{goal} arrived before fault {step} ({fault})",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {bridge.routes()}\n{bridge.tail()}") from None
+        arrived_at_fault.append(arrived())
         if fault == "kill":
             bridge.kill()
         else:
             services.restart(fault)
             bridge.wait_ready()
             bridge.kill()
+    assert 0 < max(arrived_at_fault) < 2 * count, (
+        f"faults not all in mid-transfer: {arrived_at_fault}"
+    )
     bridge.start()
 
     def done() -> bool:
@@ -483,7 +516,7 @@ def test_sigterm_with_messages_in_flight_loses_nothing(
     bridge.start()
     bridge.kill()
     queue = f"natsbridge.{names['orders-to-nats']}"
-    ids = preload_orders(rabbit, names["orders"], count, tag)
+    ids = preload_orders(rabbit, names["orders"], queue, count, tag)
     bridge.start()
     route = names["orders-to-nats"]
     wait_for(lambda: bridge.routes()[route]["counters"]["received"] > 0, what="flow")
