@@ -13,6 +13,9 @@ _CHATTY_LIBRARIES = ("pika", "kafka", "stomp.py", "nats")
 # pika warns of every channel the broker closes, also the 404 of the passive declare an
 # AMQP route makes on its first start (and handles); the connector logs real closes.
 _QUIET_BELOW_ERROR = ("pika.channel",)
+# pika logs each failed connection attempt as eight ERROR lines; the route logs one
+# warning with the cause ("cannot connect the source, retrying in 2.0s: ...").
+_QUIET_BELOW_CRITICAL = ("pika.adapters",)
 
 
 class _Redacting(logging.Formatter):
@@ -73,3 +76,5 @@ def configure(level: str = "info", json_lines: bool | None = None) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     for name in _QUIET_BELOW_ERROR:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)
+    for name in _QUIET_BELOW_CRITICAL:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)

@@ -128,11 +128,27 @@ def translate(exc: BaseException) -> BridgeError:
     elif isinstance(exc, pe.UnroutableError | pe.NackError):
         error = MessageRejected(f"amqp: {exc}")
     elif isinstance(exc, pe.AMQPConnectionError | pe.AMQPChannelError | OSError):
-        error = ConnectionLost(f"amqp: {type(exc).__name__}: {exc}".rstrip(": "))
+        error = ConnectionLost(f"amqp: {type(exc).__name__}: {_root_cause(exc)}".rstrip(": "))
     else:
         error = ConnectionLost(f"amqp: unexpected {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _root_cause(exc: BaseException) -> str:
+    """What went wrong at the bottom of pika's wrappers, e.g. "[Errno 111] Connection refused".
+
+    A failed connect reaches the connector as AMQPConnectionError(AMQPConnectionWorkflowFailed
+    ([AMQPConnectorSocketConnectError(ConnectionRefusedError(...))])), whose str() is empty.
+    """
+    for _ in range(5):
+        inner = exc.args[0] if isinstance(exc, pe.AMQPConnectionError) and exc.args else None
+        inner = inner or (getattr(exc, "exceptions", None) or [None])[-1]
+        inner = inner or getattr(exc, "exception", None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return str(exc)
 
 
 @contextmanager

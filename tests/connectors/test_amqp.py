@@ -817,7 +817,7 @@ class TestConnection(_Harness):
         async def scenario() -> None:
             sink = AmqpExchangeSink(*_sink_args(self, "amqp://guest:guest@127.0.0.1:1/"))
             started = time.monotonic()
-            with pytest.raises(ConnectionLost):
+            with pytest.raises(ConnectionLost, match="Connection refused"):
                 await sink.connect()
             assert time.monotonic() - started < 5
 

@@ -21,6 +21,7 @@ def test_json_lines_carry_route_event_and_hide_secrets(capsys: pytest.CaptureFix
     )
     logging.getLogger("pika").info("library chatter is quiet at info")
     logging.getLogger("pika.channel").warning("Received remote Channel.Close (404)")
+    logging.getLogger("pika.adapters.base_connection").error("Full-stack connection failed")
     [line] = capsys.readouterr().err.strip().splitlines()
     event = json.loads(line)
     assert event["msg"] == "cannot connect to amqp://u:***@h/"
