@@ -52,6 +52,7 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 
+from bridge.envelope import Headers
 from bridge.errors import HeaderError
 
 # Loop prevention, dedup, dead letters.
@@ -134,6 +135,37 @@ BRIDGE_HEADERS = (
 )
 """Every header natsbridge defines, except the AMQP property headers in amqp_properties."""
 
+JETSTREAM_PUBLISH_DIRECTIVES = frozenset(
+    {
+        "Nats-Expected-Stream",
+        "Nats-Expected-Last-Sequence",
+        "Nats-Expected-Last-Subject-Sequence",
+        "Nats-Expected-Last-Subject-Sequence-Subject",
+        "Nats-Expected-Last-Msg-Id",
+        "Nats-Rollup",
+        "Nats-TTL",
+        "Nats-Incr",
+        "Nats-Counter-Sources",
+        "Nats-Batch-Id",
+        "Nats-Batch-Sequence",
+        "Nats-Batch-Commit",
+        "Nats-Schedule",
+        "Nats-Schedule-Time-Zone",
+        "Nats-Schedule-TTL",
+        "Nats-Schedule-Rollup",
+        "Nats-Schedule-Target",
+        "Nats-Schedule-Source",
+    }
+)
+"""Headers that tell JetStream how to store the publish that carries them (nats-server
+2.15's names): preconditions, rollups, TTLs, counters, atomic batches, schedules.
+
+A message read from NATS still carries the ones its publisher sent. They were meant for
+that publish, not for the bridge's: on its own JetStream publish they would be refused
+("wrong last sequence", a stream that allows no TTLs or counters) or purge the target's
+history (``Nats-Rollup``), and to other brokers they mean nothing. NATS sources drop them
+(`without_publish_directives`); ``Nats-Msg-Id`` is the message's identity and stays."""
+
 BASE64_MARKER = "base64:"
 """Prefix of a header value that holds base64 of bytes (see `encode_value`)."""
 
@@ -143,6 +175,13 @@ _BAD_VALUE_CHAR = re.compile(r"[\r\n]")
 # Readable as it is: no control characters or surrogates, no surrounding whitespace.
 _PLAIN_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]*")
 _HEX = re.compile(r"%([0-9A-F]{2})")
+
+
+def without_publish_directives(headers: Headers) -> Headers:
+    """`headers` without JETSTREAM_PUBLISH_DIRECTIVES (the same object when it has none)."""
+    if JETSTREAM_PUBLISH_DIRECTIVES.isdisjoint(headers):
+        return headers
+    return {n: v for n, v in headers.items() if n not in JETSTREAM_PUBLISH_DIRECTIVES}
 
 
 def validate_header_name(name: str) -> None:

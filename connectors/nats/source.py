@@ -33,7 +33,7 @@ from connectors.nats.client import (
     read_header_block,
 )
 from connectors.nats.errors import StreamMissing, translate
-from mappings.headers import NATS_MSG_ID
+from mappings.headers import NATS_MSG_ID, without_publish_directives
 from mappings.payload import check_payload
 
 log = logging.getLogger("natsbridge.connectors.nats")
@@ -167,7 +167,7 @@ class CoreSource:
                 self._origins.clear()
             origin = Origin(self.config.connection, "nats", subject=subject)
             self._origins[subject] = origin
-        headers = from_nats_headers(msg.headers) if msg.headers else {}
+        headers = without_publish_directives(from_nats_headers(msg.headers))
         ids = headers.get(NATS_MSG_ID) if headers else None
         return Envelope(
             subject=subject,
@@ -621,7 +621,7 @@ def _js_envelope(msg: _Pulled, connection: str) -> Envelope:
     return Envelope(
         subject=msg.subject,
         payload=msg.data,
-        headers=msg.headers,
+        headers=without_publish_directives(msg.headers),
         msg_id=ids[0] if ids else None,
         origin=Origin(connection, "nats", subject=msg.subject, stream_seq=ack.stream_seq),
         timestamp=ack.timestamp_ns / 1e9,

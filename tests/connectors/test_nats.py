@@ -226,7 +226,9 @@ def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path
                 f"{address}.a",
                 b"one",
                 reply="answer.here",
-                headers=_repeated({"X-Multi": ["1", "2"], "X-One": ["a:b c"]}),
+                headers=_repeated(
+                    {"X-Multi": ["1", "2"], "X-One": ["a:b c"], "Nats-Rollup": ["all"]}
+                ),
             )
             for i in range(50):
                 await nc.publish(f"{address}.b.{i}", str(i).encode())
@@ -236,6 +238,7 @@ def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path
             assert first.subject == f"{address}.a"
             assert first.payload == b"one"
             assert first.reply == "answer.here"
+            # JetStream publish directives are dropped (mappings.headers)
             assert first.headers == {"X-Multi": ["1", "2"], "X-One": ["a:b c"]}
             assert first.origin is not None and first.origin.kind == "nats"
             assert first.origin.subject == f"{address}.a"
@@ -497,8 +500,8 @@ def test_binds_to_an_existing_stream_and_pull_consumer(nats_url: str, tmp_path: 
             stream, durable_name="mine", ack_policy="explicit", filter_subject=f"{prefix}.>"
         )
         await js.add_consumer(stream, durable_name="pushy", deliver_subject=f"{prefix}-deliver")
-        for i in range(3):
-            await js.publish(f"{prefix}.{i}", b"existing")
+        for i in range(3):  # stream= adds Nats-Expected-Stream, which JetStream stores
+            await js.publish(f"{prefix}.{i}", b"existing", stream=stream, headers={"X-I": str(i)})
         await nc.close()
 
         def route_for(durable: str) -> tuple[Route, NatsConnection, BridgeSettings]:
@@ -516,6 +519,7 @@ def test_binds_to_an_existing_stream_and_pull_consumer(nats_url: str, tmp_path: 
             received = await receive_n(source, 3)
             origins = [m.envelope.origin for m in received]
             assert [o.stream_seq for o in origins if o is not None] == [1, 2, 3]
+            assert [m.envelope.headers for m in received] == [{"X-I": [str(i)]} for i in range(3)]
             for message in received:
                 message.ack(None)
         finally:

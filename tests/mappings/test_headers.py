@@ -67,6 +67,28 @@ def test_bridge_headers_are_valid_names() -> None:
     assert len(set(h.BRIDGE_HEADERS)) == len(h.BRIDGE_HEADERS)
 
 
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(h.JETSTREAM_PUBLISH_DIRECTIVES)) | st.text(min_size=1),
+        st.lists(st.text(), min_size=1, max_size=2),
+    )
+)
+def test_publish_directives_are_dropped_and_nothing_else(headers: dict[str, list[str]]) -> None:
+    kept = h.without_publish_directives(headers)
+    assert set(headers) - set(kept) <= h.JETSTREAM_PUBLISH_DIRECTIVES
+    assert h.JETSTREAM_PUBLISH_DIRECTIVES.isdisjoint(kept)
+    assert all(kept[name] == headers[name] for name in kept)
+    if h.JETSTREAM_PUBLISH_DIRECTIVES.isdisjoint(headers):
+        assert kept is headers
+
+
+def test_publish_directives_are_the_servers_storage_directives_only() -> None:
+    for name in ("Nats-Msg-Id", "Nats-Stream", "Nats-Sequence", "Bridge-Origin", "X-Expected"):
+        assert name not in h.JETSTREAM_PUBLISH_DIRECTIVES
+    message = {"Nats-Msg-Id": ["m1"], "Nats-Expected-Last-Sequence": ["41"], "X": ["1"]}
+    assert h.without_publish_directives(message) == {"Nats-Msg-Id": ["m1"], "X": ["1"]}
+
+
 @given(st.text(max_size=12))
 def test_header_name_escaping_round_trips(name: str) -> None:
     escaped = h.escape_header_name(name)
