@@ -4,6 +4,7 @@ Every header natsbridge itself reads or writes is defined here, once.
 
 Loop prevention and delivery
     ``Nats-Msg-Id``        message id for JetStream's dedup window (``exactly_once``)
+    ``Nats-Expected-Stream``  the stream a JetStream sink's publish must land in
     ``Bridge-Origin``      ``<bridge id>/<source connection>`` per hop (loop prevention)
     ``Bridge-Hops``        how many bridges have carried it (hop limit)
     ``Bridge-Reason``      why a message was dead-lettered
@@ -58,6 +59,8 @@ from bridge.errors import HeaderError
 # Loop prevention, dedup, dead letters.
 NATS_MSG_ID = "Nats-Msg-Id"
 """JetStream dedup id; set from source coordinates under ``exactly_once``."""
+NATS_EXPECTED_STREAM = "Nats-Expected-Stream"
+"""Set by the JetStream sink: the server refuses to store the message in another stream."""
 NATS_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
 """Status of a failed request/reply exchange (``408`` when the answer timed out)."""
 NATS_SERVICE_ERROR = "Nats-Service-Error"
@@ -109,6 +112,7 @@ STOMP_REPLY_TO = "Stomp-Reply-To"
 
 BRIDGE_HEADERS = (
     NATS_MSG_ID,
+    NATS_EXPECTED_STREAM,
     NATS_SERVICE_ERROR_CODE,
     NATS_SERVICE_ERROR,
     BRIDGE_ORIGIN,
@@ -137,7 +141,7 @@ BRIDGE_HEADERS = (
 
 JETSTREAM_PUBLISH_DIRECTIVES = frozenset(
     {
-        "Nats-Expected-Stream",
+        NATS_EXPECTED_STREAM,
         "Nats-Expected-Last-Sequence",
         "Nats-Expected-Last-Subject-Sequence",
         "Nats-Expected-Last-Subject-Sequence-Subject",

@@ -141,10 +141,13 @@ def _root_cause(exc: BaseException) -> str:
     A failed connect reaches the connector as AMQPConnectionError(AMQPConnectionWorkflowFailed
     ([AMQPConnectorSocketConnectError(ConnectionRefusedError(...))])), whose str() is empty.
     """
-    for _ in range(5):
-        inner = exc.args[0] if isinstance(exc, pe.AMQPConnectionError) and exc.args else None
-        inner = inner or (getattr(exc, "exceptions", None) or [None])[-1]
-        inner = inner or getattr(exc, "exception", None)
+    for _ in range(5):  # the wrappers nest three deep; never loop on a cycle
+        if isinstance(exc, pe.AMQPConnectionError) and exc.args:
+            inner = exc.args[0]  # AMQPConnectionError(<what failed>)
+        elif getattr(exc, "exceptions", None):
+            inner = exc.exceptions[-1]  # AMQPConnectionWorkflowFailed: every attempt's error
+        else:
+            inner = getattr(exc, "exception", None)  # AMQPConnector*Error(<the OSError>)
         if not isinstance(inner, BaseException):
             break
         exc = inner

@@ -42,7 +42,7 @@ from connectors.nats.errors import (
     translate_exception,
 )
 from mappings import subjects
-from mappings.headers import NATS_MSG_ID
+from mappings.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID
 from mappings.payload import check_payload, effective_limit
 
 DEFAULT_FLUSH_TIMEOUT_S = 10
@@ -51,7 +51,6 @@ DEFAULT_SWEEP_INTERVAL_S = 0.5  # how often overdue PubAcks are looked for
 DEFAULT_CAPTURED_CACHE = 65_536  # subjects remembered as captured by the stream
 DEFAULT_CLOSE_WAIT_S = 10.0
 DEFAULT_SUBJECT_REFRESH_S = 5.0  # at most one stream-info refresh per this many seconds
-EXPECTED_STREAM = "Nats-Expected-Stream"
 NO_RESPONDERS_STATUS_LINE = b"NATS/1.0 503"
 
 
@@ -485,7 +484,7 @@ class JetStreamSink(_Sink):
                     subject = envelope.subject
                     if subject not in self._captured:
                         await self._check_subject(client, subject)
-                    extra = [(EXPECTED_STREAM, stream)]
+                    extra = [(NATS_EXPECTED_STREAM, stream)]
                     if envelope.msg_id:
                         extra.append((NATS_MSG_ID, envelope.msg_id))
                     headers = self.encode(envelope, extra)
