@@ -68,10 +68,17 @@ def take_up_to(ready: deque[T], limit: int) -> list[T]:
 
 @dataclass(slots=True)
 class Incoming:
-    """A message received from a source, with the callable that settles it."""
+    """A message received from a source, with the callable that settles it.
+
+    `error` is set when the source could not convert the native message completely:
+    `envelope` then holds the raw payload and whatever could be decoded, and the
+    runtime dead-letters it with that reason and acks it. A source never rejects such a
+    message to its broker, where it might vanish (a queue without a dead-letter exchange).
+    """
 
     envelope: Envelope
     ack: Ack
+    error: BaseException | None = None
 
 
 @runtime_checkable

@@ -13,12 +13,17 @@ Properties
     ``timestamp`` → ``Amqp-Timestamp``, ``type`` → ``Amqp-Type``, ``user_id`` →
     ``Amqp-User-Id``, ``app_id`` → ``Amqp-App-Id``. ``delivery_mode``, ``priority`` and
     ``timestamp`` (seconds since the epoch, as pika gives it) are integers written in
-    decimal; the others are strings. A property set to None is left out.
+    decimal; the others are strings (a shortstr that is not UTF-8, which pika hands over
+    as bytes, is written ``base64:`` and comes back as the same bytes). A property set to
+    None is left out.
 
 Header table
     Each table entry becomes one NATS header of the same name (escaped with
-    `mappings.headers.escape_header_name` when needed; an entry named like one of the
-    property headers or ``Amqp-Header-Types`` gets its first character escaped). The
+    `mappings.headers.foreign_header_name`: escaped when NATS cannot carry it; a
+    reserved ``Nats-*`` or ``Bridge-*`` name, or one named like one of the property
+    headers or ``Amqp-Header-Types``, gets its first character escaped). A key that is
+    not UTF-8 (pika hands it over as bytes) is read with ``surrogateescape`` and escaped
+    like any other: ``b"\xff"`` → ``%ED%B3%BF``. The
     value is written readably and, unless it is a string, its type is recorded in the
     ``Amqp-Header-Types`` header, a JSON object from header name to type code:
 
@@ -86,7 +91,9 @@ PROPERTY_HEADERS: Final = {
 
 _INT_PROPERTIES: Final = frozenset({"delivery_mode", "priority", "timestamp"})
 _PROPERTY_BY_HEADER: Final = {header: prop for prop, header in PROPERTY_HEADERS.items()}
-_RESERVED: Final = {name.lower() for name in (*PROPERTY_HEADERS.values(), h.AMQP_HEADER_TYPES)}
+_RESERVED: Final = frozenset(
+    name.lower() for name in (*PROPERTY_HEADERS.values(), h.AMQP_HEADER_TYPES)
+)
 
 FieldValue = Any
 """A value of an AMQP field table: str, int, bool, float, Decimal, datetime, bytes,
@@ -112,9 +119,9 @@ def properties_to_headers(
                 raise HeaderError(f"AMQP property {prop} must be an int, got {value!r}")
             out[header] = [str(value)]
         else:
-            if not isinstance(value, str):
+            if not isinstance(value, str | bytes):
                 raise HeaderError(f"AMQP property {prop} must be a str, got {value!r}")
-            out[header] = [h.encode_value(value)]
+            out[header] = [h.encode_value(value)]  # bytes: a shortstr that is not UTF-8
     if not table:
         return out
     types: list[tuple[str, str]] = []
@@ -131,24 +138,29 @@ def properties_to_headers(
 
 # Table keys and type sets repeat from message to message: remember their encodings.
 _CACHE_SIZE = 4096
-_names: dict[str, str] = {}
+_names: dict[str | bytes, str] = {}
 _types_texts: dict[tuple[tuple[str, str], ...], str] = {}
 
 
-def _table_name(key: str) -> str:
-    """The NATS header name of table key `key`."""
+def _table_name(key: str | bytes) -> str:
+    """The NATS header name of table key `key` (bytes: a key that is not UTF-8)."""
     name = _names.get(key)
     if name is not None:
         return name
-    if not isinstance(key, str):
-        raise HeaderError(f"AMQP header table key {key!r} is not a string")
-    name = h.escape_header_name(key)
-    if name.lower() in _RESERVED:
-        name = f"%{ord(name[0]):02X}{name[1:]}"
+    name = h.foreign_header_name(_text(key), _RESERVED)
     if len(_names) >= _CACHE_SIZE:
         _names.clear()
     _names[key] = name
     return name
+
+
+def _text(key: object) -> str:
+    """A table key as text: bytes that are not UTF-8 (as pika gives them) via surrogateescape."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "surrogateescape")
+    raise HeaderError(f"AMQP header table key {key!r} is not a string")
 
 
 def _types_text(types: tuple[tuple[str, str], ...]) -> str:
@@ -189,7 +201,13 @@ def headers_to_properties(
 
 def _decode_property(prop: str, value: str) -> object:
     if prop not in _INT_PROPERTIES:
-        return h.decode_text_value(value)
+        if not value.startswith(h.BASE64_MARKER):
+            return value
+        raw = h.decode_value(value)
+        try:
+            return raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return raw  # a shortstr that was not UTF-8 at its source: the same bytes again
     try:
         return int(value)
     except ValueError:
@@ -274,9 +292,8 @@ def _to_json(value: FieldValue) -> object:
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, dict):
         out: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise HeaderError(f"AMQP header table key {key!r} is not a string")
+        for raw_key, item in value.items():
+            key = _text(raw_key)
             out["$" + key if key.startswith("$") else key] = _to_json(item)
         return out
     if isinstance(value, list | tuple):

@@ -38,6 +38,15 @@ translation module may also escape a character that needs none (the first letter
 foreign name that collides with one of the bridge's own headers). A NATS name whose
 ``%`` starts no valid escape (``100%``) is taken as it is.
 
+Foreign header names never act on NATS or the bridge (`foreign_header_name`, used by the
+AMQP, Kafka and STOMP translations): a name that starts with ``Nats-`` (JetStream publish
+directives such as ``Nats-Rollup`` and ``Nats-Expected-Stream``, ``Nats-Msg-Id``) or with
+``Bridge-`` (``Bridge-Reason``, the buffer-private ``Bridge-Buffer-Key`` …), in any case,
+gets its first character escaped: ``Nats-Rollup`` → ``%4Eats-Rollup``. ``Bridge-Origin``
+and ``Bridge-Hops`` are the exception and pass as they are: loop prevention across bridges
+relies on them. `unescape_header_name` gives every original name back, so a header
+bridged on to a legacy broker again has its own name.
+
 Header values that NATS cannot carry as they are — bytes that are not UTF-8, text with
 control characters (CR, LF, NUL, C1 …), leading or trailing whitespace (nats-py strips
 values when publishing and receiving), or text that already starts with the marker —
@@ -59,6 +68,8 @@ from bridge.errors import HeaderError
 # Loop prevention, dedup, dead letters.
 NATS_MSG_ID = "Nats-Msg-Id"
 """JetStream dedup id; set from source coordinates under ``exactly_once``."""
+ESCAPED_NATS_MSG_ID = "%4Eats-Msg-Id"
+"""A ``Nats-Msg-Id`` renamed so that it does not act (outside ``exactly_once``)."""
 NATS_EXPECTED_STREAM = "Nats-Expected-Stream"
 """Set by the JetStream sink: the server refuses to store the message in another stream."""
 NATS_SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
@@ -170,6 +181,11 @@ that publish, not for the bridge's: on its own JetStream publish they would be r
 history (``Nats-Rollup``), and to other brokers they mean nothing. NATS sources drop them
 (`without_publish_directives`); ``Nats-Msg-Id`` is the message's identity and stays."""
 
+RESERVED_PREFIXES = ("nats-", "bridge-")
+"""Lower-cased prefixes of the header names NATS and the bridge act on."""
+LOOP_HEADERS = frozenset({BRIDGE_ORIGIN, BRIDGE_HOPS})
+"""Bridge headers a foreign message keeps as they are (loop prevention across bridges)."""
+
 BASE64_MARKER = "base64:"
 """Prefix of a header value that holds base64 of bytes (see `encode_value`)."""
 
@@ -243,6 +259,27 @@ def escape_header_name(name: str) -> str:
     return "".join(
         char if safe.fullmatch(char) else "".join(f"%{b:02X}" for b in _utf8(char)) for char in name
     )
+
+
+def escape_first(name: str) -> str:
+    """`name` with its first character percent-escaped (its first byte, for ASCII)."""
+    return f"%{ord(name[0]):02X}{name[1:]}"
+
+
+def foreign_header_name(name: str, taken: frozenset[str] = frozenset()) -> str:
+    """The NATS name of a header from a legacy broker; never a reserved name (module doc).
+
+    `taken` holds lower-cased names the calling translation writes itself (``Amqp-*``
+    properties, ``Kafka-Header-Order`` …): a foreign name equal to one of them, in any
+    case, gets its first character escaped too.
+    """
+    escaped = escape_header_name(name)
+    lowered = escaped.lower()
+    if (lowered.startswith(RESERVED_PREFIXES) and escaped not in LOOP_HEADERS) or (
+        lowered in taken
+    ):
+        return escape_first(escaped)
+    return escaped
 
 
 def unescape_header_name(name: str) -> str:

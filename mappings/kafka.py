@@ -17,8 +17,9 @@ Coordinates
 
 Record headers (`kafka_to_nats_headers`, `nats_to_kafka_headers`)
     Kafka headers are an ordered list of (name, bytes) with repeated names allowed.
-    Each becomes a value of the NATS header of the same name (escaped with
-    `mappings.headers.escape_header_name` when NATS cannot carry it), values in record
+    Each becomes a value of the NATS header of the same name (through
+    `mappings.headers.foreign_header_name`: escaped when NATS cannot carry it, first
+    character escaped for a reserved ``Nats-*`` / ``Bridge-*`` name), values in record
     order, each encoded with `encode_value`. Grouping by name loses the order when names
     are interleaved (``a, b, a``); only then a ``Kafka-Header-Order`` header holds the JSON
     list of names in record order. A Kafka header that is itself named
@@ -107,11 +108,22 @@ def key_from_headers(headers: Mapping[str, Sequence[str]]) -> bytes | None:
     return h.decode_value(values[0]) if values else None
 
 
+_TAKEN = frozenset({h.KAFKA_HEADER_ORDER.lower()})
+
+
 def _nats_name(name: str) -> str:
-    escaped = h.escape_header_name(name)
-    if escaped.lower() == h.KAFKA_HEADER_ORDER.lower():
-        escaped = f"%{ord(escaped[0]):02X}{escaped[1:]}"
-    return escaped
+    nats_name = _NATS_NAMES.get(name)
+    if nats_name is None:
+        nats_name = h.foreign_header_name(name, _TAKEN)
+        if len(_NATS_NAMES) >= _NATS_NAMES_MAX:
+            _NATS_NAMES.clear()
+        _NATS_NAMES[name] = nats_name
+    return nats_name
+
+
+_NATS_NAMES: dict[str, str] = {}
+"""Kafka header names seen before, with their NATS names: producers send the same few."""
+_NATS_NAMES_MAX = 4096  # bounded: header names can come from untrusted producers
 
 
 def kafka_to_nats_headers(headers: Sequence[tuple[str, bytes | None]]) -> Headers:

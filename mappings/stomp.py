@@ -30,10 +30,11 @@ Headers (`stomp_to_nats_headers`, `nats_to_stomp_headers`)
     ``content-length``, ``receipt``, ``receipt-id``, ``transaction``, ``heart-beat``)
     are dropped. ``destination``, ``message-id``, ``content-type`` and ``reply-to`` are
     renamed to ``Stomp-Destination``, ``Stomp-Message-Id``, ``Stomp-Content-Type`` and
-    ``Stomp-Reply-To``; every other header keeps its name (escaped with
-    `mappings.headers.escape_header_name` when NATS cannot carry it; an application
-    header that happens to be named like one of the four renamed ones gets its first
-    character escaped). Values go through `mappings.headers.encode_value`. The reverse
+    ``Stomp-Reply-To``; every other header keeps its name (through
+    `mappings.headers.foreign_header_name`: escaped when NATS cannot carry it; a
+    reserved ``Nats-*`` / ``Bridge-*`` name, or an application header that happens to be
+    named like one of the four renamed ones, gets its first character escaped). Values
+    go through `mappings.headers.encode_value`. The reverse
     mapping undoes all of it exactly; NATS headers with several values keep the first,
     as STOMP 1.2 only honours the first occurrence of a repeated header.
     `escape_header` / `unescape_header` implement STOMP 1.2's frame escaping
@@ -204,11 +205,7 @@ _RENAMED = {
     "reply-to": h.STOMP_REPLY_TO,
 }
 _RENAMED_BACK = {nats: stomp for stomp, nats in _RENAMED.items()}
-_RESERVED = {name.lower() for name in _RENAMED_BACK}
-
-
-def _escape_first(name: str) -> str:
-    return f"%{ord(name[0]):02X}{name[1:]}"
+_RESERVED = frozenset(name.lower() for name in _RENAMED_BACK)
 
 
 def stomp_to_nats_headers(headers: Mapping[str, str]) -> Headers:
@@ -227,9 +224,7 @@ def stomp_to_nats_headers(headers: Mapping[str, str]) -> Headers:
 def _nats_name(name: str) -> str:
     renamed = _RENAMED.get(name)
     if renamed is None:
-        renamed = h.escape_header_name(name)
-        if renamed.lower() in _RESERVED:
-            renamed = _escape_first(renamed)
+        renamed = h.foreign_header_name(name, _RESERVED)
     if len(_NATS_NAMES) < _NATS_NAMES_MAX:
         _NATS_NAMES[name] = renamed
     return renamed

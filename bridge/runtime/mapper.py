@@ -5,6 +5,12 @@ Pure logic, no I/O. It renders the route's compiled templates into the target ad
 `exactly_once`, and checks the payload limit. Anything that cannot be mapped raises a
 PermanentError: the runtime dead-letters that message and the route keeps flowing.
 
+Dedup only when asked: under `exactly_once` the mapped envelope's `msg_id` (the buffer's
+dedup key, the JetStream sink's ``Nats-Msg-Id``) is `dedup_id`; under the other
+guarantees it is None and a ``Nats-Msg-Id`` the message brought (from a NATS source) is
+renamed like any reserved name (``%4Eats-Msg-Id``), so that two distinct messages that
+share an id are both delivered.
+
 Loop prevention: every bridge hop appends `Bridge-Origin: <bridge id>/<source
 connection>` and increments `Bridge-Hops`. A route drops a message that this bridge
 took from the very connection the route would write it to (a two-way pair of routes
@@ -21,7 +27,13 @@ from bridge.config.model import BridgeSettings, Connection, Delivery, StompConne
 from bridge.envelope import Envelope
 from bridge.errors import MappingError, PayloadTooLarge
 from mappings import amqp, kafka, stomp
-from mappings.headers import BRIDGE_HOPS, BRIDGE_ORIGIN, NATS_MSG_ID
+from mappings.headers import (
+    BRIDGE_HOPS,
+    BRIDGE_ORIGIN,
+    ESCAPED_NATS_MSG_ID,
+    NATS_MSG_ID,
+    encode_value,
+)
 
 ADDRESS_FIELDS = ("subject", "routing_key", "topic", "destination")
 VALID_ADDRESSES_MAX = 4096  # rendered addresses remembered as valid, per route
@@ -59,14 +71,19 @@ class RouteMapper:
         headers = {name: list(values) for name, values in envelope.headers.items()}
         headers[BRIDGE_ORIGIN] = [*origins, self.stamp]
         headers[BRIDGE_HOPS] = [str(hops + 1)]
-        msg_id = envelope.msg_id
+        msg_id = None
         if self.exactly_once:
             msg_id = dedup_id(envelope)
             headers[NATS_MSG_ID] = [msg_id]
+        elif NATS_MSG_ID in headers:
+            headers[ESCAPED_NATS_MSG_ID] = headers.pop(NATS_MSG_ID)
         key = envelope.key
         if self.key is not None:
-            key = self.key.render(envelope).encode()
+            # surrogateescape: a key rendered from bytes that were not UTF-8 gets them back
+            key = self.key.render(envelope).encode("utf-8", "surrogateescape")
         address = self.address.render(envelope)
+        if not address.isascii():
+            _check_utf8(address)
         self.check_address(address)
         return Envelope(  # not dataclasses.replace(), which costs twice as much
             subject=address,
@@ -86,13 +103,16 @@ def dedup_id(envelope: Envelope) -> str:
     Kafka: topic/partition/offset. Others: the message id the source connector found
     (AMQP message_id, STOMP message-id, JetStream Nats-Msg-Id), else the JetStream
     stream sequence. Without any of these a redelivery cannot be told from a new
-    message, and a MappingError says so.
+    message, and a MappingError says so. A message id that is not plain text (control
+    characters, bytes that were not UTF-8, surrounding spaces) is written ``base64:…``
+    (`mappings.headers.encode_value`): it can never break a header block, and distinct
+    ids stay distinct.
     """
     origin = envelope.origin
     if origin is not None and origin.kind == "kafka" and origin.offset is not None:
         return f"kafka:{origin.topic}:{origin.partition}:{origin.offset}"
     if envelope.msg_id:
-        return envelope.msg_id
+        return encode_value(envelope.msg_id)
     if origin is not None and origin.stream_seq is not None:
         return f"jetstream:{origin.connection}:{origin.subject}:{origin.stream_seq}"
     raise MappingError(
@@ -134,6 +154,18 @@ def _address_check(sink: Connection) -> Callable[[str], None]:
 
 def _accept(address: str) -> None:
     return None
+
+
+def _check_utf8(address: str) -> None:
+    """MappingError for an address holding bytes that were not UTF-8 (lone surrogates)."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MappingError(
+            f"the rendered address {address!r} holds bytes that are not UTF-8 "
+            f"(at offset {exc.start}): use an escaping template such as {{{{routing_key}}}} "
+            "into a NATS subject"
+        ) from None
 
 
 def _hops(envelope: Envelope) -> int:

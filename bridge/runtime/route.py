@@ -199,24 +199,43 @@ class RouteRunner:
         for incoming in batch:
             self.stats.received += 1
             self.stats.received_bytes += len(incoming.envelope.payload)
-            try:
-                mapped.append(self.mapper.map(incoming.envelope))
-                settled.append(incoming)
-            except LoopDetected as exc:
-                self.stats.looped += 1
-                self._log.debug("dropped by loop prevention: %s", exc, extra={"event": "looped"})
-                self._ack(incoming)
-            except PermanentError as exc:
-                await self._retry_store(
-                    partial(buffer.dead_letter, incoming.envelope, _reason(exc))
-                )
-                self.stats.dead_letter(type(exc).__name__)
-                self._ack(incoming)
+            error = incoming.error
+            if error is None:
+                try:
+                    mapped.append(self.mapper.map(incoming.envelope))
+                    settled.append(incoming)
+                    continue
+                except LoopDetected as exc:
+                    self.stats.looped += 1
+                    self._log.debug(
+                        "dropped by loop prevention: %s", exc, extra={"event": "looped"}
+                    )
+                    self._ack(incoming)
+                    continue
+                except Exception as exc:  # one message's problem, never the route's
+                    error = exc
+            await self._dead_letter(incoming, error)
         if mapped:
             await self._retry_store(partial(buffer.put, mapped))
             self.stats.buffered += len(mapped)
         for incoming in settled:
             self._ack(incoming)
+
+    async def _dead_letter(self, incoming: Incoming, error: BaseException) -> None:
+        """Dead-letter a message that could not be converted or mapped, log it, ack it."""
+        assert self.buffer is not None
+        reason = _reason(error)
+        envelope = _storable(incoming.envelope)
+        await self._retry_store(partial(self.buffer.dead_letter, envelope, reason))
+        self.stats.error(error)
+        self.stats.dead_letter(type(error).__name__)
+        self._log.warning(
+            "dead-lettered a message from %s: %s",
+            _coordinates(incoming.envelope),
+            reason,
+            extra={"event": "dead_lettered"},
+        )
+        self._ack(incoming)
 
     def _ack(self, incoming: Incoming) -> None:
         incoming.ack(None)
@@ -389,6 +408,8 @@ class RouteRunner:
         generation = self._sink_generation
         self.stats.in_flight += 1
         try:
+            if incoming.error is not None:
+                raise incoming.error
             envelope = self.mapper.map(incoming.envelope)
             if self.route.spec.request_reply is not None and incoming.envelope.reply:
                 await self._request(incoming.envelope, envelope)
@@ -400,7 +421,12 @@ class RouteRunner:
         except Exception as exc:  # at most once: count it, log it, move on
             self.stats.error(exc)
             self.stats.dropped += 1
-            self._log.warning("message dropped (at_most_once): %s", exc, extra={"event": "dropped"})
+            self._log.warning(
+                "message from %s dropped (at_most_once): %s",
+                _coordinates(incoming.envelope),
+                _reason(exc),
+                extra={"event": "dropped"},
+            )
             if isinstance(exc, ConnectionLost):
                 await self._reconnect_sink_once(exc, generation)
         finally:
@@ -438,3 +464,49 @@ class _RouteLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+_COORDINATES = (
+    *("queue", "exchange", "routing_key"),
+    *("topic", "partition", "offset"),
+    *("destination", "subject", "stream_seq"),
+)
+
+
+def _coordinates(envelope: Envelope) -> str:
+    """Where a message came from, for a log line (repr: text that is not UTF-8 stays visible)."""
+    origin = envelope.origin
+    if origin is None:
+        return f"subject {envelope.subject!r}"
+    where = ", ".join(
+        f"{name} {value!r}" for name in _COORDINATES if (value := getattr(origin, name)) is not None
+    )
+    return f"{origin.kind} connection {origin.connection!r} ({where})"
+
+
+def _storable(envelope: Envelope) -> Envelope:
+    """`envelope` with every text UTF-8 encodable, as the dead-letter stream stores it.
+
+    A source may hand over text holding lone surrogates (bytes that were not UTF-8,
+    decoded with surrogateescape); a dead letter keeps them visible as backslash escapes.
+    """
+    headers = {
+        _utf8_text(name): [_utf8_text(value) for value in values]
+        for name, values in envelope.headers.items()
+    }
+    return Envelope(
+        subject=_utf8_text(envelope.subject),
+        payload=bytes(envelope.payload),
+        headers=headers,
+        origin=envelope.origin,
+        timestamp=envelope.timestamp,
+        key=envelope.key,
+    )
+
+
+def _utf8_text(text: object) -> str:
+    if not isinstance(text, str):
+        return repr(text)
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

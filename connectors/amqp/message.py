@@ -5,11 +5,17 @@ Received message → Envelope
     payload      the body
     headers      the basic properties (``Amqp-Content-Type`` …) and the typed header table,
                  as mappings.amqp_properties writes them, plus the source coordinates
-                 ``Amqp-Exchange``, ``Amqp-Routing-Key`` and ``Amqp-Queue``
+                 ``Amqp-Exchange``, ``Amqp-Routing-Key`` and ``Amqp-Queue`` (values as
+                 `mappings.headers.encode_value` writes them)
     reply        ``reply_to``
     msg_id       ``message_id``
     timestamp    the ``timestamp`` property (seconds), else the time of receipt
     origin       Origin(connection, "amqp", exchange, routing_key, queue)
+
+pika hands over a shortstr (routing key, exchange, message_id, reply_to …) that is not
+UTF-8 as bytes: it becomes text with ``surrogateescape`` (``b"\xff.x"`` → ``"\udcff.x"``),
+which the escaping into NATS subjects carries reversibly, and header values get
+``base64:`` of the original bytes.
 
 Envelope → published message: the inverse (`mappings.amqp_properties.headers_to_properties`):
 property headers become properties, every other header a table entry (typed by
@@ -32,7 +38,7 @@ from bridge.envelope import Envelope, Headers, Origin
 from bridge.errors import MappingError
 from mappings.amqp import validate_routing_key
 from mappings.amqp_properties import PROPERTY_HEADERS, headers_to_properties, properties_to_headers
-from mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY
+from mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY, encode_value
 
 PERSISTENT = 2
 """AMQP delivery_mode of a message written to disk by durable queues."""
@@ -47,29 +53,61 @@ _SHORT_KEY = 255 // 4
 class EnvelopeReader:
     """Builds Envelopes for messages received through one connection (and queue)."""
 
-    __slots__ = ("_connection", "_origins", "_queue")
+    __slots__ = ("_connection", "_origins", "_queue", "_queue_value")
 
     def __init__(self, connection: str, queue: str | None) -> None:
         self._connection = connection
         self._queue = queue
+        self._queue_value = None if queue is None else encode_value(queue)
         self._origins: dict[tuple[str, str], Origin] = {}
 
     def envelope(
         self, method: Basic.Deliver | Basic.Return, properties: BasicProperties, body: bytes
     ) -> Envelope:
         """The Envelope of one received message (raises HeaderError if untranslatable)."""
-        exchange: str = method.exchange
-        routing_key: str = method.routing_key
         found = {
             name: value
             for name, value in vars(properties).items()
             if value is not None and name in PROPERTY_HEADERS
         }
         headers: Headers = properties_to_headers(found, properties.headers)
-        headers[AMQP_EXCHANGE] = [exchange]
-        headers[AMQP_ROUTING_KEY] = [routing_key]
-        if self._queue is not None:
-            headers[AMQP_QUEUE] = [self._queue]
+        headers.update(self.coordinates(method))
+        msg_id = properties.message_id
+        reply = properties.reply_to
+        timestamp = properties.timestamp
+        return Envelope(
+            subject=_text(method.routing_key),
+            payload=body,
+            headers=headers,
+            reply=reply if reply is None else _text(reply),
+            msg_id=msg_id if msg_id is None else _text(msg_id),
+            origin=self.origin(method),
+            timestamp=float(timestamp) if isinstance(timestamp, int) else time.time(),
+        )
+
+    def undecodable(self, method: Basic.Deliver | Basic.Return, body: bytes) -> Envelope:
+        """The Envelope of a message whose properties cannot be read: payload and coordinates."""
+        return Envelope(
+            subject=_text(method.routing_key),
+            payload=body,
+            headers=self.coordinates(method),
+            origin=self.origin(method),
+        )
+
+    def coordinates(self, method: Basic.Deliver | Basic.Return) -> Headers:
+        """The ``Amqp-Exchange``, ``Amqp-Routing-Key`` and ``Amqp-Queue`` headers."""
+        headers = {
+            AMQP_EXCHANGE: [encode_value(method.exchange)],
+            AMQP_ROUTING_KEY: [encode_value(method.routing_key)],
+        }
+        if self._queue_value is not None:
+            headers[AMQP_QUEUE] = [self._queue_value]
+        return headers
+
+    def origin(self, method: Basic.Deliver | Basic.Return) -> Origin:
+        """The message's Origin (one per exchange and routing key, reused)."""
+        exchange = _text(method.exchange)
+        routing_key = _text(method.routing_key)
         origin = self._origins.get((exchange, routing_key))
         if origin is None:
             if len(self._origins) >= _ORIGIN_CACHE_SIZE:
@@ -82,16 +120,12 @@ class EnvelopeReader:
                 queue=self._queue,
             )
             self._origins[(exchange, routing_key)] = origin
-        timestamp = properties.timestamp
-        return Envelope(
-            subject=routing_key,
-            payload=body,
-            headers=headers,
-            reply=properties.reply_to,
-            msg_id=properties.message_id,
-            origin=origin,
-            timestamp=float(timestamp) if timestamp is not None else time.time(),
-        )
+        return origin
+
+
+def _text(value: str | bytes) -> str:
+    """A shortstr as text: pika hands one that is not UTF-8 over as bytes (surrogateescape)."""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
 _PLAIN = {True: BasicProperties(delivery_mode=PERSISTENT), False: BasicProperties()}

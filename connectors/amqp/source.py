@@ -7,6 +7,11 @@ already on the loop side. Settling goes the other way: each `ack` call appends t
 queue and at most one wake-up of the pika thread is pending at a time; there, acks are
 coalesced into one `basic.ack multiple=true` up to the highest tag below which every
 delivery is settled, and the rest are acked, nacked or rejected one by one.
+
+A delivery whose properties or header table cannot be converted is never rejected to
+the queue (the bridge's own queue has no dead-letter exchange: it would vanish): it is
+handed over as an `Incoming` with `error` set, its payload and coordinates kept, and the
+runtime dead-letters it into the route's dead-letter stream.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from bridge.config.loader import Route
 from bridge.config.model import AmqpConnection, AmqpSource
 from bridge.connector import AckOnce, Incoming, take_up_to
 from bridge.envelope import Envelope
-from bridge.errors import BridgeError, ConnectionLost, MessageRejected, PermanentError
+from bridge.errors import (
+    BridgeError,
+    ConnectionLost,
+    HeaderError,
+    MessageRejected,
+    PermanentError,
+)
 from connectors.amqp.client import AmqpClient, Steps, url_user
 from connectors.amqp.errors import translating
 from connectors.amqp.message import EnvelopeReader, properties_for
@@ -201,17 +212,14 @@ class AmqpQueueSource:
         body: bytes,
     ) -> None:
         tag: int = method.delivery_tag
+        ack = AckOnce(partial(self._settle, generation, tag))
         try:
-            envelope = self._reader.envelope(method, properties, body)
-        except BridgeError as exc:
-            # pika decodes only well-typed tables, so this is (nearly) impossible; the
-            # message goes to the queue's dead-letter exchange, if it has one.
-            log.error(
-                "amqp source %s: rejecting an untranslatable message: %s", self._route_name, exc
-            )
-            self._settle(generation, tag, MessageRejected(str(exc)))
-            return
-        self._batch.append(Incoming(envelope, AckOnce(partial(self._settle, generation, tag))))
+            incoming = Incoming(self._reader.envelope(method, properties, body), ack)
+        except Exception as exc:  # never rejected to the queue (it may have no DLX): the
+            # runtime dead-letters the payload and coordinates with the reason, then acks
+            error = exc if isinstance(exc, PermanentError) else HeaderError(_reason(exc))
+            incoming = Incoming(self._reader.undecodable(method, body), ack, error)
+        self._batch.append(incoming)
         if not self._batch_scheduled:
             self._batch_scheduled = True
             # Runs after pika has dispatched every frame of this socket read: one batch.
@@ -299,6 +307,10 @@ class AmqpQueueSource:
 def _correlation_id(request: Envelope) -> str | None:
     values = request.headers.get(PROPERTY_HEADERS["correlation_id"])
     return decode_text_value(values[0]) if values else None
+
+
+def _reason(error: Exception) -> str:
+    return f"amqp: cannot read the message's properties: {type(error).__name__}: {error}"
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

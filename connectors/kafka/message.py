@@ -55,6 +55,21 @@ def envelope_from_record(record: Any, connection: str) -> Envelope:
     )
 
 
+def undecodable_record(record: Any, connection: str) -> Envelope:
+    """The Envelope of a record whose headers cannot be converted: value, key, coordinates."""
+    topic: str = record.topic
+    value = record.value
+    return Envelope(
+        subject=topic,
+        payload=value if isinstance(value, bytes) else b"",
+        headers=coordinate_headers(topic, record.partition, record.offset),
+        origin=Origin(
+            connection, "kafka", topic=topic, partition=record.partition, offset=record.offset
+        ),
+        key=record.key if isinstance(record.key, bytes) else None,
+    )
+
+
 class Record(NamedTuple):
     """What KafkaProducer.send() takes for one envelope."""
 

@@ -52,7 +52,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from bridge.config.loader import Route
 from bridge.config.model import KafkaConnection, KafkaSource
 from bridge.connector import AckOnce, Incoming, take_up_to
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, HeaderError, PermanentError
 from connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     HAVE_C_CRC32C,
@@ -61,7 +61,7 @@ from connectors.kafka.client import (
     describe,
 )
 from connectors.kafka.errors import TopicMissing, translate
-from connectors.kafka.message import envelope_from_record
+from connectors.kafka.message import envelope_from_record, undecodable_record
 
 log = logging.getLogger("natsbridge.kafka")
 
@@ -255,8 +255,12 @@ class _Session:
                         continue  # a stale copy from before a seek
                     pending.append(offset)
                     part.next_offset = offset + 1
-                    envelope = envelope_from_record(record, connection)
-                    batch.append(Incoming(envelope, AckOnce(partial(self.settle, part, offset))))
+                    ack = AckOnce(partial(self.settle, part, offset))
+                    try:
+                        batch.append(Incoming(envelope_from_record(record, connection), ack))
+                    except Exception as exc:  # the runtime dead-letters it, then acks
+                        envelope = undecodable_record(record, connection)
+                        batch.append(Incoming(envelope, ack, HeaderError(f"kafka: {exc!r}")))
             self.unsettled += len(batch)
         if batch:
             self.post(self.source._deliver, self, batch)

@@ -25,7 +25,7 @@ from nats.protocol.command import hpub_cmd, pub_cmd
 
 from bridge.config.model import NatsConnection, Tls
 from bridge.envelope import Headers
-from bridge.errors import ConnectionLost, PermanentError
+from bridge.errors import ConnectionLost, HeaderError, PermanentError
 from connectors.nats.errors import translate, translate_exception
 from mappings.headers import validate_headers
 
@@ -108,8 +108,11 @@ class HeaderBlock(bytes):
 def header_block(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> HeaderBlock | None:
     """Envelope headers plus the connector's own `extra` (replacing same-named ones); None if none.
 
-    Raises HeaderError for a name or value NATS cannot carry. `extra` names are trusted.
-    The block's length counts against the server's max_payload with the payload.
+    Raises HeaderError for a name or value NATS cannot carry. `extra` names are trusted,
+    their values are not (a message id comes from the source): the last guard counts the
+    line breaks of the finished block, so that a CR, LF or NUL anywhere fails this one
+    message (dead-lettered) and can never inject a header. The block's length counts
+    against the server's max_payload with the payload.
     """
     if headers:
         validate_headers(headers)  # RFC 7230 token names; no CR/LF in values
@@ -123,7 +126,23 @@ def header_block(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> Hea
     lines.extend(f"{name}: {value}\r\n" for name, value in extra)
     if not lines:
         return None
-    return HeaderBlock(b"NATS/1.0\r\n" + "".join(lines).encode() + b"\r\n")
+    text = "".join(lines)
+    count = len(lines)
+    if text.count("\n") != count or text.count("\r") != count or "\x00" in text:
+        raise HeaderError(f"a header holds CR, LF or NUL: {_bad_line(lines)!r}")
+    try:
+        return HeaderBlock(b"NATS/1.0\r\n" + text.encode() + b"\r\n")
+    except UnicodeEncodeError as exc:
+        raise HeaderError(f"a header is not valid UTF-8 text: {exc}") from None
+
+
+def _bad_line(lines: Sequence[str]) -> str:
+    """The first header line holding a CR, LF or NUL of its own."""
+    for line in lines:
+        body = line[:-2]
+        if "\r" in body or "\n" in body or "\x00" in body:
+            return body
+    return ""
 
 
 def read_header_block(raw: bytes) -> tuple[str, str, Headers]:

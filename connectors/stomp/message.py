@@ -270,6 +270,11 @@ class EnvelopeReader:
             envelope.timestamp = int(stamp) / 1000  # JMSTimestamp, milliseconds
         return envelope
 
+    def undecodable(self, headers: Mapping[str, str], body: bytes, fallback: str) -> Envelope:
+        """The Envelope of a MESSAGE frame whose headers cannot be converted: body and origin."""
+        destination = headers.get("destination") or fallback
+        return Envelope(subject=destination, payload=body, origin=self._origin(destination))
+
     def _origin(self, destination: str) -> Origin:
         origin = self._origins.get(destination)
         if origin is None:

@@ -37,7 +37,7 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 from bridge.config.loader import Route
 from bridge.config.model import StompConnection, StompSource
 from bridge.connector import AckOnce, Incoming, take_up_to
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, HeaderError, PermanentError
 from connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
 from connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
 from mappings.stomp import parse_destination
@@ -200,17 +200,16 @@ class StompDestinationSource:
             return  # a connection being replaced: the broker redelivers what it sent
         headers = frame.headers
         ack_id = headers.get("ack") or headers.get("message-id", "")
-        body = frame.body
+        body = bytes(frame.body or b"")
+        ack = AckOnce(partial(self._settle, generation, ack_id))
         try:
-            envelope = self._reader.envelope(headers, bytes(body or b""), self.destination)
-        except BridgeError as exc:
-            # mappings encode any STOMP header, so this is (nearly) impossible.
-            log.error(
-                "stomp source %s: rejecting an untranslatable message: %s", self._route_name, exc
+            incoming = Incoming(self._reader.envelope(headers, body, self.destination), ack)
+        except Exception as exc:  # never NACKed away: the runtime dead-letters it, then acks
+            error = exc if isinstance(exc, PermanentError) else HeaderError(f"stomp: {exc!r}")
+            incoming = Incoming(
+                self._reader.undecodable(headers, body, self.destination), ack, error
             )
-            self._settle(generation, ack_id, PermanentError(str(exc)))
-            return
-        self._ready.append(Incoming(envelope, AckOnce(partial(self._settle, generation, ack_id))))
+        self._ready.append(incoming)
         if not self._wake_scheduled:
             self._wake_scheduled = True
             client.post(self._wake_receive)
