@@ -61,7 +61,12 @@ RETRYABLE_JS_CODES = frozenset(
     }
 )
 # ... and those that mean "this message, as it is, can never be stored".
-PAYLOAD_JS_CODES = frozenset({10054})  # message size exceeds maximum allowed
+REFUSED_JS_CODES = frozenset(
+    {
+        10054,  # message size exceeds maximum allowed
+        10111,  # rollup not permitted: a 500, but the same headers are refused every time
+    }
+)
 NOT_FOUND_JS_CODES = frozenset({10059, 10014})  # stream not found, consumer not found
 
 _CONNECTION_ERRORS = (
@@ -88,7 +93,7 @@ def api_error(exc: nats.js.errors.APIError, context: str) -> BridgeError:
     code = exc.err_code
     if code in RETRYABLE_JS_CODES:
         return RetryableError(text)
-    if code in PAYLOAD_JS_CODES:
+    if code in REFUSED_JS_CODES:
         return MessageRejected(text)
     if code in NOT_FOUND_JS_CODES:
         return StreamMissing(text)

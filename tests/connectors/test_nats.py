@@ -436,6 +436,31 @@ def test_exactly_once_same_msg_id_is_stored_once(nats_url: str, tmp_path: Path) 
     run(scenario())
 
 
+def test_a_rollup_the_stream_does_not_permit_is_refused_for_good(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """nats-server answers 500 "rollup not permitted": retrying would block the route forever."""
+
+    async def scenario() -> None:
+        address = unique("rollup")
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": "in.*"},
+            {"subject": address, "jetstream": {"stream": stream_name(address)}},
+        )
+        sink = connector.sink(route, conn, bridge)
+        await sink.connect()
+        try:
+            rollup = Envelope(subject=address, payload=b"r", headers={"Nats-Rollup": ["all"]})
+            with pytest.raises(MessageRejected, match="rollup not permitted"):
+                await send_one(sink, rollup)
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
 def test_stream_created_with_derived_subjects(nats_url: str, tmp_path: Path) -> None:
     assert derived_stream_subjects("legacy.orders.{{routing_key}}", False) == ["legacy.orders.>"]
     assert derived_stream_subjects("a.b{{x}}.c", False) == ["a.>"]

@@ -18,7 +18,7 @@ names = st.text(
     max_size=20,
 )
 values = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+    alphabet=st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)),
     max_size=30,
 ).map(str.strip)
 headers = st.dictionaries(names, st.lists(values, min_size=1, max_size=3), max_size=6)
@@ -85,3 +85,21 @@ def test_read_header_block_status_messages(
     raw: bytes, expected: tuple[str, str, dict[str, list[str]]]
 ) -> None:
     assert read_header_block(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("sent", "extra"),
+    [
+        ({}, [("Nats-Msg-Id", "id\r\nNats-Expected-Stream: OTHER")]),
+        ({}, [("Nats-Msg-Id", "id\nX: y")]),
+        ({"X-A": ["a\x00b"]}, []),
+        ({"X-A": ["fine"]}, [("Nats-Msg-Id", "lone\rcr")]),
+        ({"X-A": ["\udcff"]}, []),
+    ],
+)
+def test_no_control_character_or_undecodable_text_reaches_the_block(
+    sent: dict[str, list[str]], extra: list[tuple[str, str]]
+) -> None:
+    """The last guard: also the connector's own (trusted-name) extras are checked."""
+    with pytest.raises(HeaderError):
+        header_block(sent, extra)

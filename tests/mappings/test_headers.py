@@ -27,6 +27,13 @@ names = st.one_of(
             "Stomp-Destination",
             "destination",
             "Bridge-Origin",
+            "Bridge-Hops",
+            "Bridge-Buffer-Key",
+            "bridge-reason",
+            "Nats-Msg-Id",
+            "Nats-Rollup",
+            "NATS-EXPECTED-STREAM",
+            "%4Eats-Rollup",
             "%",
             "",
             "a:b",
@@ -256,6 +263,72 @@ def test_amqp_encoding_errors(props: dict[str, object], table: Any, fragment: st
 def test_amqp_decoding_errors(headers: dict[str, list[str]], fragment: str) -> None:
     with pytest.raises(HeaderError, match=fragment):
         headers_to_properties(headers)
+
+
+# --- foreign header names ---------------------------------------------------------------
+
+reserved_names = st.builds(
+    lambda prefix, rest: prefix + rest,
+    st.sampled_from(["Nats-", "nats-", "NATS-", "Bridge-", "bridge-", "BRIDGE-"]),
+    st.one_of(st.sampled_from(sorted(h.JETSTREAM_PUBLISH_DIRECTIVES)), st.text(max_size=8)),
+)
+foreign_names = st.one_of(names, reserved_names)
+
+
+def acts_on_nats(name: str) -> bool:
+    """Whether NATS or the bridge would read `name` as one of their own."""
+    return name.lower().startswith(h.RESERVED_PREFIXES) and name not in h.LOOP_HEADERS
+
+
+@given(foreign_names)
+def test_foreign_names_round_trip_and_never_act(name: str) -> None:
+    nats_name = h.foreign_header_name(name)
+    h.validate_header_name(nats_name)
+    assert h.unescape_header_name(nats_name) == name
+    assert not acts_on_nats(nats_name)
+    assert nats_name not in h.JETSTREAM_PUBLISH_DIRECTIVES and nats_name != h.NATS_MSG_ID
+
+
+@given(st.lists(st.tuples(foreign_names, st.binary(max_size=4)), max_size=6))
+def test_kafka_reserved_headers_are_renamed_and_come_back(
+    record_headers: list[tuple[str, bytes]],
+) -> None:
+    headers = kafka.kafka_to_nats_headers(record_headers)
+    assert not any(acts_on_nats(name) for name in headers)
+    assert kafka.nats_to_kafka_headers(headers) == record_headers
+
+
+@given(st.dictionaries(foreign_names, st.text(max_size=6), max_size=6))
+def test_amqp_and_stomp_reserved_headers_are_renamed_and_come_back(table: dict[str, str]) -> None:
+    amqp_headers = properties_to_headers({}, table)
+    assert not any(acts_on_nats(name) for name in amqp_headers)
+    assert headers_to_properties(amqp_headers)[1] == table
+    frame = {name: value for name, value in table.items() if name not in stomp.DROPPED_HEADERS}
+    stomp_headers = stomp.stomp_to_nats_headers(frame)
+    assert not any(acts_on_nats(name) for name in stomp_headers)
+    assert stomp.nats_to_stomp_headers(stomp_headers) == frame
+
+
+def test_foreign_name_examples() -> None:
+    assert h.foreign_header_name("Nats-Rollup") == "%4Eats-Rollup"
+    assert h.foreign_header_name("nats-msg-id") == "%6Eats-msg-id"
+    assert h.foreign_header_name("Bridge-Buffer-Key") == "%42ridge-Buffer-Key"
+    assert h.foreign_header_name("Bridge-Origin") == "Bridge-Origin"
+    assert h.foreign_header_name("Bridge-Hops") == "Bridge-Hops"
+    assert h.foreign_header_name("X-Id") == "X-Id"
+    assert h.foreign_header_name("kafka-header-order", frozenset({"kafka-header-order"})) == (
+        "%6Bafka-header-order"
+    )
+
+
+def test_amqp_keys_and_shortstrs_that_are_not_utf8_are_carried() -> None:
+    """pika hands a table key or shortstr property that is not UTF-8 over as bytes."""
+    headers = properties_to_headers({"message_id": b"\xffid"}, {b"\xffkey": "v", "t": {b"\xfe": 1}})
+    assert headers["%ED%B3%BFkey"] == ["v"]
+    assert headers["Amqp-Message-Id"] == ["base64:/2lk"]
+    props, table = headers_to_properties(headers)
+    assert props == {"message_id": b"\xffid"}  # pika writes the same bytes again
+    assert table["\udcffkey"] == "v" and table["t"] == {"\udcfe": 1}
 
 
 # --- Kafka ---------------------------------------------------------------------------

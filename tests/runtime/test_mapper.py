@@ -113,6 +113,34 @@ def test_dedup_id_sources() -> None:
         dedup_id(Envelope("s", b"", origin=Origin("r", "amqp")))
 
 
+def test_dedup_ids_are_header_safe_and_distinct() -> None:
+    hostile = "id\r\nNats-Expected-Stream: OTHER"
+    ids = {
+        dedup_id(Envelope("s", b"", msg_id=m, origin=Origin("r", "amqp")))
+        for m in (hostile, "id", " id", "\udcffid", "base64:aWQ=")
+    }
+    assert len(ids) == 5
+    assert all(i.isprintable() and i == i.strip() for i in ids)
+
+
+def test_outside_exactly_once_nothing_deduplicates(rabbit: Config) -> None:
+    carried = amqp_message("eu.created", **{"Nats-Msg-Id": ["order-42"]})
+    carried.msg_id = "order-42"
+    mapped = mapper_for(rabbit, "orders-to-nats").map(carried)  # at_least_once
+    assert mapped.msg_id is None  # neither the buffer nor JetStream dedups on it
+    assert "Nats-Msg-Id" not in mapped.headers
+    assert mapped.headers["%4Eats-Msg-Id"] == ["order-42"]
+
+
+def test_an_address_that_is_not_utf8_is_a_mapping_error(rabbit: Config) -> None:
+    mapper = mapper_for(rabbit, "shipments-to-rabbit")  # routing_key: "{{wildcard(1)}}"
+    message = Envelope(
+        "shipments.\udcff", b"", origin=Origin("nats", "nats", subject="shipments.\udcff")
+    )
+    with pytest.raises(MappingError, match="not UTF-8"):
+        mapper.map(message)
+
+
 def test_kafka_key_and_topic_are_rendered_and_checked(kafka: Config) -> None:
     mapper = mapper_for(kafka, "telemetry-to-kafka")
     message = Envelope(

@@ -9,6 +9,7 @@ dead-lettered while the rest flow, and everything delivered before `run()` retur
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import pytest
 
 from bridge.config import load_config
 from bridge.connector import Incoming
-from bridge.envelope import Envelope
-from bridge.errors import ConnectionLost, MessageRejected
+from bridge.envelope import Envelope, Origin
+from bridge.errors import ConnectionLost, HeaderError, MessageRejected
 from bridge.runtime.buffer import Backlog, Buffered
 from bridge.runtime.mapper import RouteMapper
 from bridge.runtime.route import RouteRunner
@@ -174,3 +175,86 @@ def test_a_refused_message_is_dead_lettered_and_the_rest_flow_in_order(tmp_path:
     assert buffer.dead == [(sent_order(17), "MessageRejected: no such queue")]
     assert sink.delivered == [sent_order(n) for n in range(COUNT) if n != 17]
     assert runner.stats.in_flight == 0
+
+
+class HostileSource(MemorySource):
+    """Like MemorySource; message 3 could not be converted, message 5 breaks the mapper."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        origin = Origin("rabbit", "amqp", exchange="x", routing_key="\udcff.k", queue="q")
+        for envelope in self.waiting:
+            envelope.origin = origin
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        batch = await super().receive(max_messages, timeout)
+        return [
+            Incoming(
+                i.envelope, i.ack, HeaderError("table key") if i.envelope.payload == b"3" else None
+            )
+            for i in batch
+        ]
+
+
+class BreakingMapper:
+    """Maps like RouteMapper, but raises a TypeError (a bug, not a PermanentError) on b"5"."""
+
+    def __init__(self, mapper: RouteMapper) -> None:
+        self.mapper = mapper
+
+    def map(self, envelope: Envelope) -> Envelope:
+        if envelope.payload == b"5":
+            raise TypeError("a bytes-like object is required, not 'str'")
+        return self.mapper.map(envelope)
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
+def test_one_bad_message_is_dead_lettered_logged_and_acked_and_the_rest_flow(
+    tmp_path: Path, delivery: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: b}\n"
+        "connections: {nats: {kind: nats, servers: ['nats://127.0.0.1:4222']}}\n"
+        "routes:\n"
+        "  - {name: r, from: {connection: nats, subject: 'in.>'},\n"
+        f"     to: {{connection: nats, subject: out}}, delivery: {delivery}}}\n"
+    )
+    config = load_config(path, {})
+    [route] = config.routes
+    count = 10
+    source, sink = HostileSource(count), ScriptedSink({})
+    buffer = MemoryBuffer() if delivery == "at_least_once" else None
+    mapper = BreakingMapper(RouteMapper(route, config.bridge, config.connections["nats"]))
+    runner = RouteRunner(route, source, sink, mapper, buffer)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runner.run())
+        while (
+            runner.stats.delivered + runner.stats.dropped + len(buffer.dead if buffer else [])
+            < count
+        ):
+            assert not running.done(), running.result()
+            await asyncio.sleep(0.005)
+        runner.stop()
+        await asyncio.wait_for(running, 10)
+
+    with caplog.at_level(logging.WARNING, "natsbridge.route"):
+        asyncio.run(scenario())
+    assert sink.delivered == [str(n).encode() for n in range(count) if n not in (3, 5)]
+    assert source.acked == count
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    for text in warnings:
+        assert "amqp connection 'rabbit'" in text and "routing_key '\\udcff.k'" in text
+        assert "queue 'q'" in text
+    if buffer is not None:
+        assert buffer.dead == [
+            (b"3", "HeaderError: table key"),
+            (b"5", "TypeError: a bytes-like object is required, not 'str'"),
+        ]
+        assert runner.stats.dead_lettered == {"HeaderError": 1, "TypeError": 1}
+        assert "TypeError" in warnings[1] and "dead-lettered" in warnings[1]
+    else:
+        assert runner.stats.dropped == 2
