@@ -13,9 +13,12 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+import pytest
+
 from bridge.connector import Incoming, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import ConnectionLost
+from mappings.headers import foreign_header_name, unescape_header_name
 
 T = TypeVar("T")
 COUNT = 200
@@ -52,8 +55,22 @@ async def receive_nothing(source: Source, wait: float = 1.0) -> None:
     assert not extra, f"unexpected messages: {[m.envelope.payload for m in extra]}"
 
 
+RESERVED_HEADERS = {
+    "Nats-Rollup": "all",
+    "Nats-Msg-Id": "dup",
+    "Nats-Expected-Stream": "OTHER",
+    "Bridge-Buffer-Key": "k",
+    "Bridge-Origin": "dc2/legacy",
+}
+"""Headers a legacy producer may set that must not act on NATS or the bridge."""
+
+
 class SourceConformance:
     """Guarantees every source keeps. Hooks: `make_source`, `produce`."""
+
+    legacy = True
+    """A legacy broker's source: reserved header names are renamed (NATS sources drop
+    JetStream publish directives instead, tested with the NATS connector)."""
 
     def make_source(self, address: str) -> Source:
         """A not-yet-connected source reading `address` (durably where the broker can)."""
@@ -85,6 +102,30 @@ class SourceConformance:
                     message.ack(None)
                     message.ack(None)  # settling twice is harmless
                 await receive_nothing(source)
+            finally:
+                await source.close()
+
+        run(scenario())
+
+    def test_reserved_header_names_are_renamed_reversibly(self) -> None:
+        if not self.legacy:
+            pytest.skip("a NATS source drops JetStream publish directives instead")
+
+        async def scenario() -> None:
+            address = self.new_address()
+            source = self.make_source(address)
+            await source.connect()
+            try:
+                await self.produce(address, [b"hostile"], RESERVED_HEADERS)
+                [message] = await receive_n(source, 1)
+                headers = message.envelope.headers
+                for name, value in RESERVED_HEADERS.items():
+                    renamed = foreign_header_name(name)
+                    assert headers.get(renamed) == [value], (name, headers)
+                    assert unescape_header_name(renamed) == name
+                assert not [n for n in headers if n.startswith("Nats-")], headers
+                assert headers["Bridge-Origin"] == ["dc2/legacy"]  # loop prevention keeps it
+                message.ack(None)
             finally:
                 await source.close()
 

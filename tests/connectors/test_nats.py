@@ -117,6 +117,8 @@ class _Harness:
 
 
 class TestJetStreamSourceConformance(_Harness, SourceConformance):
+    legacy = False
+
     def make_source(self, address: str) -> Source:
         js = {"stream": stream_name(address), "ack_wait": "2s"}
         route, conn, bridge = load_route(
