@@ -176,11 +176,11 @@ def _types_text(types: tuple[tuple[str, str], ...]) -> str:
 
 def headers_to_properties(
     headers: Mapping[str, Sequence[str]],
-) -> tuple[dict[str, object], dict[str, FieldValue]]:
+) -> tuple[dict[str, object], dict[str | bytes, FieldValue]]:
     """AMQP (properties, header table) for NATS `headers`; inverse of properties_to_headers."""
     types = _types(headers)
     properties: dict[str, object] = {}
-    table: dict[str, FieldValue] = {}
+    table: dict[str | bytes, FieldValue] = {}
     for name, values in headers.items():
         if name == h.AMQP_HEADER_TYPES or not values:
             continue
@@ -188,7 +188,7 @@ def headers_to_properties(
         if prop is not None:
             properties[prop] = _decode_property(prop, values[0])
             continue
-        key = h.unescape_header_name(name)
+        key = _wire_key(h.unescape_header_name(name))
         code = types.get(name)
         if code is not None:
             table[key] = _decode_field(code, values[0], name)
@@ -197,6 +197,20 @@ def headers_to_properties(
         else:
             table[key] = [h.decode_text_value(v) for v in values]
     return properties, table
+
+
+def _wire_key(key: str) -> str | bytes:
+    """A table key as pika writes it: a key read from bytes that were not UTF-8 as those bytes."""
+    if key.isascii():
+        return key
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return key  # a lone surrogate of other origin: the sink refuses it (MappingError)
+    return key
 
 
 def _decode_property(prop: str, value: str) -> object:

@@ -388,6 +388,27 @@ class TestSink(_Harness):
 
         run(scenario())
 
+    def test_names_that_were_not_utf8_or_reserved_come_back_as_they_were(self) -> None:
+        """A table key read as bytes, and a renamed Nats-* name, leave with their own names."""
+        queue = unique("q")
+        self.queues.append(queue)
+
+        async def scenario() -> None:
+            sink = self.sink(exchange="")
+            await sink.connect()
+            try:
+                with raw(self.amqp_url) as broker:
+                    broker.queue(queue)
+                headers = {"%ED%B3%BFkey": ["v"], "%4Eats-Rollup": ["all"]}
+                await send_one(sink, Envelope(subject=queue, payload=b"p", headers=headers))
+                with raw(self.amqp_url) as broker:
+                    [(_, properties, _)] = broker.get(queue, 1)
+                assert properties.headers == {b"\xffkey": "v", "Nats-Rollup": "all"}
+            finally:
+                await sink.close()
+
+        run(scenario())
+
     def test_bad_messages_fail_alone_before_reaching_the_broker(self) -> None:
         queue = unique("q")
         self.queues.append(queue)

@@ -328,7 +328,8 @@ def test_amqp_keys_and_shortstrs_that_are_not_utf8_are_carried() -> None:
     assert headers["Amqp-Message-Id"] == ["base64:/2lk"]
     props, table = headers_to_properties(headers)
     assert props == {"message_id": b"\xffid"}  # pika writes the same bytes again
-    assert table["\udcffkey"] == "v" and table["t"] == {"\udcfe": 1}
+    assert table[b"\xffkey"] == "v"  # pika writes the same bytes again
+    assert table["t"] == {"\udcfe": 1}
 
 
 # --- Kafka ---------------------------------------------------------------------------
