@@ -25,7 +25,13 @@ from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
 from bridge.config.model import JetStreamSource as JetStreamSourceConfig
 from bridge.connector import AckOnce, Incoming, take_up_to
 from bridge.envelope import Envelope, Headers, Origin
-from bridge.errors import ConnectionLost, MessageRejected, PermanentError, RetryableError
+from bridge.errors import (
+    ConnectionLost,
+    MappingError,
+    MessageRejected,
+    PermanentError,
+    RetryableError,
+)
 from connectors.nats.client import (
     NatsLink,
     from_nats_headers,
@@ -550,7 +556,7 @@ class JetStreamSource:
             reason = puller.error or f"NATS connection '{link.connection_name}' is closed"
             raise ConnectionLost(f"route '{self.route.name}': {reason}")
         connection, ack_for = self.config.connection, settler.ack_for
-        return [Incoming(_js_envelope(msg, connection), ack_for(msg)) for msg in msgs]
+        return [_js_incoming(msg, connection, ack_for(msg)) for msg in msgs]
 
     async def close(self) -> None:
         """Send queued acks (bounded), give back what was pulled but not taken, disconnect.
@@ -613,6 +619,16 @@ def parse_ack_subject(reply: str) -> AckSubject:
         int(tokens[at + 5]),
         int(tokens[at + 6]),
     )
+
+
+def _js_incoming(msg: _Pulled, connection: str, ack: AckOnce) -> Incoming:
+    """The Incoming of a pulled message; one that cannot be read is dead-lettered, not lost."""
+    try:
+        return Incoming(_js_envelope(msg, connection), ack)
+    except Exception as exc:
+        origin = Origin(connection, "nats", subject=msg.subject)
+        envelope = Envelope(subject=msg.subject, payload=msg.data, origin=origin)
+        return Incoming(envelope, ack, MappingError(f"nats: cannot read the message: {exc!r}"))
 
 
 def _js_envelope(msg: _Pulled, connection: str) -> Envelope:

@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.nats.source import AckSubject, parse_ack_subject
+from bridge.connector import AckOnce
+from bridge.envelope import Origin
+from bridge.errors import MappingError
+from connectors.nats.source import AckSubject, _js_incoming, _Pulled, parse_ack_subject
 
 # Stream, consumer, domain and account names: one subject token (no '.', no whitespace).
 names = st.text(
@@ -73,3 +76,12 @@ def test_new_form_example() -> None:
 def test_rejects_what_is_not_an_ack_subject(reply: str) -> None:
     with pytest.raises(ValueError):
         parse_ack_subject(reply)
+
+
+def test_a_pulled_message_that_cannot_be_read_is_handed_over_with_its_error() -> None:
+    """Never raised out of receive() (that would stop the route): the runtime dead-letters it."""
+    pulled = _Pulled("orders.eu", "not.an.ack.subject", b"payload", {})
+    incoming = _js_incoming(pulled, "nats", AckOnce(lambda error: None))
+    assert isinstance(incoming.error, MappingError)
+    assert incoming.envelope.payload == b"payload"
+    assert incoming.envelope.origin == Origin("nats", "nats", subject="orders.eu")
