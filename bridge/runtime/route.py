@@ -9,6 +9,12 @@ ones and retries the rest with back-off. A message that cannot be mapped, or tha
 destination refuses for good, goes to the dead-letter stream with the reason; the
 messages after it keep flowing.
 
+One boundary around each message on the way in: whatever goes wrong while a source
+converts it (`Incoming.error`) or the mapper maps it — a PermanentError or any other
+exception, a bug included — dead-letters that one message with the reason, counts it,
+logs one warning with the route and the source coordinates, and acks it. It never
+stops the route, another route or the process.
+
 `at_most_once`: no buffer: the source message is acked as soon as it was handed to the
 sink. Request/reply routes are at_most_once by nature: each request waits for its
 answer (bounded by `max_in_flight` at a time) and the answer goes back to the requester.
@@ -500,7 +506,7 @@ def _storable(envelope: Envelope) -> Envelope:
         headers=headers,
         origin=envelope.origin,
         timestamp=envelope.timestamp,
-        key=envelope.key,
+        key=envelope.key if isinstance(envelope.key, bytes) else None,
     )
 
 
