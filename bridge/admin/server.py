@@ -6,33 +6,52 @@
     GET /metrics      Prometheus text exposition
     GET /api/routes   JSON: each route's state, ends, counters, buffer, rates, last error
 
-With `bridge.admin.token` set, every path but /healthz needs `Authorization: Bearer
-<token>` (401 otherwise). With `bridge.admin.tls`, it serves HTTPS. It runs on a thread
-of its own and only reads the routes' counters, so a slow scraper never slows a route.
+HEAD works wherever GET does; other methods get 405 (with Allow), other paths 404, both
+as JSON. With `bridge.admin.token` set, every path but /healthz needs `Authorization:
+Bearer <token>` (scheme in any case; the token compared as UTF-8 bytes in constant time;
+401 otherwise). With `bridge.admin.tls`, it serves HTTPS.
+
+Hostile clients cannot stall it: the accept loop never reads from a client. Each
+connection gets a thread of its own, at most `max_connections` at once (more are closed
+as soon as they are accepted); in that thread the TLS handshake, then the request line
+and headers, must each arrive within `request_timeout` in total (a trickle of bytes does
+not reset the clock), and the request line and headers are bounded by MAX_REQUEST_BYTES
+(431 beyond). One request per connection (HTTP/1.0 style), and request bodies are never
+read. The server only reads the routes' counters, so a slow scraper never slows a route.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
+import socket
 import ssl
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import secrets
 from bridge.admin.views import RouteCollector, is_ready, route_view
-from bridge.config.model import Admin
+from bridge.config.model import Admin, AdminTls
 from bridge.errors import ConfigError
 from bridge.runtime.route import RouteRunner
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 log = logging.getLogger("natsbridge.admin")
+
+MAX_REQUEST_BYTES = 16 * 1024  # request line + headers; real admin requests are < 1 KiB
+ALLOWED_METHODS = "GET, HEAD"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -51,13 +70,8 @@ class AdminServer:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(RouteCollector(runners))
         token = settings.token.get_secret_value() if settings.token else None
-        host, port = parse_listen(settings.listen)
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self, token))
-        self.httpd.daemon_threads = True
-        if settings.tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(settings.tls.cert_file, settings.tls.key_file)
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        handler = _handler(self, token, settings.request_timeout)
+        self.httpd = _BoundedServer(parse_listen(settings.listen), handler, settings)
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="natsbridge-admin", daemon=True
         )
@@ -94,37 +108,156 @@ class AdminServer:
         return not failing, failing
 
 
-def _handler(server: AdminServer, token: str | None) -> type[BaseHTTPRequestHandler]:
-    expected = f"Bearer {token}".encode() if token else None
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` of them, TLS in that thread."""
+
+    daemon_threads = True
+    # The listen backlog (stdlib default 5): under a flood, a well-behaved client waits
+    # in the kernel's queue for the accept loop, not for SYN retries of 1 s, 3 s, ...
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        settings: Admin,
+    ) -> None:
+        super().__init__(address, handler)
+        self.max_connections = settings.max_connections
+        self.slots = threading.BoundedSemaphore(settings.max_connections)
+        self.request_timeout = settings.request_timeout
+        self.tls = _tls_context(settings.tls) if settings.tls else None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Runs on the accept loop: it must never wait, so a connection over the bound
+        # is closed right away rather than queued.
+        if not self.slots.acquire(blocking=False):
+            log.debug("admin: %d connections open, closing one more", self.max_connections)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            request.settimeout(self.request_timeout)
+            if self.tls is not None:
+                # The socket timeout bounds the whole handshake, not each read of it.
+                request = self.tls.wrap_socket(request, server_side=True)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # a client that hung up, stalled or failed TLS
+            log.debug("admin: connection from %s ended: %s", client_address[0], error)
+        else:
+            log.exception("admin: request from %s failed", client_address[0])
+
+
+def _tls_context(tls: AdminTls) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+class _RequestTooLarge(Exception):
+    """The request line and headers went over MAX_REQUEST_BYTES."""
+
+
+class _BoundedReads(io.RawIOBase):
+    """A socket's reads under one deadline and one byte budget, so a trickle cannot last."""
+
+    def __init__(self, sock: socket.socket, seconds: float, max_bytes: int) -> None:
+        self.sock = sock
+        self.deadline = time.monotonic() + seconds
+        self.bytes_left = max_bytes
+
+    def readable(self) -> bool:
+        """Always: it is the request's read side."""
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Read what arrives before the deadline, never more than the budget allows."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not received in time")
+        if self.bytes_left <= 0:
+            raise _RequestTooLarge
+        self.sock.settimeout(left)
+        with memoryview(buffer) as view:
+            count = self.sock.recv_into(view[: self.bytes_left])
+        self.bytes_left -= count
+        return count
+
+
+def _handler(
+    server: AdminServer, token: str | None, timeout: float
+) -> type[BaseHTTPRequestHandler]:
+    expected = token.encode() if token else None
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "natsbridge-admin"
+        # Until parse_request sets them, so an answer before the request line still works.
+        command, request_version = "", "HTTP/1.0"
 
-        def do_GET(self) -> None:
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # replaced by reads under a deadline and a size bound
+            self.rfile = io.BufferedReader(
+                _BoundedReads(self.connection, timeout, MAX_REQUEST_BYTES)
+            )
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except _RequestTooLarge:
+                self.send_error(
+                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    f"request line and headers exceed {MAX_REQUEST_BYTES} bytes",
+                )
+
+        def respond(self) -> None:
             path = self.path.split("?", 1)[0]
-            route: Callable[[], None] | None = {
+            view: Callable[[], None] | None = {
                 "/healthz": self.healthz,
                 "/readyz": self.readyz,
                 "/metrics": self.metrics,
                 "/api/routes": self.routes,
             }.get(path)
-            if route is None:
+            if view is None:
                 self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
-                return
-            if path != "/healthz" and not self.authorized():
+            elif self.command not in ("GET", "HEAD"):
+                self.send_json(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    {"error": f"{self.command} is not allowed; use {ALLOWED_METHODS}"},
+                    {"Allow": ALLOWED_METHODS},
+                )
+            elif path != "/healthz" and not self.authorized():
                 self.send_json(
                     HTTPStatus.UNAUTHORIZED,
                     {"error": "a bearer token is required"},
                     {"WWW-Authenticate": 'Bearer realm="natsbridge"'},
                 )
-                return
-            route()
+            else:
+                view()
+
+        # Every method HTTP defines lands in respond(); unknown ones get a JSON 501.
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = respond
+        do_OPTIONS = do_TRACE = do_CONNECT = respond
 
         def authorized(self) -> bool:
             if expected is None:
                 return True
-            given = self.headers.get("Authorization", "").encode()
-            return hmac.compare_digest(given, expected)
+            scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+            # Header values arrive decoded as Latin-1: encoding back gives the bytes as
+            # sent, so a UTF-8 token is compared as its UTF-8 bytes. Only space and tab
+            # are stripped: str.strip() would eat bytes 0x85 and 0xA0 of UTF-8 text.
+            given = credentials.strip(" \t").encode("latin-1")
+            return hmac.compare_digest(given, expected) and scheme.lower() == "bearer"
 
         def healthz(self) -> None:
             self.send_json(HTTPStatus.OK, {"status": "ok"})
@@ -141,6 +274,14 @@ def _handler(server: AdminServer, token: str | None) -> type[BaseHTTPRequestHand
         def routes(self) -> None:
             self.send_json(HTTPStatus.OK, {"routes": [route_view(r) for r in server.runners]})
 
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            # The stdlib's own refusals (400, 414, 431, 501) answer in JSON like the rest.
+            self.close_connection = True
+            status = HTTPStatus(code)
+            self.send_json(status, {"error": message or status.phrase})
+
         def send_json(
             self, status: HTTPStatus, body: object, headers: dict[str, str] | None = None
         ) -> None:
@@ -154,13 +295,15 @@ def _handler(server: AdminServer, token: str | None) -> type[BaseHTTPRequestHand
             content_type: str,
             headers: dict[str, str] | None = None,
         ) -> None:
+            self.connection.settimeout(timeout)  # the answer gets a timeout of its own
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("admin %s", format % args)

@@ -73,6 +73,12 @@ class Admin(Model):
     )
     token: SecretStr | None = Field(None, description="Bearer token required on all but /healthz")
     tls: AdminTls | None = None
+    max_connections: int = Field(
+        32, ge=1, le=1024, description="Connections served at once; more are closed at once"
+    )
+    request_timeout: Seconds = Field(
+        10.0, gt=0, le=300, description="Bound on the TLS handshake and on reading a request"
+    )
 
 
 class BridgeSettings(Model):

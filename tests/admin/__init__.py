@@ -1,0 +1,1 @@
+"""Tests of bridge/admin: the admin HTTP server against hostile clients."""
