@@ -5,9 +5,10 @@ message and commits the batch to the durable buffer, then acks the source; the
 *deliver* task takes buffered messages in order and sends them in windows of
 `max_in_flight / PIPELINE`, each as one batch (the sink publishes them in order and
 pipelines the confirms), up to `PIPELINE` windows in flight; it settles the confirmed
-ones and retries the rest with back-off. A message that cannot be mapped, or that the
-destination refuses for good, goes to the dead-letter stream with the reason; the
-messages after it keep flowing.
+ones and retries the rest with back-off. A message that cannot be mapped, that the
+destination refuses for good, or that keeps making the destination drop the connection
+(poison), goes to the dead-letter stream with the reason; the messages after it keep
+flowing. Reconnects always back off (`_reconnect`).
 
 `at_most_once`: no buffer: the source message is acked as soon as it was handed to the
 sink. Request/reply routes are at_most_once by nature: each request waits for its
@@ -16,7 +17,8 @@ answer (bounded by `max_in_flight` at a time) and the answer goes back to the re
 Ordering: messages of one source queue/partition are buffered and sent in order. When
 a window fails part-way, the windows in flight are settled and everything that failed is
 resent in order before anything newer, so a retry can only reorder messages within
-`max_in_flight`; without failures the order is the source's.
+`max_in_flight`; without failures the order is the source's. After a lost connection
+the oldest failed message goes first, alone (poison detection, see `_settle_until_done`).
 """
 
 from __future__ import annotations
@@ -45,13 +47,26 @@ from bridge.runtime.backoff import Backoff
 from bridge.runtime.buffer import Buffered, RouteBuffer
 from bridge.runtime.mapper import LoopDetected, RouteMapper
 from bridge.runtime.stats import RouteState, RouteStats
-from mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
+from mappings.headers import (
+    AMQP_EXCHANGE,
+    AMQP_QUEUE,
+    AMQP_ROUTING_KEY,
+    BRIDGE_ORIGIN,
+    KAFKA_OFFSET,
+    KAFKA_PARTITION,
+    KAFKA_TOPIC,
+    NATS_SERVICE_ERROR,
+    NATS_SERVICE_ERROR_CODE,
+    STOMP_DESTINATION,
+    STOMP_MESSAGE_ID,
+)
 
 log = logging.getLogger("natsbridge.route")
 
 RECEIVE_TIMEOUT_S = 0.5
 PIPELINE = 2  # delivery windows in flight at once, max_in_flight messages in all
 MAX_UNEXPECTED_FAILURES = 5  # a bug in a connector must not retry one message forever
+HEALTHY_AFTER_S = 10.0  # a connection up this long resets the reconnect back-off
 
 
 class RouteRunner:
@@ -76,6 +91,10 @@ class RouteRunner:
         self._ingest_done = asyncio.Event()
         self._sink_reconnecting = asyncio.Lock()
         self._sink_generation = 0  # bumped on every sink reconnect
+        # One back-off per side that outlives a connection: a broker that takes the
+        # connection and drops it at once must not be reconnected to in a tight loop.
+        self._backoff = {role: Backoff(route.spec.retry) for role in ("source", "sink")}
+        self._connected_at = {"source": 0.0, "sink": 0.0}  # time.monotonic() of the connect
         self._log = _RouteLog(log, {"route": route.name})
 
     # ------------------------------------------------------------ lifecycle
@@ -116,7 +135,7 @@ class RouteRunner:
         The source gives up once the route is stopping; the sink keeps trying while
         buffered work waits, until the bridge's drain timeout cancels it.
         """
-        backoff = Backoff(self.route.spec.retry)
+        backoff = self._backoff[role]  # reset only once the connection proved healthy
         endpoint_connection = self._connection_of(role)
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
@@ -137,9 +156,9 @@ class RouteRunner:
                     exc,
                     extra={"event": "connect_failed", "connection": endpoint_connection},
                 )
-                # While draining only the sink retries, and without waking early.
-                await (asyncio.sleep(delay) if self._stopping.is_set() else self._sleep(delay))
+                await self._pause(delay)
                 continue
+            self._connected_at[role] = time.monotonic()
             setattr(self.stats, f"{role}_connected", True)
             if self.stats.state is not RouteState.DRAINING:
                 self.stats.state = RouteState.RUNNING
@@ -154,18 +173,33 @@ class RouteRunner:
         return not self._ingest_done.is_set() or self.stats.buffer_depth > 0
 
     async def _reconnect(self, endpoint: Source | Sink, role: str, exc: BaseException) -> bool:
+        """Reconnect after a lost connection, always after a back-off delay.
+
+        The back-off starts over only when the lost connection had proved healthy: it
+        was up for `HEALTHY_AFTER_S`, or (the sink) a delivery was confirmed on it.
+        """
         self.stats.error(exc)
         self.stats.reconnects += 1
         setattr(self.stats, f"{role}_connected", False)
         if self.stats.state is not RouteState.DRAINING:
             self.stats.state = RouteState.RECONNECTING
+        backoff = self._backoff[role]
+        if time.monotonic() - self._connected_at[role] >= HEALTHY_AFTER_S:
+            backoff.reset()
+        delay = backoff.next()
         self._log.warning(
-            "%s connection lost, reconnecting: %s",
+            "%s connection lost, reconnecting in %.1fs: %s",
             role,
+            delay,
             exc,
             extra={"event": "reconnecting", "connection": self._connection_of(role)},
         )
+        await self._pause(delay)
         return await self._connect(endpoint, role)
+
+    async def _pause(self, seconds: float) -> None:
+        """A back-off delay; while draining only the sink retries, and without waking early."""
+        await (asyncio.sleep(seconds) if self._stopping.is_set() else self._sleep(seconds))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the route is stopped."""
@@ -306,49 +340,99 @@ class RouteRunner:
     async def _settle_until_done(
         self, items: Sequence[Buffered], results: Sequence[BaseException | None]
     ) -> None:
-        """Settle `items` as `results` say, resending what failed until delivered or dead."""
+        """Settle `items` as `results` say, resending what failed until delivered or dead.
+
+        After a lost connection nobody knows which message, if any, made the destination
+        drop it: the oldest failed message is sent again alone, on the new connection,
+        and the rest follow as one batch once it got through. A message that loses the
+        connection `retry.poison_after` times when sent alone is dead-lettered as poison.
+        A broker that is down never counts: only sends on an established connection do.
+        """
         assert self.buffer is not None
-        pending = list(items)
+        pending, outcomes = list(items), list(results)
+        waiting: list[Buffered] = []  # failed, older-first, not yet sent again
         backoff = Backoff(self.route.spec.retry)
         failures: dict[int, int] = {}
+        strikes: dict[int, int] = {}
+        alone = False  # `pending` is one message sent alone on a fresh connection
         while True:
-            done = [item for item, result in zip(pending, results, strict=True) if result is None]
-            await self.buffer.settle([item.seq for item in done])
-            self.stats.in_flight -= len(done)
-            self._count_delivered([item.envelope for item in done])
-            retry: list[Buffered] = []
-            lost: BaseException | None = None
-            for item, result in zip(pending, results, strict=True):
-                if result is None:
-                    continue
-                if isinstance(result, PermanentError) or (
-                    not isinstance(result, RetryableError)
-                    and failures.setdefault(item.seq, 0) >= MAX_UNEXPECTED_FAILURES
-                ):
-                    await self.buffer.dead_letter(item.envelope, _reason(result), seq=item.seq)
-                    self.stats.dead_letter(type(result).__name__)
-                    self.stats.in_flight -= 1
-                    continue
-                if not isinstance(result, RetryableError):
-                    failures[item.seq] += 1
-                    self._log.error(
-                        "unexpected error from the sink",
-                        exc_info=result,
-                        extra={"event": "sink_error", "connection": self.route.sink.connection},
+            retry, lost = await self._settle_outcomes(pending, outcomes, failures)
+            if alone and lost is not None and retry:
+                [suspect] = retry
+                times = strikes[suspect.seq] = strikes.get(suspect.seq, 0) + 1
+                if times >= self.route.spec.retry.poison_after:
+                    reason = (
+                        f"poison: lost the connection all {times} times it was sent alone: {lost}"
                     )
-                if isinstance(result, ConnectionLost):
-                    lost = result
-                retry.append(item)
-            if not retry:
+                    await self._dead_letter(suspect, reason, "poison")
+                    retry = []
+            waiting = retry + waiting
+            if not waiting:
                 return
             self.stats.retries += len(retry)
             if lost is not None:
-                await self._reconnect(self.sink, "sink", lost)
-            else:
-                self.stats.error(next(r for r in results if isinstance(r, BaseException)))
+                if not await self._reconnect(self.sink, "sink", lost):
+                    return  # stopped: the rest stays buffered for the next start
+            elif retry:
                 await asyncio.sleep(backoff.next())
-            pending = retry
-            results = await self.sink.send_batch([item.envelope for item in pending])
+            # After a lost connection the oldest goes alone; once it passed, the rest.
+            alone = lost is not None
+            pending, waiting = (waiting[:1], waiting[1:]) if alone else (waiting, [])
+            outcomes = await self.sink.send_batch([item.envelope for item in pending])
+
+    async def _settle_outcomes(
+        self,
+        items: Sequence[Buffered],
+        results: Sequence[BaseException | None],
+        failures: dict[int, int],
+    ) -> tuple[list[Buffered], ConnectionLost | None]:
+        """Settle the confirmed, dead-letter the refused; the rest, and a ConnectionLost seen."""
+        assert self.buffer is not None
+        done = [item for item, result in zip(items, results, strict=True) if result is None]
+        if done:
+            await self.buffer.settle([item.seq for item in done])
+            self.stats.in_flight -= len(done)
+            self._count_delivered([item.envelope for item in done])
+            self._backoff["sink"].reset()  # the sink's connection works
+        if len(done) == len(items):
+            return [], None
+        retry: list[Buffered] = []
+        lost: ConnectionLost | None = None
+        for item, result in zip(items, results, strict=True):
+            if result is None:
+                continue
+            if isinstance(result, PermanentError) or (
+                not isinstance(result, RetryableError)
+                and failures.setdefault(item.seq, 0) >= MAX_UNEXPECTED_FAILURES
+            ):
+                await self._dead_letter(item, _reason(result), type(result).__name__)
+                continue
+            if not isinstance(result, RetryableError):
+                failures[item.seq] += 1
+                self._log.error(
+                    "unexpected error from the sink",
+                    exc_info=result,
+                    extra={"event": "sink_error", "connection": self.route.sink.connection},
+                )
+            if isinstance(result, ConnectionLost):
+                lost = result
+            retry.append(item)
+        if lost is None and retry:
+            self.stats.error(next(r for r in results if isinstance(r, BaseException)))
+        return retry, lost
+
+    async def _dead_letter(self, item: Buffered, reason: str, kind: str) -> None:
+        """Move a buffered message to the dead letters: counted, and one WARNING line."""
+        assert self.buffer is not None
+        await self.buffer.dead_letter(item.envelope, reason, seq=item.seq)
+        self.stats.dead_letter(kind)
+        self.stats.in_flight -= 1
+        self._log.warning(
+            "message dead-lettered (%s): %s",
+            _coordinates(item),
+            reason,
+            extra={"event": "dead_lettered", "connection": self.route.sink.connection},
+        )
 
     def _count_delivered(self, envelopes: Sequence[Envelope]) -> None:
         now = time.time()
@@ -438,3 +522,30 @@ class _RouteLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+SOURCE_COORDINATES = (
+    BRIDGE_ORIGIN,
+    KAFKA_TOPIC,
+    KAFKA_PARTITION,
+    KAFKA_OFFSET,
+    AMQP_EXCHANGE,
+    AMQP_ROUTING_KEY,
+    AMQP_QUEUE,
+    STOMP_DESTINATION,
+    STOMP_MESSAGE_ID,
+)
+"""Headers that say where a buffered message came from (its Origin is not buffered)."""
+
+
+def _coordinates(item: Buffered) -> str:
+    """Where a buffered message came from, for a log line: buffer seq, id, source headers."""
+    envelope = item.envelope
+    parts = [f"buffer seq {item.seq}"]
+    if envelope.msg_id:
+        parts.append(f"msg_id {envelope.msg_id!r}")
+    for name in SOURCE_COORDINATES:
+        value = envelope.header(name)
+        if value is not None:
+            parts.append(f"{name} {value!r}")
+    return ", ".join(parts)
