@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import stomp  # type: ignore[import-untyped]
+from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config import load_config
 from bridge.config.loader import Route
@@ -875,6 +876,30 @@ def test_runtime_dead_letters_a_message_that_drops_a_real_brokers_connection(
     assert 4 <= runner.stats.reconnects <= 6  # the first loss, three alone, one after
     frames = reader.read(40)
     assert [f.body for f in frames] == [str(n).encode() for n in range(41) if n != 20]
+
+
+def test_a_retryable_error_frame_about_the_only_send_is_a_lost_connection(
+    rabbitmq: Broker, tmp_path: Path
+) -> None:
+    """RabbitMQ closes the connection after an ERROR frame that names no receipt: the one
+    send waiting is told ConnectionLost, so that the runtime reconnects (and can count
+    the message as poison) instead of resending on a dead connection."""
+    _, conn, _ = load_route(tmp_path, rabbitmq, sink={"destination": "/queue/x"})
+
+    async def scenario() -> None:
+        client = StompClient(conn, "test")
+        client._loop = asyncio.get_running_loop()
+        client._logged_in = True
+        _, future = client.expect()
+        client._on_error(Frame("ERROR", {"message": "resource_locked"}, b"RESOURCE_LOCKED"))
+        with pytest.raises(ConnectionLost, match="resource_locked"):
+            await asyncio.wait_for(future, 5)
+        _, refused = client.expect()
+        client._on_error(Frame("ERROR", {"message": "Processing error"}, b""))
+        with pytest.raises(StompRefused):
+            await asyncio.wait_for(refused, 5)
+
+    run(scenario())
 
 
 # ---------------------------------------------------------------- heart-beats and restarts
