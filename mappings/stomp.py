@@ -310,6 +310,14 @@ SEND_NUMBERS = {
 the limit, carried inert otherwise (a value ActiveMQ cannot parse drops the connection)."""
 
 
+_DROP, _INERT, _CHECK = "drop", "inert", "check"
+_SEND_RULES = {
+    **dict.fromkeys(SEND_BY_BRIDGE | SEND_NEVER, _DROP),
+    **dict.fromkeys(SEND_INERT, _INERT),
+    **dict.fromkeys([*SEND_NUMBERS, "reply-to"], _CHECK),
+}
+
+
 def send_headers(
     headers: Mapping[str, list[str]], dialect: str
 ) -> tuple[str | None, dict[str, str]]:
@@ -322,9 +330,15 @@ def send_headers(
     out: dict[str, str] = {}
     inert: dict[str, str] = {}
     for name, value in carried.items():
-        if name in SEND_BY_BRIDGE or name in SEND_NEVER:
+        rule = _SEND_RULES.get(name)
+        if rule is None:
+            if not name.startswith(SEND_INERT_PREFIXES):
+                out[name] = value
+                continue
+            rule = _INERT
+        if rule is _DROP:
             continue
-        if _safe_on_send(name, value, dialect):
+        if rule is _CHECK and _valid_on_send(name, value, dialect):
             out[name] = value
         else:
             inert[INERT_PREFIX + name] = value
@@ -333,17 +347,14 @@ def send_headers(
     return content_type, out
 
 
-def _safe_on_send(name: str, value: str, dialect: str) -> bool:
-    if name in SEND_INERT or name.startswith(SEND_INERT_PREFIXES):
-        return False
+def _valid_on_send(name: str, value: str, dialect: str) -> bool:
     limit = SEND_NUMBERS.get(name)
     if limit is not None:
         return len(value) <= 20 and value.isascii() and value.isdigit() and int(value) <= limit
-    if name == "reply-to":
-        try:
-            parse_destination(value, dialect)
-        except MappingError:
-            return False
+    try:
+        parse_destination(value, dialect)  # reply-to
+    except MappingError:
+        return False
     return True
 
 
