@@ -38,7 +38,14 @@ Headers (`stomp_to_nats_headers`, `nats_to_stomp_headers`)
     mapping undoes all of it exactly; NATS headers with several values keep the first,
     as STOMP 1.2 only honours the first occurrence of a repeated header.
     `escape_header` / `unescape_header` implement STOMP 1.2's frame escaping
-    (``\\r``, ``\\n``, ``\\c``, ``\\\\``) for connectors that write frames themselves.
+    (``\\r``, ``\\n``, ``\\c``, ``\\\\``) for connectors that write frames themselves;
+    a NUL, which STOMP cannot escape, is a HeaderError (the message is dead-lettered).
+
+SEND headers (`send_headers`)
+    What a SEND frame takes from a message: frame-control headers are the bridge's own,
+    broker directives (``transformation``, ``AMQ_SCHEDULED_*``, RabbitMQ's ``x-*`` …) and
+    numeric headers the broker cannot parse are carried inert as ``Carried-<name>``; the
+    table is `SEND_BY_BRIDGE`, `SEND_NEVER`, `SEND_INERT`, `SEND_NUMBERS`.
 """
 
 from __future__ import annotations
@@ -248,11 +255,114 @@ def nats_to_stomp_headers(headers: Mapping[str, list[str]]) -> dict[str, str]:
     return out
 
 
+# --- SEND headers: what a SEND frame takes from a message ------------------------------
+# STOMP brokers act on some headers of a SEND (ActiveMQ drops the connection over
+# `transformation: jms-map-xml` or `priority: x`; RabbitMQ declares queues from `x-*`
+# arguments and refuses a foreign `user-id`). A message from elsewhere must not steer the
+# broker, so every such header is listed here, once; any other header passes as it is.
+
+SEND_BY_BRIDGE = frozenset(
+    {"destination", "content-length", "content-type", "receipt", "persistent"}
+)
+"""Written by the bridge on every SEND (content-type from the message's `Stomp-Content-Type`)."""
+
+SEND_NEVER = frozenset(
+    {
+        # frame control: they belong to another frame or to the connection
+        "receipt-id",
+        "transaction",
+        "subscription",
+        "ack",
+        "id",
+        "heart-beat",
+        "host",
+        "login",
+        "passcode",
+        "accept-version",
+        "version",
+        "session",
+        "server",
+        # the source broker's id of its copy: RabbitMQ refuses it on SEND, ActiveMQ replaces it
+        "message-id",
+    }
+)
+"""Never sent from a message's headers (dropped)."""
+
+SEND_INERT = frozenset({"transformation", "user-id", "durable", "auto-delete", "exclusive"})
+"""Broker directives carried inert, renamed with `INERT_PREFIX`, as are names starting with
+`SEND_INERT_PREFIXES` (ActiveMQ's scheduler, RabbitMQ's queue arguments)."""
+SEND_INERT_PREFIXES = ("AMQ_SCHEDULED_", "x-")
+INERT_PREFIX = "Carried-"
+
+SEND_NUMBERS = {
+    "priority": 9,
+    "expires": 2**63 - 1,
+    "expiration": 2**32 - 1,
+    "timestamp": 2**63 - 1,
+    "JMSXGroupSeq": 2**31 - 1,
+}
+"""Headers the brokers parse as numbers: passed when the value is a whole number from 0 to
+the limit, carried inert otherwise (a value ActiveMQ cannot parse drops the connection)."""
+
+
+_DROP, _INERT, _CHECK = "drop", "inert", "check"
+_SEND_RULES = {
+    **dict.fromkeys(SEND_BY_BRIDGE | SEND_NEVER, _DROP),
+    **dict.fromkeys(SEND_INERT, _INERT),
+    **dict.fromkeys([*SEND_NUMBERS, "reply-to"], _CHECK),
+}
+
+
+def send_headers(
+    headers: Mapping[str, list[str]], dialect: str
+) -> tuple[str | None, dict[str, str]]:
+    """The content-type and the other headers a SEND takes from NATS `headers` (see above).
+
+    ``reply-to`` passes when it is a destination of `dialect`, else it is carried inert.
+    """
+    carried = nats_to_stomp_headers(headers)
+    content_type = carried.pop("content-type", None)
+    out: dict[str, str] = {}
+    inert: dict[str, str] = {}
+    for name, value in carried.items():
+        rule = _SEND_RULES.get(name)
+        if rule is None:
+            if not name.startswith(SEND_INERT_PREFIXES):
+                out[name] = value
+                continue
+            rule = _INERT
+        if rule is _DROP:
+            continue
+        if rule is _CHECK and _valid_on_send(name, value, dialect):
+            out[name] = value
+        else:
+            inert[INERT_PREFIX + name] = value
+    for name, value in inert.items():
+        out.setdefault(name, value)  # a header the message itself has under that name wins
+    return content_type, out
+
+
+def _valid_on_send(name: str, value: str, dialect: str) -> bool:
+    limit = SEND_NUMBERS.get(name)
+    if limit is not None:
+        return len(value) <= 20 and value.isascii() and value.isdigit() and int(value) <= limit
+    try:
+        parse_destination(value, dialect)  # reply-to
+    except MappingError:
+        return False
+    return True
+
+
 _UNESCAPES = {"\\": "\\", "r": "\r", "n": "\n", "c": ":"}
 
 
 def escape_header(text: str) -> str:
-    """STOMP 1.2 escaping of a header name or value (for frames other than CONNECT)."""
+    """STOMP 1.2 escaping of a header name or value (for frames other than CONNECT).
+
+    HeaderError for a NUL: it would end the frame, and STOMP 1.2 has no escape for it.
+    """
+    if "\x00" in text:
+        raise HeaderError(f"a STOMP header cannot hold a NUL character: {text[:100]!r}")
     # The backslash first, so that the escapes written after it are not doubled.
     return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n").replace(":", "\\c")
 

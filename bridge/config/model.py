@@ -338,6 +338,8 @@ class Retry(Model):
     initial: Seconds = Field(0.1, gt=0)
     max: Seconds = Field(30.0, gt=0)
     multiplier: float = Field(2.0, ge=1)
+    poison_after: int = Field(3, ge=1, le=100)
+    """Connection losses a message may cause, sent alone each time, before it is dead-lettered."""
 
 
 class RouteSpec(Model):

@@ -5,9 +5,10 @@ message and commits the batch to the durable buffer, then acks the source; the
 *deliver* task takes buffered messages in order and sends them in windows of
 `max_in_flight / PIPELINE`, each as one batch (the sink publishes them in order and
 pipelines the confirms), up to `PIPELINE` windows in flight; it settles the confirmed
-ones and retries the rest with back-off. A message that cannot be mapped, or that the
-destination refuses for good, goes to the dead-letter stream with the reason; the
-messages after it keep flowing.
+ones and retries the rest with back-off. A message that cannot be mapped, that the
+destination refuses for good, or that keeps making the destination drop the connection
+(poison), goes to the dead-letter stream with the reason; the messages after it keep
+flowing. Reconnects always back off (`_reconnect`).
 
 One boundary around each message on the way in: whatever goes wrong while a source
 converts it (`Incoming.error`) or the mapper maps it — a PermanentError or any other
@@ -22,7 +23,8 @@ answer (bounded by `max_in_flight` at a time) and the answer goes back to the re
 Ordering: messages of one source queue/partition are buffered and sent in order. When
 a window fails part-way, the windows in flight are settled and everything that failed is
 resent in order before anything newer, so a retry can only reorder messages within
-`max_in_flight`; without failures the order is the source's.
+`max_in_flight`; without failures the order is the source's. After a lost connection
+the oldest failed message goes first, alone (poison detection, see `_settle_until_done`).
 """
 
 from __future__ import annotations
@@ -51,13 +53,26 @@ from bridge.runtime.backoff import Backoff
 from bridge.runtime.buffer import Buffered, RouteBuffer
 from bridge.runtime.mapper import LoopDetected, RouteMapper
 from bridge.runtime.stats import RouteState, RouteStats
-from mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
+from mappings.headers import (
+    AMQP_EXCHANGE,
+    AMQP_QUEUE,
+    AMQP_ROUTING_KEY,
+    BRIDGE_ORIGIN,
+    KAFKA_OFFSET,
+    KAFKA_PARTITION,
+    KAFKA_TOPIC,
+    NATS_SERVICE_ERROR,
+    NATS_SERVICE_ERROR_CODE,
+    STOMP_DESTINATION,
+    STOMP_MESSAGE_ID,
+)
 
 log = logging.getLogger("natsbridge.route")
 
 RECEIVE_TIMEOUT_S = 0.5
 PIPELINE = 2  # delivery windows in flight at once, max_in_flight messages in all
 MAX_UNEXPECTED_FAILURES = 5  # a bug in a connector must not retry one message forever
+HEALTHY_AFTER_S = 10.0  # a connection up this long resets the reconnect back-off
 
 
 class RouteRunner:
@@ -82,6 +97,10 @@ class RouteRunner:
         self._ingest_done = asyncio.Event()
         self._sink_reconnecting = asyncio.Lock()
         self._sink_generation = 0  # bumped on every sink reconnect
+        # One back-off per side that outlives a connection: a broker that takes the
+        # connection and drops it at once must not be reconnected to in a tight loop.
+        self._backoff = {role: Backoff(route.spec.retry) for role in ("source", "sink")}
+        self._connected_at = {"source": 0.0, "sink": 0.0}  # time.monotonic() of the connect
         self._log = _RouteLog(log, {"route": route.name})
 
     # ------------------------------------------------------------ lifecycle
@@ -122,7 +141,7 @@ class RouteRunner:
         The source gives up once the route is stopping; the sink keeps trying while
         buffered work waits, until the bridge's drain timeout cancels it.
         """
-        backoff = Backoff(self.route.spec.retry)
+        backoff = self._backoff[role]  # reset only once the connection proved healthy
         endpoint_connection = self._connection_of(role)
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
@@ -143,9 +162,9 @@ class RouteRunner:
                     exc,
                     extra={"event": "connect_failed", "connection": endpoint_connection},
                 )
-                # While draining only the sink retries, and without waking early.
-                await (asyncio.sleep(delay) if self._stopping.is_set() else self._sleep(delay))
+                await self._pause(delay)
                 continue
+            self._connected_at[role] = time.monotonic()
             setattr(self.stats, f"{role}_connected", True)
             if self.stats.state is not RouteState.DRAINING:
                 self.stats.state = RouteState.RUNNING
@@ -160,18 +179,33 @@ class RouteRunner:
         return not self._ingest_done.is_set() or self.stats.buffer_depth > 0
 
     async def _reconnect(self, endpoint: Source | Sink, role: str, exc: BaseException) -> bool:
+        """Reconnect after a lost connection, always after a back-off delay.
+
+        The back-off starts over only when the lost connection had proved healthy: it
+        was up for `HEALTHY_AFTER_S`, or (the sink) a delivery was confirmed on it.
+        """
         self.stats.error(exc)
         self.stats.reconnects += 1
         setattr(self.stats, f"{role}_connected", False)
         if self.stats.state is not RouteState.DRAINING:
             self.stats.state = RouteState.RECONNECTING
+        backoff = self._backoff[role]
+        if time.monotonic() - self._connected_at[role] >= HEALTHY_AFTER_S:
+            backoff.reset()
+        delay = backoff.next()
         self._log.warning(
-            "%s connection lost, reconnecting: %s",
+            "%s connection lost, reconnecting in %.1fs: %s",
             role,
+            delay,
             exc,
             extra={"event": "reconnecting", "connection": self._connection_of(role)},
         )
+        await self._pause(delay)
         return await self._connect(endpoint, role)
+
+    async def _pause(self, seconds: float) -> None:
+        """A back-off delay; while draining only the sink retries, and without waking early."""
+        await (asyncio.sleep(seconds) if self._stopping.is_set() else self._sleep(seconds))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the route is stopped."""
@@ -220,14 +254,14 @@ class RouteRunner:
                     continue
                 except Exception as exc:  # one message's problem, never the route's
                     error = exc
-            await self._dead_letter(incoming, error)
+            await self._dead_letter_incoming(incoming, error)
         if mapped:
             await self._retry_store(partial(buffer.put, mapped))
             self.stats.buffered += len(mapped)
         for incoming in settled:
             self._ack(incoming)
 
-    async def _dead_letter(self, incoming: Incoming, error: BaseException) -> None:
+    async def _dead_letter_incoming(self, incoming: Incoming, error: BaseException) -> None:
         """Dead-letter a message that could not be converted or mapped, log it, ack it."""
         assert self.buffer is not None
         reason = _reason(error)
@@ -237,7 +271,7 @@ class RouteRunner:
         self.stats.dead_letter(type(error).__name__)
         self._log.warning(
             "dead-lettered a message from %s: %s",
-            _coordinates(incoming.envelope),
+            _origin_text(incoming.envelope),
             reason,
             extra={"event": "dead_lettered"},
         )
@@ -331,49 +365,99 @@ class RouteRunner:
     async def _settle_until_done(
         self, items: Sequence[Buffered], results: Sequence[BaseException | None]
     ) -> None:
-        """Settle `items` as `results` say, resending what failed until delivered or dead."""
+        """Settle `items` as `results` say, resending what failed until delivered or dead.
+
+        After a lost connection nobody knows which message, if any, made the destination
+        drop it: the oldest failed message is sent again alone, on the new connection,
+        and the rest follow as one batch once it got through. A message that loses the
+        connection `retry.poison_after` times when sent alone is dead-lettered as poison.
+        A broker that is down never counts: only sends on an established connection do.
+        """
         assert self.buffer is not None
-        pending = list(items)
+        pending, outcomes = list(items), list(results)
+        waiting: list[Buffered] = []  # failed, older-first, not yet sent again
         backoff = Backoff(self.route.spec.retry)
         failures: dict[int, int] = {}
+        strikes: dict[int, int] = {}
+        alone = False  # `pending` is one message sent alone on a fresh connection
         while True:
-            done = [item for item, result in zip(pending, results, strict=True) if result is None]
-            await self.buffer.settle([item.seq for item in done])
-            self.stats.in_flight -= len(done)
-            self._count_delivered([item.envelope for item in done])
-            retry: list[Buffered] = []
-            lost: BaseException | None = None
-            for item, result in zip(pending, results, strict=True):
-                if result is None:
-                    continue
-                if isinstance(result, PermanentError) or (
-                    not isinstance(result, RetryableError)
-                    and failures.setdefault(item.seq, 0) >= MAX_UNEXPECTED_FAILURES
-                ):
-                    await self.buffer.dead_letter(item.envelope, _reason(result), seq=item.seq)
-                    self.stats.dead_letter(type(result).__name__)
-                    self.stats.in_flight -= 1
-                    continue
-                if not isinstance(result, RetryableError):
-                    failures[item.seq] += 1
-                    self._log.error(
-                        "unexpected error from the sink",
-                        exc_info=result,
-                        extra={"event": "sink_error", "connection": self.route.sink.connection},
+            retry, lost = await self._settle_outcomes(pending, outcomes, failures)
+            if alone and lost is not None and retry:
+                [suspect] = retry
+                times = strikes[suspect.seq] = strikes.get(suspect.seq, 0) + 1
+                if times >= self.route.spec.retry.poison_after:
+                    reason = (
+                        f"poison: lost the connection all {times} times it was sent alone: {lost}"
                     )
-                if isinstance(result, ConnectionLost):
-                    lost = result
-                retry.append(item)
-            if not retry:
+                    await self._dead_letter_buffered(suspect, reason, "poison")
+                    retry = []
+            waiting = retry + waiting
+            if not waiting:
                 return
             self.stats.retries += len(retry)
             if lost is not None:
-                await self._reconnect(self.sink, "sink", lost)
-            else:
-                self.stats.error(next(r for r in results if isinstance(r, BaseException)))
+                if not await self._reconnect(self.sink, "sink", lost):
+                    return  # stopped: the rest stays buffered for the next start
+            elif retry:
                 await asyncio.sleep(backoff.next())
-            pending = retry
-            results = await self.sink.send_batch([item.envelope for item in pending])
+            # After a lost connection the oldest goes alone; once it passed, the rest.
+            alone = lost is not None
+            pending, waiting = (waiting[:1], waiting[1:]) if alone else (waiting, [])
+            outcomes = await self.sink.send_batch([item.envelope for item in pending])
+
+    async def _settle_outcomes(
+        self,
+        items: Sequence[Buffered],
+        results: Sequence[BaseException | None],
+        failures: dict[int, int],
+    ) -> tuple[list[Buffered], ConnectionLost | None]:
+        """Settle the confirmed, dead-letter the refused; the rest, and a ConnectionLost seen."""
+        assert self.buffer is not None
+        done = [item for item, result in zip(items, results, strict=True) if result is None]
+        if done:
+            await self.buffer.settle([item.seq for item in done])
+            self.stats.in_flight -= len(done)
+            self._count_delivered([item.envelope for item in done])
+            self._backoff["sink"].reset()  # the sink's connection works
+        if len(done) == len(items):
+            return [], None
+        retry: list[Buffered] = []
+        lost: ConnectionLost | None = None
+        for item, result in zip(items, results, strict=True):
+            if result is None:
+                continue
+            if isinstance(result, PermanentError) or (
+                not isinstance(result, RetryableError)
+                and failures.setdefault(item.seq, 0) >= MAX_UNEXPECTED_FAILURES
+            ):
+                await self._dead_letter_buffered(item, _reason(result), type(result).__name__)
+                continue
+            if not isinstance(result, RetryableError):
+                failures[item.seq] += 1
+                self._log.error(
+                    "unexpected error from the sink",
+                    exc_info=result,
+                    extra={"event": "sink_error", "connection": self.route.sink.connection},
+                )
+            if isinstance(result, ConnectionLost):
+                lost = result
+            retry.append(item)
+        if lost is None and retry:
+            self.stats.error(next(r for r in results if isinstance(r, BaseException)))
+        return retry, lost
+
+    async def _dead_letter_buffered(self, item: Buffered, reason: str, kind: str) -> None:
+        """Move a buffered message to the dead letters: counted, and one WARNING line."""
+        assert self.buffer is not None
+        await self._retry_store(partial(self.buffer.dead_letter, item.envelope, reason, item.seq))
+        self.stats.dead_letter(kind)
+        self.stats.in_flight -= 1
+        self._log.warning(
+            "message dead-lettered (%s): %s",
+            _buffered_text(item),
+            reason,
+            extra={"event": "dead_lettered", "connection": self.route.sink.connection},
+        )
 
     def _count_delivered(self, envelopes: Sequence[Envelope]) -> None:
         now = time.time()
@@ -429,7 +513,7 @@ class RouteRunner:
             self.stats.dropped += 1
             self._log.warning(
                 "message from %s dropped (at_most_once): %s",
-                _coordinates(incoming.envelope),
+                _origin_text(incoming.envelope),
                 _reason(exc),
                 extra={"event": "dropped"},
             )
@@ -472,21 +556,20 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-_COORDINATES = (
+_ORIGIN_FIELDS = (
     *("queue", "exchange", "routing_key"),
     *("topic", "partition", "offset"),
     *("destination", "subject", "stream_seq"),
 )
 
 
-def _coordinates(envelope: Envelope) -> str:
+def _origin_text(envelope: Envelope) -> str:
     """Where a message came from, for a log line (repr: text that is not UTF-8 stays visible)."""
     origin = envelope.origin
     if origin is None:
         return f"subject {envelope.subject!r}"
-    where = ", ".join(
-        f"{name} {value!r}" for name in _COORDINATES if (value := getattr(origin, name)) is not None
-    )
+    values = ((name, getattr(origin, name)) for name in _ORIGIN_FIELDS)
+    where = ", ".join(f"{name} {value!r}" for name, value in values if value is not None)
     return f"{origin.kind} connection {origin.connection!r} ({where})"
 
 
@@ -516,3 +599,30 @@ def _utf8_text(text: object) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+SOURCE_COORDINATES = (
+    BRIDGE_ORIGIN,
+    KAFKA_TOPIC,
+    KAFKA_PARTITION,
+    KAFKA_OFFSET,
+    AMQP_EXCHANGE,
+    AMQP_ROUTING_KEY,
+    AMQP_QUEUE,
+    STOMP_DESTINATION,
+    STOMP_MESSAGE_ID,
+)
+"""Headers that say where a buffered message came from (its Origin is not buffered)."""
+
+
+def _buffered_text(item: Buffered) -> str:
+    """Where a buffered message came from, for a log line: buffer seq, id, source headers."""
+    envelope = item.envelope
+    parts = [f"buffer seq {item.seq}"]
+    if envelope.msg_id:
+        parts.append(f"msg_id {envelope.msg_id!r}")
+    for name in SOURCE_COORDINATES:
+        value = envelope.header(name)
+        if value is not None:
+            parts.append(f"{name} {value!r}")
+    return ", ".join(parts)

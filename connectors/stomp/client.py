@@ -47,7 +47,13 @@ from stomp import exception as se  # type: ignore[import-untyped]
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config.model import StompConnection
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from bridge.errors import (
+    BridgeError,
+    BridgeTimeout,
+    ConnectionLost,
+    PermanentError,
+    RetryableError,
+)
 from bridge.secrets import redact_url
 from connectors.stomp.errors import from_error_frame, translate, translating
 from connectors.stomp.message import FrameSplitter, parse_frame
@@ -524,9 +530,14 @@ class StompClient:
         future = self._receipts.pop(receipt, None) if receipt else None
         if future is None and receipt is None and len(self._receipts) == 1:
             # RabbitMQ names no receipt in its ERROR frames; with one frame awaiting a
-            # receipt, the error can only be about that one.
+            # receipt, the error can only be about that one. RabbitMQ closes the
+            # connection after it: a retryable error is a lost connection, so that the
+            # runtime reconnects and counts it (poison detection) instead of resending
+            # on a dead connection.
             [(receipt, future)] = list(self._receipts.items())
             self._receipts.pop(receipt, None)
+            if isinstance(error, RetryableError) and not isinstance(error, ConnectionLost):
+                error = ConnectionLost(f"{error} (the broker closed the connection)")
         if future is not None:
             log.debug("stomp %s: broker refused a frame: %s", self.purpose, error)
             self._settle(future, error)

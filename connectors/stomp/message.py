@@ -22,40 +22,10 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.envelope import Envelope, Origin
 from bridge.errors import HeaderError
-from mappings.stomp import escape_header, nats_to_stomp_headers, stomp_to_nats_headers
+from mappings.stomp import escape_header, send_headers, stomp_to_nats_headers
 
 OCTET_STREAM = "application/octet-stream"
 """The content-type of a SEND whose envelope carries none."""
-
-RESERVED_ON_SEND = frozenset(
-    {
-        # frame-level: the connector writes its own or they mean nothing on a SEND
-        "destination",
-        "content-length",
-        "content-type",
-        "receipt",
-        "receipt-id",
-        "transaction",
-        "subscription",
-        "ack",
-        "id",
-        "heart-beat",
-        "persistent",
-        # the source broker's id for its own copy: RabbitMQ refuses it on SEND
-        # ("'message-id' is not allowed on 'SEND'"), ActiveMQ replaces it
-        "message-id",
-        # connection-level, never on a message
-        "host",
-        "login",
-        "passcode",
-        "accept-version",
-        "version",
-        "session",
-        "server",
-    }
-)
-"""Carried headers a SEND frame does not take from the envelope (see `send_frame`)."""
-
 
 _UNESCAPES = {"\\r": "\r", "\\n": "\n", "\\c": ":", "\\\\": "\\"}
 _ESCAPE_SEQUENCE = re.compile(r"\\.")  # as stomp.py: an unknown escape stays as it is
@@ -200,29 +170,28 @@ def nack_frame(ack_id: str, requeue: bool | None = None) -> bytes:
     return b"NACK\nid:" + escape_header(ack_id).encode() + extra + b"\n\n\x00"
 
 
-def send_frame(envelope: Envelope, destination: str, receipt: str, persistent: bool) -> bytes:
+def send_frame(
+    envelope: Envelope, destination: str, receipt: str, persistent: bool, dialect: str
+) -> bytes:
     """The SEND frame for `envelope`: binary-safe body, carried headers, a receipt.
 
     ``content-length`` is always written (binary payloads, NUL bytes); ``content-type``
-    is the carried ``Stomp-Content-Type`` or application/octet-stream. Carried headers go
-    through mappings.stomp (NATS names and ``base64:`` values decoded); those in
-    `RESERVED_ON_SEND` are left out.
+    is the carried ``Stomp-Content-Type`` or application/octet-stream. Which carried
+    headers a SEND takes, and under what name, is mappings.stomp.send_headers's table.
     """
-    carried = nats_to_stomp_headers(envelope.headers) if envelope.headers else {}
-    content_type = carried.get("content-type") or OCTET_STREAM
+    content_type, carried = (
+        send_headers(envelope.headers, dialect) if envelope.headers else (None, {})
+    )
     # The connector's own headers first (STOMP 1.2 honours the first of a repeated name);
     # their names need no escaping.
     lines = [
-        f"SEND\ndestination:{escape_header(destination)}\ncontent-type:{escape_header(content_type)}"
+        f"SEND\ndestination:{escape_header(destination)}"
+        f"\ncontent-type:{escape_header(content_type or OCTET_STREAM)}"
         f"\ncontent-length:{len(envelope.payload)}\nreceipt:{escape_header(receipt)}"
     ]
     if persistent:
         lines.append("persistent:true")
-    lines.extend(
-        f"{escape_header(name)}:{escape_header(value)}"
-        for name, value in carried.items()
-        if name not in RESERVED_ON_SEND
-    )
+    lines.extend(f"{escape_header(name)}:{escape_header(value)}" for name, value in carried.items())
     lines.append("\n")
     try:
         head = "\n".join(lines).encode("utf-8")

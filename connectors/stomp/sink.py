@@ -150,7 +150,7 @@ class StompDestinationSink:
             raise self._error
         receipt, future = client.expect()
         try:
-            frame = send_frame(envelope, envelope.subject, receipt, self.persistent)
+            frame = send_frame(envelope, envelope.subject, receipt, self.persistent, self.dialect)
         except BaseException:
             client.forget(receipt)
             raise

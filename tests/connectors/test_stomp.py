@@ -28,13 +28,20 @@ from urllib.parse import urlsplit
 
 import pytest
 import stomp  # type: ignore[import-untyped]
+from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config import load_config
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, StompConnection
 from bridge.connector import Sink, Source, send_one
 from bridge.envelope import Envelope, Origin
-from bridge.errors import ConnectionLost, MappingError, PermanentError, RetryableError
+from bridge.errors import (
+    ConnectionLost,
+    HeaderError,
+    MappingError,
+    PermanentError,
+    RetryableError,
+)
 from connectors.stomp import StompDestinationSink, StompDestinationSource, connector
 from connectors.stomp.client import Endpoint, StompClient, parse_url
 from connectors.stomp.errors import (
@@ -47,6 +54,7 @@ from connectors.stomp.errors import (
 )
 from connectors.stomp.message import ack_frame, encode_frame, nack_frame, send_frame
 from connectors.stomp.source import subscription_headers
+from mappings import stomp as stomp_mapping
 from mappings.headers import (
     STOMP_CONTENT_TYPE,
     STOMP_DESTINATION,
@@ -728,6 +736,172 @@ def test_rabbitmq_refused_send_is_isolated_and_dead_lettered_alone(
     run(scenario())
 
 
+# ---------------------------------------------------------------- headers that steer the broker
+
+# Each of these made ActiveMQ drop the connection (no ERROR frame) or RabbitMQ refuse the
+# SEND, when a SEND carried it as it came.
+BROKER_DIRECTIVES = {
+    "transformation": "jms-map-xml",
+    "expires": "abc",
+    "priority": "",
+    "timestamp": "abc",
+    "JMSXGroupSeq": "99999999999",
+    "AMQ_SCHEDULED_DELAY": "abc",
+    "AMQ_SCHEDULED_CRON": "bad",
+    "persistent": "maybe",
+    "expiration": "abc",
+    "user-id": "someone-else",
+    "exclusive": "true",
+    "x-message-ttl": "abc",
+    "reply-to": "/bad",
+    "message-id": "7",
+}
+
+
+def test_send_headers_keep_the_broker_out_of_a_messages_hands() -> None:
+    nats = {escape_header_name(k): [encode_value(v)] for k, v in BROKER_DIRECTIVES.items()}
+    nats |= {"priority-ok": ["x"], "X-App": ["1"], "Carried-transformation": ["kept"]}
+    content_type, headers = stomp_mapping.send_headers(
+        {**nats, STOMP_CONTENT_TYPE: ["text/plain"], "JMSXGroupID": ["g"]}, "rabbitmq"
+    )
+    assert content_type == "text/plain"
+    assert headers == {
+        "Carried-transformation": "kept",  # the message's own comes first
+        "Carried-expires": "abc",
+        "Carried-priority": "",
+        "Carried-timestamp": "abc",
+        "Carried-JMSXGroupSeq": "99999999999",
+        "Carried-AMQ_SCHEDULED_DELAY": "abc",
+        "Carried-AMQ_SCHEDULED_CRON": "bad",
+        "Carried-expiration": "abc",
+        "Carried-user-id": "someone-else",
+        "Carried-exclusive": "true",
+        "Carried-x-message-ttl": "abc",
+        "Carried-reply-to": "/bad",
+        "priority-ok": "x",
+        "X-App": "1",
+        "JMSXGroupID": "g",
+    }
+    _, fine = stomp_mapping.send_headers(
+        {"priority": ["4"], "expires": ["0"], "reply-to": ["/temp-queue/r"]}, "activemq"
+    )
+    assert fine == {"priority": "4", "expires": "0", "reply-to": "/temp-queue/r"}
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "\x00"])
+def test_a_nul_never_reaches_a_frame_header(text: str) -> None:
+    with pytest.raises(HeaderError):
+        stomp_mapping.escape_header(text)
+    for headers in ({"X": [encode_value(text)]}, {escape_header_name(text): ["v"]}):
+        with pytest.raises(HeaderError):
+            send_frame(Envelope("/queue/q", b"", headers), "/queue/q", "1", True, "activemq")
+
+
+def test_sink_delivers_messages_that_carry_broker_directives(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Every directive between ordinary messages, one send each: all confirmed, none
+    dropped the connection, and the directives arrive renamed."""
+
+    async def scenario() -> None:
+        destination = queue_name("directives")
+        reader = await asyncio.to_thread(RawReader, broker, destination)
+        sink = make_sink(tmp_path, broker, destination)
+        await sink.connect()
+        envelopes = []
+        for name, value in BROKER_DIRECTIVES.items():
+            envelopes.append(Envelope(destination, b"ordinary"))
+            envelopes.append(Envelope(destination, name.encode(), {name: [encode_value(value)]}))
+        envelopes.append(Envelope(destination, b"ordinary"))
+        try:
+            results = await sink.send_batch(envelopes)
+        finally:
+            await sink.close()
+        assert results == [None] * len(envelopes)
+        frames = await asyncio.to_thread(reader.read, len(envelopes))
+        assert [f.body for f in frames] == [e.payload for e in envelopes]
+        by_body = {f.body: f.headers for f in frames}
+        assert by_body[b"transformation"]["Carried-transformation"] == "jms-map-xml"
+        assert "transformation" not in by_body[b"transformation"]
+        assert by_body[b"x-message-ttl"]["Carried-x-message-ttl"] == "abc"
+
+    run(scenario())
+
+
+def test_runtime_dead_letters_a_message_that_drops_a_real_brokers_connection(
+    activemq: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """A SEND that ActiveMQ drops the connection over (here `transformation` written raw,
+    past the header table, standing for any such header) is dead-lettered as poison
+    between 40 ordinary messages, which all arrive, in order."""
+    from bridge.runtime.mapper import RouteMapper
+    from bridge.runtime.route import RouteRunner
+    from connectors.stomp import sink as sink_module
+    from tests.runtime.test_route import MemoryBuffer, MemorySource
+
+    raw_send_frame = sink_module.send_frame
+
+    def poisoned(envelope: Envelope, *args: Any) -> bytes:
+        frame = raw_send_frame(envelope, *args)
+        if envelope.payload == b"20":
+            frame = frame.replace(b"\n\n", b"\ntransformation:jms-map-xml\n\n", 1)
+        return frame
+
+    monkeypatch.setattr(sink_module, "send_frame", poisoned)
+    destination = queue_name("poison")
+    route, conn, bridge = load_route(
+        tmp_path,
+        activemq,
+        sink={"destination": destination},
+        max_in_flight=8,
+        retry={"initial": "10ms", "max": "100ms"},
+    )
+    nats = load_config(tmp_path / f"{route.name}.yaml").connections["nats"]
+    source, buffer = MemorySource(41), MemoryBuffer()
+    sink = connector.sink(route, conn, bridge)
+    runner = RouteRunner(route, source, sink, RouteMapper(route, bridge, nats), buffer)  # type: ignore[arg-type]
+    reader = RawReader(activemq, destination)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runner.run())
+        while len(buffer.settled) + len(buffer.dead) < 41:
+            await asyncio.sleep(0.01)
+        runner.stop()
+        await asyncio.wait_for(running, 30)
+
+    run(asyncio.wait_for(scenario(), 60))
+    assert [payload for payload, _ in buffer.dead] == [b"20"]
+    assert buffer.dead[0][1].startswith("poison: ")
+    assert runner.stats.dead_lettered == {"poison": 1}
+    assert 4 <= runner.stats.reconnects <= 6  # the first loss, three alone, one after
+    frames = reader.read(40)
+    assert [f.body for f in frames] == [str(n).encode() for n in range(41) if n != 20]
+
+
+def test_a_retryable_error_frame_about_the_only_send_is_a_lost_connection(
+    rabbitmq: Broker, tmp_path: Path
+) -> None:
+    """RabbitMQ closes the connection after an ERROR frame that names no receipt: the one
+    send waiting is told ConnectionLost, so that the runtime reconnects (and can count
+    the message as poison) instead of resending on a dead connection."""
+    _, conn, _ = load_route(tmp_path, rabbitmq, sink={"destination": "/queue/x"})
+
+    async def scenario() -> None:
+        client = StompClient(conn, "test")
+        client._loop = asyncio.get_running_loop()
+        client._logged_in = True
+        _, future = client.expect()
+        client._on_error(Frame("ERROR", {"message": "resource_locked"}, b"RESOURCE_LOCKED"))
+        with pytest.raises(ConnectionLost, match="resource_locked"):
+            await asyncio.wait_for(future, 5)
+        _, refused = client.expect()
+        client._on_error(Frame("ERROR", {"message": "Processing error"}, b""))
+        with pytest.raises(StompRefused):
+            await asyncio.wait_for(refused, 5)
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------- heart-beats and restarts
 
 
@@ -1031,7 +1205,7 @@ def test_frames_escape_names_and_values_and_keep_bodies() -> None:
             "X": ["1", "2"],
         },
     )
-    sent = send_frame(envelope, "/queue/q", "7", persistent=True)
+    sent = send_frame(envelope, "/queue/q", "7", persistent=True, dialect="activemq")
     assert sent == (
         b"SEND\ndestination:/queue/q\ncontent-type:application/octet-stream\n"
         b"content-length:0\nreceipt:7\npersistent:true\nX:1\n\n\x00"

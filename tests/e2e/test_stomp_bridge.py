@@ -407,3 +407,90 @@ def test_no_loss_jetstream_to_rabbitmq_stomp_through_kill_9(
         f"{sum(arrived.values()) - count} duplicates"
     )
     assert bridge.terminate() == 0
+
+
+# ---------------------------------------------------------------- headers that steer the broker
+
+# Each made ActiveMQ drop the connection or RabbitMQ refuse the SEND when passed as it came.
+DIRECTIVES = [
+    ("transformation", "jms-map-xml"),
+    ("transformation", "jms-object-json"),
+    ("transformation", "jms-byte"),
+    ("expires", "abc"),
+    ("priority", "x"),
+    ("JMSXGroupSeq", "99999999999"),
+    ("AMQ_SCHEDULED_DELAY", "abc"),
+    ("persistent", "maybe"),
+    ("expiration", "abc"),
+    ("timestamp", "abc"),
+    ("user-id", "someone-else"),
+    ("exclusive", "true"),
+    ("x-message-ttl", "abc"),
+    ("reply-to", "/bad"),
+]
+
+
+@pytest.mark.parametrize("connection", ["activemq", "rabbit-stomp"])
+def test_nats_messages_with_broker_directives_are_all_delivered_or_dead_lettered(
+    connection: str,
+    stomp_activemq_url: str,
+    stomp_rabbitmq_url: str,
+    activemq_credentials: tuple[str, str],
+    nats_url: str,
+    tag: str,
+    bridge_factory: Any,
+    rabbit_queues: list[str],
+) -> None:
+    """NATS -> STOMP: directives between ordinary messages, and a NUL in a header value:
+    every message is delivered or dead-lettered, counted, with no reconnect at all."""
+    config = unique_example(tag)
+    route = config["routes"][1]
+    config["routes"] = [route]
+    route["to"]["connection"] = connection
+    destination = f"/queue/alerts-{tag}.x"
+    rabbit_queues.append(f"alerts-{tag}.x")
+    sent: list[tuple[bytes, dict[str, str]]] = []
+    for number, (name, value) in enumerate(DIRECTIVES):
+        sent.append((f"ordinary-{number}".encode(), {}))
+        sent.append((f"{name}={value}".encode(), {name: value}))
+    lines = "base64:" + base64.b64encode(b"one\r\ntwo").decode()
+    sent.append((b"lines", {"X-Lines": lines, "X%3AColon": "a:b"}))
+    sent.append((b"nul", {"X-Nul": "base64:" + base64.b64encode(b"a\x00b").decode()}))
+    sent.append((b"last", {}))
+    if connection == "activemq":
+        reader = Stomp(stomp_activemq_url, *activemq_credentials)
+    else:
+        reader = Stomp(stomp_rabbitmq_url, "guest", "guest")
+    reader.subscribe(destination)
+    bridge = bridge_factory(config)
+    bridge.start()
+
+    async def publish() -> None:
+        nc = await nats.connect(nats_url)
+        for payload, headers in sent:
+            await nc.publish(f"alerts-{tag}.x", payload, headers=headers or None)
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(publish())
+
+    def counters() -> dict[str, Any]:
+        return dict(bridge.routes()[route["name"]]["counters"])
+
+    def settled() -> bool:
+        now = counters()
+        return bool(now["delivered"] + sum(now["dead_lettered"].values()) >= len(sent))
+
+    wait_for(settled, what="every message delivered or dead-lettered")
+    frames = {frame.body: frame.headers for frame in reader.take(len(sent) - 1)}
+    reader.close()
+    final = counters()
+    assert final["dead_lettered"] == {"HeaderError": 1}
+    assert final["delivered"] == len(sent) - 1
+    assert final["reconnects"] == 0
+    assert set(frames) == {payload for payload, _ in sent} - {b"nul"}
+    assert frames[b"transformation=jms-map-xml"]["Carried-transformation"] == "jms-map-xml"
+    assert "transformation" not in frames[b"transformation=jms-map-xml"]
+    assert frames[b"lines"]["X-Lines"] == "one\r\ntwo"
+    assert frames[b"lines"]["X:Colon"] == "a:b"
+    assert bridge.terminate() == 0

@@ -380,9 +380,9 @@ def test_stomp_escaping(raw: str, escaped: str) -> None:
     assert stomp.unescape_header(escaped) == raw
 
 
-@given(st.text(max_size=20))
+@given(st.text(st.characters(exclude_characters="\x00"), max_size=20))
 def test_stomp_escaping_round_trips(text: str) -> None:
-    escaped = stomp.escape_header(text)
+    escaped = stomp.escape_header(text)  # a NUL is refused (tests/connectors/test_stomp.py)
     assert "\n" not in escaped and "\r" not in escaped and ":" not in escaped
     assert stomp.unescape_header(escaped) == text
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,9 +110,13 @@ class ScriptedSink:
         pass
 
 
-def run_route(
-    tmp_path: Path, max_in_flight: int, fail: dict[bytes, BaseException]
-) -> tuple[MemorySource, MemoryBuffer, ScriptedSink, RouteRunner]:
+def make_runner(
+    tmp_path: Path,
+    max_in_flight: int,
+    source: Any,
+    sink: Any,
+    retry: str = "{initial: 1ms, max: 2ms}",
+) -> tuple[MemoryBuffer, RouteRunner]:
     path = tmp_path / "bridge.yaml"
     path.write_text(
         "version: 1\n"
@@ -120,13 +125,25 @@ def run_route(
         "routes:\n"
         "  - {name: r, from: {connection: nats, subject: 'in.>'},\n"
         "     to: {connection: nats, subject: out},\n"
-        f"     max_in_flight: {max_in_flight}, retry: {{initial: 1ms, max: 2ms}}}}\n"
+        f"     max_in_flight: {max_in_flight}, retry: {retry}}}\n"
     )
     config = load_config(path, {})
     [route] = config.routes
-    source, buffer, sink = MemorySource(COUNT), MemoryBuffer(), ScriptedSink(fail)
+    buffer = MemoryBuffer()
     mapper = RouteMapper(route, config.bridge, config.connections["nats"])
-    runner = RouteRunner(route, source, sink, mapper, buffer)  # type: ignore[arg-type]
+    return buffer, RouteRunner(route, source, sink, mapper, buffer)
+
+
+def run_route(
+    tmp_path: Path,
+    max_in_flight: int,
+    fail: dict[bytes, BaseException],
+    sink: Any = None,
+    retry: str = "{initial: 1ms, max: 2ms}",
+) -> tuple[MemorySource, MemoryBuffer, Any, RouteRunner]:
+    source = MemorySource(COUNT)
+    sink = ScriptedSink(fail) if sink is None else sink
+    buffer, runner = make_runner(tmp_path, max_in_flight, source, sink, retry)
 
     async def scenario() -> None:
         running = asyncio.create_task(runner.run())
@@ -135,7 +152,7 @@ def run_route(
         runner.stop()
         await asyncio.wait_for(running, 10)
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 30))
     return source, buffer, sink, runner
 
 
@@ -258,3 +275,147 @@ def test_one_bad_message_is_dead_lettered_logged_and_acked_and_the_rest_flow(
         assert "TypeError" in warnings[1] and "dead-lettered" in warnings[1]
     else:
         assert runner.stats.dropped == 2
+
+
+# ---------------------------------------------------------------- reconnects and poison
+
+
+class DroppingSource(MemorySource):
+    """Connects fine, then every receive finds the connection gone."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.connects = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        raise ConnectionLost("dropped at once")
+
+
+class DroppingSink(ScriptedSink):
+    """A destination that drops the connection at messages in `poison` (or at every send
+    when `poison` is None): the messages before it in a send are confirmed, it and all
+    after it fail with ConnectionLost until the next connect."""
+
+    def __init__(self, poison: set[bytes] | None) -> None:
+        super().__init__({})
+        self.poison = poison
+        self.connected = False
+        self.refuse_connects = 0  # connects that fail, as while a broker restarts
+        self.sends = 0
+
+    async def connect(self) -> None:
+        self.connects += 1
+        if self.refuse_connects > 0:
+            self.refuse_connects -= 1
+            raise ConnectionLost("connection refused")
+        self.connected = True
+
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        self.sends += 1
+        await asyncio.sleep(0.001)
+        results: list[BaseException | None] = []
+        for envelope in envelopes:
+            if self.poison is None or envelope.payload in self.poison:
+                self.connected = False
+            if not self.connected:
+                results.append(ConnectionLost("connection reset by the broker"))
+                continue
+            self.delivered.append(envelope.payload)
+            results.append(None)
+        return results
+
+
+def reconnects_in_half_a_second(tmp_path: Path, source: Any, sink: Any) -> None:
+    _, runner = make_runner(tmp_path, 8, source, sink, "{initial: 10ms, max: 100ms}")
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.5)
+        runner.stop()
+        await asyncio.wait_for(running, 10)
+
+    asyncio.run(scenario())
+
+
+# Back-off delays of at least 5, 10, 20, 40, 50, 50 ... ms: at most 13 reconnects fit in
+# half a second, however fast the machine; without back-off they were thousands.
+MOST_RECONNECTS = 20
+
+
+def test_a_source_that_drops_every_connection_at_once_is_reconnected_with_back_off(
+    tmp_path: Path,
+) -> None:
+    source = DroppingSource()
+    reconnects_in_half_a_second(tmp_path, source, ScriptedSink({}))
+    assert 2 <= source.connects <= MOST_RECONNECTS
+
+
+def test_a_sink_that_drops_every_connection_at_once_is_reconnected_with_back_off(
+    tmp_path: Path,
+) -> None:
+    source, sink = MemorySource(COUNT), DroppingSink(poison=None)
+    reconnects_in_half_a_second(tmp_path, source, sink)
+    assert 2 <= sink.connects <= MOST_RECONNECTS
+    assert not sink.delivered
+
+
+def test_a_message_that_drops_the_connection_is_dead_lettered_as_poison(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = DroppingSink(poison={sent_order(17)})
+    with caplog.at_level(logging.WARNING, "natsbridge.route"):
+        _, buffer, _, runner = run_route(tmp_path, 8, {}, sink)
+    [(payload, reason)] = buffer.dead
+    assert payload == sent_order(17)
+    assert reason.startswith("poison: lost the connection all 3 times it was sent alone")
+    # The messages behind it flow again, in order, each once.
+    assert sink.delivered == [sent_order(n) for n in range(COUNT) if n != 17]
+    assert runner.stats.dead_lettered == {"poison": 1}
+    assert runner.stats.in_flight == 0
+    # The first loss, three sent alone, one after the dead-letter: no storm.
+    assert sink.connects == 1 + 1 + 3
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "dead_lettered"]
+    assert line.levelno == logging.WARNING
+    assert line.route == "r"  # type: ignore[attr-defined]
+    assert "buffer seq 18" in line.getMessage()
+    assert "Bridge-Origin 'b/nats'" in line.getMessage()
+
+
+def test_poison_after_is_the_number_of_losses_a_message_may_cause(tmp_path: Path) -> None:
+    sink = DroppingSink(poison={sent_order(0), sent_order(199)})
+    _, buffer, _, runner = run_route(tmp_path, 1, {}, sink, "{initial: 1ms, poison_after: 5}")
+    assert sorted(payload for payload, _ in buffer.dead) == [sent_order(0), sent_order(199)]
+    assert all("all 5 times" in reason for _, reason in buffer.dead)
+    assert runner.stats.dead_lettered == {"poison": 2}
+    assert sink.delivered == [sent_order(n) for n in range(1, COUNT - 1)]
+
+
+class RestartingSink(DroppingSink):
+    """A broker that goes down at every fifth send of a window and every other send of one
+    message alone, and refuses the next three connects each time: no message is to blame."""
+
+    def __init__(self) -> None:
+        super().__init__(poison=set())
+        self.alone = 0  # sends of one message
+        self.dropped_alone = 0  # of them, those the broker went down under
+
+    async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        self.alone += len(envelopes) == 1
+        down = self.alone % 2 == 1 if len(envelopes) == 1 else self.sends % 5 == 4
+        if down and self.connected:
+            self.connected = False
+            self.refuse_connects = 3
+            self.dropped_alone += len(envelopes) == 1
+        return await super().send_batch(envelopes)
+
+
+def test_a_broker_that_restarts_again_and_again_dead_letters_nothing(tmp_path: Path) -> None:
+    sink = RestartingSink()
+    _, buffer, _, runner = run_route(tmp_path, 8, {}, sink)
+    assert not buffer.dead
+    assert sorted(set(sink.delivered), key=int) == [sent_order(n) for n in range(COUNT)]
+    assert len(buffer.settled) == COUNT and runner.stats.in_flight == 0
+    assert sink.dropped_alone >= 3  # losses while sending alone, spread over messages
