@@ -174,7 +174,11 @@ class Account:
         out = []
 
         def kinds(ids: Iterable[str]) -> str:
-            return ", ".join(f"{i} ({self.sent.get(i, '?')})" for i in sorted(ids))
+            """Ids grouped by kind: "empty-name #024, duplicate-message_id #044 #045"."""
+            by_kind: dict[str, list[str]] = {}
+            for hid in sorted(ids):
+                by_kind.setdefault(self.sent.get(hid, "?"), []).append("#" + hid.rsplit(".")[-1])
+            return ", ".join(f"{kind} {' '.join(nums)}" for kind, nums in by_kind.items())
 
         lost = set(self.sent) - set(self.delivered) - set(self.dead)
         if lost - self.tail:

@@ -243,14 +243,13 @@ def log_lines(bridge: BridgeProcess, limit: int = 40) -> list[str]:
         try:
             record = json.loads(line)
         except ValueError:
-            if "Traceback" in line or "Error" in line:
+            if "Traceback" in line or "Error" in line or line.startswith("natsbridge:"):
                 seen.setdefault(line[:160], line[:300])
             continue
-        if record.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+        if str(record.get("level")).upper() in ("WARNING", "ERROR", "CRITICAL"):
             key = f"{record.get('route')}|{str(record.get('msg'))[:80]}"
-            seen.setdefault(
-                key, f"{record.get('level')} {record.get('route')}: {record['msg']}"[:400]
-            )
+            where = record.get("route") or record.get("logger")
+            seen.setdefault(key, f"{record['level']} {where}: {record['msg']}"[:400])
     return list(seen.values())[:limit]
 
 
@@ -384,7 +383,8 @@ def test_hostile_messages_through_every_pair(
 
     process = []
     if exit_before_sigterm is not None:
-        process.append(f"the bridge EXITED with {exit_before_sigterm} before SIGTERM")
+        process.append(f"the bridge EXITED with {exit_before_sigterm} before SIGTERM:")
+        process += [f"    {line}" for line in bridge.tail(12).splitlines()]
     if exit_code != 0:
         process.append(f"the bridge exited with {exit_code} after SIGTERM (want 0)")
     not_sent = [
