@@ -235,6 +235,13 @@ def counter_problems(route: dict[str, Any]) -> list[str]:
     ]
 
 
+def resends(route: dict[str, Any] | None) -> int:
+    """Reconnects and redeliveries the route counted (unknown when the process is gone)."""
+    if route is None:
+        return 0
+    return int(route["counters"]["reconnects"]) + int(route["counters"]["redelivered"])
+
+
 def log_lines(bridge: BridgeProcess, limit: int = 40) -> list[str]:
     """The bridge's WARNING and worse lines, each distinct message once."""
     seen: dict[str, str] = {}
@@ -371,6 +378,7 @@ def test_hostile_messages_through_every_pair(
             },
             delivered(src, dst),
             dead.get(f"{name}.dead-letters", {}),
+            resends(routes.get(name)),
         )
         accounts.append(account)
         problems = account.problems()
