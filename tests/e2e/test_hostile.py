@@ -1,7 +1,8 @@
 """Hostile messages through every source -> sink pair of one `natsbridge run`, by counting ids.
 
-Sixteen routes, {RabbitMQ, Kafka, ActiveMQ STOMP, JetStream} x the same, each from its own
-source address to its own destination, all `at_least_once` with `max_payload: 64KiB`.
+Twenty-five routes, {RabbitMQ, Kafka, ActiveMQ STOMP, RabbitMQ STOMP, JetStream} x the
+same, each from its own source address to its own destination, all `at_least_once` with
+`max_payload: 64KiB`.
 Each source gets its broker's hostile messages (tests/e2e/hostile.py) and then a tail
 of ordinary ones. Then, per route: every id the source broker accepted is delivered or
 dead-lettered with a reason, none twice, none lost; the tail arrives (the flow
@@ -40,12 +41,19 @@ from tests.e2e.rabbitmq_admin import delete_queues
 
 pytestmark = [pytest.mark.amqp, pytest.mark.kafka, pytest.mark.stomp, pytest.mark.nats]
 
-KINDS = ("amqp", "kafka", "stomp", "nats")
-CONNECTION = {"amqp": "rabbit", "kafka": "kafka", "stomp": "activemq", "nats": "nats"}
+KINDS = ("amqp", "kafka", "stomp", "rstomp", "nats")  # rstomp: RabbitMQ's STOMP plugin
+CONNECTION = {
+    "amqp": "rabbit",
+    "kafka": "kafka",
+    "stomp": "activemq",
+    "rstomp": "rabbit-stomp",
+    "nats": "nats",
+}
 ADDRESS = {  # each source's own address, rendered into the sink's address
     "amqp": "{{routing_key}}",
     "kafka": "{{key}}",
     "stomp": "{{destination}}",
+    "rstomp": "{{destination}}",
     "nats": "{{wildcard(1)}}",
 }
 TAIL_SIZE = 5
@@ -68,6 +76,7 @@ class Names:
             "amqp": f"hi-{self.tag}-amqp-{dst}",  # exchange
             "kafka": f"hi-{self.tag}-kafka-{dst}",  # topic
             "stomp": f"/queue/hi-{self.tag}-stomp-{dst}",  # destination prefix
+            "rstomp": f"/topic/hi-{self.tag}-rstomp-{dst}",
             "nats": f"hi.{self.tag}.{dst}",  # subject prefix
         }[src]
 
@@ -77,6 +86,7 @@ class Names:
             "amqp": f"ho-{self.tag}-{src}-amqp",  # exchange; its observer queue adds ".observe"
             "kafka": f"ho-{self.tag}-{src}-kafka",  # topic
             "stomp": f"/queue/ho-{self.tag}-{src}-stomp",
+            "rstomp": f"/queue/ho-{self.tag}-{src}-rstomp",
             "nats": f"HO_{self.tag}_{src}",  # stream
         }[dst]
 
@@ -89,7 +99,9 @@ def route_config(names: Names, src: str, dst: str) -> dict[str, Any]:
     elif src == "kafka":
         source |= {"topics": [where]}
     elif src == "stomp":
-        source |= {"destination": f"{where}.>"}
+        source |= {"destination": f"{where}.>"}  # ActiveMQ's wildcard
+    elif src == "rstomp":
+        source |= {"destination": f"{where}.#"}  # RabbitMQ's (AMQP topic rules)
     else:
         source |= {"subject": f"{where}.*", "jetstream": {"stream": f"HI_{names.tag}_{dst}"}}
     sink: dict[str, Any] = {"connection": CONNECTION[dst]}
@@ -98,7 +110,7 @@ def route_config(names: Names, src: str, dst: str) -> dict[str, Any]:
         sink |= {"exchange": out, "routing_key": ADDRESS[src]}
     elif dst == "kafka":
         sink |= {"topic": out, "key": ADDRESS[src], "create_topic": {"partitions": 1}}
-    elif dst == "stomp":
+    elif dst in ("stomp", "rstomp"):
         sink |= {"destination": out}
     else:
         sink |= {
@@ -133,6 +145,13 @@ def bridge_config(names: Names, urls: dict[str, str], login: tuple[str, str]) ->
                 "login": login[0],
                 "passcode": login[1],
             },
+            "rabbit-stomp": {
+                "kind": "stomp",
+                "url": urls["rstomp"],
+                "dialect": "rabbitmq",
+                "login": "guest",
+                "passcode": "guest",
+            },
             "nats": {"kind": "nats", "servers": [urls["nats"]]},
         },
         "routes": [route_config(names, src, dst) for src in KINDS for dst in KINDS],
@@ -145,12 +164,14 @@ def hostile_cases(src: str, tag: str) -> tuple[list[Case], dict[str, str]]:
         "amqp": hostile.amqp_cases(tag),
         "kafka": hostile.kafka_cases(),
         "stomp": hostile.stomp_cases(),
+        "rstomp": hostile.stomp_cases(),
         "nats": hostile.nats_cases(),
     }[src]
     unsendable_of: Callable[[Case], str | None] = {
         "amqp": lambda case: None,
         "kafka": hostile.kafka_unsendable,
         "stomp": hostile.stomp_unsendable,
+        "rstomp": hostile.stomp_unsendable,
         "nats": hostile.nats_unsendable,
     }[src]
     cases, skipped = [], {}
@@ -264,6 +285,7 @@ def test_hostile_messages_through_every_pair(
     amqp_url: str,
     kafka_bootstrap: str,
     stomp_activemq_url: str,
+    stomp_rabbitmq_url: str,
     activemq_credentials: tuple[str, str],
     nats_url: str,
     tag: str,
@@ -274,6 +296,7 @@ def test_hostile_messages_through_every_pair(
         "amqp": amqp_url,
         "kafka": kafka_bootstrap,
         "stomp": stomp_activemq_url,
+        "rstomp": stomp_rabbitmq_url,
         "nats": nats_url,
     }
     login, passcode = activemq_credentials
@@ -321,6 +344,8 @@ def test_hostile_messages_through_every_pair(
             return hostile.produce_kafka(kafka_bootstrap, where, batch)
         if src == "stomp":
             return hostile.produce_stomp(stomp_activemq_url, login, passcode, where, batch)
+        if src == "rstomp":
+            return hostile.produce_stomp(stomp_rabbitmq_url, "guest", "guest", where, batch)
         return hostile.produce_nats(nats_url, where, batch)
 
     def produce_all(which: dict[tuple[str, str], list[Message]]) -> dict[str, str]:
@@ -360,6 +385,8 @@ def test_hostile_messages_through_every_pair(
             return kafka_ids(kafka_bootstrap, out)
         if dst == "stomp":
             return stomp_ids(stomp_activemq_url, login, passcode, out)
+        if dst == "rstomp":
+            return stomp_ids(stomp_rabbitmq_url, "guest", "guest", out)
         return jetstream_ids(nats_url, out)
 
     dead = dead_letters(bridge.data_dir)
