@@ -413,6 +413,9 @@ def stomp_unsendable(case: Case) -> str | None:
         return "ActiveMQ applies frame headers to the SEND itself (expires: 1 expires it unread)"
     if any(value is None or isinstance(value, dict) for _, value in case.headers):
         return "STOMP header values are strings"
+    if any(b"\x00" in _text(name) + _text(value) for name, value in case.headers):
+        # A NUL ends a frame: RabbitMQ cuts the SEND there and stores what came before.
+        return "STOMP 1.2 has no escape for NUL in a header"
     return None
 
 
