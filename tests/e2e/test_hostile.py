@@ -430,7 +430,7 @@ def test_hostile_messages_through_every_pair(
             f"the bridge was still running {TERMINATE_TIMEOUT_S}s after SIGTERM "
             "(drain_timeout 10s): killed"
         )
-    elif exit_code != 0:
+    elif exit_code != 0 and exit_before_sigterm is None:
         process.append(f"the bridge exited with {exit_code} after SIGTERM (want 0)")
     not_sent = [
         f"{src}: {kind}: {why}" for src, kinds in skipped.items() for kind, why in kinds.items()
