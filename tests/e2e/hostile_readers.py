@@ -201,7 +201,13 @@ class Account:
             out.append(f"dead-lettered WITHOUT a Bridge-Reason: {kinds(silent)}")
         for hid, reason in sorted(self.must_dead_letter.items()):
             if hid in self.sent and not self.dead.get(hid, "").startswith(reason):
-                where = "delivered" if hid in self.delivered else self.dead.get(hid, "lost")
+                where = (
+                    "delivered"
+                    if hid in self.delivered
+                    else f"dead-lettered as {self.dead[hid]!r}"
+                    if hid in self.dead
+                    else "lost"
+                )
                 out.append(f"{hid} ({self.sent[hid]}) should be dead-lettered {reason}: {where}")
         return out
 
