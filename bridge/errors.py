@@ -71,6 +71,10 @@ class HeaderError(MappingError, ValueError):
     """A header name or value that the target cannot carry."""
 
 
+class HopLimitExceeded(MappingError):
+    """The message has crossed more bridges than `bridge.hop_limit` allows (a loop of bridges)."""
+
+
 class PayloadTooLarge(PermanentError):
     """The payload exceeds the target's limit."""
 

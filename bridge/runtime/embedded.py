@@ -16,7 +16,13 @@ from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConf
 from bridge.config.loader import Route
 from bridge.envelope import Envelope, Headers
 from bridge.runtime.buffer import Backlog, Buffered
-from mappings.headers import BRIDGE_BUFFER_KEY, BRIDGE_BUFFER_TIME, decode_value, encode_value
+from mappings.headers import (
+    BRIDGE_BUFFER_KEY,
+    BRIDGE_BUFFER_TIME,
+    decode_value,
+    encode_value,
+    escape_first,
+)
 
 CONSUMER = "deliver"
 DEAD_LETTER_SUFFIX = ".dead-letters"
@@ -115,11 +121,23 @@ class EmbeddedRouteBuffer:
 
 
 def _stored_headers(envelope: Envelope) -> Headers:
+    """The headers a message is stored with: its own, then the buffer-private ones.
+
+    A message's own header that has a buffer-private name (a producer can send anything)
+    is kept under its name with the first letter escaped (``%42ridge-Buffer-Key``, which
+    a legacy sink turns back into the original): the buffer reads only what it wrote.
+    """
     headers = dict(envelope.headers)
+    for name in _BUFFER_PRIVATE:
+        if name in headers:
+            headers[escape_first(name)] = headers.pop(name)
     if envelope.key is not None:
         headers[BRIDGE_BUFFER_KEY] = [encode_value(envelope.key)]
     headers[BRIDGE_BUFFER_TIME] = [repr(envelope.timestamp)]
     return headers
+
+
+_BUFFER_PRIVATE = (BRIDGE_BUFFER_KEY, BRIDGE_BUFFER_TIME)
 
 
 def _envelope(message: Msg) -> Envelope:

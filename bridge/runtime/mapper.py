@@ -14,7 +14,9 @@ share an id are both delivered.
 Loop prevention: every bridge hop appends `Bridge-Origin: <bridge id>/<source
 connection>` and increments `Bridge-Hops`. A route drops a message that this bridge
 took from the very connection the route would write it to (a two-way pair of routes
-would otherwise send it back), and any message that has crossed `hop_limit` bridges.
+would otherwise send it back): that copy is an echo, dropped and counted as looped. A
+message that has crossed `hop_limit` bridges (a loop of bridges, or a producer's own
+`Bridge-Hops`) is dead-lettered with the reason, never dropped unseen.
 A chain through one bridge (RabbitMQ -> NATS -> Kafka) is not a loop and passes.
 """
 
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, Connection, Delivery, StompConnection
 from bridge.envelope import Envelope
-from bridge.errors import MappingError, PayloadTooLarge
+from bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
 from mappings import amqp, kafka, stomp
 from mappings.headers import (
     BRIDGE_HOPS,
@@ -40,7 +42,7 @@ VALID_ADDRESSES_MAX = 4096  # rendered addresses remembered as valid, per route
 
 
 class LoopDetected(Exception):
-    """The message would go back where this bridge took it from, or is over the hop limit."""
+    """The message would go back to the connection this bridge took it from (an echo)."""
 
 
 class RouteMapper:
@@ -65,7 +67,7 @@ class RouteMapper:
             raise LoopDetected(f"came from {self.route.sink.connection} through this bridge")
         hops = _hops(envelope)
         if hops >= self.hop_limit:
-            raise LoopDetected(f"crossed {hops} bridges, the hop limit is {self.hop_limit}")
+            raise HopLimitExceeded(f"crossed {hops} bridges, the hop limit is {self.hop_limit}")
         if self.max_payload is not None and len(envelope.payload) > self.max_payload:
             raise PayloadTooLarge(len(envelope.payload), self.max_payload)
         headers = {name: list(values) for name, values in envelope.headers.items()}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bridge.config import Config, load_config
 from bridge.config.model import Retry
 from bridge.envelope import Envelope, Origin
-from bridge.errors import MappingError, PayloadTooLarge
+from bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
 from bridge.runtime.backoff import Backoff
 from bridge.runtime.mapper import LoopDetected, RouteMapper, dedup_id
 from bridge.runtime.stats import LATENCY_BUCKETS_S, Latency, RouteStats
@@ -75,7 +75,7 @@ def test_another_bridges_message_passes_and_keeps_its_trail(rabbit: Config) -> N
 
 def test_hop_limit(rabbit: Config) -> None:
     mapper = mapper_for(rabbit, "orders-to-nats")
-    with pytest.raises(LoopDetected, match="hop limit is 8"):
+    with pytest.raises(HopLimitExceeded, match="hop limit is 8"):
         mapper.map(amqp_message("a", **{"Bridge-Hops": ["8"]}))
     with pytest.raises(MappingError, match="not a number"):
         mapper.map(amqp_message("a", **{"Bridge-Hops": ["many"]}))
