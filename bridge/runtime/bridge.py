@@ -10,6 +10,7 @@ import signal
 from bridge.admin.server import AdminServer
 from bridge.config.loader import Config, Route
 from bridge.config.model import Delivery
+from bridge.connector import Sink, Source
 from bridge.registry import load_connector
 from bridge.runtime.buffer import RouteBuffer
 from bridge.runtime.embedded import EmbeddedBuffers
@@ -82,17 +83,22 @@ class Bridge:
 
     async def _build(self, route: Route) -> RouteRunner:
         connections = self.config.connections
-        source = load_connector(route.source_kind).source(
-            route, connections[route.source.connection], self.config.bridge
-        )
-        sink = load_connector(route.sink_kind).sink(
-            route, connections[route.sink.connection], self.config.bridge
-        )
+
+        def endpoints() -> tuple[Source, Sink]:
+            source = load_connector(route.source_kind).source(
+                route, connections[route.source.connection], self.config.bridge
+            )
+            sink = load_connector(route.sink_kind).sink(
+                route, connections[route.sink.connection], self.config.bridge
+            )
+            return source, sink
+
+        source, sink = endpoints()
         mapper = RouteMapper(route, self.config.bridge, connections[route.sink.connection])
         buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
             buffer = await self.buffers.route(route)
-        return RouteRunner(route, source, sink, mapper, buffer)
+        return RouteRunner(route, source, sink, mapper, buffer, endpoints)
 
     async def _sample(self) -> None:
         """Refresh every route's buffer backlog and rates, about once a second."""

@@ -85,10 +85,12 @@ class RouteRunner:
         sink: Sink,
         mapper: RouteMapper,
         buffer: RouteBuffer | None,
+        endpoints: Callable[[], tuple[Source, Sink]] | None = None,
     ) -> None:
         self.route = route
         self.source = source
         self.sink = sink
+        self._endpoints = endpoints  # fresh source and sink for a restart after a failure
         self.mapper = mapper
         self.buffer = buffer
         self.stats = RouteStats()
@@ -106,17 +108,62 @@ class RouteRunner:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        """Connect and move messages until `stop()`; then drain and close."""
-        self.stats.state = RouteState.CONNECTING
+        """Connect and move messages until `stop()`; then drain and close.
+
+        The last boundary: a failure that nothing inside caught (a bug, a client library
+        whose thread died) stops this route only. It is logged with its traceback, the
+        route reads `failed`, both ends are closed (what was not settled stays at the
+        source or in the buffer, to be read again), and the route starts over with
+        back-off, on new connectors when `endpoints` can build them. Other routes and
+        the process carry on.
+        """
+        backoff = Backoff(self.route.spec.retry)
         try:
-            if self.buffer is None:
-                await self._connect(self.sink, "sink")
-                await self._direct()
-            else:
-                await asyncio.gather(self._ingest(), self._deliver())
+            while True:
+                self.stats.state = RouteState.CONNECTING
+                self._ingest_done.clear()
+                try:
+                    await self._run_once()
+                    return
+                except Exception as exc:
+                    self.stats.error(exc)
+                    self.stats.state = RouteState.FAILED
+                    self.stats.in_flight = 0  # taken again from the buffer after its ack wait
+                    stopping = self._stopping.is_set()
+                    delay = backoff.next()
+                    self._log.error(
+                        "route failed%s: %s",
+                        "" if stopping else f", restarting in {delay:.1f}s",
+                        _reason(exc),
+                        exc_info=exc,
+                        extra={"event": "route_failed"},
+                    )
+                    if stopping:
+                        return
+                await self._close()
+                await self._sleep(delay)
+                if self._endpoints is not None:
+                    self.source, self.sink = self._endpoints()
         finally:
             await self._close()
-            self.stats.state = RouteState.STOPPED
+            if self.stats.state is not RouteState.FAILED:
+                self.stats.state = RouteState.STOPPED
+
+    async def _run_once(self) -> None:
+        if self.buffer is None:
+            await self._connect(self.sink, "sink")
+            await self._direct()
+            return
+        tasks = [asyncio.ensure_future(work) for work in (self._ingest(), self._deliver())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # the first failure, if any
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:  # one side failed (or run() was cancelled): stop the other
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def stop(self) -> None:
         """Stop reading from the source; `run()` returns once in-flight work is settled."""

@@ -419,3 +419,54 @@ def test_a_broker_that_restarts_again_and_again_dead_letters_nothing(tmp_path: P
     assert sorted(set(sink.delivered), key=int) == [sent_order(n) for n in range(COUNT)]
     assert len(buffer.settled) == COUNT and runner.stats.in_flight == 0
     assert sink.dropped_alone >= 3  # losses while sending alone, spread over messages
+
+
+# ---------------------------------------------------------------- the last boundary
+
+
+class DyingSource(MemorySource):
+    """Its client library fails once with something no connector translated (a bug)."""
+
+    def __init__(self, count: int, die_after: int) -> None:
+        super().__init__(count)
+        self.die_after = die_after
+        self.handed = 0
+
+    async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
+        if self.handed >= self.die_after:
+            self.die_after = COUNT + 1  # once
+            raise RuntimeError("the client's thread died")
+        batch = await super().receive(min(max_messages, 10), timeout)
+        self.handed += len(batch)
+        return batch
+
+
+def test_an_uncaught_failure_restarts_the_route_on_new_endpoints_and_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, sink = DyingSource(COUNT, die_after=50), ScriptedSink({})
+    buffer, built = make_runner(tmp_path, 8, source, sink)
+    rebuilt: list[int] = []
+
+    def endpoints() -> tuple[Any, Any]:
+        rebuilt.append(1)
+        return source, sink  # the same objects stand in for new ones: they hold the state
+
+    runner = RouteRunner(built.route, source, sink, built.mapper, buffer, endpoints)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runner.run())
+        while len(buffer.settled) < COUNT:
+            assert not running.done(), "run() ended: the failure escaped the route"
+            await asyncio.sleep(0.005)
+        runner.stop()
+        await asyncio.wait_for(running, 10)
+
+    with caplog.at_level(logging.ERROR, logger="natsbridge.route"):
+        asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert sink.delivered == [sent_order(n) for n in range(COUNT)]
+    assert rebuilt == [1]
+    [failed] = [r for r in caplog.records if getattr(r, "event", None) == "route_failed"]
+    assert "RuntimeError: the client's thread died" in failed.getMessage()
+    assert failed.exc_info is not None
+    assert runner.stats.last_error is not None
