@@ -111,6 +111,8 @@ DB_NAME = "buffer.db"
 """The database file inside a data dir."""
 LOCK_NAME = "buffer.lock"
 """Held (flock) by the one process that writes the data dir."""
+DIR_MODE = 0o700  # a data dir the store creates
+FILE_MODE = 0o600  # buffer.db (and so its -wal, -shm) and buffer.lock, when created
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x4E425247  # "NBRG" in the SQLite header: this file is ours
 PAGE_SIZE = 8192  # bytes; measured faster than 4096 for appends of 1 KiB rows
@@ -396,6 +398,9 @@ def _create_database(path: Path) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{tmp}{suffix}")
+    # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
+    # database file's mode, so the messages are never readable by other users.
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -425,8 +430,36 @@ def _check_header(path: Path) -> None:
         raise corrupted(path, "not an SQLite database: bad header")
 
 
+def _prepare_data_dir(data_dir: Path, create: bool) -> None:
+    """Check that `data_dir` can hold a store; with `create`, make it (0700) if missing.
+
+    An existing directory keeps its mode (the operator may share it on purpose, with a
+    backup agent for one). A `buffer.db` that is a symbolic link must point to a file:
+    creating a new, empty database in place of a dangling link would silently start
+    from an empty buffer while the real one is on a disk that is not mounted.
+    """
+    if create and not data_dir.exists() and not data_dir.is_symlink():
+        try:
+            data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StoreError(f"data dir {data_dir} is not a directory")
+    path = data_dir / DB_NAME
+    if path.is_symlink() and not path.exists():
+        raise StoreError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+            "refusing to start an empty buffer in its place (mount or restore the "
+            "target, or remove the link to start empty)"
+        )
+
+
 def _lock(data_dir: Path) -> IO[bytes]:
-    lock = open(data_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - held until close()
+    try:
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    except OSError as exc:
+        raise StoreError(f"data dir {data_dir} is not writable: {exc.strerror}") from None
+    lock = os.fdopen(fd, "a+b")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -532,11 +565,9 @@ class Store:
         data_dir = Path(data_dir)
         path = data_dir / DB_NAME
         lock: IO[bytes] | None = None
-        if read_only or not create:
-            if not path.exists():
-                raise NotFound(f"no buffer database in {data_dir} (expected {path})")
-        else:
-            data_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_data_dir(data_dir, create=create and not read_only)
+        if (read_only or not create) and not path.exists():
+            raise NotFound(f"no buffer database in {data_dir} (expected {path})")
         if not read_only:
             lock = _lock(data_dir)
         try:
@@ -548,7 +579,10 @@ class Store:
                         f"the file is missing but its write-ahead log {wal.name} is not; "
                         "a new store beside it could replay that log",
                     )
-                _create_database(path)
+                try:
+                    _create_database(path)
+                except (OSError, sqlite3.Error) as exc:
+                    raise StoreError(f"cannot create buffer database {path}: {exc}") from None
             _check_header(path)
             conn = cls._connect(path, synchronous, read_only)
             store = cls(conn, path, clock, lock, read_only)

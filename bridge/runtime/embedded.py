@@ -8,15 +8,20 @@ source timestamp) rides in two buffer-private headers that are removed again on 
 
 from __future__ import annotations
 
+import logging
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.broker.broker import Broker, Msg
 from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
+from bridge.broker.store import DB_NAME
 from bridge.config.loader import Route
 from bridge.envelope import Envelope, Headers
 from bridge.runtime.buffer import Backlog, Buffered
 from mappings.headers import BRIDGE_BUFFER_KEY, BRIDGE_BUFFER_TIME, decode_value, encode_value
+
+log = logging.getLogger("natsbridge")
 
 CONSUMER = "deliver"
 DEAD_LETTER_SUFFIX = ".dead-letters"
@@ -39,9 +44,17 @@ class EmbeddedBuffers:
         self.broker: Broker | None = None
 
     async def open(self) -> None:
-        """Open (or create) the store; StoreCorrupted for a damaged file."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Open (or create, 0700) the store; StoreError with the cause when it cannot."""
         self.broker = await Broker.open(self.data_dir)
+        for path in (self.data_dir, self.data_dir / DB_NAME):
+            if path.stat().st_mode & stat.S_IRWXO:
+                log.warning(
+                    "%s is accessible to other users (mode %o); the buffer holds message "
+                    "payloads: consider chmod o-rwx",
+                    path,
+                    stat.S_IMODE(path.stat().st_mode),
+                    extra={"event": "data_dir_mode"},
+                )
 
     async def route(self, route: Route) -> EmbeddedRouteBuffer:
         """The buffer of `route`, created on first use and kept across restarts."""
