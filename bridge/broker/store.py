@@ -777,14 +777,19 @@ class Store:
             self._conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
             self._in_tx = True
 
-    def commit(self) -> None:
-        """Write every buffered change in one transaction; durable when this returns."""
+    def commit(self) -> bool:
+        """Write every buffered change in one transaction; durable when this returns.
+
+        True when there was a transaction to commit.
+        """
         with self._guard():
             self._flush()
-            if self._in_tx:
+            wrote = self._in_tx
+            if wrote:
                 self._conn.execute("COMMIT")
                 self._in_tx = False
         self._dedup_known.clear()
+        return wrote
 
     def _check_writable(self) -> None:
         if self._failed is not None:
@@ -906,6 +911,8 @@ class Store:
 
     def _over(self, st: _Stream) -> bool:
         cfg = st.config
+        if cfg.discard is Discard.HOLD:  # over its limits by a batch, or lowered: kept
+            return False
         return (0 < cfg.max_msgs < st.msgs) or (0 < cfg.max_bytes < st.bytes)
 
     def _enforce_limits(self, st: _Stream) -> None:
@@ -1142,15 +1149,17 @@ class Store:
 
     def _check_room(self, st: _Stream, count: int, size: int) -> None:
         cfg = st.config
-        if cfg.discard is not Discard.NEW:
+        if cfg.discard is Discard.OLD:
             return
+        if cfg.discard is Discard.HOLD:
+            count = size = 1  # full once at a limit, whatever the batch
         if (cfg.max_msgs and st.msgs + count > cfg.max_msgs) or (
             cfg.max_bytes and st.bytes + size > cfg.max_bytes
         ):
             raise StreamFull(
                 f"stream {cfg.name!r} is full ({st.msgs} messages, {st.bytes} bytes; "
                 f"max_msgs {cfg.max_msgs or 'unlimited'}, max_bytes "
-                f"{cfg.max_bytes or 'unlimited'}) and its discard policy is 'new'"
+                f"{cfg.max_bytes or 'unlimited'}) and its discard policy is {cfg.discard.value!r}"
             )
 
     def _append(
@@ -1182,7 +1191,7 @@ class Store:
         if (cfg.max_msgs and st.msgs > cfg.max_msgs) or (
             cfg.max_bytes and st.bytes > cfg.max_bytes
         ):
-            self._over_limits[st.id] = st
+            self._over_limits[st.id] = st  # _enforce_limits keeps a HOLD stream as it is
         return seq
 
     def publish(
@@ -1215,7 +1224,7 @@ class Store:
             self._check_message(st, subject, payload)
         hdr = encode_headers(headers) if headers else None
         size = len(payload) + len(subject) + (len(hdr) if hdr is not None else 0)
-        if cfg.discard is Discard.NEW:
+        if cfg.discard is not Discard.OLD:
             self._check_room(st, 1, size)
         return PubAck(stream, self._append(st, subject, payload, hdr, msg_id, now_ns, size))
 
@@ -1499,6 +1508,8 @@ class Store:
     def ack_handle(self, c: object, seq: int) -> None:
         """ack() on a handle from consumer_handle(); unknown or settled seqs are ignored."""
         assert isinstance(c, _Consumer)
+        if self._streams.get(c.stream.config.name) is not c.stream:
+            c = self._adopt(c)
         p = c.pending.get(seq)
         if p is None or c.deleted:
             return
@@ -1523,6 +1534,35 @@ class Store:
         else:
             self._settle(c, seq, p)
 
+    def _adopt(self, c: _Consumer) -> _Consumer:
+        """The consumer a handle names in this store: a handle outlives an in-process reopen
+        (bridge.broker.broker), and then names the same consumer of the reopened store."""
+        st = self._streams.get(c.stream.config.name)
+        if st is c.stream or c.deleted or st is None:
+            return c  # a deleted consumer's handle is a no-op, as before
+        return st.consumers.get(c.config.name, c)
+
+    def keep_deliveries(self, old: Store) -> None:
+        """After reopening in process: messages `old` handed out keep their ack deadline.
+
+        Opening makes every unacked delivery due at once, right for a restart (nobody
+        holds them any more) but not here: their receivers still do and would get a
+        second copy while the first is in flight.
+        """
+        now = self._clock.monotonic()
+        for name, st in self._streams.items():
+            before = old._streams.get(name)
+            for c in st.consumers.values():
+                was = None if before is None else before.consumers.get(c.config.name)
+                if was is None:
+                    continue
+                for seq, p in c.pending.items():
+                    q = was.pending.get(seq)
+                    if q is not None and q.deadline > now:
+                        p.deadline = q.deadline
+                c.timers = [(p.deadline, seq) for seq, p in c.pending.items()]
+                heapq.heapify(c.timers)
+
     def nak(self, stream: str, consumer: str, seq: int, delay: float | None = None) -> None:
         """Ask for redelivery after `delay` seconds (default: at once)."""
         self.nak_handle(self._consumer(stream, consumer), seq, delay)
@@ -1530,6 +1570,7 @@ class Store:
     def nak_handle(self, c: object, seq: int, delay: float | None = None) -> None:
         """nak() on a handle from consumer_handle()."""
         assert isinstance(c, _Consumer)
+        c = self._adopt(c)
         p = c.pending.get(seq)
         if p is None or c.deleted:
             return
@@ -1548,6 +1589,7 @@ class Store:
     def in_progress_handle(self, c: object, seq: int) -> None:
         """in_progress() on a handle from consumer_handle()."""
         assert isinstance(c, _Consumer)
+        c = self._adopt(c)
         p = c.pending.get(seq)
         if p is None or c.deleted:
             return
@@ -1561,6 +1603,7 @@ class Store:
     def term_handle(self, c: object, seq: int, reason: str = "terminated") -> None:
         """term() on a handle from consumer_handle()."""
         assert isinstance(c, _Consumer)
+        c = self._adopt(c)
         if seq not in c.pending or c.deleted:
             return
         self._check_writable()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.broker.broker import Broker, Msg
-from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
+from bridge.broker.config import ConsumerConfig, Discard, Outgoing, Retention, StreamConfig
 from bridge.broker.store import DB_NAME
 from bridge.config.loader import Route
 from bridge.envelope import Envelope, Headers
@@ -63,6 +63,9 @@ class EmbeddedBuffers:
             StreamConfig(
                 name=route.name,
                 retention=Retention.WORKQUEUE,
+                max_msgs=route.spec.buffer.max_msgs,
+                max_bytes=route.spec.buffer.max_bytes,
+                discard=Discard.HOLD,  # full: the ingest waits, holding the source back
                 max_msg_size=PAYLOAD_LIMIT,
                 dead_letter=dead_letter_stream(route.name),
             )
@@ -114,7 +117,9 @@ class EmbeddedRouteBuffer:
     async def dead_letter(self, envelope: Envelope, reason: str, seq: int | None = None) -> None:
         """Move a taken message, or write an unbuffered one, to the dead letters."""
         if seq is not None:
-            self.taken.pop(seq).term(reason)
+            taken = self.taken.pop(seq, None)  # None when retried after a failed flush
+            if taken is not None:
+                taken.term(reason)
             await self.broker.flush()
             return
         await self.broker.dead_letter(
