@@ -77,6 +77,8 @@ _ACK_BATCH = 10
 Op = tuple[Any, ...]
 _NO_CALLER = frozenset({_ACK, _ACK_BATCH, _ACK_NAMED, _NAK, _TERM, _PROGRESS})
 """Operations nobody awaits: kept and applied again when a failed store is reopened."""
+_READS = frozenset({Store.stream_info, Store.streams, Store.consumer_info})
+"""Calls a read-only view answers while the store is being reopened."""
 REOPEN_INITIAL_S = 0.1  # first wait before reopening a store after a storage error
 REOPEN_MAX_S = 5.0  # longest wait between attempts (a freed disk is noticed this soon)
 
@@ -356,10 +358,11 @@ class Broker:
     def _reopen(self, old: Store, failure: StoreError, replay: list[Op]) -> Store | None:
         """After a storage error (disk full, I/O error): reopen the store at its last commit.
 
-        Retried with back-off until it opens; meanwhile every caller gets StoreError at
-        once (the runtime holds its source back and retries), while acks, naks and terms,
-        which have no caller to tell, wait in `replay` for the reopened store. None when
-        the broker is closed meanwhile or the file turns out damaged.
+        Retried with back-off until it opens; meanwhile writes and fetches get StoreError
+        at once (the runtime holds its source back and retries), while acks, naks and
+        terms, which have no caller to tell, wait in `replay` for the reopened store.
+        Counters and infos are answered from the last commit, so gauges stay true.
+        None when the broker is closed meanwhile or the file turns out damaged.
         """
         if not self._unavailable:  # once per outage, not once per attempt
             self._unavailable = True
@@ -383,7 +386,7 @@ class Broker:
         return None
 
     def _answer_until(self, deadline: float, failure: StoreError, replay: list[Op]) -> bool:
-        """Answer operations with `failure` until `deadline`; True once closed."""
+        """Answer operations until `deadline`; True once closed."""
         error = StoreError(f"embedded buffer unavailable: {failure}")
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -396,11 +399,27 @@ class Broker:
             closing = op[0] == _CLOSE
             futures = op[2] if op[0] == _PUBLISH_BATCH else [op[1]]
             outcomes = [(fut, None, True) if closing else (fut, error, False) for fut in futures]
+            if op[0] == _CALL and op[2] in _READS:
+                outcomes = [self._read_committed(op)]
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 self._loop.call_soon_threadsafe(self._resolve, outcomes, set())
             if closing:
                 return True
         return False
+
+    def _read_committed(self, op: Op) -> tuple[asyncio.Future[Any], Any, bool]:
+        """Answer a read from a read-only view of the last commit, opened for it alone.
+
+        Never kept open while the store is reopened: opening checks the file's header
+        with a plain open() and close(), and closing any descriptor of the file drops
+        every POSIX lock this process holds on it, including SQLite's own; another
+        process could then delete the write-ahead log that a connection here still uses.
+        """
+        try:
+            with Store.open(self.data_dir, read_only=True) as view:
+                return op[1], op[2](view, *op[3]), True
+        except BridgeError as exc:
+            return op[1], exc, False
 
     def _serve(self, store: Store, replay: list[Op]) -> StoreError | None:
         """Apply queued operations in batches, one commit per batch, until close or failure.
