@@ -18,7 +18,6 @@ import pytest
 from bridge.broker.store import Store
 from bridge.config import load_config
 from bridge.envelope import Envelope
-from bridge.runtime.bridge import _sample_backlog
 from bridge.runtime.embedded import EmbeddedBuffers
 from bridge.runtime.mapper import RouteMapper
 from bridge.runtime.route import RouteRunner
@@ -79,14 +78,14 @@ def test_a_full_buffer_holds_the_source_back_and_resumes_by_itself(
     async def scenario() -> None:
         buffers = EmbeddedBuffers(tmp_path / "data")
         await buffers.open()
-        runner = RouteRunner(route, source, sink, mapper, await buffers.route(route))  # type: ignore[arg-type]
+        buffer = await buffers.route(route)
+        runner = RouteRunner(route, source, sink, mapper, buffer)  # type: ignore[arg-type]
         running = asyncio.create_task(runner.run())
         try:
             await until(lambda: runner.stats.state is RouteState.PAUSED, "the route paused")
             # Full: what the source handed out is buffered (and acked) or still held
             # in the batch waiting for room; the rest never left the source.
-            await _sample_backlog(runner)
-            depth = runner.stats.buffer_depth
+            depth = (await buffer.backlog()).depth
             assert MAX_MSGS <= depth < MAX_MSGS + BATCH
             assert source.acked == depth and len(source.waiting) == COUNT - depth - BATCH
             sink.open.set()
