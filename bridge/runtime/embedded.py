@@ -46,15 +46,17 @@ class EmbeddedBuffers:
     async def open(self) -> None:
         """Open (or create, 0700) the store; StoreError with the cause when it cannot."""
         self.broker = await Broker.open(self.data_dir)
-        for path in (self.data_dir, self.data_dir / DB_NAME):
-            if path.stat().st_mode & stat.S_IRWXO:
-                log.warning(
-                    "%s is accessible to other users (mode %o); the buffer holds message "
-                    "payloads: consider chmod o-rwx",
-                    path,
-                    stat.S_IMODE(path.stat().st_mode),
-                    extra={"event": "data_dir_mode"},
-                )
+        # An existing file keeps its mode (made by an older version, or shared on
+        # purpose); the messages in it are what others must not read.
+        mode = stat.S_IMODE((self.data_dir / DB_NAME).stat().st_mode)
+        if mode & stat.S_IROTH:
+            log.warning(
+                "%s is readable by other users (mode %o) and holds message payloads: "
+                "consider chmod 600 (its -wal and -shm files follow its mode)",
+                self.data_dir / DB_NAME,
+                mode,
+                extra={"event": "data_dir_mode"},
+            )
 
     async def route(self, route: Route) -> EmbeddedRouteBuffer:
         """The buffer of `route`, created on first use and kept across restarts."""

@@ -139,12 +139,13 @@ def test_a_new_store_is_private(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_data_dir_open_to_others_is_kept_and_warned_about(
+def test_a_buffer_file_open_to_others_is_kept_and_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    data_dir.chmod(0o755)
+    make_store(data_dir)
+    (data_dir / DB_NAME).chmod(0o644)  # as an older version made it
+    data_dir.chmod(0o755)  # names only: no warning for the dir
 
     async def open_and_close() -> None:
         buffers = EmbeddedBuffers(data_dir)
@@ -153,9 +154,11 @@ def test_a_data_dir_open_to_others_is_kept_and_warned_about(
 
     with caplog.at_level(logging.WARNING, logger="natsbridge"):
         asyncio.run(open_and_close())
+        (data_dir / DB_NAME).chmod(0o600)
+        asyncio.run(open_and_close())
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o755
     warned = [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "data_dir_mode"]
     assert warned == [
-        f"{data_dir} is accessible to other users (mode 755); the buffer holds "
-        "message payloads: consider chmod o-rwx"
+        f"{data_dir / DB_NAME} is readable by other users (mode 644) and holds message "
+        "payloads: consider chmod 600 (its -wal and -shm files follow its mode)"
     ]
