@@ -602,9 +602,14 @@ class Store:
 
     @staticmethod
     def _connect(path: Path, synchronous: Synchronous, read_only: bool) -> sqlite3.Connection:
+        mode = "rw"
+        if read_only and os.statvfs(path).f_flag & os.ST_RDONLY:
+            # A read-only mount: nothing can change the file, and SQLite could not create
+            # the -shm a WAL reader needs. (A -wal left by a crash is not read then.)
+            mode = "ro&immutable=1"
         try:
             conn = sqlite3.connect(
-                f"file:{path}?mode=rw", uri=True, isolation_level=None, cached_statements=256
+                f"file:{path}?mode={mode}", uri=True, isolation_level=None, cached_statements=256
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open buffer database {path}: {exc}") from exc
