@@ -75,6 +75,24 @@ class Admin(Model):
     tls: AdminTls | None = None
 
 
+DEFAULT_BUFFER_MAX_MSGS = 1_000_000
+DEFAULT_BUFFER_MAX_BYTES = 1024**3  # 1 GiB
+
+
+class BufferLimits(Model):
+    """How much a route's buffer holds before the route stops taking from its source."""
+
+    max_msgs: int = Field(
+        DEFAULT_BUFFER_MAX_MSGS, ge=1, le=2**53, description="Messages waiting for delivery"
+    )
+    max_bytes: Bytes = Field(
+        DEFAULT_BUFFER_MAX_BYTES,
+        ge=1,
+        le=2**53,
+        description="Bytes (subject, headers, payload) waiting for delivery",
+    )
+
+
 class BridgeSettings(Model):
     """This bridge process."""
 
@@ -84,6 +102,9 @@ class BridgeSettings(Model):
     drain_timeout: Seconds = Field(30.0, gt=0, description="Grace period on SIGTERM")
     hop_limit: int = Field(
         8, ge=1, le=255, description="Drop a message that crossed this many bridges"
+    )
+    buffer: BufferLimits = Field(
+        BufferLimits(), description="Every route's, unless it sets its own"
     )
 
 
@@ -334,24 +355,6 @@ class Retry(Model):
     multiplier: float = Field(2.0, ge=1)
 
 
-DEFAULT_BUFFER_MAX_MSGS = 1_000_000
-DEFAULT_BUFFER_MAX_BYTES = 1024**3  # 1 GiB
-
-
-class BufferLimits(Model):
-    """How much a route's buffer holds before the route stops taking from its source."""
-
-    max_msgs: int = Field(
-        DEFAULT_BUFFER_MAX_MSGS, ge=1, le=2**53, description="Messages waiting for delivery"
-    )
-    max_bytes: Bytes = Field(
-        DEFAULT_BUFFER_MAX_BYTES,
-        ge=1,
-        le=2**53,
-        description="Bytes (subject, headers, payload) waiting for delivery",
-    )
-
-
 class RouteSpec(Model):
     """A route as written; `from`/`to` are checked against their connection's kind."""
 
@@ -363,7 +366,7 @@ class RouteSpec(Model):
     max_in_flight: int = Field(1000, ge=1, le=100_000)
     retry: Retry = Retry()
     max_payload: Bytes | None = Field(None, gt=0, le=64 * 1024**2)
-    buffer: BufferLimits = BufferLimits()
+    buffer: BufferLimits | None = Field(None, description="Default: bridge.buffer")
 
 
 class ConfigFile(Model):

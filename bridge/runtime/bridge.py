@@ -29,7 +29,7 @@ class Bridge:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.buffers = EmbeddedBuffers(config.bridge.data_dir)
+        self.buffers = EmbeddedBuffers(config.bridge.data_dir, config.bridge.buffer)
         self.runners: list[RouteRunner] = []
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()

@@ -17,6 +17,7 @@ from bridge.broker.broker import Broker, Msg
 from bridge.broker.config import ConsumerConfig, Discard, Outgoing, Retention, StreamConfig
 from bridge.broker.store import DB_NAME
 from bridge.config.loader import Route
+from bridge.config.model import BufferLimits
 from bridge.envelope import Envelope, Headers
 from bridge.runtime.buffer import Backlog, Buffered
 from mappings.headers import BRIDGE_BUFFER_KEY, BRIDGE_BUFFER_TIME, decode_value, encode_value
@@ -39,8 +40,9 @@ def dead_letter_stream(route_name: str) -> str:
 class EmbeddedBuffers:
     """Opens the data dir's broker once and hands each route its buffer."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, limits: BufferLimits | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.limits = limits or BufferLimits()  # of a route that sets none
         self.broker: Broker | None = None
 
     async def open(self) -> None:
@@ -61,12 +63,13 @@ class EmbeddedBuffers:
     async def route(self, route: Route) -> EmbeddedRouteBuffer:
         """The buffer of `route`, created on first use and kept across restarts."""
         assert self.broker is not None, "open() first"
+        limits = route.spec.buffer or self.limits
         await self.broker.add_stream(
             StreamConfig(
                 name=route.name,
                 retention=Retention.WORKQUEUE,
-                max_msgs=route.spec.buffer.max_msgs,
-                max_bytes=route.spec.buffer.max_bytes,
+                max_msgs=limits.max_msgs,
+                max_bytes=limits.max_bytes,
                 discard=Discard.HOLD,  # full: the ingest waits, holding the source back
                 max_msg_size=PAYLOAD_LIMIT,
                 dead_letter=dead_letter_stream(route.name),

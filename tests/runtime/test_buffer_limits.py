@@ -71,7 +71,7 @@ def test_a_full_buffer_holds_the_source_back_and_resumes_by_itself(
     )
     config = load_config(path, {})
     [route] = config.routes
-    assert route.spec.buffer.max_msgs == MAX_MSGS
+    assert route.spec.buffer is not None and route.spec.buffer.max_msgs == MAX_MSGS
     source, sink = MemorySource(COUNT), GatedSink()
     mapper = RouteMapper(route, config.bridge, config.connections["nats"])
 
@@ -107,3 +107,35 @@ def test_a_full_buffer_holds_the_source_back_and_resumes_by_itself(
     assert events.count("buffer_held") <= COUNT // BATCH
     with Store.open(tmp_path / "data", read_only=True) as store:
         assert store.stream_info("r").messages == 0
+
+
+def test_routes_without_their_own_limits_take_the_bridge_s(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: b, buffer: {max_msgs: 500, max_bytes: 8MiB}}\n"
+        "connections: {nats: {kind: nats, servers: ['nats://127.0.0.1:4222']}}\n"
+        "routes:\n"
+        "  - {name: own, from: {connection: nats, subject: 'a.>'},\n"
+        "     to: {connection: nats, subject: out}, buffer: {max_msgs: 7}}\n"
+        "  - {name: shared, from: {connection: nats, subject: 'b.>'},\n"
+        "     to: {connection: nats, subject: out}}\n"
+    )
+    config = load_config(path, {})
+
+    async def limits() -> dict[str, tuple[int, int]]:
+        buffers = EmbeddedBuffers(tmp_path / "data", config.bridge.buffer)
+        await buffers.open()
+        try:
+            found = {}
+            for route in config.routes:
+                await buffers.route(route)
+                assert buffers.broker is not None
+                info = await buffers.broker.stream_info(route.name)
+                found[route.name] = (info.config.max_msgs, info.config.max_bytes)
+            return found
+        finally:
+            await buffers.close()
+
+    # A route's `buffer` replaces the bridge's whole: unset keys take the defaults.
+    assert asyncio.run(limits()) == {"own": (7, 1024**3), "shared": (500, 8 * 1024**2)}
