@@ -18,8 +18,11 @@ resolves all the callers' futures with a single `call_soon_threadsafe`. So:
 
 Cancelling an awaiting caller does not withdraw its operation: a cancelled publish may
 still be stored, a cancelled fetch may still deliver (the messages come back after their
-ack wait). After a storage error the broker is failed: every call raises StoreError and
-the process should reopen it, which recovers the last committed state.
+ack wait). After a storage error (disk full, an I/O error) the writer reopens the store
+at its last commit, retrying with back-off until it opens: meanwhile calls raise
+StoreError (the caller retries), acks wait to be applied to the reopened store, and a
+message handed out before keeps its ack deadline. A damaged file (StoreCorrupted) fails
+the broker for good: every call raises StoreError until it is closed.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from bridge.broker.config import (
 )
 from bridge.broker.store import MAINTENANCE_INTERVAL_S, Store, decode_headers
 from bridge.envelope import Headers
-from bridge.errors import BridgeError, NotFound, StoreError
+from bridge.errors import BridgeError, NotFound, StoreCorrupted, StoreError
 from mappings.subjects import Sublist
 
 log = logging.getLogger("natsbridge.broker")
@@ -72,6 +75,12 @@ _PUBLISH_BATCH = 9
 _ACK_BATCH = 10
 
 Op = tuple[Any, ...]
+_NO_CALLER = frozenset({_ACK, _ACK_BATCH, _ACK_NAMED, _NAK, _TERM, _PROGRESS})
+"""Operations nobody awaits: kept and applied again when a failed store is reopened."""
+_READS = frozenset({Store.stream_info, Store.streams, Store.consumer_info})
+"""Calls a read-only view answers while the store is being reopened."""
+REOPEN_INITIAL_S = 0.1  # first wait before reopening a store after a storage error
+REOPEN_MAX_S = 5.0  # longest wait between attempts (a freed disk is noticed this soon)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +226,7 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._failure: BaseException | None = None
+        self._unavailable = False  # between a storage error and the next commit that works
         self._signals: dict[str, _Signal] = {}
         self._subjects: Sublist[str] = Sublist()
         self._configs: dict[str, StreamConfig] = {}
@@ -320,24 +330,103 @@ class Broker:
     def _run(self, opened: asyncio.Future[list[StreamConfig]]) -> None:
         loop = self._loop
         try:
-            store = Store.open(self.data_dir, synchronous=self.options.synchronous)
+            first = Store.open(self.data_dir, synchronous=self.options.synchronous)
         except BaseException as exc:
             loop.call_soon_threadsafe(_set_exception, opened, exc)
             return
-        loop.call_soon_threadsafe(_set_result, opened, store.stream_configs())
-        try:
-            self._serve(store)
-        except BaseException as exc:  # a bug: fail loudly rather than hang callers
-            log.exception("embedded broker writer stopped")
-            self._failure = self._failure or exc
-        finally:
-            with contextlib.suppress(Exception):
-                store.close()
+        loop.call_soon_threadsafe(_set_result, opened, first.stream_configs())
+        store: Store | None = first
+        replay: list[Op] = []  # operations to apply first, after a reopen
+        while store is not None:
+            failure: StoreError | None = None
+            try:
+                failure = self._serve(store, replay)
+            except BaseException as exc:  # a bug: fail loudly rather than hang callers
+                log.exception("embedded broker writer stopped")
+                self._failure = self._failure or exc
+            finally:
+                with contextlib.suppress(Exception):
+                    store.close()
+            if isinstance(failure, StoreCorrupted):
+                self._failure = failure
+            if failure is None or self._failure is not None:
+                break
+            store = self._reopen(store, failure, replay)
         if self._failure is not None:
             self._serve_failed(self._failure)
 
-    def _serve(self, store: Store) -> None:
-        """Apply queued operations in batches, one commit per batch, until close or failure."""
+    def _reopen(self, old: Store, failure: StoreError, replay: list[Op]) -> Store | None:
+        """After a storage error (disk full, I/O error): reopen the store at its last commit.
+
+        Retried with back-off until it opens; meanwhile writes and fetches get StoreError
+        at once (the runtime holds its source back and retries), while acks, naks and
+        terms, which have no caller to tell, wait in `replay` for the reopened store.
+        Counters and infos are answered from the last commit, so gauges stay true.
+        None when the broker is closed meanwhile or the file turns out damaged.
+        """
+        if not self._unavailable:  # once per outage, not once per attempt
+            self._unavailable = True
+            log.error(
+                "embedded buffer unavailable, reopening it until it works: %s",
+                failure,
+                extra={"event": "buffer_unavailable"},
+            )
+        delay = REOPEN_INITIAL_S
+        while not self._answer_until(time.monotonic() + delay, failure, replay):
+            try:
+                store = Store.open(self.data_dir, synchronous=self.options.synchronous)
+            except StoreCorrupted as exc:
+                self._failure = exc
+                return None
+            except StoreError as exc:
+                failure, delay = exc, min(delay * 2, REOPEN_MAX_S)
+                continue
+            store.keep_deliveries(old)
+            return store
+        return None
+
+    def _answer_until(self, deadline: float, failure: StoreError, replay: list[Op]) -> bool:
+        """Answer operations until `deadline`; True once closed."""
+        error = StoreError(f"embedded buffer unavailable: {failure}")
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                op = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if op[0] in _NO_CALLER:
+                replay.append(op)
+                continue
+            closing = op[0] == _CLOSE
+            futures = op[2] if op[0] == _PUBLISH_BATCH else [op[1]]
+            outcomes = [(fut, None, True) if closing else (fut, error, False) for fut in futures]
+            if op[0] == _CALL and op[2] in _READS:
+                outcomes = [self._read_committed(op)]
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                self._loop.call_soon_threadsafe(self._resolve, outcomes, set())
+            if closing:
+                return True
+        return False
+
+    def _read_committed(self, op: Op) -> tuple[asyncio.Future[Any], Any, bool]:
+        """Answer a read from a read-only view of the last commit, opened for it alone.
+
+        Never kept open while the store is reopened: opening checks the file's header
+        with a plain open() and close(), and closing any descriptor of the file drops
+        every POSIX lock this process holds on it, including SQLite's own; another
+        process could then delete the write-ahead log that a connection here still uses.
+        """
+        try:
+            with Store.open(self.data_dir, read_only=True) as view:
+                return op[1], op[2](view, *op[3]), True
+        except BridgeError as exc:
+            return op[1], exc, False
+
+    def _serve(self, store: Store, replay: list[Op]) -> StoreError | None:
+        """Apply queued operations in batches, one commit per batch, until close or failure.
+
+        Returns the storage error that stopped it (None once closed); `replay` then holds
+        the operations without a caller to tell (acks, naks, terms) and those not begun.
+        """
         get = self._queue.get
         get_nowait = self._queue.get_nowait
         empty = self._queue.empty
@@ -347,7 +436,7 @@ class Broker:
         ack = store.ack_handle
         publish = store.publish
         publish_each = store.publish_each
-        carry: list[Op] = []  # operations left over by the last cycle, first in line
+        carry, replay[:] = replay[:], []  # operations first in line (left over, replayed)
         while True:
             if carry:
                 ops, carry = carry, []
@@ -359,9 +448,7 @@ class Broker:
                         store.maintain(idle=True)
                         store.commit()
                     except StoreError as exc:
-                        self._failure = exc
-                        loop.call_soon_threadsafe(resolve, [], set())
-                        return
+                        return exc
                     continue
             with contextlib.suppress(queue.Empty):
                 while len(ops) < MAX_OPS_PER_CYCLE:
@@ -369,6 +456,7 @@ class Broker:
             results: list[tuple[asyncio.Future[Any], Any, bool]] = []
             closing: asyncio.Future[Any] | None = None
             budget = max_batch  # messages appended in this transaction
+            begun = len(ops)
             for index, op in enumerate(ops):
                 code = op[0]
                 try:
@@ -393,6 +481,7 @@ class Broker:
                         for fut, outcome in zip(futures, outcomes, strict=True):
                             results.append((fut, outcome, type(outcome) is PubAck))
                         if carry:
+                            begun = index + 1
                             break
                     elif code == _ACK:
                         ack(op[2], op[3])
@@ -420,20 +509,26 @@ class Broker:
                         results.append((op[1], exc, False))
                     else:
                         log.warning("broker operation failed: %s", exc)
+            failure: StoreError | None = None
             try:
                 store.maintain(idle=empty())
-                store.commit()
+                if store.commit() and self._unavailable:
+                    self._unavailable = False
+                    log.warning("embedded buffer writes again", extra={"event": "buffer_recovered"})
             except StoreError as exc:
                 # Nothing of this batch is durable: every caller in it gets the error.
                 results = [(fut, exc, False) for fut, _, _ in results]
-                self._failure = exc
+                failure = exc
+                replay[:] = [op for op in ops[:begun] if op[0] in _NO_CALLER] + carry
             appended = store.appended
             store.appended = set()
             if closing is not None and not carry:
                 results.append((closing, None, True))
             loop.call_soon_threadsafe(resolve, results, appended)
-            if self._failure is not None or closing is not None:
-                return
+            if closing is not None:
+                return None
+            if failure is not None:
+                return failure
 
     def _serve_failed(self, failure: BaseException) -> None:
         """After a failure: answer every operation with StoreError until close."""

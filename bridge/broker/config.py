@@ -49,6 +49,10 @@ class Discard(StrEnum):
 
     OLD = "old"  # delete the oldest messages to make room
     NEW = "new"  # refuse the append with StreamFull
+    # Refuse appends with StreamFull once the stream is at a limit, and never delete by
+    # limits: its writers wait. A batch that starts below the limits goes in whole, so a
+    # batch larger than the room left can never be refused for ever.
+    HOLD = "hold"
 
 
 class Synchronous(StrEnum):

@@ -111,6 +111,8 @@ DB_NAME = "buffer.db"
 """The database file inside a data dir."""
 LOCK_NAME = "buffer.lock"
 """Held (flock) by the one process that writes the data dir."""
+DIR_MODE = 0o700  # a data dir the store creates
+FILE_MODE = 0o600  # buffer.db (and so its -wal, -shm) and buffer.lock, when created
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x4E425247  # "NBRG" in the SQLite header: this file is ours
 PAGE_SIZE = 8192  # bytes; measured faster than 4096 for appends of 1 KiB rows
@@ -396,6 +398,9 @@ def _create_database(path: Path) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{tmp}{suffix}")
+    # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
+    # database file's mode, so the messages are never readable by other users.
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -425,8 +430,36 @@ def _check_header(path: Path) -> None:
         raise corrupted(path, "not an SQLite database: bad header")
 
 
+def _prepare_data_dir(data_dir: Path, create: bool) -> None:
+    """Check that `data_dir` can hold a store; with `create`, make it (0700) if missing.
+
+    An existing directory keeps its mode (the operator may share it on purpose, with a
+    backup agent for one). A `buffer.db` that is a symbolic link must point to a file:
+    creating a new, empty database in place of a dangling link would silently start
+    from an empty buffer while the real one is on a disk that is not mounted.
+    """
+    if create and not data_dir.exists() and not data_dir.is_symlink():
+        try:
+            data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create data dir {data_dir}: {exc.strerror}") from None
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StoreError(f"data dir {data_dir} is not a directory")
+    path = data_dir / DB_NAME
+    if path.is_symlink() and not path.exists():
+        raise StoreError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+            "refusing to start an empty buffer in its place (mount or restore the "
+            "target, or remove the link to start empty)"
+        )
+
+
 def _lock(data_dir: Path) -> IO[bytes]:
-    lock = open(data_dir / LOCK_NAME, "a+b")  # noqa: SIM115 - held until close()
+    try:
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    except OSError as exc:
+        raise StoreError(f"data dir {data_dir} is not writable: {exc.strerror}") from None
+    lock = os.fdopen(fd, "a+b")
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -532,11 +565,9 @@ class Store:
         data_dir = Path(data_dir)
         path = data_dir / DB_NAME
         lock: IO[bytes] | None = None
-        if read_only or not create:
-            if not path.exists():
-                raise NotFound(f"no buffer database in {data_dir} (expected {path})")
-        else:
-            data_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_data_dir(data_dir, create=create and not read_only)
+        if (read_only or not create) and not path.exists():
+            raise NotFound(f"no buffer database in {data_dir} (expected {path})")
         if not read_only:
             lock = _lock(data_dir)
         try:
@@ -548,7 +579,10 @@ class Store:
                         f"the file is missing but its write-ahead log {wal.name} is not; "
                         "a new store beside it could replay that log",
                     )
-                _create_database(path)
+                try:
+                    _create_database(path)
+                except (OSError, sqlite3.Error) as exc:
+                    raise StoreError(f"cannot create buffer database {path}: {exc}") from None
             _check_header(path)
             conn = cls._connect(path, synchronous, read_only)
             store = cls(conn, path, clock, lock, read_only)
@@ -568,9 +602,14 @@ class Store:
 
     @staticmethod
     def _connect(path: Path, synchronous: Synchronous, read_only: bool) -> sqlite3.Connection:
+        mode = "rw"
+        if read_only and os.statvfs(path).f_flag & os.ST_RDONLY:
+            # A read-only mount: nothing can change the file, and SQLite could not create
+            # the -shm a WAL reader needs. (A -wal left by a crash is not read then.)
+            mode = "ro&immutable=1"
         try:
             conn = sqlite3.connect(
-                f"file:{path}?mode=rw", uri=True, isolation_level=None, cached_statements=256
+                f"file:{path}?mode={mode}", uri=True, isolation_level=None, cached_statements=256
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open buffer database {path}: {exc}") from exc
@@ -743,14 +782,19 @@ class Store:
             self._conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
             self._in_tx = True
 
-    def commit(self) -> None:
-        """Write every buffered change in one transaction; durable when this returns."""
+    def commit(self) -> bool:
+        """Write every buffered change in one transaction; durable when this returns.
+
+        True when there was a transaction to commit.
+        """
         with self._guard():
             self._flush()
-            if self._in_tx:
+            wrote = self._in_tx
+            if wrote:
                 self._conn.execute("COMMIT")
                 self._in_tx = False
         self._dedup_known.clear()
+        return wrote
 
     def _check_writable(self) -> None:
         if self._failed is not None:
@@ -872,6 +916,8 @@ class Store:
 
     def _over(self, st: _Stream) -> bool:
         cfg = st.config
+        if cfg.discard is Discard.HOLD:  # over its limits by a batch, or lowered: kept
+            return False
         return (0 < cfg.max_msgs < st.msgs) or (0 < cfg.max_bytes < st.bytes)
 
     def _enforce_limits(self, st: _Stream) -> None:
@@ -1108,15 +1154,17 @@ class Store:
 
     def _check_room(self, st: _Stream, count: int, size: int) -> None:
         cfg = st.config
-        if cfg.discard is not Discard.NEW:
+        if cfg.discard is Discard.OLD:
             return
+        if cfg.discard is Discard.HOLD:
+            count = size = 1  # full once at a limit, whatever the batch
         if (cfg.max_msgs and st.msgs + count > cfg.max_msgs) or (
             cfg.max_bytes and st.bytes + size > cfg.max_bytes
         ):
             raise StreamFull(
                 f"stream {cfg.name!r} is full ({st.msgs} messages, {st.bytes} bytes; "
                 f"max_msgs {cfg.max_msgs or 'unlimited'}, max_bytes "
-                f"{cfg.max_bytes or 'unlimited'}) and its discard policy is 'new'"
+                f"{cfg.max_bytes or 'unlimited'}) and its discard policy is {cfg.discard.value!r}"
             )
 
     def _append(
@@ -1148,7 +1196,7 @@ class Store:
         if (cfg.max_msgs and st.msgs > cfg.max_msgs) or (
             cfg.max_bytes and st.bytes > cfg.max_bytes
         ):
-            self._over_limits[st.id] = st
+            self._over_limits[st.id] = st  # _enforce_limits keeps a HOLD stream as it is
         return seq
 
     def publish(
@@ -1181,7 +1229,7 @@ class Store:
             self._check_message(st, subject, payload)
         hdr = encode_headers(headers) if headers else None
         size = len(payload) + len(subject) + (len(hdr) if hdr is not None else 0)
-        if cfg.discard is Discard.NEW:
+        if cfg.discard is not Discard.OLD:
             self._check_room(st, 1, size)
         return PubAck(stream, self._append(st, subject, payload, hdr, msg_id, now_ns, size))
 
@@ -1465,6 +1513,8 @@ class Store:
     def ack_handle(self, c: object, seq: int) -> None:
         """ack() on a handle from consumer_handle(); unknown or settled seqs are ignored."""
         assert isinstance(c, _Consumer)
+        if self._streams.get(c.stream.config.name) is not c.stream:
+            c = self._adopt(c)
         p = c.pending.get(seq)
         if p is None or c.deleted:
             return
@@ -1489,6 +1539,35 @@ class Store:
         else:
             self._settle(c, seq, p)
 
+    def _adopt(self, c: _Consumer) -> _Consumer:
+        """The consumer a handle names in this store: a handle outlives an in-process reopen
+        (bridge.broker.broker), and then names the same consumer of the reopened store."""
+        st = self._streams.get(c.stream.config.name)
+        if st is c.stream or c.deleted or st is None:
+            return c  # a deleted consumer's handle is a no-op, as before
+        return st.consumers.get(c.config.name, c)
+
+    def keep_deliveries(self, old: Store) -> None:
+        """After reopening in process: messages `old` handed out keep their ack deadline.
+
+        Opening makes every unacked delivery due at once, right for a restart (nobody
+        holds them any more) but not here: their receivers still do and would get a
+        second copy while the first is in flight.
+        """
+        now = self._clock.monotonic()
+        for name, st in self._streams.items():
+            before = old._streams.get(name)
+            for c in st.consumers.values():
+                was = None if before is None else before.consumers.get(c.config.name)
+                if was is None:
+                    continue
+                for seq, p in c.pending.items():
+                    q = was.pending.get(seq)
+                    if q is not None and q.deadline > now:
+                        p.deadline = q.deadline
+                c.timers = [(p.deadline, seq) for seq, p in c.pending.items()]
+                heapq.heapify(c.timers)
+
     def nak(self, stream: str, consumer: str, seq: int, delay: float | None = None) -> None:
         """Ask for redelivery after `delay` seconds (default: at once)."""
         self.nak_handle(self._consumer(stream, consumer), seq, delay)
@@ -1496,6 +1575,7 @@ class Store:
     def nak_handle(self, c: object, seq: int, delay: float | None = None) -> None:
         """nak() on a handle from consumer_handle()."""
         assert isinstance(c, _Consumer)
+        c = self._adopt(c)
         p = c.pending.get(seq)
         if p is None or c.deleted:
             return
@@ -1514,6 +1594,7 @@ class Store:
     def in_progress_handle(self, c: object, seq: int) -> None:
         """in_progress() on a handle from consumer_handle()."""
         assert isinstance(c, _Consumer)
+        c = self._adopt(c)
         p = c.pending.get(seq)
         if p is None or c.deleted:
             return
@@ -1527,6 +1608,7 @@ class Store:
     def term_handle(self, c: object, seq: int, reason: str = "terminated") -> None:
         """term() on a handle from consumer_handle()."""
         assert isinstance(c, _Consumer)
+        c = self._adopt(c)
         if seq not in c.pending or c.deleted:
             return
         self._check_writable()

@@ -81,6 +81,24 @@ class Admin(Model):
     )
 
 
+DEFAULT_BUFFER_MAX_MSGS = 1_000_000
+DEFAULT_BUFFER_MAX_BYTES = 1024**3  # 1 GiB
+
+
+class BufferLimits(Model):
+    """How much a route's buffer holds before the route stops taking from its source."""
+
+    max_msgs: int = Field(
+        DEFAULT_BUFFER_MAX_MSGS, ge=1, le=2**53, description="Messages waiting for delivery"
+    )
+    max_bytes: Bytes = Field(
+        DEFAULT_BUFFER_MAX_BYTES,
+        ge=1,
+        le=2**53,
+        description="Bytes (subject, headers, payload) waiting for delivery",
+    )
+
+
 class BridgeSettings(Model):
     """This bridge process."""
 
@@ -90,6 +108,9 @@ class BridgeSettings(Model):
     drain_timeout: Seconds = Field(30.0, gt=0, description="Grace period on SIGTERM")
     hop_limit: int = Field(
         8, ge=1, le=255, description="Drop a message that crossed this many bridges"
+    )
+    buffer: BufferLimits = Field(
+        BufferLimits(), description="Every route's, unless it sets its own"
     )
 
 
@@ -353,6 +374,7 @@ class RouteSpec(Model):
     max_in_flight: int = Field(1000, ge=1, le=100_000)
     retry: Retry = Retry()
     max_payload: Bytes | None = Field(None, gt=0, le=64 * 1024**2)
+    buffer: BufferLimits | None = Field(None, description="Default: bridge.buffer")
 
 
 class ConfigFile(Model):

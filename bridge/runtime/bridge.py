@@ -11,6 +11,7 @@ from bridge.admin.server import AdminServer
 from bridge.config.loader import Config, Route
 from bridge.config.model import Delivery
 from bridge.connector import Sink, Source
+from bridge.errors import StoreError
 from bridge.registry import load_connector
 from bridge.runtime.buffer import RouteBuffer
 from bridge.runtime.embedded import EmbeddedBuffers
@@ -29,7 +30,7 @@ class Bridge:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.buffers = EmbeddedBuffers(config.bridge.data_dir)
+        self.buffers = EmbeddedBuffers(config.bridge.data_dir, config.bridge.buffer)
         self.runners: list[RouteRunner] = []
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
@@ -45,6 +46,7 @@ class Bridge:
         try:
             for route in self.config.routes:
                 self.runners.append(await self._build(route))
+                await _sample_backlog(self.runners[-1])  # right from the start, after a restart
             if self.config.bridge.admin.enabled:
                 self.admin = AdminServer(self.config.bridge.admin, self.runners)
                 self.admin.start()
@@ -105,10 +107,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         while True:
             for runner in self.runners:
-                if runner.buffer is not None:
-                    backlog = await runner.buffer.backlog()
-                    runner.stats.buffer_depth = backlog.depth
-                    runner.stats.buffer_oldest_age = backlog.oldest_age
+                await _sample_backlog(runner)
                 runner.stats.sample(loop.time())
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
@@ -121,6 +120,21 @@ class Bridge:
             depth = sum(r.stats.buffer_depth for r in self.runners)
             idle_rounds = idle_rounds + 1 if counts == last and depth == 0 else 0
             last = counts
+
+
+async def _sample_backlog(runner: RouteRunner) -> None:
+    """Read the route's backlog into its gauges; kept as they were while the buffer fails.
+
+    A failing buffer commits nothing, so what it held when last read is what it holds.
+    """
+    if runner.buffer is None:
+        return
+    try:
+        backlog = await runner.buffer.backlog()
+    except StoreError:
+        return
+    runner.stats.buffer_depth = backlog.depth
+    runner.stats.buffer_oldest_age = backlog.oldest_age
 
 
 def install_signal_handlers(bridge: Bridge) -> None:

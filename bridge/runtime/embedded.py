@@ -8,12 +8,16 @@ source timestamp) rides in two buffer-private headers that are removed again on 
 
 from __future__ import annotations
 
+import logging
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.broker.broker import Broker, Msg
-from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
+from bridge.broker.config import ConsumerConfig, Discard, Outgoing, Retention, StreamConfig
+from bridge.broker.store import DB_NAME
 from bridge.config.loader import Route
+from bridge.config.model import BufferLimits
 from bridge.envelope import Envelope, Headers
 from bridge.runtime.buffer import Backlog, Buffered
 from mappings.headers import (
@@ -23,6 +27,8 @@ from mappings.headers import (
     encode_value,
     escape_first,
 )
+
+log = logging.getLogger("natsbridge")
 
 CONSUMER = "deliver"
 DEAD_LETTER_SUFFIX = ".dead-letters"
@@ -40,22 +46,37 @@ def dead_letter_stream(route_name: str) -> str:
 class EmbeddedBuffers:
     """Opens the data dir's broker once and hands each route its buffer."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, limits: BufferLimits | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.limits = limits or BufferLimits()  # of a route that sets none
         self.broker: Broker | None = None
 
     async def open(self) -> None:
-        """Open (or create) the store; StoreCorrupted for a damaged file."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Open (or create, 0700) the store; StoreError with the cause when it cannot."""
         self.broker = await Broker.open(self.data_dir)
+        # An existing file keeps its mode (made by an older version, or shared on
+        # purpose); the messages in it are what others must not read.
+        mode = stat.S_IMODE((self.data_dir / DB_NAME).stat().st_mode)
+        if mode & stat.S_IROTH:
+            log.warning(
+                "%s is readable by other users (mode %o) and holds message payloads: "
+                "consider chmod 600 (its -wal and -shm files follow its mode)",
+                self.data_dir / DB_NAME,
+                mode,
+                extra={"event": "data_dir_mode"},
+            )
 
     async def route(self, route: Route) -> EmbeddedRouteBuffer:
         """The buffer of `route`, created on first use and kept across restarts."""
         assert self.broker is not None, "open() first"
+        limits = route.spec.buffer or self.limits
         await self.broker.add_stream(
             StreamConfig(
                 name=route.name,
                 retention=Retention.WORKQUEUE,
+                max_msgs=limits.max_msgs,
+                max_bytes=limits.max_bytes,
+                discard=Discard.HOLD,  # full: the ingest waits, holding the source back
                 max_msg_size=PAYLOAD_LIMIT,
                 dead_letter=dead_letter_stream(route.name),
             )
@@ -107,7 +128,9 @@ class EmbeddedRouteBuffer:
     async def dead_letter(self, envelope: Envelope, reason: str, seq: int | None = None) -> None:
         """Move a taken message, or write an unbuffered one, to the dead letters."""
         if seq is not None:
-            self.taken.pop(seq).term(reason)
+            taken = self.taken.pop(seq, None)  # None when retried after a failed flush
+            if taken is not None:
+                taken.term(reason)
             await self.broker.flush()
             return
         await self.broker.dead_letter(

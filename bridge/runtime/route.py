@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.config.loader import Route
 from bridge.connector import Incoming, Requester, Responder, Sink, Source, send_one
@@ -48,6 +48,7 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
     StoreError,
+    StreamFull,
 )
 from bridge.runtime.backoff import Backoff
 from bridge.runtime.buffer import Buffered, RouteBuffer
@@ -70,9 +71,12 @@ from mappings.headers import (
 log = logging.getLogger("natsbridge.route")
 
 RECEIVE_TIMEOUT_S = 0.5
+FULL_POLL_S = 0.1  # how often a full buffer is asked again for room
 PIPELINE = 2  # delivery windows in flight at once, max_in_flight messages in all
 MAX_UNEXPECTED_FAILURES = 5  # a bug in a connector must not retry one message forever
 HEALTHY_AFTER_S = 10.0  # a connection up this long resets the reconnect back-off
+
+T = TypeVar("T")
 
 
 class RouteRunner:
@@ -328,24 +332,42 @@ class RouteRunner:
         incoming.ack(None)
         self.stats.acked += 1
 
-    async def _retry_store(self, write: Callable[[], Awaitable[None]]) -> None:
-        """Write to the buffer until it takes it: a full or failing buffer holds the source."""
+    async def _retry_store(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Call the buffer until it answers: a full or failing buffer holds the source back.
+
+        Nothing is acked meanwhile, so the source's prefetch window holds the rest. A full
+        buffer (StreamFull) is tried again every FULL_POLL_S, as delivery frees room; a
+        failing one (disk full: the broker reopens it) with back-off. The route is PAUSED
+        meanwhile, with one log line when that starts and one when it ends.
+        """
         backoff = Backoff(self.route.spec.retry)
+        held = False
         while True:
             try:
-                await write()
-                return
+                result = await call()
             except StoreError as exc:
                 self.stats.error(exc)
-                self.stats.retries += 1
-                delay = backoff.next()
-                self._log.warning(
-                    "buffer refused a write, retrying in %.1fs: %s",
-                    delay,
-                    exc,
-                    extra={"event": "buffer_retry"},
-                )
-                await asyncio.sleep(delay)
+                if self.stats.state is RouteState.RUNNING:
+                    self.stats.state = RouteState.PAUSED
+                if not held:
+                    held = True
+                    self._log.warning(
+                        "buffer %s, holding the source back: %s",
+                        "full" if isinstance(exc, StreamFull) else "unavailable",
+                        exc,
+                        extra={"event": "buffer_held"},
+                    )
+                if isinstance(exc, StreamFull):
+                    await asyncio.sleep(FULL_POLL_S)
+                else:
+                    self.stats.retries += 1
+                    await asyncio.sleep(backoff.next())
+                continue
+            if held:
+                if self.stats.state is RouteState.PAUSED:
+                    self.stats.state = RouteState.RUNNING
+                self._log.info("buffer takes writes again", extra={"event": "buffer_resumed"})
+            return result
 
     async def _deliver(self) -> None:
         """Send buffered messages in order, `PIPELINE` windows in flight, until drained.
@@ -367,12 +389,13 @@ class RouteRunner:
         window = self.route.spec.max_in_flight // depth
         sending: deque[tuple[Sequence[Buffered], asyncio.Future[list[BaseException | None]]]]
         sending = deque()
-        taking = asyncio.ensure_future(buffer.take(window, RECEIVE_TIMEOUT_S))
+        take = partial(self._retry_store, partial(buffer.take, window, RECEIVE_TIMEOUT_S))
+        taking = asyncio.ensure_future(take())
         try:
             while True:
                 while len(sending) < depth and taking.done():
                     items = taking.result()
-                    taking = asyncio.ensure_future(buffer.take(window, RECEIVE_TIMEOUT_S))
+                    taking = asyncio.ensure_future(take())
                     if not items:
                         if not sending and self._ingest_done.is_set():
                             return  # stopped, and everything buffered was delivered

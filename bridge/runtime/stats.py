@@ -17,6 +17,7 @@ class RouteState(StrEnum):
     CONNECTING = "connecting"
     RUNNING = "running"
     RECONNECTING = "reconnecting"
+    PAUSED = "paused"  # the buffer takes no writes (full, or its disk is): source held back
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"

@@ -16,12 +16,13 @@ honours the first occurrence of a repeated header) and always writes ``content-l
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.envelope import Envelope, Origin
-from bridge.errors import HeaderError
+from bridge.errors import HeaderError, MessageRejected
 from mappings.stomp import escape_header, send_headers, stomp_to_nats_headers
 
 OCTET_STREAM = "application/octet-stream"
@@ -182,6 +183,12 @@ def send_frame(
     content_type, carried = (
         send_headers(envelope.headers, dialect) if envelope.headers else (None, {})
     )
+    expires = carried.get("expires")
+    if expires is not None and 0 < int(expires) <= time.time() * 1000:
+        # The broker would take it, confirm it and discard it unread (ActiveMQ does).
+        raise MessageRejected(
+            f"expired before delivery: expires {expires} (ms since the epoch) has passed"
+        )
     # The connector's own headers first (STOMP 1.2 honours the first of a repeated name);
     # their names need no escaping.
     lines = [

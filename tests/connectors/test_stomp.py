@@ -39,6 +39,7 @@ from bridge.errors import (
     ConnectionLost,
     HeaderError,
     MappingError,
+    MessageRejected,
     PermanentError,
     RetryableError,
 )
@@ -786,6 +787,18 @@ def test_send_headers_keep_the_broker_out_of_a_messages_hands() -> None:
         {"priority": ["4"], "expires": ["0"], "reply-to": ["/temp-queue/r"]}, "activemq"
     )
     assert fine == {"priority": "4", "expires": "0", "reply-to": "/temp-queue/r"}
+
+
+def test_a_send_whose_expires_has_passed_is_refused_not_handed_to_the_broker() -> None:
+    def frame(expires: int) -> bytes:
+        envelope = Envelope("/queue/q", b"p", {"expires": [str(expires)]})
+        return send_frame(envelope, "/queue/q", "1", True, "activemq")
+
+    with pytest.raises(MessageRejected, match="expired before delivery"):
+        frame(1)  # ActiveMQ would confirm it and discard it unread
+    later = int((time.time() + 3600) * 1000)
+    assert f"\nexpires:{later}\n".encode() in frame(later)
+    assert b"\nexpires:0\n" in frame(0)  # 0: never expires
 
 
 @pytest.mark.parametrize("text", ["a\x00b", "\x00"])
