@@ -110,10 +110,11 @@ def read_header_names_leniently() -> None:
     any producer (librdkafka and Java write any bytes) sufficed. Only on that error, the
     record is read again from the same position over a copy of the batch whose slices
     decode with ``surrogateescape`` (names become `RawHeaderName`s; the key, value and
-    other bytes are the same). Everything else in the reader stays kafka-python's own, and
-    a record is delivered, not skipped, so the commit watermark needs no exception. A
-    kafka-python without that method (the connector moves to confluent-kafka) is left
-    alone; tests/connectors/test_kafka.py fails then.
+    other bytes are the same), and so are the batch's later records. Everything else in
+    the reader stays kafka-python's own, and a record is delivered, not skipped, so the
+    commit watermark needs no exception. A kafka-python without that method (the
+    connector moves to confluent-kafka) is left alone; tests/connectors/test_kafka.py
+    fails then.
     """
     try:
         from kafka.record.default_records import DefaultRecordBatch
@@ -128,13 +129,10 @@ def read_header_names_leniently() -> None:
         try:
             return original(self, *args, **kwargs)
         except UnicodeDecodeError:
-            buffer = self._buffer
+            # One copy per batch: the rest of this batch is read over it too.
             self._pos = pos
-            self._buffer = _LenientSlices(buffer)
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                self._buffer = buffer
+            self._buffer = _LenientSlices(self._buffer)
+            return original(self, *args, **kwargs)
 
     _read_msg.lenient = True  # type: ignore[attr-defined]
     DefaultRecordBatch._read_msg = _read_msg
