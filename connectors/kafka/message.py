@@ -11,16 +11,25 @@ listed after the record's own headers, so a Kafka sink writes them back in that 
 origin = Origin(connection, "kafka", topic, partition, offset).
 
 Sink side (`record_from_envelope`): the inverse: headers through
-`mappings.kafka.nats_to_kafka_headers`, key = envelope.key, timestamp in milliseconds.
+`mappings.kafka.nats_to_kafka_headers`, key = envelope.key, timestamp in milliseconds
+when Kafka takes it (`record_timestamp_ms`), else the producer's clock.
+
+Header names that are not UTF-8. Kafka stores any bytes as a header name, kafka-python
+reads and writes them as UTF-8 `str` only. Such a name is read with ``surrogateescape``
+into a `RawHeaderName` (connectors.kafka.source), which the NATS header escaping carries
+reversibly; on the way back the sink hands kafka-python a `RawHeaderName` again, whose
+`encode()` gives the original bytes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, NamedTuple
 
 from bridge.envelope import Envelope, Origin
+from bridge.errors import HeaderError
 from mappings.headers import KAFKA_HEADER_ORDER
 from mappings.kafka import coordinate_headers, kafka_to_nats_headers, nats_to_kafka_headers
 
@@ -70,6 +79,101 @@ def undecodable_record(record: Any, connection: str) -> Envelope:
     )
 
 
+class RawHeaderName(str):
+    """A header name that is not UTF-8, held with ``surrogateescape``; encodes to its bytes.
+
+    kafka-python calls ``name.encode("utf-8")`` wherever it writes or measures a header
+    name; this gives it the original bytes instead of failing.
+    """
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, encoding, "surrogateescape")
+
+
+class _LenientSlices(bytes):
+    """A record batch's bytes whose slices decode with ``surrogateescape``, to RawHeaderName."""
+
+    def __getitem__(self, key: Any) -> Any:
+        got = bytes.__getitem__(self, key)
+        return _LenientSlices(got) if isinstance(key, slice) else got
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return RawHeaderName(bytes.decode(self, encoding, "surrogateescape"))
+
+
+def read_header_names_leniently() -> None:
+    """Make kafka-python 3.0 read a header name that is not UTF-8 instead of failing (idempotent).
+
+    Its `DefaultRecordBatch._read_msg` decodes header names strictly, and the
+    UnicodeDecodeError becomes a CorruptRecordError in the fetcher, raised by every
+    poll() for that partition: the source stopped and the bridge exited, one record from
+    any producer (librdkafka and Java write any bytes) sufficed. Only on that error, the
+    record is read again from the same position over a copy of the batch whose slices
+    decode with ``surrogateescape`` (names become `RawHeaderName`s; the key, value and
+    other bytes are the same), and so are the batch's later records. Everything else in
+    the reader stays kafka-python's own, and a record is delivered, not skipped, so the
+    commit watermark needs no exception. A kafka-python without that method (the
+    connector moves to confluent-kafka) is left alone; tests/connectors/test_kafka.py
+    fails then.
+    """
+    try:
+        from kafka.record.default_records import DefaultRecordBatch
+    except ImportError:  # pragma: no cover
+        return
+    original = getattr(DefaultRecordBatch, "_read_msg", None)
+    if original is None or getattr(original, "lenient", False):
+        return
+
+    def _read_msg(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pos = self._pos
+        try:
+            return original(self, *args, **kwargs)
+        except UnicodeDecodeError:
+            # One copy per batch: the rest of this batch is read over it too.
+            self._pos = pos
+            self._buffer = _LenientSlices(self._buffer)
+            return original(self, *args, **kwargs)
+
+    _read_msg.lenient = True  # type: ignore[attr-defined]
+    DefaultRecordBatch._read_msg = _read_msg
+
+
+def _kafka_name(name: str) -> str:
+    """`name` as kafka-python can write it; HeaderError when no bytes correspond to it."""
+    if name.isascii():
+        return name
+    try:
+        name.encode()
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise HeaderError(f"kafka: header name {name!r} is neither text nor bytes") from None
+    return RawHeaderName(name)
+
+
+MAX_FUTURE_MS = 60_000
+"""How far ahead of this host's clock a source timestamp may be to become the record's."""
+
+
+def record_timestamp_ms(timestamp: float, now: float) -> int | None:
+    """The record timestamp for a source timestamp (seconds), or None for the producer's clock.
+
+    Kafka refuses what does not fit: a timestamp outside int64 milliseconds kills
+    kafka-python's sender thread (struct.error), a negative one is not a time, and a
+    broker refuses one too far ahead (``message.timestamp.after.max.ms``, one hour by
+    default since Kafka 4.0), which also makes kafka-python's idempotent producer fail
+    every later record of the partition. The original stays in the header that carried
+    it (``Amqp-Timestamp``, STOMP ``timestamp``).
+    """
+    if not math.isfinite(timestamp) or timestamp < 0:
+        return None
+    ms = int(timestamp * 1000)
+    return ms if ms <= now * 1000 + MAX_FUTURE_MS else None
+
+
 class Record(NamedTuple):
     """What KafkaProducer.send() takes for one envelope."""
 
@@ -77,16 +181,16 @@ class Record(NamedTuple):
     value: bytes
     key: bytes | None
     headers: list[tuple[str, bytes]]
-    timestamp_ms: int
+    timestamp_ms: int | None
 
 
 def record_from_envelope(envelope: Envelope) -> Record:
-    """The record for `envelope`; raises HeaderError for a malformed encoded header value."""
+    """The record for `envelope`; raises HeaderError for a header Kafka cannot carry."""
     headers = nats_to_kafka_headers(envelope.headers) if envelope.headers else []
     return Record(
         topic=envelope.subject,
         value=envelope.payload,
         key=envelope.key,
-        headers=headers,
-        timestamp_ms=int(envelope.timestamp * 1000),
+        headers=[(_kafka_name(name), value) for name, value in headers],
+        timestamp_ms=record_timestamp_ms(envelope.timestamp, time.time()),
     )

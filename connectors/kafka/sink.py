@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import struct
 import threading
 import time
 from collections import deque
@@ -340,6 +341,14 @@ class _Producer:
                     )
                 except AssertionError as exc:  # kafka-python: a partition the topic lacks
                     self._complete(future, MessageRejected(f"kafka: {exc or 'bad partition'}"))
+                except BridgeError as exc:  # some are ValueErrors (HeaderError)
+                    self._complete(future, exc)
+                except (ValueError, TypeError, OverflowError, struct.error) as exc:
+                    # A value kafka-python cannot write: this message's fault, not the
+                    # connection's (translate() would make it a reconnect, forever).
+                    self._complete(
+                        future, MessageRejected(f"kafka: cannot write the record: {exc!r}")
+                    )
                 except BaseException as exc:
                     self._complete(future, translate(exc, size=len(envelope.payload), limit=limit))
                 else:
@@ -376,6 +385,20 @@ class _Producer:
                     "kafka: the broker refused a batch as too large; the producer is replaced"
                 )
             self._complete(future, self.broken)
+            return
+        if isinstance(exc, ke.InvalidTimestampError | ke.InvalidRecordError):
+            # The broker refused a record (a timestamp out of the topic's range that
+            # `record_timestamp_ms` let through): the same poisoned producer as above.
+            # The first refusal is that record's (dead-lettered); later ones on this
+            # producer are the poisoning ("one or more records have been rejected") and
+            # are sent again on a new producer.
+            if self.broken is None:
+                self.broken = ConnectionLost(
+                    f"kafka: the broker refused a record ({exc}); the producer is replaced"
+                )
+                self._complete(future, translate(exc))
+            else:
+                self._complete(future, self.broken)
             return
         self._complete(future, translate(exc, size=size, limit=self.sink.max_request_size))
 

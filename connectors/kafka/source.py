@@ -61,9 +61,15 @@ from connectors.kafka.client import (
     describe,
 )
 from connectors.kafka.errors import TopicMissing, translate
-from connectors.kafka.message import envelope_from_record, undecodable_record
+from connectors.kafka.message import (
+    envelope_from_record,
+    read_header_names_leniently,
+    undecodable_record,
+)
 
 log = logging.getLogger("natsbridge.kafka")
+
+read_header_names_leniently()  # see there: one such record stopped the source for good
 
 POLL_TIMEOUT_MS = 100
 """Longest wait in one poll; also the longest delay before acks are seen when idle."""

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats.errors
+import nats.js.api
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -249,6 +250,37 @@ class NatsClient(Client):
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
         return MultiHeaders.parse(raw)
+
+    # nats-py decodes subjects and status lines strictly inside its read loop, where an
+    # error makes it reconnect and be sent the same message again, forever. Any bytes but
+    # space can be a subject: decode them with surrogateescape (the mappers escape them
+    # back to their bytes) and read a status line that is not UTF-8 leniently.
+
+    def _build_message(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
+    ) -> Msg:
+        return self.msg_class(
+            subject=subject.decode("utf-8", "surrogateescape"),
+            reply=reply.decode("utf-8", "surrogateescape"),
+            data=data,
+            headers=headers,
+            _client=self,
+            _sid=sid,
+        )
+
+    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        try:
+            return await super()._process_headers(headers)  # type: ignore[no-any-return]
+        except UnicodeDecodeError:
+            code, description, lines = read_header_block(headers)
+            parsed = MultiHeaders()
+            parsed.all = lines
+            for name, values in lines.items():
+                dict.__setitem__(parsed, name, values[-1])
+            if code.isdigit():
+                dict.__setitem__(parsed, nats.js.api.Header.STATUS.value, code)
+                dict.__setitem__(parsed, nats.js.api.Header.DESCRIPTION.value, description)
+            return parsed
 
     async def _send_publish(
         self, subject: str, reply: str, payload: bytes, payload_size: int, headers: Any

@@ -382,7 +382,17 @@ class _Puller:
             if self.outstanding:
                 self.outstanding -= 1
             # Credit bounds what arrives, so this never overfills the inbox for long.
-            self.inbox.append(_Pulled(subject.decode(), reply.decode(), data, headers))
+            # surrogateescape: a subject that is not UTF-8 (the server allows any bytes but
+            # space) must not raise here, inside nats-py's read loop (it would reconnect and
+            # be sent the message again, forever); the mappers escape it back to its bytes.
+            self.inbox.append(
+                _Pulled(
+                    subject.decode("utf-8", "surrogateescape"),
+                    reply.decode("utf-8", "surrogateescape"),
+                    data,
+                    headers,
+                )
+            )
             return
         self._heard = self._loop.time()
         if code == "100":  # idle heartbeat

@@ -26,6 +26,8 @@ from bridge.connector import Incoming, Sink, Source, send_one
 from bridge.envelope import Envelope
 from bridge.errors import (
     ConnectionLost,
+    HeaderError,
+    MessageRejected,
     PayloadTooLarge,
     PermanentError,
     RetryableError,
@@ -542,6 +544,123 @@ def test_too_large_records_are_payload_too_large(kafka_bootstrap: str, tmp_path:
                 await send_one(sink, Envelope(subject=topic, payload=b"y" * 50_000))
             await send_one(sink, Envelope(subject=topic, payload=b"small"))  # the sink still works
         finally:
+            await sink.close()
+
+    run(scenario())
+
+
+def test_timestamps_kafka_cannot_take_fall_back_to_the_producer_clock(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """2**64-1 (an AMQP timestamp) killed kafka-python's sender thread: every later send hung."""
+
+    async def scenario() -> None:
+        topic = unique("stamps")
+        create_topic(kafka_bootstrap, topic)
+        sink = sink_for(tmp_path, kafka_bootstrap, topic=topic)
+        await sink.connect()
+        past = time.time() - 1000
+        odd = [2.0**64 - 1, -5.0, float("inf"), float("nan"), time.time() + 7200]
+        try:
+            before = time.time()
+            batch = [
+                Envelope(subject=topic, payload=str(i).encode(), timestamp=t)
+                for i, t in enumerate(odd)
+            ]
+            # Bounded: with its sender thread dead, kafka-python never confirms anything.
+            errors = await asyncio.wait_for(sink.send_batch(batch), 30)
+            assert errors == [None] * len(odd)
+            await send_one(sink, Envelope(subject=topic, payload=b"past", timestamp=past))
+            after = time.time()
+            records = await asyncio.to_thread(consume_raw, kafka_bootstrap, topic, len(odd) + 1)
+            assert [r.value for r in records] == [str(i).encode() for i in range(len(odd))] + [
+                b"past"
+            ]
+            for record in records[:-1]:  # the producer's clock
+                assert before * 1000 - 1 <= record.timestamp <= after * 1000 + 1
+            assert records[-1].timestamp == int(past * 1000)
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
+def test_a_timestamp_the_broker_refuses_is_dead_lettered_and_the_sink_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """One refused record made kafka-python's idempotent producer fail every later one."""
+
+    async def scenario() -> None:
+        topic = unique("refused-stamp")
+        create_topic(kafka_bootstrap, topic, **{"message.timestamp.after.max.ms": "0"})
+        sink = sink_for(tmp_path, kafka_bootstrap, topic=topic)
+        await sink.connect()
+        try:
+            ahead = Envelope(subject=topic, payload=b"ahead", timestamp=time.time() + 30)
+            with pytest.raises(MessageRejected, match=r"[Tt]imestamp"):
+                await send_one(sink, ahead)
+            try:
+                await send_one(sink, Envelope(subject=topic, payload=b"next"))
+            except ConnectionLost:  # the producer is replaced: the runtime reconnects
+                await sink.connect()
+                await send_one(sink, Envelope(subject=topic, payload=b"next"))
+            [record] = await asyncio.to_thread(consume_raw, kafka_bootstrap, topic, 1)
+            assert record.value == b"next"
+        finally:
+            await sink.close()
+
+    run(scenario())
+
+
+class _RawName(str):
+    """A header name kafka-python writes as its surrogateescape bytes (other clients can)."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, encoding, "surrogateescape")
+
+
+def test_header_names_that_are_not_utf8_round_trip(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """kafka-python reads names as strict UTF-8: CorruptRecordError, and the bridge exited."""
+
+    async def scenario() -> None:
+        topic_in, topic_out = unique("rawname-in"), unique("rawname-out")
+        create_topic(kafka_bootstrap, topic_in)
+        raw_name = _RawName(b"n\xff\xfe".decode("utf-8", "surrogateescape"))
+        records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = [
+            (b"k", b"raw name", [("a", b"1"), (raw_name, b"v")]),
+            (b"k", b"plain", [("a", b"2")]),
+            (b"k", b"raw again", [(raw_name, b"w")]),  # read over the same lenient copy
+        ]
+        await asyncio.to_thread(produce_raw, kafka_bootstrap, topic_in, records)
+        group = f"g-{topic_in}"
+        source = source_for(tmp_path, kafka_bootstrap, group, topics=[topic_in])
+        sink = sink_for(tmp_path, kafka_bootstrap, topic=topic_out, create_topic={"partitions": 1})
+        await source.connect()
+        await sink.connect()
+        try:
+            received = await receive_n(source, 3)
+            assert [m.error for m in received] == [None, None, None]
+            first = received[0].envelope
+            assert first.headers["n%ED%B3%BF%ED%B3%BE"] == ["v"]
+            for message in received:
+                message.envelope.subject = topic_out
+                await send_one(sink, message.envelope)
+                message.ack(None)
+            out = await asyncio.to_thread(consume_raw, kafka_bootstrap, topic_out, 3)
+            assert [r.value for r in out] == [b"raw name", b"plain", b"raw again"]
+            assert [(n.encode("utf-8", "surrogateescape"), v) for n, v in out[0].headers[:2]] == [
+                (b"a", b"1"),
+                (b"n\xff\xfe", b"v"),
+            ]
+            assert received[2].envelope.headers["n%ED%B3%BF%ED%B3%BE"] == ["w"]
+            await eventually(lambda: committed(kafka_bootstrap, group, topic_in, 1) == [3])
+            # A name with no bytes behind it (a lone surrogate) cannot be written: dead letter.
+            lone = Envelope(subject=topic_out, payload=b"x", headers={"n%ED%A0%80": ["v"]})
+            with pytest.raises(HeaderError):
+                await send_one(sink, lone)
+            await send_one(sink, Envelope(subject=topic_out, payload=b"after"))
+        finally:
+            await source.close()
             await sink.close()
 
     run(scenario())

@@ -1169,3 +1169,85 @@ def test_core_sink_send_while_server_down_raises_connection_lost(
             await sink.close()
 
     run(scenario())
+
+
+# ---------------------------------------------------------------- bytes that are not UTF-8
+
+
+async def _publish_raw(url: str, messages: Sequence[tuple[bytes, bytes | None, bytes]]) -> None:
+    """Publish (subject, header block, payload) as written: nats-py checks what it sends."""
+    nc = await raw(url)
+    try:
+        for subject, hdr, payload in messages:
+            if hdr is None:
+                line = b"PUB %s %d\r\n" % (subject, len(payload))
+                await nc._send_command(line + payload + b"\r\n")
+            else:
+                line = b"HPUB %s %d %d\r\n" % (subject, len(hdr), len(hdr) + len(payload))
+                await nc._send_command(line + hdr + payload + b"\r\n")
+        await nc.flush(timeout=10)
+    finally:
+        await nc.close()
+
+
+def test_core_source_reads_subjects_and_status_lines_that_are_not_utf8(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """nats-py decoded them strictly in its read loop: reconnect, and the message was lost."""
+
+    async def scenario() -> None:
+        address = unique("raw")
+        route, conn, bridge = load_route(
+            tmp_path, [nats_url], {"subject": f"{address}.>"}, {"subject": "o"}
+        )
+        source = connector.source(route, conn, bridge)
+        await source.connect()
+        link = source.link
+        try:
+            base = address.encode()
+            await _publish_raw(
+                nats_url,
+                [
+                    (base + b".\xff\xfe", None, b"one"),
+                    (base + b".s", b"NATS/1.0 5\xff3 \xfe\r\nX-A: 1\r\n\r\n", b"two"),
+                    (base + b".ok", None, b"three"),
+                ],
+            )
+            received = await receive_n(source, 3)
+            assert [m.envelope.payload for m in received] == [b"one", b"two", b"three"]
+            first = received[0].envelope
+            assert first.subject == f"{address}.\udcff\udcfe"
+            assert first.subject.encode("utf-8", "surrogateescape") == base + b".\xff\xfe"
+            assert received[1].envelope.headers == {"X-A": ["1"]}
+            assert source.link is link and not link.closed  # no reconnect
+        finally:
+            await source.close()
+
+    run(scenario())
+
+
+def test_jetstream_source_reads_a_subject_that_is_not_utf8(nats_url: str, tmp_path: Path) -> None:
+    """The pull handler decoded it strictly: every later message of the stream was stuck."""
+
+    async def scenario() -> None:
+        prefix = unique("rawjs")
+        source = connector.source(*js_route(tmp_path, nats_url, prefix))
+        await source.connect()
+        try:
+            base = prefix.encode()
+            await _publish_raw(
+                nats_url, [(base + b".\xff\xfe", None, b"one"), (base + b".ok", None, b"two")]
+            )
+            received = await receive_n(source, 2)
+            assert [m.envelope.payload for m in received] == [b"one", b"two"]
+            subject = received[0].envelope.subject
+            assert subject.encode("utf-8", "surrogateescape") == base + b".\xff\xfe"
+            assert [m.envelope.origin.stream_seq for m in received] == [1, 2]
+            for message in received:
+                message.ack(None)
+            await receive_nothing(source, 0.5)
+            assert (await consumer_state(nats_url, prefix))[0] == 0
+        finally:
+            await source.close()
+
+    run(scenario())
