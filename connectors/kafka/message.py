@@ -14,11 +14,12 @@ Sink side (`record_from_envelope`): the inverse: headers through
 `mappings.kafka.nats_to_kafka_headers`, key = envelope.key, timestamp in milliseconds
 when Kafka takes it (`record_timestamp_ms`), else the producer's clock.
 
-Header names that are not UTF-8. Kafka stores any bytes as a header name, kafka-python
-reads and writes them as UTF-8 `str` only. Such a name is read with ``surrogateescape``
-into a `RawHeaderName` (connectors.kafka.source), which the NATS header escaping carries
-reversibly; on the way back the sink hands kafka-python a `RawHeaderName` again, whose
-`encode()` gives the original bytes.
+Header names that are not UTF-8. The Kafka protocol defines a header name as a UTF-8
+string, but brokers store whatever bytes a client sends (librdkafka sends any), and
+kafka-python's strict reader failed on them. Such a name is read with ``surrogateescape``
+(`read_header_names_leniently`), which the NATS header escaping carries reversibly. A
+sink never writes one: a record whose name is not UTF-8 would break every strict
+consumer downstream, so that message is dead-lettered (`HeaderError`) instead.
 """
 
 from __future__ import annotations
@@ -79,11 +80,10 @@ def undecodable_record(record: Any, connection: str) -> Envelope:
     )
 
 
-class RawHeaderName(str):
-    """A header name that is not UTF-8, held with ``surrogateescape``; encodes to its bytes.
+class _RawName(str):
+    """A header name read with ``surrogateescape``; encodes to its bytes again.
 
-    kafka-python calls ``name.encode("utf-8")`` wherever it writes or measures a header
-    name; this gives it the original bytes instead of failing.
+    kafka-python's fetcher measures every name it read with ``name.encode("utf-8")``.
     """
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
@@ -91,14 +91,14 @@ class RawHeaderName(str):
 
 
 class _LenientSlices(bytes):
-    """A record batch's bytes whose slices decode with ``surrogateescape``, to RawHeaderName."""
+    """A record batch's bytes whose slices decode with ``surrogateescape``."""
 
     def __getitem__(self, key: Any) -> Any:
         got = bytes.__getitem__(self, key)
         return _LenientSlices(got) if isinstance(key, slice) else got
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return RawHeaderName(bytes.decode(self, encoding, "surrogateescape"))
+        return _RawName(bytes.decode(self, encoding, "surrogateescape"))
 
 
 def read_header_names_leniently() -> None:
@@ -107,9 +107,9 @@ def read_header_names_leniently() -> None:
     Its `DefaultRecordBatch._read_msg` decodes header names strictly, and the
     UnicodeDecodeError becomes a CorruptRecordError in the fetcher, raised by every
     poll() for that partition: the source stopped and the bridge exited, one record from
-    any producer (librdkafka and Java write any bytes) sufficed. Only on that error, the
+    any producer (librdkafka writes any bytes) sufficed. Only on that error, the
     record is read again from the same position over a copy of the batch whose slices
-    decode with ``surrogateescape`` (names become `RawHeaderName`s; the key, value and
+    decode with ``surrogateescape`` (names keep their bytes as surrogates; the key, value and
     other bytes are the same), and so are the batch's later records. Everything else in
     the reader stays kafka-python's own, and a record is delivered, not skipped, so the
     commit watermark needs no exception. A kafka-python without that method (the
@@ -139,19 +139,17 @@ def read_header_names_leniently() -> None:
 
 
 def _kafka_name(name: str) -> str:
-    """`name` as kafka-python can write it; HeaderError when no bytes correspond to it."""
+    """`name` as a Kafka header name; HeaderError unless it is UTF-8 text (module doc)."""
     if name.isascii():
         return name
     try:
-        name.encode()
-        return name
+        str.encode(name)  # str's own: a name as read may override encode()
     except UnicodeEncodeError:
-        pass
-    try:
-        name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise HeaderError(f"kafka: header name {name!r} is neither text nor bytes") from None
-    return RawHeaderName(name)
+        shown = name.encode("utf-8", "backslashreplace").decode()
+        raise HeaderError(
+            f"kafka: header name {shown!r} is not UTF-8 text, which Kafka header names are"
+        ) from None
+    return name
 
 
 MAX_FUTURE_MS = 60_000
