@@ -1,13 +1,15 @@
 """The `natsbridge` command line.
 
 Exit codes: 0 success; 1 the command failed (invalid config, unmappable address, a
-route that could not start); 2 usage error (argparse's own).
+route that could not start); 2 usage error (argparse's own). Invalid input of any kind
+ends in one of these with a one-line reason, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
     status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
-    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
     status.set_defaults(func=_status)
 
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
@@ -85,8 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 86400):
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, found {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    # Arguments and file names that are not UTF-8 arrive as surrogate escapes: show them
+    # escaped rather than fail on printing them.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     func: Command = args.func
     try:
@@ -98,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
         return EXIT_FAILED
     except BridgeError as exc:
+        # Free text: it may quote a client library, so secrets are searched for in it.
         print(f"natsbridge: {secrets.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -111,7 +131,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.path}: valid, bridge '{config.bridge.id}', {len(config.routes)} routes")
     for route in config.routes:
-        print(secrets.redact(f"  {describe_route(route)}"))
+        print(f"  {describe_route(route)}")  # names and addresses: no secret fields
     return EXIT_OK
 
 
@@ -127,7 +147,7 @@ def _map(args: argparse.Namespace) -> int:
     if route is None:
         close = difflib.get_close_matches(args.route, list(routes), n=1)
         hint = f" — did you mean '{close[0]}'?" if close else ""
-        print(f"natsbridge: no route named '{args.route}'{hint}", file=sys.stderr)
+        print(f"natsbridge: no route named {args.route!r}{hint}", file=sys.stderr)
         return EXIT_FAILED
     headers: dict[str, list[str]] = {}
     for item in args.header:
@@ -139,7 +159,7 @@ def _map(args: argparse.Namespace) -> int:
     result = preview(
         config, route, args.address, key=args.key, partition=args.partition, headers=headers
     )
-    print(secrets.redact(json.dumps(result)))
+    print(json.dumps(result))  # data: never searched for secrets (see bridge.secrets)
     return EXIT_OK
 
 
@@ -163,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         f"natsbridge {__version__}: bridge '{config.bridge.id}', data in {config.bridge.data_dir}"
     )
     for route in config.routes:
-        print(secrets.redact(f"  {describe_route(route)}"))
+        print(f"  {describe_route(route)}")
     sys.stdout.flush()
 
     async def main() -> None:

@@ -34,7 +34,8 @@ def preview(
         subject=address,
         payload=b"",
         headers=headers or {},
-        key=key.encode() if key is not None else None,
+        # A key that is not UTF-8 arrives from argv as surrogate escapes: its exact bytes.
+        key=key.encode(errors="surrogateescape") if key is not None else None,
         origin=_origin(route, address, partition),
     )
     mapper = RouteMapper(route, config.bridge, config.connections[route.sink.connection])
