@@ -19,6 +19,7 @@ from bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+MAX_PROBLEMS_SHOWN = 100  # a file of garbage can have a problem per line
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections (default 700)
 
 Command = Callable[[argparse.Namespace], int]
@@ -111,9 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except ConfigError as exc:
-        for problem in exc.problems:
+        for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
             print(problem, file=sys.stderr)
         count = len(exc.problems)
+        if count > MAX_PROBLEMS_SHOWN:
+            print(f"… and {count - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
         print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
         return EXIT_FAILED
     except BridgeError as exc:

@@ -176,20 +176,24 @@ def shorten(text: str, limit: int = 200) -> str:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses deep nesting and merge keys that grow beyond MAX_VALUES."""
+    """SafeLoader that refuses deep nesting, too many nodes and merges beyond MAX_VALUES."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.depth = 0
+        self.nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         # Each level costs a few Python frames: 2,000 `[` would raise RecursionError.
         if self.depth >= MAX_DEPTH:
             raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"nested deeper than {MAX_DEPTH} levels",
-                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self.nodes += 1
+        if self.nodes > MAX_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_VALUES} values", event.start_mark
             )
         self.depth += 1
         try:
@@ -240,6 +244,10 @@ class _Builder:
         self.values += 1
         if self.values > MAX_VALUES:
             raise _too_many_values(node)
+        if len(path) > MAX_DEPTH:  # nesting through aliases: `&a [*a]`, an alias in a deep list
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", node.start_mark
+            )
         if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTION_TAGS:
             raise yaml.constructor.ConstructorError(
                 None,
