@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("-c", "--config", required=True, help="config file (YAML)")
     mapping.add_argument("--route", required=True, help="route name")
     mapping.add_argument("--key", help="Kafka record key of the message")
-    mapping.add_argument("--partition", type=int, help="Kafka partition of the message")
+    mapping.add_argument("--partition", type=_partition, help="Kafka partition of the message")
     mapping.add_argument(
         "--header", action="append", default=[], metavar="NAME=VALUE", help="a message header"
     )
@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show a running bridge's routes")
     status.add_argument(
-        "--admin", default="http://127.0.0.1:7777", help="admin endpoint URL (default: %(default)s)"
+        "--admin",
+        type=_admin_url,
+        default="http://127.0.0.1:7777",
+        help="admin endpoint URL (default: %(default)s)",
     )
     status.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
     status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
@@ -97,6 +100,29 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= 86400):
         raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, found {text!r}")
     return value
+
+
+def _partition(text: str) -> int:
+    """A Kafka partition number (argparse type)."""
+    if not (text.isascii() and text.isdigit() and int(text) < 2**31):
+        raise argparse.ArgumentTypeError(
+            f"expected a partition from 0 to 2147483647, found {text!r}"
+        )
+    return int(text)
+
+
+def _admin_url(text: str) -> str:
+    """An http:// or https:// URL with a host (argparse type)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"expected http://HOST:PORT or https://…, found {text!r}")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,7 +247,11 @@ def _status(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN")
     while True:
-        routes = fetch_routes(args.admin, token)
+        try:
+            routes = fetch_routes(args.admin, token)
+        except ValueError as exc:  # a token http.client cannot send, an answer that is not JSON
+            print(f"natsbridge: {args.admin}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         if args.json:
             print(json.dumps(routes, indent=1))
         else:

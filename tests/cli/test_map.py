@@ -153,3 +153,19 @@ def test_status_watch_takes_positive_finite_seconds(watch: str) -> None:
     result = natsbridge_raw("status", "--watch", watch)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "expected seconds between 0 and 86400" in result.stderr
+
+
+@pytest.mark.parametrize("partition", ["-1", "2147483648", "x", "٣"])
+def test_map_partition_is_a_kafka_partition(partition: str) -> None:
+    result = natsbridge_map(
+        "kafka-nats.yaml", "--route", "clicks-to-nats", "--partition", partition, "clicks"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "expected a partition from 0 to 2147483647" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["foo", "http://[::1", "http://h:99999", "ftp://h/"])
+def test_status_admin_must_be_an_http_url(url: str) -> None:
+    result = natsbridge_raw("status", "--admin", url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "expected http://HOST:PORT" in result.stderr
