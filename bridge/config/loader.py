@@ -227,7 +227,8 @@ class _Checker:
             self.fail(where, "missing required key 'connection' (the name of a connection)")
             return None
         kind = self.kinds.get(name)
-        if kind is None and name not in self.doc.data.get("connections", {}):
+        written = self.doc.data.get("connections")
+        if kind is None and not (isinstance(written, dict) and name in written):
             hint = _did_you_mean(name, self.kinds)
             defined = ", ".join(self.kinds) or "none"
             self.fail(
@@ -370,11 +371,13 @@ class _Checker:
                 self.fail((*where, key), _unknown_key(key, model))
 
     def pydantic_problem(self, model: type[Model], where: YamlPath, error: Any) -> None:
-        loc = tuple(part for part in error["loc"] if part != "")
+        kind = error["type"]
+        loc = tuple(error["loc"])
+        if kind not in ("extra_forbidden", "missing"):  # those name a key, maybe ''
+            loc = tuple(part for part in loc if part != "")
         path = (*where, *loc)
         if path in self.interpolated:
             return  # the failed ${...} reference was reported already
-        kind = error["type"]
         if kind == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             self.fail(path, _unknown_key(str(loc[-1]), owner) if owner else "unknown key")

@@ -7,6 +7,7 @@ memory by tracemalloc; a few subprocess runs check the real exit codes and stder
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import tempfile
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -128,6 +131,56 @@ def hostile_yaml(draw: st.DrawFn) -> bytes:
         at = draw(st.integers(0, len(data)))
         data = data[:at] + draw(st.binary(max_size=8)) + data[at:]
     return data
+
+
+EXAMPLE_DATA = yaml.safe_load((EXAMPLES / "rabbitmq-nats.yaml").read_text())
+VOCABULARY = sorted(
+    {"version", "bridge", "connections", "routes", "kind", "from", "to", "connection"}
+    | {"name", "subject", "jetstream", "stream", "durable", "url", "servers", "delivery"}
+    | {"amqp", "kafka", "stomp", "nats", "rabbit", "password", "token", "retry", "admin"}
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(VOCABULARY)
+    | st.sampled_from(["${env:PW}", "${file:/dev/zero}", "5s", ".inf", "a.b", "nats://u:p@h"])
+)
+trees = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(VOCABULARY) | st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@st.composite
+def mutated_example(draw: st.DrawFn) -> bytes:
+    """The example's data with values of any type put in its sections, keys and lists."""
+    data = copy.deepcopy(EXAMPLE_DATA)
+    for _ in range(draw(st.integers(1, 3))):
+        parent: Any = data
+        while True:
+            keys = list(parent) if isinstance(parent, dict) else list(range(len(parent)))
+            if not keys:
+                break
+            key = draw(st.sampled_from(keys))
+            child = parent[key]
+            if not isinstance(child, dict | list) or draw(st.booleans()):
+                parent[key] = draw(trees)
+                break
+            parent = child
+    return yaml.safe_dump(data, allow_unicode=True).encode("utf-8", "surrogatepass")
+
+
+@FUZZ
+@given(mutated_example(), PW_VALUES)
+def test_config_shaped_values_of_any_type(data: bytes, password: str) -> None:
+    check(data, {"PW": password})
 
 
 @FUZZ

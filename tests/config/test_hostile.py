@@ -294,3 +294,24 @@ def test_amqp_and_kafka_names_follow_their_brokers_rules(tmp_path: Path) -> None
             tmp_path / "k.yaml", kafka.replace("topic: telemetry", f"topic: {bad}").encode()
         )
         assert "routes[1].to.topic: expected a Kafka topic name" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "version: 1\nbridge: {id: a}\nconnections: 5\n"
+            "routes:\n  - {name: r, from: {connection: x}, to: {connection: y}}\n",
+            ":3:1: connections: expected a mapping of named connections, found 5",
+        ),
+        (
+            RABBIT.replace("  id: example-dc1", "  '': null", 1),
+            ":6:3: bridge.: unknown key ''",
+        ),
+    ],
+    ids=["connections-is-a-number", "empty-key"],
+)
+def test_sections_of_the_wrong_shape_are_problems(tmp_path: Path, text: str, expected: str) -> None:
+    problems = problems_of(tmp_path / "shape.yaml", text.encode())
+    assert any(expected in p for p in problems), problems
+    assert all(POSITIONED.match(p) for p in problems)
