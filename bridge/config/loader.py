@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -512,6 +513,7 @@ def _register_secrets(data: Any) -> None:
         password = secrets.url_password(data)
         if password:
             secrets.register(password)
+            secrets.register(unquote(password))  # what the client library logs
 
 
 def source_patterns(source: Source) -> tuple[str, ...]:
