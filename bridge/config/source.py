@@ -160,7 +160,7 @@ def parse_document(text: str, path: str, environ: Any) -> Document:
         mark = Mark(problem_mark.line + 1, problem_mark.column + 1) if problem_mark else None
         reason = " ".join(part for part in (exc.context, exc.problem) if part)
         raise YamlSyntaxError(f"invalid YAML: {shorten(reason)}", mark) from None
-    except yaml.reader.ReaderError as exc:  # decode_text() already refused what this finds
+    except yaml.reader.ReaderError as exc:  # text that did not come through decode_text()
         raise YamlSyntaxError(
             f"invalid text: {exc.reason}", _mark_at(text[: exc.position])
         ) from None
@@ -202,6 +202,7 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # PyYAML releases that do not deduplicate merged keys double `<<: [*m, *m]` per level.
         super().flatten_mapping(node)
         if len(node.value) > MAX_VALUES:
             raise _too_many_values(node)
