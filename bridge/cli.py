@@ -1,13 +1,15 @@
 """The `natsbridge` command line.
 
 Exit codes: 0 success; 1 the command failed (invalid config, unmappable address, a
-route that could not start); 2 usage error (argparse's own).
+route that could not start); 2 usage error (argparse's own). Invalid input of any kind
+ends in one of these with a one-line reason, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,6 +19,7 @@ from bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+MAX_PROBLEMS_SHOWN = 100  # a file of garbage can have a problem per line
 GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections (default 700)
 
 Command = Callable[[argparse.Namespace], int]
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("-c", "--config", required=True, help="config file (YAML)")
     mapping.add_argument("--route", required=True, help="route name")
     mapping.add_argument("--key", help="Kafka record key of the message")
-    mapping.add_argument("--partition", type=int, help="Kafka partition of the message")
+    mapping.add_argument("--partition", type=_partition, help="Kafka partition of the message")
     mapping.add_argument(
         "--header", action="append", default=[], metavar="NAME=VALUE", help="a message header"
     )
@@ -73,11 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show a running bridge's routes")
     status.add_argument(
-        "--admin", default="http://127.0.0.1:7777", help="admin endpoint URL (default: %(default)s)"
+        "--admin",
+        type=_admin_url,
+        default="http://127.0.0.1:7777",
+        help="admin endpoint URL (default: %(default)s)",
     )
     status.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
     status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
-    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    status.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
     status.set_defaults(func=_status)
 
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
@@ -85,19 +91,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 86400):
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, found {text!r}")
+    return value
+
+
+def _partition(text: str) -> int:
+    """A Kafka partition number (argparse type)."""
+    if not (text.isascii() and text.isdigit() and int(text) < 2**31):
+        raise argparse.ArgumentTypeError(
+            f"expected a partition from 0 to 2147483647, found {text!r}"
+        )
+    return int(text)
+
+
+def _admin_url(text: str) -> str:
+    """An http:// or https:// URL with a host (argparse type)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(f"expected http://HOST:PORT or https://…, found {text!r}")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    # Arguments and file names that are not UTF-8 arrive as surrogate escapes: show them
+    # escaped rather than fail on printing them.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     func: Command = args.func
     try:
         return func(args)
     except ConfigError as exc:
-        for problem in exc.problems:
+        for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
             print(problem, file=sys.stderr)
         count = len(exc.problems)
+        if count > MAX_PROBLEMS_SHOWN:
+            print(f"… and {count - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
         print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
         return EXIT_FAILED
     except BridgeError as exc:
+        # Free text: it may quote a client library, so secrets are searched for in it.
         print(f"natsbridge: {secrets.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -111,7 +160,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.path}: valid, bridge '{config.bridge.id}', {len(config.routes)} routes")
     for route in config.routes:
-        print(secrets.redact(f"  {describe_route(route)}"))
+        print(f"  {describe_route(route)}")  # names and addresses: no secret fields
     return EXIT_OK
 
 
@@ -127,7 +176,7 @@ def _map(args: argparse.Namespace) -> int:
     if route is None:
         close = difflib.get_close_matches(args.route, list(routes), n=1)
         hint = f" — did you mean '{close[0]}'?" if close else ""
-        print(f"natsbridge: no route named '{args.route}'{hint}", file=sys.stderr)
+        print(f"natsbridge: no route named {args.route!r}{hint}", file=sys.stderr)
         return EXIT_FAILED
     headers: dict[str, list[str]] = {}
     for item in args.header:
@@ -139,7 +188,7 @@ def _map(args: argparse.Namespace) -> int:
     result = preview(
         config, route, args.address, key=args.key, partition=args.partition, headers=headers
     )
-    print(secrets.redact(json.dumps(result)))
+    print(json.dumps(result))  # data: never searched for secrets (see bridge.secrets)
     return EXIT_OK
 
 
@@ -163,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         f"natsbridge {__version__}: bridge '{config.bridge.id}', data in {config.bridge.data_dir}"
     )
     for route in config.routes:
-        print(secrets.redact(f"  {describe_route(route)}"))
+        print(f"  {describe_route(route)}")
     sys.stdout.flush()
 
     async def main() -> None:
@@ -198,7 +247,11 @@ def _status(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN")
     while True:
-        routes = fetch_routes(args.admin, token)
+        try:
+            routes = fetch_routes(args.admin, token)
+        except ValueError as exc:  # a token http.client cannot send, an answer that is not JSON
+            print(f"natsbridge: {args.admin}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         if args.json:
             print(json.dumps(routes, indent=1))
         else:

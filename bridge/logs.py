@@ -1,4 +1,4 @@
-"""Logging: one event per line, JSON when not on a terminal, secrets always redacted."""
+"""Logging: one event per line, JSON when not on a terminal, secrets redacted in every record."""
 
 from __future__ import annotations
 
@@ -18,22 +18,34 @@ _QUIET_BELOW_ERROR = ("pika.channel",)
 _QUIET_BELOW_CRITICAL = ("pika.adapters",)
 
 
-class _Redacting(logging.Formatter):
-    """Formats a record, then hides every registered secret in the result."""
+class RedactSecrets(logging.Filter):
+    """Replaces a record's message and traceback with their text, secrets hidden.
 
-    def format(self, record: logging.LogRecord) -> str:
+    Runs before any formatter, so that JSON escaping cannot hide a secret from the search,
+    and only on log records: logs are not data (see bridge.secrets).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
         from bridge import secrets
 
-        return secrets.redact(self.render(record))
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format arguments must not cost the line
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg, record.args = secrets.redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = secrets.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = secrets.redact(record.stack_info)
+        return True
 
-    def render(self, record: logging.LogRecord) -> str:
-        return super().format(record)
 
-
-class JsonFormatter(_Redacting):
+class JsonFormatter(logging.Formatter):
     """`{"ts": …, "level": …, "logger": …, "msg": …, "route": …}` per line."""
 
-    def render(self, record: logging.LogRecord) -> str:
+    def format(self, record: logging.LogRecord) -> str:
         event: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -45,21 +57,23 @@ class JsonFormatter(_Redacting):
             value = getattr(record, name, None)
             if value is not None:
                 event[name] = value
-        if record.exc_info:
-            event["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            event["exc"] = record.exc_text
         return json.dumps(event, ensure_ascii=False)
 
 
-class TextFormatter(_Redacting):
+class TextFormatter(logging.Formatter):
     """`12:00:01 INFO  natsbridge.route [orders] message` for people at a terminal."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-5s %(name)s%(context)s %(message)s", "%H:%M:%S")
 
-    def render(self, record: logging.LogRecord) -> str:
+    def format(self, record: logging.LogRecord) -> str:
         parts = [str(getattr(record, name)) for name in _FIELDS if getattr(record, name, None)]
         record.context = f" [{' '.join(parts)}]" if parts else ""
-        return super().render(record)
+        return super().format(record)
 
 
 def configure(level: str = "info", json_lines: bool | None = None) -> None:
@@ -68,6 +82,7 @@ def configure(level: str = "info", json_lines: bool | None = None) -> None:
         json_lines = not sys.stderr.isatty()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

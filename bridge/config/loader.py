@@ -7,10 +7,12 @@ what was expected and what was found; secret values are shown as `***`.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -43,11 +45,14 @@ from bridge.config.source import (
     YamlSyntaxError,
     format_path,
     read_document,
+    shorten,
 )
 from bridge.errors import ConfigError, SubjectError, TemplateError
 from mappings.subjects import validate_pattern, validate_subject
 from mappings.templates import Template, compile_template
 
+_AMQP_SHORT_STRING = 255  # bytes in an AMQP 0-9-1 exchange, queue or routing key
+_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SECRET_KEYS = frozenset({"password", "passcode", "token", "sasl_password"})
 _TEMPLATE_FIELDS: dict[type[Model], tuple[str, ...]] = {
     AmqpSink: ("routing_key",),
@@ -118,8 +123,7 @@ class _Checker:
             raise self.error()
         self.unknown_keys(data, ConfigFile, ())
         if data.get("version") != 1:
-            found = data.get("version", "nothing")
-            self.fail(("version",), f"expected version: 1, found {found!r}")
+            self.fail(("version",), f"expected version: 1, found {_kind_of(data.get('version'))}")
         bridge = typing.cast(
             BridgeSettings | None, self.validate(BridgeSettings, data.get("bridge"), ("bridge",))
         )
@@ -154,7 +158,8 @@ class _Checker:
                 hint = _did_you_mean(str(kind), CONNECTION_MODELS)
                 self.fail(
                     (*where, "kind"),
-                    f"expected kind one of {', '.join(CONNECTION_MODELS)}, found {kind!r}{hint}",
+                    f"expected kind one of {', '.join(CONNECTION_MODELS)}, "
+                    f"found {_kind_of(kind)}{hint}",
                 )
                 continue
             self.kinds[name] = kind
@@ -180,13 +185,14 @@ class _Checker:
             if isinstance(name, str) and name in seen:
                 self.fail(
                     (*where, "name"),
-                    f"duplicate route name '{name}' (first used by routes[{seen[name]}])",
+                    f"duplicate route name '{shorten(name)}' (first used by routes[{seen[name]}])",
                 )
             elif isinstance(name, str):
                 seen[name] = index
             if spec is None or endpoints is None or templates is None:
                 continue
             self.check_delivery(spec, endpoints[0], endpoints[2], where)
+            self.check_broker_names(spec, endpoints[0], endpoints[2], where)
             routes.append(Route(spec, *endpoints, templates))
         return routes
 
@@ -222,11 +228,13 @@ class _Checker:
             self.fail(where, "missing required key 'connection' (the name of a connection)")
             return None
         kind = self.kinds.get(name)
-        if kind is None and name not in self.doc.data.get("connections", {}):
+        written = self.doc.data.get("connections")
+        if kind is None and not (isinstance(written, dict) and name in written):
             hint = _did_you_mean(name, self.kinds)
             defined = ", ".join(self.kinds) or "none"
             self.fail(
-                (*where, "connection"), f"no connection named '{name}'{hint} (defined: {defined})"
+                (*where, "connection"),
+                f"no connection named '{shorten(name)}'{hint} (defined: {defined})",
             )
         return kind
 
@@ -264,7 +272,7 @@ class _Checker:
                     text, source_kind=source_kind, source_patterns=patterns, target_kind=sink_kind
                 )
             except TemplateError as exc:
-                self.fail(path, f"in template {text!r}: {exc}", offset=exc.position)
+                self.fail(path, f"in template {_kind_of(text)}: {exc}", offset=exc.position)
                 continue
             except SubjectError as exc:
                 self.fail(path, str(exc))
@@ -313,6 +321,36 @@ class _Checker:
                     f"{_endpoint_kind(sink)}",
                 )
 
+    def check_broker_names(
+        self, spec: RouteSpec, source: Source, sink: Sink, where: YamlPath
+    ) -> None:
+        """Names the brokers would refuse at run time (JetStream names are checked by type)."""
+        js_source = source.jetstream if isinstance(source, NatsSource) else None
+        if js_source is not None and js_source.durable is None and "." in spec.name:
+            self.fail(
+                (*where, "name"),
+                f"the default durable 'natsbridge-{spec.name}' is not a JetStream name "
+                "(no '.'): rename the route or set from.jetstream.durable",
+            )
+        amqp: list[tuple[str | None, YamlPath]] = []
+        if isinstance(source, AmqpSource):
+            amqp += [(source.queue, (*where, "from", "queue"))]
+            amqp += [(source.exchange, (*where, "from", "exchange"))]
+            keys = enumerate(source.binding_keys)
+            amqp += [(key, (*where, "from", "binding_keys", i)) for i, key in keys]
+        if isinstance(sink, AmqpSink):
+            amqp += [(sink.exchange, (*where, "to", "exchange"))]
+        for text, path in amqp:
+            if text and len(text.encode("utf-8", errors="surrogatepass")) > _AMQP_SHORT_STRING:
+                self.fail(path, f"expected at most {_AMQP_SHORT_STRING} bytes (an AMQP name)")
+        topic = sink.topic if isinstance(sink, KafkaSink) and "{{" not in sink.topic else None
+        if topic is not None and (not _KAFKA_TOPIC.fullmatch(topic) or topic in (".", "..")):
+            self.fail(
+                (*where, "to", "topic"),
+                "expected a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -, "
+                f"found {_kind_of(topic)}",
+            )
+
     # ------------------------------------------------------------ helpers
 
     def validate(self, model: type[Model], raw: Any, where: YamlPath) -> Model | None:
@@ -334,11 +372,13 @@ class _Checker:
                 self.fail((*where, key), _unknown_key(key, model))
 
     def pydantic_problem(self, model: type[Model], where: YamlPath, error: Any) -> None:
-        loc = tuple(part for part in error["loc"] if part != "")
+        kind = error["type"]
+        loc = tuple(error["loc"])
+        if kind not in ("extra_forbidden", "missing"):  # those name a key, maybe ''
+            loc = tuple(part for part in loc if part != "")
         path = (*where, *loc)
         if path in self.interpolated:
             return  # the failed ${...} reference was reported already
-        kind = error["type"]
         if kind == "extra_forbidden":
             owner = _model_at(model, loc[:-1])
             self.fail(path, _unknown_key(str(loc[-1]), owner) if owner else "unknown key")
@@ -350,7 +390,8 @@ class _Checker:
         message = message.replace("Input should be", "expected")
         message = message.replace("String should", "expected text to")
         found = error.get("input")
-        if kind != "value_error":
+        # Validators never quote the value; it is shown here, masked if it is secret.
+        if kind != "value_error" or isinstance(found, str | int | float):
             secret = path in self.doc.secret_paths or _is_secret(loc)
             message = f"{message}, found {'***' if secret else _kind_of(found)}"
         self.fail(path, message)
@@ -377,7 +418,7 @@ class _Problem:
 
     def render(self, file: str) -> str:
         where = f"{file}:{self.mark.line}:{self.mark.column}" if self.mark else file
-        return secrets.redact(f"{where}: {format_path(self.path)}: {self.message}")
+        return f"{where}: {shorten(format_path(self.path))}: {shorten(self.message, 500)}"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -430,9 +471,9 @@ def _unknown_key(key: str, model: type[BaseModel]) -> str:
     allowed = _field_names(model)
     hint = _did_you_mean(key, allowed)
     return (
-        f"unknown key '{key}'{hint}"
+        f"unknown key '{shorten(key)}'{hint}"
         if hint
-        else (f"unknown key '{key}'; expected one of: {', '.join(sorted(allowed))}")
+        else (f"unknown key '{shorten(key)}'; expected one of: {', '.join(sorted(allowed))}")
     )
 
 
@@ -442,13 +483,16 @@ def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
 
 
 def _kind_of(value: Any) -> str:
+    """A found value as errors show it: short, and with any URL password masked."""
     if value is None:
         return "nothing"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    if isinstance(value, str) and "://" in value:
+        value = secrets.redact_url(value)
+    return shorten(repr(value), 80)
 
 
 def _is_secret(loc: tuple[Any, ...]) -> bool:
@@ -469,6 +513,7 @@ def _register_secrets(data: Any) -> None:
         password = secrets.url_password(data)
         if password:
             secrets.register(password)
+            secrets.register(unquote(password))  # what the client library logs
 
 
 def source_patterns(source: Source) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ Unknown keys are errors everywhere.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -37,11 +38,33 @@ AmqpUrl = Annotated[str, _url_with_scheme("amqp", "amqps")]
 StompUrl = Annotated[str, _url_with_scheme("stomp", "stomp+ssl")]
 NatsUrl = Annotated[str, _url_with_scheme("nats", "tls", "ws", "wss")]
 
+# nats-server refuses these in stream and consumer names (they become subjects and files).
+_JETSTREAM_FORBIDDEN = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")
+JETSTREAM_NAME_MAX = 255
+
+
+def _jetstream_name(name: str) -> str:
+    if not name or len(name) > JETSTREAM_NAME_MAX:
+        raise ValueError(f"expected a JetStream name of 1 to {JETSTREAM_NAME_MAX} characters")
+    bad = _JETSTREAM_FORBIDDEN.search(name)
+    if bad is not None:
+        raise ValueError(
+            f"a JetStream name cannot contain {bad.group()!r} "
+            "(no whitespace, '.', '*', '>', '/', '\\' or control characters)"
+        )
+    return name
+
+
+JsName = Annotated[str, AfterValidator(_jetstream_name)]
+"""A JetStream stream or consumer name."""
+
 
 class Model(BaseModel):
     """Base of every config model: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class Delivery(StrEnum):
@@ -257,8 +280,8 @@ class StompSource(Model):
 class JetStreamSource(Model):
     """Consume a JetStream stream through a durable pull consumer."""
 
-    stream: str
-    durable: str | None = Field(None, description="Consumer name; default natsbridge-<route>")
+    stream: JsName
+    durable: JsName | None = Field(None, description="Consumer name; default natsbridge-<route>")
     create: bool = Field(True, description="Create the stream/consumer if missing")
     ack_wait: Seconds = Field(30.0, gt=0)
     max_deliver: int = Field(5, ge=1)
@@ -314,7 +337,7 @@ class StompSink(Model):
 class JetStreamSink(Model):
     """Publish into a JetStream stream and wait for its PubAck."""
 
-    stream: str
+    stream: JsName
     create: bool = Field(True, description="Create the stream if missing")
     subjects: list[str] | None = Field(None, description="Default: derived from to.subject")
     duplicate_window: Seconds = Field(120.0, gt=0)
@@ -358,7 +381,7 @@ class Retry(Model):
 
     initial: Seconds = Field(0.1, gt=0)
     max: Seconds = Field(30.0, gt=0)
-    multiplier: float = Field(2.0, ge=1)
+    multiplier: float = Field(2.0, ge=1, le=100)
     poison_after: int = Field(3, ge=1, le=100)
     """Connection losses a message may cause, sent alone each time, before it is dead-lettered."""
 

@@ -1,15 +1,20 @@
-"""Durations and sizes as people write them in config: `5s`, `250ms`, `2m`, `1MiB`."""
+"""Durations and sizes as people write them in config: `5s`, `250ms`, `2m`, `1MiB`.
+
+Both are finite, not negative and bounded (MAX_SECONDS, MAX_BYTES): `.inf`, `.nan` or
+`1e400` would pass a `> 0` check and break the first computation that uses them.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+_DURATION = re.compile(r"\s*(\d{1,15}(?:\.\d{1,9})?)\s*(ms|s|m|h)?\s*")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SIZE = re.compile(r"\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*")
+_SIZE = re.compile(r"\s*(\d{1,15})\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*")
 _SIZE_BYTES = {
     None: 1,
     "B": 1,
@@ -20,6 +25,10 @@ _SIZE_BYTES = {
     "GB": 1000**3,
     "GiB": 1024**3,
 }
+MAX_SECONDS = 7 * 86400.0
+"""The longest duration accepted: one week."""
+MAX_BYTES = 1024**4
+"""The largest size accepted: 1 TiB."""
 
 
 def parse_duration(value: Any) -> Any:
@@ -27,7 +36,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match is None:
-            raise ValueError(f"expected a duration such as 250ms, 5s, 2m or 1h, found '{value}'")
+            raise ValueError("expected a duration such as 250ms, 5s, 2m or 1h")
         return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
     return value
 
@@ -37,14 +46,27 @@ def parse_size(value: Any) -> Any:
     if isinstance(value, str):
         match = _SIZE.fullmatch(value)
         if match is None:
-            raise ValueError(f"expected a size such as 1048576, 512KiB or 8MiB, found '{value}'")
+            raise ValueError("expected a size such as 1048576, 512KiB or 8MiB")
         return int(match.group(1)) * _SIZE_BYTES[match.group(2)]
+    return value
+
+
+def _bounded_seconds(value: float) -> float:
+    if not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise ValueError(f"expected a duration from 0 to {MAX_SECONDS:.0f}s (one week)")
+    return value
+
+
+def _bounded_bytes(value: int) -> int:
+    if not 0 <= value <= MAX_BYTES:
+        raise ValueError(f"expected a size from 0 to {MAX_BYTES} bytes (1 TiB)")
     return value
 
 
 Seconds = Annotated[
     float,
     BeforeValidator(parse_duration),
+    AfterValidator(_bounded_seconds),
     WithJsonSchema(
         {"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}]}
     ),
@@ -54,6 +76,7 @@ Seconds = Annotated[
 Bytes = Annotated[
     int,
     BeforeValidator(parse_size),
+    AfterValidator(_bounded_bytes),
     WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _SIZE.pattern}]}),
 ]
 """A size in bytes, written as a number or with a unit (KB, KiB, MB, MiB, GB, GiB)."""

@@ -25,6 +25,10 @@ def preview(
     destination or a NATS subject. Raises MappingError when the route would not take or
     could not map such a message.
     """
+    for what, text in (("address", address), *_header_texts(headers or {})):
+        if not _is_utf8(text):
+            shown = text.encode("utf-8", "surrogateescape")  # the bytes as given on argv
+            raise MappingError(f"the {what} {shown!r} is not UTF-8; only --key takes any bytes")
     patterns = source_patterns(route.source)
     if match_source(route.source_kind, patterns, address) is None:
         raise MappingError(
@@ -34,7 +38,8 @@ def preview(
         subject=address,
         payload=b"",
         headers=headers or {},
-        key=key.encode() if key is not None else None,
+        # A key that is not UTF-8 arrives from argv as surrogate escapes: its exact bytes.
+        key=key.encode(errors="surrogateescape") if key is not None else None,
         origin=_origin(route, address, partition),
     )
     mapper = RouteMapper(route, config.bridge, config.connections[route.sink.connection])
@@ -47,6 +52,20 @@ def preview(
         result["key"] = mapped.key.decode(errors="replace") if mapped.key is not None else None
     result["headers"] = mapped.headers
     return result
+
+
+def _header_texts(headers: Headers) -> list[tuple[str, str]]:
+    texts = [("header name", name) for name in headers]
+    return texts + [("header value", value) for values in headers.values() for value in values]
+
+
+def _is_utf8(text: str) -> bool:
+    # Arguments that are not UTF-8 reach Python as lone surrogates, which cannot encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _origin(route: Route, address: str, partition: int | None) -> Origin:

@@ -102,3 +102,70 @@ def test_map_routing_key_that_needs_escaping() -> None:
     assert result.returncode == 0, result.stderr
     subject = json.loads(result.stdout)["address"]
     assert subject.startswith("legacy.orders.") and " " not in subject
+
+
+KAFKA_TO_KAFKA = """\
+version: 1
+bridge: {id: t}
+connections:
+  kafka: {kind: kafka, bootstrap_servers: ["127.0.0.1:9092"]}
+  nats: {kind: nats, servers: ["nats://127.0.0.1:4222"]}
+routes:
+  - name: keyed
+    from: {connection: kafka, topics: [clicks]}
+    to: {connection: nats, subject: "kafka.{{key}}"}
+"""
+
+
+def natsbridge_raw(*args: str | bytes) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_map_takes_a_key_of_any_bytes(tmp_path: Path) -> None:
+    config = tmp_path / "keyed.yaml"
+    config.write_text(KAFKA_TO_KAFKA)
+    result = natsbridge_raw(
+        "map", "-c", str(config), "--route", "keyed", "--key", b"\xff", "clicks"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["address"] == "kafka.%FF"
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["orders-to-nats", b"eu.\xff"], "address b'eu.\\xff'"),
+        (["orders-to-nats", "--header", b"X-\xfe=1", "eu"], "header name b'X-\\xfe'"),
+        (["orders-to-nats", "--header", b"X=\xfe", "eu"], "header value b'\\xfe'"),
+    ],
+)
+def test_map_refuses_other_text_that_is_not_utf8(args: list[str | bytes], what: str) -> None:
+    example = str(EXAMPLES / "rabbitmq-nats.yaml")
+    result = natsbridge_raw("map", "-c", example, "--route", *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == f"natsbridge: the {what} is not UTF-8; only --key takes any bytes\n"
+
+
+@pytest.mark.parametrize("watch", ["nan", "inf", "-1", "0", "soon"])
+def test_status_watch_takes_positive_finite_seconds(watch: str) -> None:
+    result = natsbridge_raw("status", "--watch", watch)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "expected seconds between 0 and 86400" in result.stderr
+
+
+@pytest.mark.parametrize("partition", ["-1", "2147483648", "x", "٣"])
+def test_map_partition_is_a_kafka_partition(partition: str) -> None:
+    result = natsbridge_map(
+        "kafka-nats.yaml", "--route", "clicks-to-nats", "--partition", partition, "clicks"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "expected a partition from 0 to 2147483647" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["foo", "http://[::1", "http://h:99999", "ftp://h/"])
+def test_status_admin_must_be_an_http_url(url: str) -> None:
+    result = natsbridge_raw("status", "--admin", url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "expected http://HOST:PORT" in result.stderr

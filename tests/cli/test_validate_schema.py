@@ -84,3 +84,14 @@ def test_importing_bridge_imports_no_broker_client() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_validate_lists_at_most_100_problems(tmp_path: Path) -> None:
+    config = tmp_path / "garbage.yaml"
+    config.write_text("version: 1\n" + "".join(f"k{i}: 1\n" for i in range(150)))
+    result = natsbridge("validate", "-c", str(config))
+    assert result.returncode == 1
+    *problems, more, summary = result.stderr.splitlines()
+    count = int(summary.split()[0])
+    assert len(problems) == 100 and count > 150
+    assert more == f"… and {count - 100} more"
