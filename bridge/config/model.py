@@ -85,6 +85,12 @@ class AdminTls(Model):
     key_file: str
 
 
+def _token_not_empty(token: SecretStr) -> SecretStr:
+    if not token.get_secret_value():
+        raise ValueError("an empty token would turn authentication off: leave `token` out for that")
+    return token
+
+
 class Admin(Model):
     """The admin HTTP endpoint: health, readiness, metrics and the routes view."""
 
@@ -94,7 +100,9 @@ class Admin(Model):
         pattern=r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
         description="host:port; loopback by default",
     )
-    token: SecretStr | None = Field(None, description="Bearer token required on all but /healthz")
+    token: Annotated[SecretStr, AfterValidator(_token_not_empty)] | None = Field(
+        None, description="Bearer token required on all but /healthz"
+    )
     tls: AdminTls | None = None
     max_connections: int = Field(
         32, ge=1, le=1024, description="Connections served at once; more are closed at once"

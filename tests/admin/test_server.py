@@ -21,13 +21,17 @@ from typing import Any
 
 import pytest
 
+from bridge import secrets
 from bridge.admin.server import MAX_REQUEST_BYTES, AdminServer
+from bridge.config import load_config
 from bridge.config.model import Admin
+from bridge.runtime.route import RouteRunner
 
 CLIENT_TIMEOUT = 30.0
 TOKEN = "🔑-jetón-à"  # UTF-8 that ends in byte 0xA0, which str.strip() would eat
 PATHS = ("/healthz", "/readyz", "/metrics", "/api/routes")
 Response = tuple[int, http.client.HTTPMessage, bytes]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class Harness:
@@ -251,3 +255,19 @@ def test_wrong_or_missing_token_gets_401(harness: Harness) -> None:
         assert answer["WWW-Authenticate"] == 'Bearer realm="natsbridge"'
         assert json.loads(body)["error"]
     assert harness.request("GET", "/healthz")[0] == 200
+
+
+def test_names_that_contain_a_secrets_text_are_shown_as_they_are(harness: Harness) -> None:
+    """Text search for secrets over whole bodies turned 'orders-to-nats' into '***-to-nats'."""
+    config = load_config(EXAMPLES / "rabbitmq-nats.yaml", {})
+    route = next(r for r in config.routes if r.name == "orders-to-nats")
+    runner = RouteRunner(route, None, None, None, None)  # type: ignore[arg-type]
+    secrets.register("orders")  # say, a password that happens to be a word in a name
+    admin = AdminServer(Admin(listen="127.0.0.1:0"), [runner])
+    admin.start()
+    harness.servers.append(admin)
+    status, _, body = harness.request("GET", "/api/routes")
+    assert status == 200
+    assert json.loads(body)["routes"][0]["name"] == "orders-to-nats"
+    status, _, body = harness.request("GET", "/metrics")
+    assert status == 200 and b'route="orders-to-nats"' in body

@@ -201,3 +201,11 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
         ),
     )
     assert "routes[2].delivery: duplicate key 'delivery'" in problem
+
+
+def test_an_empty_admin_token_is_a_problem_not_authentication_off(tmp_path: Path) -> None:
+    text = edit(
+        "  id: example-dc1 ", "  admin: {token: '${env:ADMIN_TOKEN:-}'}\n  id: example-dc1 "
+    )
+    [problem] = problems_of(tmp_path, text)
+    assert "bridge.admin.token: an empty token would turn authentication off" in problem
