@@ -52,21 +52,10 @@ from bridge.errors import (
 )
 from bridge.runtime.backoff import Backoff
 from bridge.runtime.buffer import Buffered, RouteBuffer
+from bridge.runtime.dead_letters import buffered_text, origin_text, reason_of, storable
 from bridge.runtime.mapper import LoopDetected, RouteMapper
 from bridge.runtime.stats import RouteState, RouteStats
-from mappings.headers import (
-    AMQP_EXCHANGE,
-    AMQP_QUEUE,
-    AMQP_ROUTING_KEY,
-    BRIDGE_ORIGIN,
-    KAFKA_OFFSET,
-    KAFKA_PARTITION,
-    KAFKA_TOPIC,
-    NATS_SERVICE_ERROR,
-    NATS_SERVICE_ERROR_CODE,
-    STOMP_DESTINATION,
-    STOMP_MESSAGE_ID,
-)
+from mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
 
 log = logging.getLogger("natsbridge.route")
 
@@ -138,7 +127,7 @@ class RouteRunner:
                     self._log.error(
                         "route failed%s: %s",
                         "" if stopping else f", restarting in {delay:.1f}s",
-                        _reason(exc),
+                        reason_of(exc),
                         exc_info=exc,
                         extra={"event": "route_failed"},
                     )
@@ -315,14 +304,14 @@ class RouteRunner:
     async def _dead_letter_incoming(self, incoming: Incoming, error: BaseException) -> None:
         """Dead-letter a message that could not be converted or mapped, log it, ack it."""
         assert self.buffer is not None
-        reason = _reason(error)
-        envelope = _storable(incoming.envelope)
+        reason = reason_of(error)
+        envelope = storable(incoming.envelope)
         await self._retry_store(partial(self.buffer.dead_letter, envelope, reason))
         self.stats.error(error)
         self.stats.dead_letter(type(error).__name__)
         self._log.warning(
             "dead-lettered a message from %s: %s",
-            _origin_text(incoming.envelope),
+            origin_text(incoming.envelope),
             reason,
             extra={"event": "dead_lettered"},
         )
@@ -500,7 +489,7 @@ class RouteRunner:
                 not isinstance(result, RetryableError)
                 and failures.setdefault(item.seq, 0) >= MAX_UNEXPECTED_FAILURES
             ):
-                await self._dead_letter_buffered(item, _reason(result), type(result).__name__)
+                await self._dead_letter_buffered(item, reason_of(result), type(result).__name__)
                 continue
             if not isinstance(result, RetryableError):
                 failures[item.seq] += 1
@@ -524,7 +513,7 @@ class RouteRunner:
         self.stats.in_flight -= 1
         self._log.warning(
             "message dead-lettered (%s): %s",
-            _buffered_text(item),
+            buffered_text(item),
             reason,
             extra={"event": "dead_lettered", "connection": self.route.sink.connection},
         )
@@ -583,8 +572,8 @@ class RouteRunner:
             self.stats.dropped += 1
             self._log.warning(
                 "message from %s dropped (at_most_once): %s",
-                _origin_text(incoming.envelope),
-                _reason(exc),
+                origin_text(incoming.envelope),
+                reason_of(exc),
                 extra={"event": "dropped"},
             )
             if isinstance(exc, ConnectionLost):
@@ -608,7 +597,7 @@ class RouteRunner:
         except BridgeError as exc:
             # The requester hears at once why there is no answer, instead of timing out.
             code = "408" if isinstance(exc, BridgeTimeout) else "503"
-            status = {NATS_SERVICE_ERROR_CODE: [code], NATS_SERVICE_ERROR: [_reason(exc)]}
+            status = {NATS_SERVICE_ERROR_CODE: [code], NATS_SERVICE_ERROR: [reason_of(exc)]}
             await self.source.respond(request, Envelope(request.reply or "", b"", status))
             raise
         await self.source.respond(request, reply)
@@ -620,79 +609,3 @@ class _RouteLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
         return msg, kwargs
-
-
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-_ORIGIN_FIELDS = (
-    *("queue", "exchange", "routing_key"),
-    *("topic", "partition", "offset"),
-    *("destination", "subject", "stream_seq"),
-)
-
-
-def _origin_text(envelope: Envelope) -> str:
-    """Where a message came from, for a log line (repr: text that is not UTF-8 stays visible)."""
-    origin = envelope.origin
-    if origin is None:
-        return f"subject {envelope.subject!r}"
-    values = ((name, getattr(origin, name)) for name in _ORIGIN_FIELDS)
-    where = ", ".join(f"{name} {value!r}" for name, value in values if value is not None)
-    return f"{origin.kind} connection {origin.connection!r} ({where})"
-
-
-def _storable(envelope: Envelope) -> Envelope:
-    """`envelope` with every text UTF-8 encodable, as the dead-letter stream stores it.
-
-    A source may hand over text holding lone surrogates (bytes that were not UTF-8,
-    decoded with surrogateescape); a dead letter keeps them visible as backslash escapes.
-    """
-    headers = {
-        _utf8_text(name): [_utf8_text(value) for value in values]
-        for name, values in envelope.headers.items()
-    }
-    return Envelope(
-        subject=_utf8_text(envelope.subject),
-        payload=bytes(envelope.payload),
-        headers=headers,
-        origin=envelope.origin,
-        timestamp=envelope.timestamp,
-        key=envelope.key if isinstance(envelope.key, bytes) else None,
-    )
-
-
-def _utf8_text(text: object) -> str:
-    if not isinstance(text, str):
-        return repr(text)
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-SOURCE_COORDINATES = (
-    BRIDGE_ORIGIN,
-    KAFKA_TOPIC,
-    KAFKA_PARTITION,
-    KAFKA_OFFSET,
-    AMQP_EXCHANGE,
-    AMQP_ROUTING_KEY,
-    AMQP_QUEUE,
-    STOMP_DESTINATION,
-    STOMP_MESSAGE_ID,
-)
-"""Headers that say where a buffered message came from (its Origin is not buffered)."""
-
-
-def _buffered_text(item: Buffered) -> str:
-    """Where a buffered message came from, for a log line: buffer seq, id, source headers."""
-    envelope = item.envelope
-    parts = [f"buffer seq {item.seq}"]
-    if envelope.msg_id:
-        parts.append(f"msg_id {envelope.msg_id!r}")
-    for name in SOURCE_COORDINATES:
-        value = envelope.header(name)
-        if value is not None:
-            parts.append(f"{name} {value!r}")
-    return ", ".join(parts)
