@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, Connection
 from bridge.envelope import Envelope
+from bridge.errors import MappingError, PermanentError
 
 Ack = Callable[[BaseException | None], None]
 """Settles one received message: `ack(None)` acknowledges it; `ack(error)` gives it back.
@@ -79,6 +80,18 @@ class Incoming:
     envelope: Envelope
     ack: Ack
     error: BaseException | None = None
+
+
+def unreadable(envelope: Envelope, ack: Ack, error: Exception, kind: str) -> Incoming:
+    """The Incoming of a message a `kind` source could not convert (`error` says why).
+
+    `envelope` holds what could be read (payload, coordinates). Every source builds it
+    here, so that the reason is the same kind of error whichever broker it came from: a
+    PermanentError as raised, anything else (a bug, a library's surprise) a MappingError.
+    """
+    if not isinstance(error, PermanentError):
+        error = MappingError(f"{kind}: cannot read the message: {type(error).__name__}: {error}")
+    return Incoming(envelope, ack, error)
 
 
 @runtime_checkable

@@ -29,12 +29,11 @@ from pika.spec import Basic, BasicProperties
 
 from bridge.config.loader import Route
 from bridge.config.model import AmqpConnection, AmqpSource
-from bridge.connector import AckOnce, Incoming, take_up_to
+from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
 from bridge.envelope import Envelope
 from bridge.errors import (
     BridgeError,
     ConnectionLost,
-    HeaderError,
     MessageRejected,
     PermanentError,
 )
@@ -217,8 +216,7 @@ class AmqpQueueSource:
             incoming = Incoming(self._reader.envelope(method, properties, body), ack)
         except Exception as exc:  # never rejected to the queue (it may have no DLX): the
             # runtime dead-letters the payload and coordinates with the reason, then acks
-            error = exc if isinstance(exc, PermanentError) else HeaderError(_reason(exc))
-            incoming = Incoming(self._reader.undecodable(method, body), ack, error)
+            incoming = unreadable(self._reader.undecodable(method, body), ack, exc, "amqp")
         self._batch.append(incoming)
         if not self._batch_scheduled:
             self._batch_scheduled = True
@@ -307,10 +305,6 @@ class AmqpQueueSource:
 def _correlation_id(request: Envelope) -> str | None:
     values = request.headers.get(PROPERTY_HEADERS["correlation_id"])
     return decode_text_value(values[0]) if values else None
-
-
-def _reason(error: Exception) -> str:
-    return f"amqp: cannot read the message's properties: {type(error).__name__}: {error}"
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -51,8 +51,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from bridge.config.loader import Route
 from bridge.config.model import KafkaConnection, KafkaSource
-from bridge.connector import AckOnce, Incoming, take_up_to
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, HeaderError, PermanentError
+from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     HAVE_C_CRC32C,
@@ -266,7 +266,7 @@ class _Session:
                         batch.append(Incoming(envelope_from_record(record, connection), ack))
                     except Exception as exc:  # the runtime dead-letters it, then acks
                         envelope = undecodable_record(record, connection)
-                        batch.append(Incoming(envelope, ack, HeaderError(f"kafka: {exc!r}")))
+                        batch.append(unreadable(envelope, ack, exc, "kafka"))
             self.unsettled += len(batch)
         if batch:
             self.post(self.source._deliver, self, batch)

@@ -146,6 +146,16 @@ def _bad_line(lines: Sequence[str]) -> str:
     return ""
 
 
+def subject_text(raw: bytes) -> str:
+    """A subject (or reply subject) as received, as text, whatever its bytes.
+
+    The server takes any bytes but space in a subject. nats-py decodes strictly inside
+    its read loop, where an error makes it reconnect and be sent the same message again,
+    forever; surrogateescape keeps the bytes, and the mappers escape them back.
+    """
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def read_header_block(raw: bytes) -> tuple[str, str, Headers]:
     """(status code, description, headers) of a header block as received.
 
@@ -251,17 +261,15 @@ class NatsClient(Client):
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
         return MultiHeaders.parse(raw)
 
-    # nats-py decodes subjects and status lines strictly inside its read loop, where an
-    # error makes it reconnect and be sent the same message again, forever. Any bytes but
-    # space can be a subject: decode them with surrogateescape (the mappers escape them
-    # back to their bytes) and read a status line that is not UTF-8 leniently.
+    # nats-py decodes subjects and status lines strictly inside its read loop: read them
+    # as `subject_text` does, and a status line that is not UTF-8 leniently.
 
     def _build_message(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
     ) -> Msg:
         return self.msg_class(
-            subject=subject.decode("utf-8", "surrogateescape"),
-            reply=reply.decode("utf-8", "surrogateescape"),
+            subject=subject_text(subject),
+            reply=subject_text(reply),
             data=data,
             headers=headers,
             _client=self,

@@ -23,11 +23,10 @@ from nats.js.client import JetStreamContext
 from bridge.config.loader import Route
 from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
 from bridge.config.model import JetStreamSource as JetStreamSourceConfig
-from bridge.connector import AckOnce, Incoming, take_up_to
+from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
 from bridge.envelope import Envelope, Headers, Origin
 from bridge.errors import (
     ConnectionLost,
-    MappingError,
     MessageRejected,
     PermanentError,
     RetryableError,
@@ -37,6 +36,7 @@ from connectors.nats.client import (
     from_nats_headers,
     header_block,
     read_header_block,
+    subject_text,
 )
 from connectors.nats.errors import StreamMissing, translate
 from mappings.headers import NATS_MSG_ID, without_publish_directives
@@ -382,17 +382,8 @@ class _Puller:
             if self.outstanding:
                 self.outstanding -= 1
             # Credit bounds what arrives, so this never overfills the inbox for long.
-            # surrogateescape: a subject that is not UTF-8 (the server allows any bytes but
-            # space) must not raise here, inside nats-py's read loop (it would reconnect and
-            # be sent the message again, forever); the mappers escape it back to its bytes.
-            self.inbox.append(
-                _Pulled(
-                    subject.decode("utf-8", "surrogateescape"),
-                    reply.decode("utf-8", "surrogateescape"),
-                    data,
-                    headers,
-                )
-            )
+            # Inside nats-py's read loop: nothing here may raise (see subject_text).
+            self.inbox.append(_Pulled(subject_text(subject), subject_text(reply), data, headers))
             return
         self._heard = self._loop.time()
         if code == "100":  # idle heartbeat
@@ -638,7 +629,7 @@ def _js_incoming(msg: _Pulled, connection: str, ack: AckOnce) -> Incoming:
     except Exception as exc:
         origin = Origin(connection, "nats", subject=msg.subject)
         envelope = Envelope(subject=msg.subject, payload=msg.data, origin=origin)
-        return Incoming(envelope, ack, MappingError(f"nats: cannot read the message: {exc!r}"))
+        return unreadable(envelope, ack, exc, "nats")
 
 
 def _js_envelope(msg: _Pulled, connection: str) -> Envelope:

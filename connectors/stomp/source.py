@@ -36,8 +36,8 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from bridge.config.loader import Route
 from bridge.config.model import StompConnection, StompSource
-from bridge.connector import AckOnce, Incoming, take_up_to
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, HeaderError, PermanentError
+from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
 from connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
 from mappings.stomp import parse_destination
@@ -205,10 +205,8 @@ class StompDestinationSource:
         try:
             incoming = Incoming(self._reader.envelope(headers, body, self.destination), ack)
         except Exception as exc:  # never NACKed away: the runtime dead-letters it, then acks
-            error = exc if isinstance(exc, PermanentError) else HeaderError(f"stomp: {exc!r}")
-            incoming = Incoming(
-                self._reader.undecodable(headers, body, self.destination), ack, error
-            )
+            envelope = self._reader.undecodable(headers, body, self.destination)
+            incoming = unreadable(envelope, ack, exc, "stomp")
         self._ready.append(incoming)
         if not self._wake_scheduled:
             self._wake_scheduled = True
