@@ -69,6 +69,22 @@ _CODECS: dict[str, tuple[Callable[[], bool], str]] = {
 T = TypeVar("T")
 
 
+class _RedactSecrets(logging.Filter):
+    """Hides registered secrets in records of kafka-python loggers that print configurations."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, ()
+        return True
+
+
+# KafkaAdminClient logs its whole configuration, SASL password included, at DEBUG level.
+for _name in ("kafka.admin.client", "kafka.producer.kafka", "kafka.consumer.group"):
+    logging.getLogger(_name).addFilter(_RedactSecrets())
+
+
 def describe(config: KafkaConnection) -> str:
     """The bootstrap servers, for messages (they carry no credentials)."""
     return ",".join(config.bootstrap_servers)
