@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.broker import (
+from natsbridge.bridge.broker import (
     Broker,
     BrokerOptions,
     ConsumerConfig,
@@ -53,7 +53,7 @@ from bridge.broker import (
     StreamConfig,
     Synchronous,
 )
-from bridge.broker.store import PAGE_SIZE
+from natsbridge.bridge.broker.store import PAGE_SIZE
 
 RESULTS = Path(__file__).resolve().parent / "results" / "broker.json"
 RAW_BATCH = 500

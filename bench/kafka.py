@@ -63,12 +63,12 @@ from bench.common import (
     run_bridge_until,
     stream_count,
 )
-from bridge.config import load_config
-from bridge.config.model import KafkaConnection
-from bridge.envelope import Envelope
-from connectors.kafka import KafkaTopicSink, KafkaTopicSource
-from connectors.kafka.client import HAVE_C_CRC32C
-from connectors.kafka.sink import BATCH_SIZE, LINGER_MS
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.model import KafkaConnection
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.connectors.kafka import KafkaTopicSink, KafkaTopicSource
+from natsbridge.connectors.kafka.client import HAVE_C_CRC32C
+from natsbridge.connectors.kafka.sink import BATCH_SIZE, LINGER_MS
 
 RESULT = Path(__file__).resolve().parent / "results" / "kafka.json"
 BOOTSTRAP = os.environ.get("NATSBRIDGE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")

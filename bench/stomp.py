@@ -310,7 +310,7 @@ def stomp_connection(broker: str) -> dict[str, Any]:
 
 
 def _route(tmp: Path, broker: str, queue: str, window: int, direction: str) -> tuple[Any, Any, Any]:
-    from bridge.config import load_config
+    from natsbridge.bridge.config import load_config
 
     connection = stomp_connection(broker)
     nats = {"kind": "nats", "servers": ["nats://127.0.0.1:4222"]}
@@ -346,8 +346,8 @@ def bridge_send(broker: str, queue: str, count: int, size: int, window: int) -> 
     """The sink through the connector API: batches of `window` sends, each awaiting receipts."""
     import tempfile
 
-    from bridge.envelope import Envelope
-    from connectors.stomp import connector
+    from natsbridge.bridge.envelope import Envelope
+    from natsbridge.connectors.stomp import connector
 
     async def run() -> float:
         with tempfile.TemporaryDirectory() as tmp:
@@ -371,7 +371,7 @@ def bridge_consume(broker: str, queue: str, count: int, size: int, window: int) 
     """The source through the connector API: receive batches, ack every message."""
     import tempfile
 
-    from connectors.stomp import connector
+    from natsbridge.connectors.stomp import connector
 
     async def run() -> float:
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bridge.envelope import Envelope, Origin
-from mappings import headers as h
-from mappings import kafka
-from mappings.amqp_properties import properties_to_headers
-from mappings.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
-from mappings.templates import Template, compile_template
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.mappings import headers as h
+from natsbridge.mappings import kafka
+from natsbridge.mappings.amqp_properties import properties_to_headers
+from natsbridge.mappings.payload import DEFAULT_MAX_PAYLOAD_BYTES, check_payload
+from natsbridge.mappings.templates import Template, compile_template
 
 RESULT = Path(__file__).resolve().parent / "results" / "templates.json"
 RUNS = 5

@@ -3,5 +3,3 @@
 Importing this package never imports a broker client library (pika, kafka-python,
 stomp.py); connectors are resolved lazily by name.
 """
-
-__version__ = "0.1.0"

@@ -13,9 +13,10 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
-from bridge import __version__, secrets
-from bridge.broker.commands import add_parsers as add_buffer_commands
-from bridge.errors import BridgeError, ConfigError
+from natsbridge import __version__
+from natsbridge.bridge import secrets
+from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
+from natsbridge.bridge.errors import BridgeError, ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -152,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from bridge.config import load_config
-    from bridge.config.describe import describe_route
+    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.config.describe import describe_route
 
     config = load_config(args.config)
     for warning in config.warnings:
@@ -167,8 +168,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _map(args: argparse.Namespace) -> int:
     import difflib
 
-    from bridge.config import load_config
-    from bridge.runtime.preview import preview
+    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.runtime.preview import preview
 
     config = load_config(args.config)
     routes = {route.name: route for route in config.routes}
@@ -196,10 +197,10 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
     from dataclasses import replace
 
-    from bridge import logs
-    from bridge.config import load_config
-    from bridge.config.describe import describe_route
-    from bridge.runtime.bridge import Bridge, install_signal_handlers
+    from natsbridge.bridge import logs
+    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.config.describe import describe_route
+    from natsbridge.bridge.runtime.bridge import Bridge, install_signal_handlers
 
     config = load_config(args.config)
     if args.admin_listen:
@@ -243,7 +244,7 @@ def _status(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from bridge.admin.status import fetch_routes, render_table
+    from natsbridge.bridge.admin.status import fetch_routes, render_table
 
     token = args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN")
     while True:
@@ -265,7 +266,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from bridge.config.schema import json_schema
+    from natsbridge.bridge.config.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK

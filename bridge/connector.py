@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, Connection
-from bridge.envelope import Envelope
-from bridge.errors import MappingError, PermanentError
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BridgeSettings, Connection
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import MappingError, PermanentError
 
 Ack = Callable[[BaseException | None], None]
 """Settles one received message: `ack(None)` acknowledges it; `ack(error)` gives it back.

@@ -26,7 +26,7 @@ class RedactSecrets(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from bridge import secrets
+        from natsbridge.bridge import secrets
 
         try:
             message = record.getMessage()

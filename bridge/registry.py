@@ -15,8 +15,8 @@ import importlib
 from importlib.metadata import entry_points
 from typing import cast
 
-from bridge.connector import Connector
-from bridge.errors import ConfigError
+from natsbridge.bridge.connector import Connector
+from natsbridge.bridge.errors import ConfigError
 
 ENTRY_POINT_GROUP = "natsbridge.connectors"
 

@@ -16,8 +16,8 @@ Modules, each with its manual in its docstring:
 Nothing here imports a broker client.
 """
 
-from mappings.subjects import Sublist, match, validate_pattern, validate_subject
-from mappings.templates import Template, compile_template, match_source
+from natsbridge.mappings.subjects import Sublist, match, validate_pattern, validate_subject
+from natsbridge.mappings.templates import Template, compile_template, match_source
 
 __all__ = [
     "Sublist",

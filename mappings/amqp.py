@@ -26,8 +26,8 @@ Matching
 
 from __future__ import annotations
 
-from bridge.errors import MappingError, SubjectError
-from mappings.escaping import escape_token, escape_words, unescape_words
+from natsbridge.bridge.errors import MappingError, SubjectError
+from natsbridge.mappings.escaping import escape_token, escape_words, unescape_words
 
 MAX_ROUTING_KEY_BYTES = 255
 """AMQP shortstr limit on routing keys and binding keys."""

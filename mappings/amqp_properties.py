@@ -69,9 +69,9 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from bridge.envelope import Headers
-from bridge.errors import HeaderError
-from mappings import headers as h
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import HeaderError
+from natsbridge.mappings import headers as h
 
 PROPERTY_HEADERS: Final = {
     "content_type": "Amqp-Content-Type",

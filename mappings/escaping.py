@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from bridge.errors import MappingError
+from natsbridge.bridge.errors import MappingError
 
 EMPTY_TOKEN = "%"
 """The token that stands for an empty word."""

@@ -62,8 +62,8 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 
-from bridge.envelope import Headers
-from bridge.errors import HeaderError
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import HeaderError
 
 # Loop prevention, dedup, dead letters.
 NATS_MSG_ID = "Nats-Msg-Id"

@@ -33,10 +33,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-from bridge.envelope import Headers
-from bridge.errors import MappingError
-from mappings import headers as h
-from mappings.escaping import escape_token, escape_words, unescape_token, unescape_words
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import MappingError
+from natsbridge.mappings import headers as h
+from natsbridge.mappings.escaping import escape_token, escape_words, unescape_token, unescape_words
 
 MAX_TOPIC_LENGTH = 249
 """Kafka's limit on topic name length."""

@@ -9,7 +9,7 @@ PayloadTooLarge, which the runtime sends to the dead-letter stream.
 
 from __future__ import annotations
 
-from bridge.errors import ConfigError, PayloadTooLarge
+from natsbridge.bridge.errors import ConfigError, PayloadTooLarge
 
 MIB = 1024 * 1024
 

@@ -53,12 +53,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.envelope import Headers
-from bridge.errors import HeaderError, MappingError
-from mappings import headers as h
-from mappings.amqp import topic_match
-from mappings.escaping import escape_token, escape_words, unescape_token, unescape_words
-from mappings.subjects import match_tokens
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import HeaderError, MappingError
+from natsbridge.mappings import headers as h
+from natsbridge.mappings.amqp import topic_match
+from natsbridge.mappings.escaping import escape_token, escape_words, unescape_token, unescape_words
+from natsbridge.mappings.subjects import match_tokens
 
 DIALECTS = ("activemq", "rabbitmq")
 

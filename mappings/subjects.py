@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Generic, NamedTuple, TypeVar
 
-from bridge.errors import SubjectError
+from natsbridge.bridge.errors import SubjectError
 
 MAX_SUBJECT_BYTES = 4096
 """Longest subject accepted, in UTF-8 bytes (nats-server's default max_control_line)."""

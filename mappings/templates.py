@@ -54,11 +54,11 @@ from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import Final, cast
 
-from bridge.envelope import Envelope
-from bridge.errors import HeaderError, SubjectError, TemplateError
-from mappings import amqp, stomp, subjects, transforms
-from mappings.escaping import escape_bytes_words, escape_token, escape_words
-from mappings.headers import validate_header_name
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import HeaderError, SubjectError, TemplateError
+from natsbridge.mappings import amqp, stomp, subjects, transforms
+from natsbridge.mappings.escaping import escape_bytes_words, escape_token, escape_words
+from natsbridge.mappings.headers import validate_header_name
 
 KINDS: Final = ("nats", "amqp", "kafka", "stomp")
 """Connection kinds a template can read from and render for."""

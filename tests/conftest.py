@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from bridge import secrets
+from natsbridge.bridge import secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES_SH = Path(os.environ.get("NATSBRIDGE_SERVICES_SH") or REPO_ROOT / "deploy/dev/services.sh")

@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from bridge.admin.views import RouteCollector, is_ready, route_view
-from bridge.config.model import Admin, AdminTls
-from bridge.errors import ConfigError
-from bridge.runtime.route import RouteRunner
+from natsbridge.bridge.admin.views import RouteCollector, is_ready, route_view
+from natsbridge.bridge.config.model import Admin, AdminTls
+from natsbridge.bridge.errors import ConfigError
+from natsbridge.bridge.runtime.route import RouteRunner
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

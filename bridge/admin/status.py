@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bridge.errors import BridgeError
+from natsbridge.bridge.errors import BridgeError
 
 COLUMNS = ("ROUTE", "STATE", "IN/s", "OUT/s", "DELIVERED", "BUFFER", "OLDEST", "DEAD", "LAST ERROR")
 

@@ -17,9 +17,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from bridge.config.describe import describe_sink, describe_source
-from bridge.runtime.route import RouteRunner
-from bridge.runtime.stats import LATENCY_BUCKETS_S, RouteState
+from natsbridge.bridge.config.describe import describe_sink, describe_source
+from natsbridge.bridge.runtime.route import RouteRunner
+from natsbridge.bridge.runtime.stats import LATENCY_BUCKETS_S, RouteState
 
 
 def is_ready(runner: RouteRunner) -> bool:

@@ -32,8 +32,8 @@ Files: ``<data_dir>/buffer.db`` (SQLite, WAL mode) and ``buffer.lock``. Operator
 ``natsbridge dlq ls|show|replay``. Benchmark: ``python -m bench broker``.
 """
 
-from bridge.broker.broker import Broker, BrokerOptions, Msg
-from bridge.broker.config import (
+from natsbridge.bridge.broker.broker import Broker, BrokerOptions, Msg
+from natsbridge.bridge.broker.config import (
     ConsumerConfig,
     ConsumerInfo,
     Discard,
@@ -45,8 +45,8 @@ from bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
-from bridge.broker.router import Router, Subscription
-from bridge.broker.store import Store
+from natsbridge.bridge.broker.router import Router, Subscription
+from natsbridge.bridge.broker.store import Store
 
 __all__ = [
     "Broker",

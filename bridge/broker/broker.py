@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from bridge.broker.config import (
+from natsbridge.bridge.broker.config import (
     ConsumerConfig,
     ConsumerInfo,
     Outgoing,
@@ -48,10 +48,10 @@ from bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
-from bridge.broker.store import MAINTENANCE_INTERVAL_S, Store, decode_headers
-from bridge.envelope import Headers
-from bridge.errors import BridgeError, NotFound, StoreCorrupted, StoreError
-from mappings.subjects import Sublist
+from natsbridge.bridge.broker.store import MAINTENANCE_INTERVAL_S, Store, decode_headers
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import BridgeError, NotFound, StoreCorrupted, StoreError
+from natsbridge.mappings.subjects import Sublist
 
 log = logging.getLogger("natsbridge.broker")
 

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge.broker.config import StoredMessage, StreamInfo
-from bridge.broker.store import Store
-from bridge.errors import BridgeError, NotFound
-from mappings.headers import (
+from natsbridge.bridge.broker.config import StoredMessage, StreamInfo
+from natsbridge.bridge.broker.store import Store
+from natsbridge.bridge.errors import BridgeError, NotFound
+from natsbridge.mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
     BRIDGE_DELIVERIES,
@@ -85,7 +85,7 @@ def _where(parser: argparse.ArgumentParser) -> None:
 def _data_dir(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
-    from bridge.config import load_config
+    from natsbridge.bridge.config import load_config
 
     return Path(load_config(args.config).bridge.data_dir)
 

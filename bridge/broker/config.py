@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from bridge.envelope import Headers
-from mappings.subjects import validate_pattern
+from natsbridge.bridge.envelope import Headers
+from natsbridge.mappings.subjects import validate_pattern
 
 DEFAULT_MAX_MSG_SIZE = 1024 * 1024
 """Largest payload a stream accepts by default, in bytes (nats-server's max_payload)."""

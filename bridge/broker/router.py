@@ -21,9 +21,9 @@ import random
 from collections import deque
 from collections.abc import Callable
 
-from bridge.envelope import Envelope
-from bridge.errors import BridgeTimeout, SubjectError
-from mappings.subjects import Sublist, is_valid_subject, validate_pattern
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import BridgeTimeout, SubjectError
+from natsbridge.mappings.subjects import Sublist, is_valid_subject, validate_pattern
 
 log = logging.getLogger("natsbridge.router")
 

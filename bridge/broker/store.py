@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
 
-from bridge.broker.config import (
+from natsbridge.bridge.broker.config import (
     ConsumerConfig,
     ConsumerInfo,
     Discard,
@@ -82,8 +82,8 @@ from bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
-from bridge.envelope import Headers
-from bridge.errors import (
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import (
     BridgeError,
     NotFound,
     PayloadTooLarge,
@@ -92,13 +92,13 @@ from bridge.errors import (
     StreamFull,
     SubjectError,
 )
-from mappings.headers import (
+from natsbridge.mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
     BRIDGE_DELIVERIES,
     BRIDGE_REASON,
 )
-from mappings.subjects import match
+from natsbridge.mappings.subjects import match
 
 log = logging.getLogger("natsbridge.broker")
 

@@ -1,5 +1,5 @@
 """The config file: model (version 1), loading with precise errors, and JSON Schema."""
 
-from bridge.config.loader import Config, Route, load_config
+from natsbridge.bridge.config.loader import Config, Route, load_config
 
 __all__ = ["Config", "Route", "load_config"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.config.loader import Route
-from bridge.config.model import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import (
     AmqpSink,
     AmqpSource,
     KafkaSink,

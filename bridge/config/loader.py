@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from bridge import secrets
-from bridge.config.model import (
+from natsbridge.bridge import secrets
+from natsbridge.bridge.config.model import (
     CONNECTION_MODELS,
     SINK_MODELS,
     SOURCE_MODELS,
@@ -38,7 +38,7 @@ from bridge.config.model import (
     StompSink,
     StompSource,
 )
-from bridge.config.source import (
+from natsbridge.bridge.config.source import (
     Document,
     Mark,
     YamlPath,
@@ -47,9 +47,9 @@ from bridge.config.source import (
     read_document,
     shorten,
 )
-from bridge.errors import ConfigError, SubjectError, TemplateError
-from mappings.subjects import validate_pattern, validate_subject
-from mappings.templates import Template, compile_template
+from natsbridge.bridge.errors import ConfigError, SubjectError, TemplateError
+from natsbridge.mappings.subjects import validate_pattern, validate_subject
+from natsbridge.mappings.templates import Template, compile_template
 
 _AMQP_SHORT_STRING = 255  # bytes in an AMQP 0-9-1 exchange, queue or routing key
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")

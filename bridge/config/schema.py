@@ -6,7 +6,13 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from bridge.config.model import CONNECTION_MODELS, SINK_MODELS, SOURCE_MODELS, ConfigFile, Model
+from natsbridge.bridge.config.model import (
+    CONNECTION_MODELS,
+    SINK_MODELS,
+    SOURCE_MODELS,
+    ConfigFile,
+    Model,
+)
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bridge.config.model import Retry
+from natsbridge.bridge.config.model import Retry
 
 
 class Backoff:

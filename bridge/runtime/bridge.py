@@ -7,16 +7,16 @@ import contextlib
 import logging
 import signal
 
-from bridge.admin.server import AdminServer
-from bridge.config.loader import Config, Route
-from bridge.config.model import Delivery
-from bridge.connector import Sink, Source
-from bridge.errors import StoreError
-from bridge.registry import load_connector
-from bridge.runtime.buffer import RouteBuffer
-from bridge.runtime.embedded import EmbeddedBuffers
-from bridge.runtime.mapper import RouteMapper
-from bridge.runtime.route import RouteRunner
+from natsbridge.bridge.admin.server import AdminServer
+from natsbridge.bridge.config.loader import Config, Route
+from natsbridge.bridge.config.model import Delivery
+from natsbridge.bridge.connector import Sink, Source
+from natsbridge.bridge.errors import StoreError
+from natsbridge.bridge.registry import load_connector
+from natsbridge.bridge.runtime.buffer import RouteBuffer
+from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
+from natsbridge.bridge.runtime.mapper import RouteMapper
+from natsbridge.bridge.runtime.route import RouteRunner
 
 log = logging.getLogger("natsbridge")
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.envelope import Envelope
+from natsbridge.bridge.envelope import Envelope
 
 
 @dataclass(slots=True)

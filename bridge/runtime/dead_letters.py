@@ -7,9 +7,9 @@ refused it for good, or it is poison: only its headers say where it came from).
 
 from __future__ import annotations
 
-from bridge.envelope import Envelope
-from bridge.runtime.buffer import Buffered
-from mappings.headers import (
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.runtime.buffer import Buffered
+from natsbridge.mappings.headers import (
     AMQP_EXCHANGE,
     AMQP_QUEUE,
     AMQP_ROUTING_KEY,

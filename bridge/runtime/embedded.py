@@ -13,14 +13,20 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.broker.broker import Broker, Msg
-from bridge.broker.config import ConsumerConfig, Discard, Outgoing, Retention, StreamConfig
-from bridge.broker.store import DB_NAME
-from bridge.config.loader import Route
-from bridge.config.model import BufferLimits
-from bridge.envelope import Envelope, Headers
-from bridge.runtime.buffer import Backlog, Buffered
-from mappings.headers import (
+from natsbridge.bridge.broker.broker import Broker, Msg
+from natsbridge.bridge.broker.config import (
+    ConsumerConfig,
+    Discard,
+    Outgoing,
+    Retention,
+    StreamConfig,
+)
+from natsbridge.bridge.broker.store import DB_NAME
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BufferLimits
+from natsbridge.bridge.envelope import Envelope, Headers
+from natsbridge.bridge.runtime.buffer import Backlog, Buffered
+from natsbridge.mappings.headers import (
     BRIDGE_BUFFER_KEY,
     BRIDGE_BUFFER_TIME,
     decode_value,

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, Connection, Delivery, StompConnection
-from bridge.envelope import Envelope
-from bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
-from mappings import amqp, kafka, stomp
-from mappings.headers import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BridgeSettings, Connection, Delivery, StompConnection
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
+from natsbridge.mappings import amqp, kafka, stomp
+from natsbridge.mappings.headers import (
     BRIDGE_HOPS,
     BRIDGE_ORIGIN,
     ESCAPED_NATS_MSG_ID,

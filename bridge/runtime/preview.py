@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.config.loader import Config, Route, source_patterns
-from bridge.config.model import AmqpSource, KafkaSink
-from bridge.envelope import Envelope, Headers, Origin
-from bridge.errors import MappingError
-from bridge.runtime.mapper import LoopDetected, RouteMapper
-from mappings.templates import match_source
+from natsbridge.bridge.config.loader import Config, Route, source_patterns
+from natsbridge.bridge.config.model import AmqpSource, KafkaSink
+from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.errors import MappingError
+from natsbridge.bridge.runtime.mapper import LoopDetected, RouteMapper
+from natsbridge.mappings.templates import match_source
 
 
 def preview(

@@ -38,10 +38,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from bridge.config.loader import Route
-from bridge.connector import Incoming, Requester, Responder, Sink, Source, send_one
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.connector import Incoming, Requester, Responder, Sink, Source, send_one
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,
@@ -50,12 +50,12 @@ from bridge.errors import (
     StoreError,
     StreamFull,
 )
-from bridge.runtime.backoff import Backoff
-from bridge.runtime.buffer import Buffered, RouteBuffer
-from bridge.runtime.dead_letters import buffered_text, origin_text, reason_of, storable
-from bridge.runtime.mapper import LoopDetected, RouteMapper
-from bridge.runtime.stats import RouteState, RouteStats
-from mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
+from natsbridge.bridge.runtime.backoff import Backoff
+from natsbridge.bridge.runtime.buffer import Buffered, RouteBuffer
+from natsbridge.bridge.runtime.dead_letters import buffered_text, origin_text, reason_of, storable
+from natsbridge.bridge.runtime.mapper import LoopDetected, RouteMapper
+from natsbridge.bridge.runtime.stats import RouteState, RouteStats
+from natsbridge.mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
 
 log = logging.getLogger("natsbridge.route")
 

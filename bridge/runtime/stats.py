@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bridge import secrets
+from natsbridge.bridge import secrets
 
 
 class RouteState(StrEnum):

@@ -56,10 +56,16 @@ Threading
 
 from __future__ import annotations
 
-from bridge.config.loader import Route
-from bridge.config.model import AmqpConnection, AmqpSink, AmqpSource, BridgeSettings, Connection
-from connectors.amqp.sink import AmqpExchangeSink
-from connectors.amqp.source import AmqpQueueSource
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import (
+    AmqpConnection,
+    AmqpSink,
+    AmqpSource,
+    BridgeSettings,
+    Connection,
+)
+from natsbridge.connectors.amqp.sink import AmqpExchangeSink
+from natsbridge.connectors.amqp.source import AmqpQueueSource
 
 __all__ = ["AmqpConnector", "AmqpExchangeSink", "AmqpQueueSource", "connector"]
 

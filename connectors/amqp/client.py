@@ -39,10 +39,10 @@ import pika
 from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 
-from bridge.config.model import AmqpConnection, Tls
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
-from bridge.secrets import redact, redact_url
-from connectors.amqp.errors import AmqpNotFound, translate
+from natsbridge.bridge.config.model import AmqpConnection, Tls
+from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from natsbridge.bridge.secrets import redact, redact_url
+from natsbridge.connectors.amqp.errors import AmqpNotFound, translate
 
 log = logging.getLogger("natsbridge.amqp")
 

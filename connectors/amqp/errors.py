@@ -40,7 +40,7 @@ from contextlib import contextmanager
 
 from pika import exceptions as pe
 
-from bridge.errors import (
+from natsbridge.bridge.errors import (
     BridgeError,
     ConnectionLost,
     MessageRejected,

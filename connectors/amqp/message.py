@@ -34,11 +34,15 @@ from typing import Any
 
 from pika.spec import Basic, BasicProperties
 
-from bridge.envelope import Envelope, Headers, Origin
-from bridge.errors import MappingError
-from mappings.amqp import validate_routing_key
-from mappings.amqp_properties import PROPERTY_HEADERS, headers_to_properties, properties_to_headers
-from mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY, encode_value
+from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.errors import MappingError
+from natsbridge.mappings.amqp import validate_routing_key
+from natsbridge.mappings.amqp_properties import (
+    PROPERTY_HEADERS,
+    headers_to_properties,
+    properties_to_headers,
+)
+from natsbridge.mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY, encode_value
 
 PERSISTENT = 2
 """AMQP delivery_mode of a message written to disk by durable queues."""

@@ -32,21 +32,21 @@ from pika.channel import Channel
 from pika.frame import Method
 from pika.spec import Basic, BasicProperties
 
-from bridge.config.loader import Route
-from bridge.config.model import AmqpConnection, AmqpSink
-from bridge.connector import Confirms, failed
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import AmqpConnection, AmqpSink
+from natsbridge.bridge.connector import Confirms, failed
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,
     MappingError,
     MessageRejected,
 )
-from connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
-from connectors.amqp.errors import translate
-from connectors.amqp.frames import FramePublisher
-from connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for
+from natsbridge.connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
+from natsbridge.connectors.amqp.errors import translate
+from natsbridge.connectors.amqp.frames import FramePublisher
+from natsbridge.connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for
 
 log = logging.getLogger("natsbridge.amqp")
 

@@ -27,21 +27,21 @@ from typing import Any
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from bridge.config.loader import Route
-from bridge.config.model import AmqpConnection, AmqpSource
-from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import AmqpConnection, AmqpSource
+from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     BridgeError,
     ConnectionLost,
     MessageRejected,
     PermanentError,
 )
-from connectors.amqp.client import AmqpClient, Steps, url_user
-from connectors.amqp.errors import translating
-from connectors.amqp.message import EnvelopeReader, properties_for
-from mappings.amqp_properties import PROPERTY_HEADERS
-from mappings.headers import decode_text_value
+from natsbridge.connectors.amqp.client import AmqpClient, Steps, url_user
+from natsbridge.connectors.amqp.errors import translating
+from natsbridge.connectors.amqp.message import EnvelopeReader, properties_for
+from natsbridge.mappings.amqp_properties import PROPERTY_HEADERS
+from natsbridge.mappings.headers import decode_text_value
 
 log = logging.getLogger("natsbridge.amqp")
 

@@ -95,10 +95,16 @@ Performance note
 
 from __future__ import annotations
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, Connection, KafkaConnection, KafkaSink, KafkaSource
-from connectors.kafka.sink import KafkaTopicSink
-from connectors.kafka.source import KafkaTopicSource
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import (
+    BridgeSettings,
+    Connection,
+    KafkaConnection,
+    KafkaSink,
+    KafkaSource,
+)
+from natsbridge.connectors.kafka.sink import KafkaTopicSink
+from natsbridge.connectors.kafka.source import KafkaTopicSource
 
 __all__ = ["KafkaConnector", "KafkaTopicSink", "KafkaTopicSource", "connector"]
 

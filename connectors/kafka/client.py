@@ -31,10 +31,10 @@ import kafka.codec
 import kafka.errors as ke
 from kafka import KafkaAdminClient
 
-from bridge.config.model import KafkaConnection, KafkaTopicCreation, Tls
-from bridge.errors import ConnectionLost, PermanentError, RetryableError
-from bridge.secrets import redact, register
-from connectors.kafka.errors import KafkaAuthenticationFailed, KafkaTlsFailed, translate
+from natsbridge.bridge.config.model import KafkaConnection, KafkaTopicCreation, Tls
+from natsbridge.bridge.errors import ConnectionLost, PermanentError, RetryableError
+from natsbridge.bridge.secrets import redact, register
+from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, KafkaTlsFailed, translate
 
 try:
     from kafka.net.compat import KafkaNetClient as _NetClient

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import kafka.errors as ke
 
-from bridge.errors import (
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,
@@ -44,7 +44,7 @@ from bridge.errors import (
     PayloadTooLarge,
     PermanentError,
 )
-from bridge.secrets import redact
+from natsbridge.bridge.secrets import redact
 
 try:  # the consumer's own error, not in kafka.errors
     from kafka.consumer.fetcher import RecordTooLargeError as _ConsumerRecordTooLarge

@@ -29,10 +29,14 @@ import math
 import time
 from typing import Any, NamedTuple
 
-from bridge.envelope import Envelope, Origin
-from bridge.errors import HeaderError
-from mappings.headers import KAFKA_HEADER_ORDER
-from mappings.kafka import coordinate_headers, kafka_to_nats_headers, nats_to_kafka_headers
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import HeaderError
+from natsbridge.mappings.headers import KAFKA_HEADER_ORDER
+from natsbridge.mappings.kafka import (
+    coordinate_headers,
+    kafka_to_nats_headers,
+    nats_to_kafka_headers,
+)
 
 
 def envelope_from_record(record: Any, connection: str) -> Envelope:

@@ -41,18 +41,18 @@ from typing import Any
 import kafka.errors as ke
 from kafka import KafkaAdminClient, KafkaProducer
 
-from bridge.config.loader import Route
-from bridge.config.model import KafkaConnection, KafkaSink
-from bridge.connector import Confirms, failed
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import KafkaConnection, KafkaSink
+from natsbridge.bridge.connector import Confirms, failed
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,
     MessageRejected,
     PermanentError,
 )
-from connectors.kafka.client import (
+from natsbridge.connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     admin,
     build,
@@ -63,9 +63,9 @@ from connectors.kafka.client import (
     max_message_bytes,
     partition_count,
 )
-from connectors.kafka.errors import RecordTooLarge, TopicMissing, translate
-from connectors.kafka.message import record_from_envelope
-from mappings.kafka import validate_topic
+from natsbridge.connectors.kafka.errors import RecordTooLarge, TopicMissing, translate
+from natsbridge.connectors.kafka.message import record_from_envelope
+from natsbridge.mappings.kafka import validate_topic
 
 log = logging.getLogger("natsbridge.kafka")
 

@@ -49,19 +49,19 @@ from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from bridge.config.loader import Route
-from bridge.config.model import KafkaConnection, KafkaSource
-from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
-from connectors.kafka.client import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import KafkaConnection, KafkaSource
+from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from natsbridge.connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     HAVE_C_CRC32C,
     build,
     client_options,
     describe,
 )
-from connectors.kafka.errors import TopicMissing, translate
-from connectors.kafka.message import (
+from natsbridge.connectors.kafka.errors import TopicMissing, translate
+from natsbridge.connectors.kafka.message import (
     envelope_from_record,
     read_header_names_leniently,
     undecodable_record,

@@ -84,12 +84,18 @@ Headers
 
 from __future__ import annotations
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, Connection, NatsConnection, NatsSink, NatsSource
-from bridge.connector import Sink, Source
-from bridge.errors import ConfigError
-from connectors.nats.sink import CoreSink, JetStreamSink
-from connectors.nats.source import CoreSource, JetStreamSource
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import (
+    BridgeSettings,
+    Connection,
+    NatsConnection,
+    NatsSink,
+    NatsSource,
+)
+from natsbridge.bridge.connector import Sink, Source
+from natsbridge.bridge.errors import ConfigError
+from natsbridge.connectors.nats.sink import CoreSink, JetStreamSink
+from natsbridge.connectors.nats.source import CoreSource, JetStreamSource
 
 __all__ = [
     "CoreSink",

@@ -24,11 +24,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd, pub_cmd
 
-from bridge.config.model import NatsConnection, Tls
-from bridge.envelope import Headers
-from bridge.errors import ConnectionLost, HeaderError, PermanentError
-from connectors.nats.errors import translate, translate_exception
-from mappings.headers import validate_headers
+from natsbridge.bridge.config.model import NatsConnection, Tls
+from natsbridge.bridge.envelope import Headers
+from natsbridge.bridge.errors import ConnectionLost, HeaderError, PermanentError
+from natsbridge.connectors.nats.errors import translate, translate_exception
+from natsbridge.mappings.headers import validate_headers
 
 log = logging.getLogger("natsbridge.connectors.nats")
 

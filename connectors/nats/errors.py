@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import nats.errors
 import nats.js.errors
 
-from bridge.errors import (
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,

@@ -15,35 +15,35 @@ from nats.aio.subscription import Subscription
 from nats.js.api import StreamConfig, StreamInfo
 from nats.js.errors import APIError
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, NatsConnection, NatsSink
-from bridge.config.model import JetStreamSink as JetStreamSinkConfig
-from bridge.connector import Confirms, failed
-from bridge.envelope import Envelope, Origin
-from bridge.errors import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSink
+from natsbridge.bridge.config.model import JetStreamSink as JetStreamSinkConfig
+from natsbridge.bridge.connector import Confirms, failed
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,
     MessageRejected,
     PermanentError,
 )
-from connectors.nats.client import (
+from natsbridge.connectors.nats.client import (
     HeaderBlock,
     NatsClient,
     NatsLink,
     from_nats_headers,
     header_block,
 )
-from connectors.nats.errors import (
+from natsbridge.connectors.nats.errors import (
     NoResponders,
     StreamMissing,
     api_error,
     translate,
     translate_exception,
 )
-from mappings import subjects
-from mappings.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID
-from mappings.payload import check_payload, effective_limit
+from natsbridge.mappings import subjects
+from natsbridge.mappings.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID
+from natsbridge.mappings.payload import check_payload, effective_limit
 
 DEFAULT_FLUSH_TIMEOUT_S = 10
 DEFAULT_PUBACK_TIMEOUT_S = 10.0

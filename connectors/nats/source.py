@@ -20,27 +20,27 @@ from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, NatsConnection, NatsSource
-from bridge.config.model import JetStreamSource as JetStreamSourceConfig
-from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
-from bridge.envelope import Envelope, Headers, Origin
-from bridge.errors import (
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSource
+from natsbridge.bridge.config.model import JetStreamSource as JetStreamSourceConfig
+from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.errors import (
     ConnectionLost,
     MessageRejected,
     PermanentError,
     RetryableError,
 )
-from connectors.nats.client import (
+from natsbridge.connectors.nats.client import (
     NatsLink,
     from_nats_headers,
     header_block,
     read_header_block,
     subject_text,
 )
-from connectors.nats.errors import StreamMissing, translate
-from mappings.headers import NATS_MSG_ID, without_publish_directives
-from mappings.payload import check_payload
+from natsbridge.connectors.nats.errors import StreamMissing, translate
+from natsbridge.mappings.headers import NATS_MSG_ID, without_publish_directives
+from natsbridge.mappings.payload import check_payload
 
 log = logging.getLogger("natsbridge.connectors.nats")
 T = TypeVar("T")

@@ -99,10 +99,16 @@ Threading
 
 from __future__ import annotations
 
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, Connection, StompConnection, StompSink, StompSource
-from connectors.stomp.sink import StompDestinationSink
-from connectors.stomp.source import StompDestinationSource
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import (
+    BridgeSettings,
+    Connection,
+    StompConnection,
+    StompSink,
+    StompSource,
+)
+from natsbridge.connectors.stomp.sink import StompDestinationSink
+from natsbridge.connectors.stomp.source import StompDestinationSource
 
 __all__ = ["StompConnector", "StompDestinationSink", "StompDestinationSource", "connector"]
 

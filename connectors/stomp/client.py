@@ -46,17 +46,17 @@ import stomp  # type: ignore[import-untyped]
 from stomp import exception as se  # type: ignore[import-untyped]
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from bridge.config.model import StompConnection
-from bridge.errors import (
+from natsbridge.bridge.config.model import StompConnection
+from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
     ConnectionLost,
     PermanentError,
     RetryableError,
 )
-from bridge.secrets import redact_url
-from connectors.stomp.errors import from_error_frame, translate, translating
-from connectors.stomp.message import FrameSplitter, parse_frame
+from natsbridge.bridge.secrets import redact_url
+from natsbridge.connectors.stomp.errors import from_error_frame, translate, translating
+from natsbridge.connectors.stomp.message import FrameSplitter, parse_frame
 
 log = logging.getLogger("natsbridge.stomp")
 

@@ -47,8 +47,8 @@ from contextlib import contextmanager
 
 from stomp import exception as se  # type: ignore[import-untyped]
 
-from bridge.errors import BridgeError, ConnectionLost, PermanentError, RetryableError
-from bridge.secrets import redact
+from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError, RetryableError
+from natsbridge.bridge.secrets import redact
 
 MAX_DETAIL_CHARS = 300
 """How much of an ERROR frame's body an error message keeps."""

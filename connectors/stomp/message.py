@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping
 
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from bridge.envelope import Envelope, Origin
-from bridge.errors import HeaderError, MessageRejected
-from mappings.stomp import escape_header, send_headers, stomp_to_nats_headers
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import HeaderError, MessageRejected
+from natsbridge.mappings.stomp import escape_header, send_headers, stomp_to_nats_headers
 
 OCTET_STREAM = "application/octet-stream"
 """The content-type of a SEND whose envelope carries none."""

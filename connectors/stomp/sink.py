@@ -28,14 +28,14 @@ import functools
 import logging
 from collections.abc import Sequence
 
-from bridge.config.loader import Route
-from bridge.config.model import StompConnection, StompSink
-from bridge.connector import Confirms, failed
-from bridge.envelope import Envelope
-from bridge.errors import BridgeError, ConnectionLost, PermanentError
-from connectors.stomp.client import DEFAULT_CLOSE_TIMEOUT_S, StompClient
-from connectors.stomp.message import send_frame
-from mappings.stomp import parse_destination
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import StompConnection, StompSink
+from natsbridge.bridge.connector import Confirms, failed
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
+from natsbridge.connectors.stomp.client import DEFAULT_CLOSE_TIMEOUT_S, StompClient
+from natsbridge.connectors.stomp.message import send_frame
+from natsbridge.mappings.stomp import parse_destination
 
 log = logging.getLogger("natsbridge.stomp")
 

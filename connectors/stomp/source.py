@@ -34,13 +34,13 @@ from functools import partial
 
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from bridge.config.loader import Route
-from bridge.config.model import StompConnection, StompSource
-from bridge.connector import AckOnce, Incoming, take_up_to, unreadable
-from bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
-from connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
-from connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
-from mappings.stomp import parse_destination
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import StompConnection, StompSource
+from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from natsbridge.connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
+from natsbridge.connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
+from natsbridge.mappings.stomp import parse_destination
 
 log = logging.getLogger("natsbridge.stomp")
 

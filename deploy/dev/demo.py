@@ -26,7 +26,7 @@ WAIT_S = 60.0
 def main(config: str, count: int) -> int:
     run_id = uuid.uuid4().hex[:8]
     bridge = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "run", "-c", config, "--log-format", "text"],
+        [sys.executable, "-m", "natsbridge", "run", "-c", config, "--log-format", "text"],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from bridge import secrets
-from bridge.admin.server import MAX_REQUEST_BYTES, AdminServer
-from bridge.config import load_config
-from bridge.config.model import Admin
-from bridge.runtime.route import RouteRunner
+from natsbridge.bridge import secrets
+from natsbridge.bridge.admin.server import MAX_REQUEST_BYTES, AdminServer
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.model import Admin
+from natsbridge.bridge.runtime.route import RouteRunner
 
 CLIENT_TIMEOUT = 30.0
 TOKEN = "🔑-jetón-à"  # UTF-8 that ends in byte 0xA0, which str.strip() would eat

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.config import ConsumerConfig, Retention, StreamConfig
-from bridge.broker.store import Store
+from natsbridge.bridge.broker.config import ConsumerConfig, Retention, StreamConfig
+from natsbridge.bridge.broker.store import Store
 
 
 class FakeClock:

@@ -25,7 +25,7 @@ import random
 import sys
 from pathlib import Path
 
-from bridge.broker import Broker, ConsumerConfig, Outgoing, Retention, StreamConfig
+from natsbridge.bridge.broker import Broker, ConsumerConfig, Outgoing, Retention, StreamConfig
 
 STREAM = "s"
 CONSUMER = "c"

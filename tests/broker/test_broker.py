@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker import (
+from natsbridge.bridge.broker import (
     Broker,
     ConsumerConfig,
     Outgoing,
@@ -18,8 +18,8 @@ from bridge.broker import (
     Retention,
     StreamConfig,
 )
-from bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull
-from mappings.headers import BRIDGE_REASON
+from natsbridge.bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull
+from natsbridge.mappings.headers import BRIDGE_REASON
 
 
 def async_test(fn: Callable[[Broker, Path], Awaitable[None]]) -> Callable[[Path], None]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.commands import add_parsers, age, size
-from bridge.broker.config import ConsumerConfig, Retention, StreamConfig
-from bridge.broker.store import DB_NAME, Store
+from natsbridge.bridge.broker.commands import add_parsers, age, size
+from natsbridge.bridge.broker.config import ConsumerConfig, Retention, StreamConfig
+from natsbridge.bridge.broker.store import DB_NAME, Store
 
 
 def cli(*argv: str) -> int:
@@ -149,7 +149,7 @@ def test_through_the_natsbridge_command(data_dir: Path) -> None:
 
     repo = Path(__file__).resolve().parents[2]
     run = subprocess.run(
-        [sys.executable, "-m", "bridge", "streams", "--data-dir", str(data_dir), "--json"],
+        [sys.executable, "-m", "natsbridge", "streams", "--data-dir", str(data_dir), "--json"],
         cwd=repo,
         capture_output=True,
         text=True,
@@ -160,7 +160,7 @@ def test_through_the_natsbridge_command(data_dir: Path) -> None:
     names = [s["config"]["name"] for s in json.loads(run.stdout)["streams"]]
     assert names == ["log", "orders", "orders.dlq"]
     run = subprocess.run(
-        [sys.executable, "-m", "bridge", "dlq", "show", "orders", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "natsbridge", "dlq", "show", "orders", "--data-dir", str(data_dir)],
         cwd=repo,
         capture_output=True,
         text=True,

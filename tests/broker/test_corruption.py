@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.broker import Broker
-from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
-from bridge.broker.store import DB_NAME, Store
-from bridge.errors import StoreCorrupted
+from natsbridge.bridge.broker.broker import Broker
+from natsbridge.bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
+from natsbridge.bridge.broker.store import DB_NAME, Store
+from natsbridge.bridge.errors import StoreCorrupted
 
 
 def digest(path: Path) -> str:

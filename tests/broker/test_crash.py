@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.store import Store
+from natsbridge.bridge.broker.store import Store
 
 from .crash_child import CONSUMER, STREAM, SUBJECT, in_doubt
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.config import StreamConfig
-from bridge.broker.store import DB_NAME, LOCK_NAME, Store
-from bridge.runtime.embedded import EmbeddedBuffers
+from natsbridge.bridge.broker.config import StreamConfig
+from natsbridge.bridge.broker.store import DB_NAME, LOCK_NAME, Store
+from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
 from tests.broker.mounts import remount, tmpfs
 
 CONFIG = """\
@@ -34,7 +34,7 @@ routes:
 
 def natsbridge(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args],
+        [sys.executable, "-m", "natsbridge", *args],
         capture_output=True,
         text=True,
         timeout=60,

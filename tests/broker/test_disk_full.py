@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.broker import Broker
-from bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
-from bridge.errors import StoreError
+from natsbridge.bridge.broker.broker import Broker
+from natsbridge.bridge.broker.config import ConsumerConfig, Outgoing, Retention, StreamConfig
+from natsbridge.bridge.errors import StoreError
 from tests.broker.mounts import tmpfs
 
 BATCH = [Outgoing("s", b"x" * 1000, None, None)] * 50

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.broker.config import ConsumerConfig, Discard, Outgoing, Retention, StreamConfig
-from bridge.errors import StreamFull
+from natsbridge.bridge.broker.config import (
+    ConsumerConfig,
+    Discard,
+    Outgoing,
+    Retention,
+    StreamConfig,
+)
+from natsbridge.bridge.errors import StreamFull
 from tests.broker.conftest import OpenStore
 
 

@@ -27,8 +27,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from bridge.broker.config import ConsumerConfig, PubAck, Retention, StreamConfig
-from bridge.broker.store import Store
+from natsbridge.bridge.broker.config import ConsumerConfig, PubAck, Retention, StreamConfig
+from natsbridge.bridge.broker.store import Store
 
 from .conftest import FakeClock, crash
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.broker.router import Router
-from bridge.envelope import Envelope
-from bridge.errors import BridgeTimeout, SubjectError
-from mappings.subjects import match
+from natsbridge.bridge.broker.router import Router
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import BridgeTimeout, SubjectError
+from natsbridge.mappings.subjects import match
 
 
 def env(subject: str, payload: bytes = b"") -> Envelope:

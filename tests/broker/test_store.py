@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker import store as store_module
-from bridge.broker.config import (
+from natsbridge.bridge.broker import store as store_module
+from natsbridge.bridge.broker.config import (
     ConsumerConfig,
     Discard,
     Outgoing,
@@ -16,9 +16,9 @@ from bridge.broker.config import (
     Retention,
     StreamConfig,
 )
-from bridge.broker.store import DB_NAME, Store
-from bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull, SubjectError
-from mappings.headers import (
+from natsbridge.bridge.broker.store import DB_NAME, Store
+from natsbridge.bridge.errors import NotFound, PayloadTooLarge, StoreError, StreamFull, SubjectError
+from natsbridge.mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
     BRIDGE_DELIVERIES,

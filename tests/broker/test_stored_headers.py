@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.broker.store import decode_headers, encode_headers
+from natsbridge.bridge.broker.store import decode_headers, encode_headers
 
 texts = st.text(max_size=8) | st.text("a:\x1f\x00\r\n é", max_size=4)
 headers_maps = st.dictionaries(texts, st.lists(texts, max_size=3))

@@ -14,7 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def natsbridge_map(example: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", "map", "-c", str(EXAMPLES / example), *args],
+        [sys.executable, "-m", "natsbridge", "map", "-c", str(EXAMPLES / example), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -119,7 +119,7 @@ routes:
 
 def natsbridge_raw(*args: str | bytes) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "natsbridge", *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -11,14 +11,14 @@ import jsonschema
 import pytest
 import yaml
 
-from bridge import __version__
+from natsbridge import __version__
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def natsbridge(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "natsbridge", *args], capture_output=True, text=True, timeout=60
     )
 
 

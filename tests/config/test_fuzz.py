@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.config import load_config
-from bridge.errors import ConfigError
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_LINES = (EXAMPLES / "rabbitmq-nats.yaml").read_text().splitlines()
@@ -213,7 +213,7 @@ def test_validate_exits_0_or_1_without_a_traceback(tmp_path: Path, data: bytes) 
     config = tmp_path / "bridge.yaml"
     config.write_bytes(data)
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
+        [sys.executable, "-m", "natsbridge", "validate", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=120,

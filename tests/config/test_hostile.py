@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_config
-from bridge.config.source import MAX_CONFIG_BYTES, MAX_FILE_REFERENCE_BYTES
-from bridge.errors import ConfigError
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.source import MAX_CONFIG_BYTES, MAX_FILE_REFERENCE_BYTES
+from natsbridge.bridge.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RABBIT = (EXAMPLES / "rabbitmq-nats.yaml").read_text()
@@ -63,7 +63,7 @@ def guarded_validate(config: Path) -> subprocess.CompletedProcess[str]:
         resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
 
     return subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
+        [sys.executable, "-m", "natsbridge", "validate", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=120,

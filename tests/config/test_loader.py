@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_config
-from bridge.config.model import AmqpSource, Delivery, NatsSink
-from bridge.errors import ConfigError
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.model import AmqpSource, Delivery, NatsSink
+from natsbridge.bridge.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RABBIT = (EXAMPLES / "rabbitmq-nats.yaml").read_text()

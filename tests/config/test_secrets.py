@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from bridge import secrets
+from natsbridge.bridge import secrets
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PASSWORD = "pw-Xq9-never-print-me"
@@ -19,7 +19,7 @@ PASSWORD = "pw-Xq9-never-print-me"
 
 def natsbridge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args],
+        [sys.executable, "-m", "natsbridge", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

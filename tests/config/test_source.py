@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config.source import Mark, YamlSyntaxError, format_path, parse_document
+from natsbridge.bridge.config.source import Mark, YamlSyntaxError, format_path, parse_document
 
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
 plain_text = st.text(st.characters(blacklist_characters="$\x00", blacklist_categories=["Cs"]))

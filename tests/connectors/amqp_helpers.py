@@ -15,9 +15,9 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
-from bridge.config import load_config
-from bridge.config.loader import Route
-from bridge.config.model import AmqpConnection, BridgeSettings
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import AmqpConnection, BridgeSettings
 
 Message = tuple[Basic.GetOk | Basic.Deliver, BasicProperties, bytes]
 

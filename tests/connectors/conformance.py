@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bridge.connector import Incoming, Sink, Source, send_one
-from bridge.envelope import Envelope
-from bridge.errors import ConnectionLost
-from mappings.headers import foreign_header_name, unescape_header_name
+from natsbridge.bridge.connector import Incoming, Sink, Source, send_one
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import ConnectionLost
+from natsbridge.mappings.headers import foreign_header_name, unescape_header_name
 
 T = TypeVar("T")
 COUNT = 200

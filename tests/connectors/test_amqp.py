@@ -21,10 +21,10 @@ import pika
 import pytest
 from pika.spec import BasicProperties
 
-from bridge.config.model import AmqpConnection
-from bridge.connector import Requester, Responder, Sink, Source, send_one
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config.model import AmqpConnection
+from natsbridge.bridge.connector import Requester, Responder, Sink, Source, send_one
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     BridgeTimeout,
     ConnectionLost,
     HeaderError,
@@ -33,10 +33,10 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from bridge.registry import load_connector
-from connectors.amqp import AmqpExchangeSink, AmqpQueueSource, connector
-from connectors.amqp.client import connection_parameters
-from connectors.amqp.errors import (
+from natsbridge.bridge.registry import load_connector
+from natsbridge.connectors.amqp import AmqpExchangeSink, AmqpQueueSource, connector
+from natsbridge.connectors.amqp.client import connection_parameters
+from natsbridge.connectors.amqp.errors import (
     AmqpAccessRefused,
     AmqpNotFound,
     AmqpPreconditionFailed,
@@ -44,8 +44,8 @@ from connectors.amqp.errors import (
     from_reply,
     translate,
 )
-from connectors.amqp.frames import FramePublisher
-from connectors.amqp.message import properties_for
+from natsbridge.connectors.amqp.frames import FramePublisher
+from natsbridge.connectors.amqp.message import properties_for
 from tests.connectors.amqp_helpers import (
     load_route,
     make_tls_files,

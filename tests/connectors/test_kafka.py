@@ -19,12 +19,12 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from bridge.config import load_config
-from bridge.config.loader import Route
-from bridge.config.model import KafkaConnection
-from bridge.connector import Incoming, Sink, Source, send_one
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import KafkaConnection
+from natsbridge.bridge.connector import Incoming, Sink, Source, send_one
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     ConnectionLost,
     HeaderError,
     MessageRejected,
@@ -32,10 +32,10 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from connectors.kafka import KafkaTopicSink, KafkaTopicSource, connector
-from connectors.kafka.errors import KafkaAuthenticationFailed, TopicMissing
-from connectors.kafka.message import envelope_from_record
-from mappings.headers import KAFKA_KEY, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
+from natsbridge.connectors.kafka import KafkaTopicSink, KafkaTopicSource, connector
+from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, TopicMissing
+from natsbridge.connectors.kafka.message import envelope_from_record
+from natsbridge.mappings.headers import KAFKA_KEY, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 from tests.conftest import KafkaScram, Services
 from tests.connectors.conformance import (
     SinkConformance,
@@ -246,7 +246,7 @@ def test_connector_builds_both_sides(kafka_bootstrap: str, tmp_path: Path) -> No
         {"connection": "kafka", "topics": ["a"]},
         {"connection": "nats", "subject": "x"},
     )
-    from bridge.config.model import BridgeSettings
+    from natsbridge.bridge.config.model import BridgeSettings
 
     source = connector.source(route, connection, BridgeSettings(id="b"))
     assert isinstance(source, KafkaTopicSource) and isinstance(source, Source)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.connector import send_one
-from bridge.envelope import Envelope
-from bridge.errors import BridgeError, ConfigError, PermanentError
-from connectors.kafka.errors import KafkaTlsFailed
+from natsbridge.bridge.connector import send_one
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import BridgeError, ConfigError, PermanentError
+from natsbridge.connectors.kafka.errors import KafkaTlsFailed
 from tests.conftest import HINT, in_ci
 from tests.connectors.amqp_helpers import make_tls_files
 from tests.connectors.conformance import receive_n, run, unique

@@ -23,12 +23,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bridge.config import load_config
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, NatsConnection
-from bridge.connector import Requester, Responder, Sink, Source, send_one
-from bridge.envelope import Envelope
-from bridge.errors import (
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BridgeSettings, NatsConnection
+from natsbridge.bridge.connector import Requester, Responder, Sink, Source, send_one
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import (
     BridgeTimeout,
     ConnectionLost,
     MessageRejected,
@@ -36,10 +36,16 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from connectors.nats import CoreSink, CoreSource, JetStreamSink, JetStreamSource, connector
-from connectors.nats.client import MultiHeaders, NatsClient, header_block
-from connectors.nats.errors import NoResponders, StreamMissing
-from connectors.nats.sink import derived_stream_subjects
+from natsbridge.connectors.nats import (
+    CoreSink,
+    CoreSource,
+    JetStreamSink,
+    JetStreamSource,
+    connector,
+)
+from natsbridge.connectors.nats.client import MultiHeaders, NatsClient, header_block
+from natsbridge.connectors.nats.errors import NoResponders, StreamMissing
+from natsbridge.connectors.nats.sink import derived_stream_subjects
 from tests.connectors.conformance import (
     SinkConformance,
     SourceConformance,
@@ -184,7 +190,7 @@ class TestJetStreamSinkConformance(_Harness, SinkConformance):
 
 
 def _envelope(msg: Msg) -> Envelope:
-    from connectors.nats.client import from_nats_headers
+    from natsbridge.connectors.nats.client import from_nats_headers
 
     return Envelope(subject=msg.subject, payload=msg.data, headers=from_nats_headers(msg.headers))
 
@@ -276,7 +282,7 @@ def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path
 def test_core_source_overload_drops_and_counts_slow_consumer(
     nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connectors.nats.source as source_module
+    import natsbridge.connectors.nats.source as source_module
 
     monkeypatch.setattr(source_module, "DEFAULT_QUEUE_MESSAGES", 10)
     monkeypatch.setattr(source_module, "DEFAULT_PENDING_MSGS", 10)
@@ -673,7 +679,7 @@ def test_expired_pull_requests_give_back_their_credit(
     nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Requests that expire (408) are made again: as many waiting, messages still flow."""
-    from connectors.nats import source as source_module
+    from natsbridge.connectors.nats import source as source_module
 
     monkeypatch.setattr(source_module, "DEFAULT_PULL_EXPIRES_S", 0.6)
     monkeypatch.setattr(source_module, "DEFAULT_PULL_HEARTBEAT_S", 0.2)
@@ -1086,7 +1092,7 @@ def test_jetstream_source_resumes_after_server_restart(
 def test_jetstream_sink_never_loses_a_send_across_server_restart(
     private_server: PrivateServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connectors.nats.client as client_module
+    import natsbridge.connectors.nats.client as client_module
 
     monkeypatch.setattr(client_module, "DEFAULT_READY_WAIT_S", 0.3)
 
@@ -1139,7 +1145,7 @@ def test_jetstream_sink_never_loses_a_send_across_server_restart(
 def test_core_sink_send_while_server_down_raises_connection_lost(
     private_server: PrivateServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connectors.nats.client as client_module
+    import natsbridge.connectors.nats.client as client_module
 
     monkeypatch.setattr(client_module, "DEFAULT_READY_WAIT_S", 0.5)
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.connector import AckOnce
-from bridge.envelope import Origin
-from bridge.errors import MappingError
-from connectors.nats.source import AckSubject, _js_incoming, _Pulled, parse_ack_subject
+from natsbridge.bridge.connector import AckOnce
+from natsbridge.bridge.envelope import Origin
+from natsbridge.bridge.errors import MappingError
+from natsbridge.connectors.nats.source import AckSubject, _js_incoming, _Pulled, parse_ack_subject
 
 # Stream, consumer, domain and account names: one subject token (no '.', no whitespace).
 names = st.text(

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from bridge.errors import ConnectionLost, RetryableError
-from connectors.nats.errors import NoResponders
-from connectors.nats.sink import _PubAcks
+from natsbridge.bridge.errors import ConnectionLost, RetryableError
+from natsbridge.connectors.nats.errors import NoResponders
+from natsbridge.connectors.nats.sink import _PubAcks
 
 PREFIX = "_INBOX.abc."
 

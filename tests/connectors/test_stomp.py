@@ -30,12 +30,12 @@ import pytest
 import stomp  # type: ignore[import-untyped]
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from bridge.config import load_config
-from bridge.config.loader import Route
-from bridge.config.model import BridgeSettings, StompConnection
-from bridge.connector import Sink, Source, send_one
-from bridge.envelope import Envelope, Origin
-from bridge.errors import (
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.loader import Route
+from natsbridge.bridge.config.model import BridgeSettings, StompConnection
+from natsbridge.bridge.connector import Sink, Source, send_one
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import (
     ConnectionLost,
     HeaderError,
     MappingError,
@@ -43,9 +43,9 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from connectors.stomp import StompDestinationSink, StompDestinationSource, connector
-from connectors.stomp.client import Endpoint, StompClient, parse_url
-from connectors.stomp.errors import (
+from natsbridge.connectors.stomp import StompDestinationSink, StompDestinationSource, connector
+from natsbridge.connectors.stomp.client import Endpoint, StompClient, parse_url
+from natsbridge.connectors.stomp.errors import (
     StompAccessRefused,
     StompNotFound,
     StompRefused,
@@ -53,10 +53,10 @@ from connectors.stomp.errors import (
     from_error_frame,
     translate,
 )
-from connectors.stomp.message import ack_frame, encode_frame, nack_frame, send_frame
-from connectors.stomp.source import subscription_headers
-from mappings import stomp as stomp_mapping
-from mappings.headers import (
+from natsbridge.connectors.stomp.message import ack_frame, encode_frame, nack_frame, send_frame
+from natsbridge.connectors.stomp.source import subscription_headers
+from natsbridge.mappings import stomp as stomp_mapping
+from natsbridge.mappings.headers import (
     STOMP_CONTENT_TYPE,
     STOMP_DESTINATION,
     decode_text_value,
@@ -847,9 +847,9 @@ def test_runtime_dead_letters_a_message_that_drops_a_real_brokers_connection(
     """A SEND that ActiveMQ drops the connection over (here `transformation` written raw,
     past the header table, standing for any such header) is dead-lettered as poison
     between 40 ordinary messages, which all arrive, in order."""
-    from bridge.runtime.mapper import RouteMapper
-    from bridge.runtime.route import RouteRunner
-    from connectors.stomp import sink as sink_module
+    from natsbridge.bridge.runtime.mapper import RouteMapper
+    from natsbridge.bridge.runtime.route import RouteRunner
+    from natsbridge.connectors.stomp import sink as sink_module
     from tests.runtime.test_route import MemoryBuffer, MemorySource
 
     raw_send_frame = sink_module.send_frame

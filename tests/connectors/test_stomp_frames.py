@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from stomp.transport import BaseTransport  # type: ignore[import-untyped]
 from stomp.utils import parse_frame as stomp_py_parse_frame  # type: ignore[import-untyped]
 
-from connectors.stomp.message import FrameSplitter, encode_frame, parse_frame
+from natsbridge.connectors.stomp.message import FrameSplitter, encode_frame, parse_frame
 
 # Frames made of the characters that matter to the grammar, and arbitrary bytes.
 grammar = st.text("ab:\\crn\r\n é", max_size=40).map(lambda text: text.encode())

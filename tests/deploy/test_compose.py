@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from bridge.config import load_config
-from bridge.config.units import parse_duration
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.units import parse_duration
 from tests.conftest import REPO_ROOT
 from tests.deploy.tools import (
     clean_env,

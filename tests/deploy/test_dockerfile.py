@@ -25,13 +25,15 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-import bridge
+import natsbridge
+import natsbridge.bridge
 from tests.conftest import REPO_ROOT
 from tests.deploy.tools import find_tool, parse_cli, run
 
 DOCKERFILE = REPO_ROOT / "deploy/docker/Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
-PACKAGES = ("bridge", "connectors", "mappings")
+PACKAGES = ("bridge", "connectors", "mappings")  # installed as natsbridge.<package>
+SOURCES = ("natsbridge", *PACKAGES)
 DATA_DIR = "/var/lib/natsbridge"
 CONFIG_PATH = "/etc/natsbridge/bridge.yaml"
 VENV = "/opt/natsbridge"
@@ -127,9 +129,9 @@ def test_build_stage_copies_exactly_the_wheel_sources(
 ) -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert sorted(i.rstrip("*") for i in includes) == sorted(PACKAGES)
+    assert includes == ["natsbridge*"]
     copied = {src.rstrip("/") for src, _ in build_copies(dockerfile)}
-    assert copied == {"pyproject.toml", pyproject["project"]["readme"], *PACKAGES}
+    assert copied == {"pyproject.toml", pyproject["project"]["readme"], *SOURCES}
     runs = [ins.value for ins in dockerfile["build"] if ins.keyword == "RUN"]
     assert runs == ["pip wheel --no-deps --wheel-dir /dist ."]
 
@@ -215,8 +217,8 @@ def test_healthcheck_command_against_the_real_admin_server(
     dockerfile: dict[str, list[Instruction]],
 ) -> None:
     """The HEALTHCHECK's exact code: 0 on /healthz, non-zero on an error status or no server."""
-    from bridge.admin.server import AdminServer
-    from bridge.config.model import Admin
+    from natsbridge.bridge.admin.server import AdminServer
+    from natsbridge.bridge.config.model import Admin
 
     _, command = healthcheck(dockerfile)
     code = command[2]
@@ -338,11 +340,11 @@ def read_member(path: Path, suffix: str) -> str:
 
 def test_wheel_is_this_version_of_natsbridge(wheel: Path) -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    assert wheel.name == f"natsbridge-{bridge.__version__}-py3-none-any.whl"
-    assert pyproject["version"] == bridge.__version__
+    assert wheel.name == f"natsbridge-{natsbridge.__version__}-py3-none-any.whl"
+    assert pyproject["version"] == natsbridge.__version__
     metadata = read_member(wheel, ".dist-info/METADATA")
     assert re.search(r"^Name: natsbridge$", metadata, flags=re.MULTILINE)
-    assert re.search(rf"^Version: {re.escape(bridge.__version__)}$", metadata, re.MULTILINE)
+    assert re.search(rf"^Version: {re.escape(natsbridge.__version__)}$", metadata, re.MULTILINE)
     requires = re.findall(r"^Requires-Dist: (.+)$", metadata, flags=re.MULTILINE)
     base = [Requirement(r) for r in requires if "extra ==" not in r]
     declared = [Requirement(r) for r in pyproject["dependencies"]]
@@ -353,21 +355,22 @@ def test_wheel_is_this_version_of_natsbridge(wheel: Path) -> None:
 def test_wheel_holds_every_module_the_tests_import(wheel: Path) -> None:
     members = wheel_files(wheel)
     for package in PACKAGES:
-        assert f"{package}/__init__.py" in members
+        assert f"natsbridge/{package}/__init__.py" in members
         on_disk = {
-            path.relative_to(REPO_ROOT).as_posix()
+            f"natsbridge/{path.relative_to(REPO_ROOT).as_posix()}"
             for path in (REPO_ROOT / package).rglob("*.py")
             if "__pycache__" not in path.parts
         }
-        in_wheel = {m for m in members if m.startswith(f"{package}/") and m.endswith(".py")}
+        prefix = f"natsbridge/{package}/"
+        in_wheel = {m for m in members if m.startswith(prefix) and m.endswith(".py")}
         assert in_wheel == on_disk, f"{package}: wheel and checkout differ"
     # The modules the tests run are the checkout's files (an editable install), and the
     # wheel holds them byte for byte, as copied into the build context (compared with that
     # copy rather than the live checkout, which someone may be editing meanwhile).
-    assert Path(bridge.__file__).resolve() == REPO_ROOT / "bridge/__init__.py"
+    assert Path(natsbridge.bridge.__file__).resolve() == REPO_ROOT / "bridge/__init__.py"
     context = wheel.parent.parent / "src"
     for name, digest in members.items():
-        if name.split("/")[0] in PACKAGES:
+        if name.split("/")[0] == "natsbridge":
             assert hashlib.sha256((context / name).read_bytes()).hexdigest() == digest, name
 
 
@@ -375,7 +378,7 @@ def test_wheel_entry_points_match_the_installed_distribution(wheel: Path) -> Non
     parser = configparser.ConfigParser()
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(read_member(wheel, ".dist-info/entry_points.txt"))
-    assert dict(parser["console_scripts"]) == {"natsbridge": "bridge.cli:main"}
+    assert dict(parser["console_scripts"]) == {"natsbridge": "natsbridge.bridge.cli:main"}
     connectors = dict(parser["natsbridge.connectors"])
     assert set(connectors) == {"amqp", "kafka", "stomp", "nats"}
     members = wheel_files(wheel)
@@ -383,7 +386,7 @@ def test_wheel_entry_points_match_the_installed_distribution(wheel: Path) -> Non
         module = target.split(":")[0].replace(".", "/")
         assert f"{module}/__init__.py" in members or f"{module}.py" in members, target
     installed = importlib.metadata.distribution("natsbridge")
-    assert installed.version == bridge.__version__
+    assert installed.version == natsbridge.__version__
     got = {(ep.group, ep.name, ep.value) for ep in installed.entry_points}
     want = {
         (group, name, value)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import load_config
-from bridge.config.units import parse_duration
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.units import parse_duration
 from tests.conftest import REPO_ROOT
 from tests.deploy.test_dockerfile import DATA_DIR, VENV
 from tests.deploy.tools import clean_env, find_tool, natsbridge_validate, parse_cli, run
@@ -302,8 +302,8 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 def test_probe_commands_against_the_real_admin_server(custom: Any) -> None:
     """The token-aware readiness probe's command: 0 with the right token, else non-zero."""
-    from bridge.admin.server import AdminServer
-    from bridge.config.model import Admin
+    from natsbridge.bridge.admin.server import AdminServer
+    from natsbridge.bridge.config.model import Admin
 
     command = container(custom)["readinessProbe"]["exec"]["command"]
     assert command[:2] == [f"{VENV}/bin/python", "-c"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config.units import parse_duration
+from natsbridge.bridge.config.units import parse_duration
 from tests.conftest import REPO_ROOT
 from tests.deploy.tools import find_tool, missing, natsbridge_validate, parse_cli, run
 
@@ -173,8 +173,9 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 EXERCISE = """
 import asyncio, os, sqlite3, ssl, sys, tempfile
-import bridge.cli, bridge.runtime.bridge, bridge.admin.server
-import connectors.amqp, connectors.kafka, connectors.stomp, connectors.nats
+import natsbridge.bridge.cli, natsbridge.bridge.runtime.bridge, natsbridge.bridge.admin.server
+import natsbridge.connectors.amqp, natsbridge.connectors.kafka
+import natsbridge.connectors.stomp, natsbridge.connectors.nats
 import pika, kafka, stomp, nats, pydantic_core, prometheus_client, yaml
 ssl.create_default_context()
 with tempfile.TemporaryDirectory() as d:

@@ -102,12 +102,12 @@ def natsbridge_validate(
     config: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`natsbridge validate -c CONFIG` (this interpreter's), failing the test if it refuses."""
-    return run([sys.executable, "-m", "bridge", "validate", "-c", str(config)], env=clean_env(env))
+    return run([sys.executable, "-m", "natsbridge", "validate", "-c", str(config)], env=clean_env(env))
 
 
 def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
     """The natsbridge CLI's own parse of argv (what an image CMD or ExecStart passes it)."""
-    from bridge.cli import build_parser
+    from natsbridge.bridge.cli import build_parser
 
     try:
         return build_parser().parse_args(list(argv))

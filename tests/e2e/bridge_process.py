@@ -81,7 +81,7 @@ class BridgeProcess:
                 [
                     sys.executable,
                     "-m",
-                    "bridge",
+                    "natsbridge",
                     "run",
                     "-c",
                     str(self.config),

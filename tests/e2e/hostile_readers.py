@@ -24,7 +24,7 @@ import pika
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from mappings.headers import decode_value
+from natsbridge.mappings.headers import decode_value
 from tests.e2e.hostile import HID, HID_HEADER, Message, RawStomp
 
 READ_LIMIT = 5000  # more than any route sends: a reader never runs unbounded
@@ -136,7 +136,7 @@ def dead_letters(data_dir: Path) -> dict[str, dict[str, str]]:
 
     def cli(*args: str) -> Any:
         done = subprocess.run(
-            [sys.executable, "-m", "bridge", "dlq", *args, "--data-dir", str(data_dir), "--json"],
+            [sys.executable, "-m", "natsbridge", "dlq", *args, "--data-dir", str(data_dir), "--json"],
             capture_output=True,
             timeout=60,
             check=False,

@@ -81,7 +81,7 @@ def test_probes_metrics_and_routes(amqp_url: str, running: Any, services: Any) -
 
     # natsbridge status --json shows what /api/routes shows
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--admin", bridge.admin, "--json"],
+        [sys.executable, "-m", "natsbridge", "status", "--admin", bridge.admin, "--json"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -90,7 +90,7 @@ def test_probes_metrics_and_routes(amqp_url: str, running: Any, services: Any) -
     shown = {route["name"]: route for route in json.loads(result.stdout)["routes"]}
     assert shown[orders]["counters"] == bridge.routes()[orders]["counters"]
     table = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--admin", bridge.admin],
+        [sys.executable, "-m", "natsbridge", "status", "--admin", bridge.admin],
         capture_output=True,
         text=True,
         timeout=30,
@@ -123,7 +123,7 @@ def test_token_guards_everything_but_healthz(running: Any) -> None:
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--admin", bridge.admin],
+        [sys.executable, "-m", "natsbridge", "status", "--admin", bridge.admin],
         capture_output=True,
         text=True,
         timeout=30,

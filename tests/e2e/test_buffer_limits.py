@@ -22,7 +22,7 @@ from typing import Any
 import pika
 import pytest
 
-from bridge.broker.store import Store
+from natsbridge.bridge.broker.store import Store
 from tests.broker.mounts import tmpfs
 from tests.e2e.bridge_process import BridgeProcess, free_port, write_config
 from tests.e2e.jetstream import stream_count

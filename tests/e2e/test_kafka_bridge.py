@@ -22,7 +22,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from bridge.broker.broker import Broker
+from natsbridge.bridge.broker.broker import Broker
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.jetstream import stream_count
 

@@ -21,7 +21,7 @@ import pika
 import pytest
 import yaml
 
-from bridge.broker.broker import Broker
+from natsbridge.bridge.broker.broker import Broker
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.jetstream import stream_count
 from tests.e2e.rabbitmq_admin import delete_queues

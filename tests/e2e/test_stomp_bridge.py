@@ -29,7 +29,7 @@ import pytest
 import stomp  # type: ignore[import-untyped]
 import yaml
 
-from mappings.headers import decode_text_value
+from natsbridge.mappings.headers import decode_text_value
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.jetstream import stream_count
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bridge.errors import MappingError, SubjectError
-from mappings import amqp, kafka, stomp
-from mappings.escaping import (
+from natsbridge.bridge.errors import MappingError, SubjectError
+from natsbridge.mappings import amqp, kafka, stomp
+from natsbridge.mappings.escaping import (
     escape_bytes_words,
     escape_token,
     escape_words,
@@ -18,7 +18,7 @@ from mappings.escaping import (
     unescape_token,
     unescape_words,
 )
-from mappings.subjects import is_valid_pattern, is_valid_subject, match
+from natsbridge.mappings.subjects import is_valid_pattern, is_valid_subject, match
 
 # Text biased toward the awkward characters: dots, wildcards, '%', whitespace, non-ASCII.
 awkward = st.text(

@@ -11,10 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.errors import ConfigError, HeaderError, PayloadTooLarge
-from mappings import headers as h
-from mappings import kafka, payload, stomp
-from mappings.amqp_properties import PROPERTY_HEADERS, headers_to_properties, properties_to_headers
+from natsbridge.bridge.errors import ConfigError, HeaderError, PayloadTooLarge
+from natsbridge.mappings import headers as h
+from natsbridge.mappings import kafka, payload, stomp
+from natsbridge.mappings.amqp_properties import (
+    PROPERTY_HEADERS,
+    headers_to_properties,
+    properties_to_headers,
+)
 
 names = st.one_of(
     st.text(max_size=12),

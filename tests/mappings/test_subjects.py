@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import SubjectError
-from mappings.subjects import (
+from natsbridge.bridge.errors import SubjectError
+from natsbridge.mappings.subjects import (
     MAX_SUBJECT_BYTES,
     Sublist,
     count_wildcards,

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.envelope import Envelope, Origin
-from bridge.errors import MappingError, SubjectError, TemplateError
-from mappings.subjects import match
-from mappings.templates import compile_template, match_source
-from mappings.transforms import fnv1a_32, partition
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import MappingError, SubjectError, TemplateError
+from natsbridge.mappings.subjects import match
+from natsbridge.mappings.templates import compile_template, match_source
+from natsbridge.mappings.transforms import fnv1a_32, partition
 
 
 def nats(subject: str, **headers: str) -> Envelope:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.broker.store import Store
-from bridge.config import load_config
-from bridge.envelope import Envelope
-from bridge.runtime.embedded import EmbeddedBuffers
-from bridge.runtime.mapper import RouteMapper
-from bridge.runtime.route import RouteRunner
-from bridge.runtime.stats import RouteState
+from natsbridge.bridge.broker.store import Store
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
+from natsbridge.bridge.runtime.mapper import RouteMapper
+from natsbridge.bridge.runtime.route import RouteRunner
+from natsbridge.bridge.runtime.stats import RouteState
 from tests.runtime.test_route import MemorySource
 
 COUNT = 300

@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from bridge.connector import Confirms
-from bridge.errors import ConnectionLost, MessageRejected
+from natsbridge.bridge.connector import Confirms
+from natsbridge.bridge.errors import ConnectionLost, MessageRejected
 
 
 def test_outcomes_come_back_in_call_order_whatever_the_confirm_order() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bridge.config import load_config
-from bridge.envelope import Envelope
-from bridge.runtime.embedded import EmbeddedBuffers
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

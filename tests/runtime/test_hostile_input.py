@@ -23,10 +23,10 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from nats.js.api import StreamConfig
 
-from bridge.broker.broker import Broker
-from bridge.config import load_config
-from bridge.runtime.bridge import Bridge
-from bridge.runtime.embedded import dead_letter_stream
+from natsbridge.bridge.broker.broker import Broker
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.runtime.bridge import Bridge
+from natsbridge.bridge.runtime.embedded import dead_letter_stream
 
 WAIT_S = 60.0
 

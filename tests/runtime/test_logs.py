@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from bridge import logs, secrets
+from natsbridge.bridge import logs, secrets
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.test_rabbitmq_bridge import wait_for
 

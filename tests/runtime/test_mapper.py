@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import Config, load_config
-from bridge.config.model import Retry
-from bridge.envelope import Envelope, Origin
-from bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
-from bridge.runtime.backoff import Backoff
-from bridge.runtime.mapper import LoopDetected, RouteMapper, dedup_id
-from bridge.runtime.stats import LATENCY_BUCKETS_S, Latency, RouteStats
+from natsbridge.bridge.config import Config, load_config
+from natsbridge.bridge.config.model import Retry
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
+from natsbridge.bridge.runtime.backoff import Backoff
+from natsbridge.bridge.runtime.mapper import LoopDetected, RouteMapper, dedup_id
+from natsbridge.bridge.runtime.stats import LATENCY_BUCKETS_S, Latency, RouteStats
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

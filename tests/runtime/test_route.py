@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from bridge.config import load_config
-from bridge.connector import Incoming
-from bridge.envelope import Envelope, Origin
-from bridge.errors import ConnectionLost, HeaderError, MessageRejected
-from bridge.runtime.buffer import Backlog, Buffered
-from bridge.runtime.mapper import RouteMapper
-from bridge.runtime.route import RouteRunner
+from natsbridge.bridge.config import load_config
+from natsbridge.bridge.connector import Incoming
+from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.errors import ConnectionLost, HeaderError, MessageRejected
+from natsbridge.bridge.runtime.buffer import Backlog, Buffered
+from natsbridge.bridge.runtime.mapper import RouteMapper
+from natsbridge.bridge.runtime.route import RouteRunner
 
 COUNT = 200
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bridge.connector import unreadable
-from bridge.envelope import Envelope
-from bridge.errors import HeaderError, MappingError
+from natsbridge.bridge.connector import unreadable
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import HeaderError, MappingError
 
 
 def test_a_permanent_error_is_kept_and_anything_else_becomes_a_mapping_error() -> None:
