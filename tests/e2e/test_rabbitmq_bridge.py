@@ -489,7 +489,12 @@ def test_two_way_routes_do_not_loop(
         sub = await nc.subscribe(f"{prefix}.*", cb=collect)
         rabbit.publish(exchange, "from-rabbit", b"R")
         await nc.publish(f"{prefix}.from-nats", b"N")
-        await asyncio.sleep(3)
+        # Both arrive (bounded: a loaded machine is slow), then an echo would have had time.
+        for _ in range(300):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2)
         await sub.unsubscribe()
         await nc.close()
         return seen
