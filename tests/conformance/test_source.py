@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from natsbridge.bridge.connector import Incoming
 from natsbridge.bridge.errors import ConnectionLost, PermanentError, RetryableError
 from tests.conformance.flow import (
     needs,
@@ -177,16 +178,16 @@ def test_hostile_messages_are_all_handed_over_and_the_flow_continues(harness: Ha
             tail = messages("conf>tail", [TAIL] * 3)
             refused = await harness.produce_hostile(address, [*batch, *tail])
             sent = {m.hid: m.case.kind for m in [*batch, *tail] if m.hid not in refused}
-            assert set(m.hid for m in tail) <= set(sent), refused
+            assert {m.hid for m in tail} <= set(sent), refused
 
-            def hid(message) -> str:  # type: ignore[no-untyped-def]
+            def hid(message: Incoming) -> str:
                 return hid_of(message.envelope.payload, header_pairs(message.envelope))
 
             got = await receive_until(
                 source, lambda got: set(sent) <= {hid(m) for m in got}, 60, "every hostile id"
             )
             got += await receive_quiet(source, 1.0)
-            unreadable = set()
+            unreadable: set[str] = set()
             for message in got:
                 if message.error is not None:
                     assert isinstance(message.error, PermanentError), message.error
@@ -194,7 +195,7 @@ def test_hostile_messages_are_all_handed_over_and_the_flow_continues(harness: Ha
                 message.ack(None)
             assert {hid(m) for m in got} == set(sent)
             assert harness.unreadable <= unreadable, (
-                f"converted, should not be: {harness.unreadable - unreadable}"
+                f"expected Incoming.error for: {harness.unreadable - unreadable}"
             )
             assert not unreadable - harness.unreadable, f"unreadable: {unreadable}"
         finally:
