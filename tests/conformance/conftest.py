@@ -1,0 +1,36 @@
+"""The connectors that opt into the conformance suite: one `Harness` class each, listed here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conformance.harness import Harness
+from tests.conformance.harness_amqp import AmqpHarness
+from tests.conformance.harness_kafka import KafkaHarness
+from tests.conformance.harness_nats import CoreNatsHarness, JetStreamHarness
+from tests.conformance.harness_stomp import ActiveMqHarness, RabbitMqStompHarness
+
+HARNESSES: list[type[Harness]] = [
+    AmqpHarness,
+    KafkaHarness,
+    ActiveMqHarness,
+    RabbitMqStompHarness,
+    CoreNatsHarness,
+    JetStreamHarness,
+]
+
+
+@pytest.fixture(
+    params=[pytest.param(h, id=h.id, marks=getattr(pytest.mark, h.mark)) for h in HARNESSES]
+)
+def harness(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) -> Iterator[Harness]:
+    """Each conformance test runs once per harness, on that harness's real broker."""
+    cls: type[Harness] = request.param
+    endpoint = request.getfixturevalue(cls.fixture)  # skips or fails as the broker fixtures do
+    made = cls(endpoint, tmp_path, unique_name)
+    yield made
+    asyncio.run(made.cleanup())
