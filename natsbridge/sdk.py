@@ -15,6 +15,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import (
     BridgeSettings,
     Delivery,
+    Endpoint,
     JsName,
     Model,
     Name,
@@ -77,6 +78,7 @@ __all__ = [
     "ConnectionLost",
     "ConnectorKind",
     "Delivery",
+    "Endpoint",
     "Envelope",
     "Feature",
     "Finding",
