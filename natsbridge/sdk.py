@@ -60,6 +60,7 @@ from natsbridge.bridge.kind import (
     Finding,
     Placeholder,
     Side,
+    first_match,
     origin_value,
 )
 from natsbridge.mappings.escaping import escape_token, escape_words, unescape_words
@@ -111,6 +112,7 @@ __all__ = [
     "escape_token",
     "escape_words",
     "failed",
+    "first_match",
     "origin_value",
     "send_one",
     "subject_matcher",
