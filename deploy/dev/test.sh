@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,dev]'
+.venv/bin/python -m pip install --quiet -e '.[all,test,dev]'
 
 # helm and docker compose render the appliance's manifests in tests/deploy; they build from
 # their Go modules (minutes the first time, cached after), beside the brokers' start-up.
