@@ -1,0 +1,1 @@
+"""natsbridge connector for a directory of files."""
