@@ -211,6 +211,24 @@ def test_sink_writes_each_message_and_reports_each_failure(tmp_path: Path) -> No
     asyncio.run(run())
 
 
+def test_sink_reports_a_vanished_directory_as_a_lost_connection_and_recovers(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        _, _, _, sink = endpoints(tmp_path)
+        await sink.connect()
+        outbox = tmp_path / "spool" / "outbox"
+        outbox.rmdir()
+        [lost] = await sink.send_batch([Envelope("m.txt", b"1")])
+        assert isinstance(lost, ConnectionLost)
+        await sink.connect()  # what the runtime does next
+        assert await sink.send_batch([Envelope("m.txt", b"1")]) == [None]
+        await sink.close()
+        assert (outbox / "m.txt").read_bytes() == b"1"
+
+    asyncio.run(run())
+
+
 def test_overwrite_lets_a_later_message_replace_a_file(tmp_path: Path) -> None:
     async def run() -> None:
         _, _, _, sink = endpoints(tmp_path, overwrite=True)

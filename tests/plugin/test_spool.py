@@ -105,6 +105,25 @@ def test_settle_moves_the_file_and_its_sidecar(
     assert spool.take(10) == []
 
 
+def test_a_file_whose_folder_is_gone_stays_until_the_spool_is_opened_again(
+    tmp_path: Path,
+) -> None:
+    put(tmp_path, "m", b"payload")
+    spool = opened(tmp_path)
+    spool.take(1)
+    (tmp_path / "done").rmdir()  # an operator cleaned up
+
+    with pytest.raises(FileNotFoundError):
+        spool.settle("m", Outcome.DONE)
+    assert (tmp_path / "m").read_bytes() == b"payload"
+    assert spool.take(10) == []  # still in flight: not read twice meanwhile
+
+    spool.open(create=False)  # the source reconnects: done/ is back, the file comes again
+    [again] = spool.take(10)
+    spool.settle(again.name, Outcome.DONE)
+    assert (tmp_path / "done" / "m").read_bytes() == b"payload"
+
+
 def test_an_unreadable_sidecar_or_a_file_too_large_is_a_message_with_an_error(
     tmp_path: Path,
 ) -> None:
@@ -239,6 +258,12 @@ def test_a_glob_captures_what_its_stars_stand_for(literals: list[str], data: st.
         c + lit for c, lit in zip(match.groups(), literals[1:], strict=True)
     )
     assert rebuilt == name
+
+
+def test_a_glob_has_no_character_classes(tmp_path: Path) -> None:
+    put(tmp_path, "[ab].txt", b"literal")
+    put(tmp_path, "a.txt", b"not matched")
+    assert [m.name for m in opened(tmp_path, "[ab].*").take(10)] == ["[ab].txt"]
 
 
 def test_a_glob_question_mark_is_one_character_and_captures_nothing() -> None:

@@ -11,6 +11,7 @@ Results per message:
     None             written (or found already written with the same content: a redelivery)
     MappingError     the rendered name cannot be a file name here ('/', '..', too long …)
     MessageRejected  a different file of that name exists and `overwrite` is false
+    ConnectionLost   the directory is gone: the runtime reconnects (which re-creates it)
     RetryableError   the write failed (disk full, I/O error, permissions): tried again later
 """
 
@@ -93,7 +94,9 @@ class DirectorySink:
                 results.append(MappingError(f"files: {exc}"))
             except FileExistsError as exc:
                 results.append(MessageRejected(f"files: {self.directory}/{exc}"))
-            except OSError as exc:
+            except FileNotFoundError as exc:  # the directory went away: connect() makes it
+                results.append(ConnectionLost(f"files: cannot write {name!r}: {exc}"))
+            except OSError as exc:  # disk full, I/O error: never the message's fault
                 results.append(RetryableError(f"files: cannot write {name!r}: {exc}"))
             else:
                 results.append(None)

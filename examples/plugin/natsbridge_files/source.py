@@ -103,10 +103,10 @@ class DirectorySource:
         return Incoming(envelope, ack)
 
     def _settle(
-        self, worker: ThreadPoolExecutor, name: str, unreadable: bool, error: BaseException | None
+        self, worker: ThreadPoolExecutor, name: str, refused: bool, error: BaseException | None
     ) -> None:
-        if error is None:
-            outcome = Outcome.REJECTED if unreadable else Outcome.DONE
+        if error is None:  # `refused`: handed over as unreadable, and dead-lettered
+            outcome = Outcome.REJECTED if refused else Outcome.DONE
         else:
             outcome = Outcome.REJECTED if isinstance(error, PermanentError) else Outcome.RETRY
         try:

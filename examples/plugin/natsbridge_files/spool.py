@@ -14,7 +14,6 @@ so the in-flight bookkeeping needs no lock.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import os
 import re
@@ -73,7 +72,8 @@ def check_name(name: str) -> None:
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
-    """`pattern` (``*`` and ``?`` as in a shell) as a regex; each ``*`` is a capture group."""
+    """`pattern` as a regex: ``*`` any text (a capture group), ``?`` one character, the rest
+    literal (``[`` too)."""
     parts = [
         "(.*?)" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
     ]
@@ -103,6 +103,9 @@ class Spool:
     max_size: int = 64 * 1024**2
     in_flight: set[str] = field(default_factory=set)  # read, not settled yet
 
+    def __post_init__(self) -> None:
+        self._matches = glob_regex(self.pattern).fullmatch
+
     def open(self, create: bool) -> None:
         """Check the directory (creating it if `create`) and its done/ and rejected/ folders.
 
@@ -126,7 +129,7 @@ class Spool:
                     name in self.in_flight
                     or name.startswith(".")
                     or name.endswith(SIDECAR)
-                    or not fnmatch.fnmatchcase(name, self.pattern)
+                    or self._matches(name) is None
                     or not entry.is_file(follow_symlinks=False)
                 ):
                     continue
@@ -175,8 +178,11 @@ class Spool:
         # The payload first: a crash between the two moves leaves a stale sidecar behind,
         # never a message without its headers.
         for moved in (name, name + SIDECAR):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.replace(self.directory / moved, target / moved)
+            except FileNotFoundError:
+                if (self.directory / moved).exists():
+                    raise  # done/ or rejected/ is gone: the file stays, in flight
         self.in_flight.discard(name)
 
 
