@@ -39,9 +39,10 @@ import pika
 from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 
-from natsbridge.bridge.config.model import AmqpConnection, Tls
+from natsbridge.bridge.config.model import Tls
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, redact_url
+from natsbridge.connectors.amqp.config import AmqpConnection
 from natsbridge.connectors.amqp.errors import AmqpNotFound, translate
 
 log = logging.getLogger("natsbridge.amqp")

@@ -50,7 +50,6 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import KafkaConnection, KafkaSource
 from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.connectors.kafka.client import (
@@ -60,6 +59,7 @@ from natsbridge.connectors.kafka.client import (
     client_options,
     describe,
 )
+from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSource
 from natsbridge.connectors.kafka.errors import TopicMissing, translate
 from natsbridge.connectors.kafka.message import (
     envelope_from_record,

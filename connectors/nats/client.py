@@ -24,9 +24,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.protocol.command import hpub_cmd, pub_cmd
 
-from natsbridge.bridge.config.model import NatsConnection, Tls
+from natsbridge.bridge.config.model import Tls
 from natsbridge.bridge.envelope import Headers
 from natsbridge.bridge.errors import ConnectionLost, HeaderError, PermanentError
+from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.connectors.nats.errors import translate, translate_exception
 from natsbridge.mappings.headers import validate_headers
 

@@ -16,10 +16,9 @@ from nats.js.api import StreamConfig, StreamInfo
 from nats.js.errors import APIError
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSink
-from natsbridge.bridge.config.model import JetStreamSink as JetStreamSinkConfig
+from natsbridge.bridge.config.model import BridgeSettings
 from natsbridge.bridge.connector import Confirms, failed
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
@@ -34,6 +33,8 @@ from natsbridge.connectors.nats.client import (
     from_nats_headers,
     header_block,
 )
+from natsbridge.connectors.nats.config import JetStreamSink as JetStreamSinkConfig
+from natsbridge.connectors.nats.config import NatsConnection, NatsSink
 from natsbridge.connectors.nats.errors import (
     NoResponders,
     StreamMissing,
@@ -41,6 +42,7 @@ from natsbridge.connectors.nats.errors import (
     translate,
     translate_exception,
 )
+from natsbridge.connectors.nats.kind import NatsOrigin as Origin
 from natsbridge.mappings import subjects
 from natsbridge.mappings.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID
 from natsbridge.mappings.payload import check_payload, effective_limit

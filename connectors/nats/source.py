@@ -21,10 +21,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, 
 from nats.js.client import JetStreamContext
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSource
-from natsbridge.bridge.config.model import JetStreamSource as JetStreamSourceConfig
+from natsbridge.bridge.config.model import BridgeSettings
 from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
-from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.envelope import Envelope, Headers
 from natsbridge.bridge.errors import (
     ConnectionLost,
     MessageRejected,
@@ -38,7 +37,10 @@ from natsbridge.connectors.nats.client import (
     read_header_block,
     subject_text,
 )
+from natsbridge.connectors.nats.config import JetStreamSource as JetStreamSourceConfig
+from natsbridge.connectors.nats.config import NatsConnection, NatsSource
 from natsbridge.connectors.nats.errors import StreamMissing, translate
+from natsbridge.connectors.nats.kind import NatsOrigin as Origin
 from natsbridge.mappings.headers import NATS_MSG_ID, without_publish_directives
 from natsbridge.mappings.payload import check_payload
 

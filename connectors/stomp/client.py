@@ -46,7 +46,6 @@ import stomp  # type: ignore[import-untyped]
 from stomp import exception as se  # type: ignore[import-untyped]
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from natsbridge.bridge.config.model import StompConnection
 from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
@@ -55,6 +54,7 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.secrets import redact_url
+from natsbridge.connectors.stomp.config import StompConnection
 from natsbridge.connectors.stomp.errors import from_error_frame, translate, translating
 from natsbridge.connectors.stomp.message import FrameSplitter, parse_frame
 
