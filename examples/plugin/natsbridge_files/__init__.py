@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 from natsbridge.sdk import (
     BridgeSettings,
     ConnectorKind,
+    Endpoint,
     MappingError,
     Matcher,
     Model,
@@ -115,12 +116,10 @@ class FilesKind(ConnectorKind):
         assert isinstance(sink, FilesSink)
         return f"directory {sink.directory}"
 
-    def preview_origin(
-        self, source: Model, connection: str, address: str, partition: int | None
-    ) -> Origin:
+    def preview_origin(self, source: Endpoint, address: str, partition: int | None) -> Origin:
         """The origin of a file named `address`, for ``natsbridge map``."""
         assert isinstance(source, FilesSource)
-        return FilesOrigin(connection, self.name, address, source.directory)
+        return FilesOrigin(source.connection, self.name, address, source.directory)
 
     def open_source(
         self, route: Route, connection: Model, bridge: BridgeSettings
