@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from tests.plugin.installed import require
 
 require()
 
-from tests.e2e.bridge_process import BridgeProcess, write_config  # noqa: E402
+from tests.e2e.bridge_process import BridgeProcess, free_port, write_config  # noqa: E402
 from tests.e2e.jetstream import stream_count  # noqa: E402
 
 pytestmark = pytest.mark.nats
@@ -199,6 +200,66 @@ def test_files_to_jetstream_and_jetstream_to_files(tmp_path: Path, nats_url: str
         bridge.stop()
 
 
+def test_kill_9_while_files_are_held_loses_none_and_exactly_once_duplicates_none(
+    tmp_path: Path, nats_url: str, tag: str
+) -> None:
+    """A file is acked (moved to done/) only after the buffer committed it.
+
+    The first bridge cannot reach NATS: its buffer fills (10 messages) and the route holds
+    the batch it read, un-acked. kill -9 then; the second bridge, with the right NATS URL,
+    must deliver every file exactly once (the id of a file read again is the same, so
+    JetStream drops what it had already) and move every file to done/.
+    """
+    total = 100
+    root = tmp_path / "spool"
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True)
+    for i in range(total):
+        put(inbox, f"k{i:04}.txt", f"kill {i}".encode())
+
+    def config(url: str) -> Path:
+        document = bridge_config(tag, url, root, tmp_path / "data")
+        inbound = document["routes"][0]
+        # batches of 5 (max_in_flight) into a buffer that holds 10: the third is held
+        inbound |= {"delivery": "exactly_once", "max_in_flight": 5, "buffer": {"max_msgs": 10}}
+        document["routes"] = [inbound]
+        return write_config(tmp_path / "bridge.yaml", document)
+
+    route = f"files-in-{tag}"
+    bridge = BridgeProcess(config(f"nats://127.0.0.1:{free_port()}"), tmp_path / "data")
+    try:
+        bridge.start(wait_ready=False)  # its sink never connects: never ready
+
+        def held() -> bool:
+            status, body = bridge.get("/api/routes")
+            if status != 200:
+                return False
+            counters = next(r for r in body["routes"] if r["name"] == route)["counters"]
+            return bool(counters["buffered"] >= 10 and counters["received"] > counters["acked"])
+
+        wait_for("a full buffer holding read files un-acked", held, bridge)
+        bridge.kill()
+        assert len(names(inbox / "done")) <= 10  # only what the buffer took
+
+        bridge.config = config(nats_url)
+        bridge.start()
+        stream = f"PLUGIN_IN_{tag}"
+        wait_for(
+            "every file in done/ and in JetStream",
+            lambda: (
+                len(names(inbox / "done")) == total
+                and asyncio.run(stream_count(nats_url, stream)) >= total
+            ),
+            bridge,
+        )
+        assert bridge.terminate() == 0
+    finally:
+        bridge.stop()
+    assert names(inbox) == []
+    assert names(inbox / "rejected") == []
+    assert asyncio.run(stream_count(nats_url, stream)) == total
+
+
 def natsbridge(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "natsbridge", *args],
@@ -220,3 +281,4 @@ def test_validate_knows_the_files_kind(tmp_path: Path) -> None:
     result = natsbridge("validate", "-c", str(write_config(tmp_path / "typo.yaml", config)))
     assert result.returncode != 0
     assert "did you mean 'files'" in result.stderr, result.stderr
+    assert re.search(r"expected kind one of [a-z, ]*\bfiles\b", result.stderr), result.stderr
