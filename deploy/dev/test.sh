@@ -12,6 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[all,test,dev]'
+# The example connector, installed as a user installs one: not editable (tests/plugin).
+.venv/bin/python -m pip install --quiet ./examples/plugin
 
 # helm and docker compose render the appliance's manifests in tests/deploy; they build from
 # their Go modules (minutes the first time, cached after), beside the brokers' start-up.
