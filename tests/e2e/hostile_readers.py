@@ -136,7 +136,16 @@ def dead_letters(data_dir: Path) -> dict[str, dict[str, str]]:
 
     def cli(*args: str) -> Any:
         done = subprocess.run(
-            [sys.executable, "-m", "natsbridge", "dlq", *args, "--data-dir", str(data_dir), "--json"],
+            [
+                sys.executable,
+                "-m",
+                "natsbridge",
+                "dlq",
+                *args,
+                "--data-dir",
+                str(data_dir),
+                "--json",
+            ],
             capture_output=True,
             timeout=60,
             check=False,
