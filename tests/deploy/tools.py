@@ -102,7 +102,8 @@ def natsbridge_validate(
     config: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`natsbridge validate -c CONFIG` (this interpreter's), failing the test if it refuses."""
-    return run([sys.executable, "-m", "natsbridge", "validate", "-c", str(config)], env=clean_env(env))
+    command = [sys.executable, "-m", "natsbridge", "validate", "-c", str(config)]
+    return run(command, env=clean_env(env))
 
 
 def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
