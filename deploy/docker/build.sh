@@ -76,7 +76,9 @@ for wheel in cache.glob("*.whl"):
     if hashlib.sha256(wheel.read_bytes()).hexdigest() in hashes:
         shutil.copy2(wheel, out / wheel.name)
 EOF
-  (cd "$ROOT" && "$PY" -m pip wheel -q --no-deps --wheel-dir "$DIST/wheelhouse" .)
+  # A fixed timestamp makes the wheel, hence the image layer, the same for the same sources.
+  (cd "$ROOT" && SOURCE_DATE_EPOCH=315532800 \
+    "$PY" -m pip wheel -q --no-deps --wheel-dir "$DIST/wheelhouse" .)
   local own
   own="$(ls "$DIST"/wheelhouse/natsbridge-*.whl)"
   {
@@ -116,7 +118,10 @@ image() {
   local eng base
   eng="$(engine)"
   base="$(base_image "$eng")"
+  local digest
+  digest="$(sha256sum "$DIST/wheelhouse/requirements.txt" | cut -d' ' -f1)"
   local args=(build --network none --build-arg "PYTHON_IMAGE=$base"
+    --build-arg "WHEELHOUSE_SHA256=$digest"
     -f deploy/docker/Dockerfile -t "$IMAGE")
   local flags=()
   if [ "$eng" = podman ]; then

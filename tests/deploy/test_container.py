@@ -8,6 +8,7 @@ podman the tests skip, and fail under CI=true (.ci/run installs it).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import nats
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.deploy.container import Container, build_image, podman
 from tests.deploy.tools import find_tool, run
 from tests.e2e.bridge_process import free_port, write_config
@@ -166,6 +168,11 @@ def test_healthcheck_turns_healthy_as_uid_10001_on_a_read_only_root(
     assert write.returncode != 0 and "Read-only file system" in write.stderr, write
     # The data volume is the one writable place the bridge needs.
     assert bridge.podman("exec", bridge.name, "stat", "-c", "%u", "/var/lib/natsbridge") == "10001"
+    # The image runs this checkout's code, not a layer cached from an older wheelhouse.
+    for module in ("bridge/cli.py", "connectors/amqp/__init__.py", "mappings/__init__.py"):
+        installed = f"/opt/natsbridge/lib/python3.11/site-packages/natsbridge/{module}"
+        digest = bridge.podman("exec", bridge.name, "sha256sum", installed).split()[0]
+        assert digest == hashlib.sha256((REPO_ROOT / module).read_bytes()).hexdigest(), module
     bridge.podman("stop", bridge.name)
     assert bridge.inspect("{{.State.ExitCode}}") == "0", bridge.logs()
 

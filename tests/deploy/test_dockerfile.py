@@ -134,7 +134,8 @@ def test_build_sh_wheels_the_checkout_and_pins_natsbridge_all() -> None:
     includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     assert includes == ["natsbridge*"]
     script = BUILD_SH.read_text()
-    assert f'(cd "$ROOT" && "$PY" -m {WHEEL_COMMAND})' in script
+    assert f'"$PY" -m {WHEEL_COMMAND})' in script
+    assert 'cd "$ROOT" && SOURCE_DATE_EPOCH=' in script  # the same sources, the same wheel
     assert "printf 'natsbridge[all]==%s" in script
     assert "--require-hashes" in script and "--no-index" in script
     lock = (REPO_ROOT / "deploy/docker/requirements.lock").read_text()
@@ -169,6 +170,10 @@ def test_runtime_installs_from_the_wheelhouse_only(
     install = f"{VENV}/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse"
     assert install in runs
     assert "--require-hashes -r /wheelhouse/requirements.txt" in runs
+    # The wheelhouse's digest is in the layer's cache key (a bind mount's content is not).
+    order = [(ins.keyword, ins.value) for ins in dockerfile["runtime"]]
+    assert order.index(("ARG", "WHEELHOUSE_SHA256=unset")) < [k for k, _ in order].index("RUN")
+    assert '--build-arg "WHEELHOUSE_SHA256=$digest"' in BUILD_SH.read_text()
     assert f"{VENV}/bin" in env_of(dockerfile["runtime"])["PATH"].split(":")[0]
     assert not any(ins.keyword == "COPY" for ins in dockerfile["runtime"]), (
         "the image takes nothing but the wheelhouse (through the bind mount)"
