@@ -131,6 +131,8 @@ image() {
   fi
   log "$eng ${flags[*]} ${args[*]} ."
   (cd "$ROOT" && "$eng" "${flags[@]}" "${args[@]}" .)
+  # The images this replaced (untagged now): each holds a venv, and CI builds every run.
+  "$eng" image prune -f --filter label=org.opencontainers.image.title=natsbridge >/dev/null
 }
 
 sbom() {
