@@ -5,8 +5,9 @@
 #   bash deploy/docker/build.sh lock     regenerate deploy/docker/requirements.lock (needs PyPI)
 #
 # 1. Wheelhouse (deploy/docker/dist/wheelhouse): natsbridge's own wheel (`pip wheel .`) and the
-#    wheels pinned with their sha256 in requirements.lock (natsbridge[all], CPython 3.11,
-#    x86_64 manylinux), fetched once into $CACHE/image/wheels and checked against the lock.
+#    wheels pinned with their sha256 in requirements.lock (natsbridge[all]) for the image's
+#    CPython ($IMAGE_PYTHON, 3.11) on this machine's architecture (manylinux), fetched once
+#    into $CACHE/image/wheels and checked against the lock.
 #    dist/wheelhouse/requirements.txt is the lock plus natsbridge's wheel and its hash.
 # 2. Base image: $PYTHON_IMAGE if set; else python:3.11-slim-bookworm if present or pullable;
 #    else localhost/pybase:bookworm, imported from a debootstrap minbase rootfs (cached as
@@ -29,6 +30,7 @@ DIST="$HERE/dist"
 IMAGE="${NATSBRIDGE_IMAGE:-localhost/natsbridge:latest}"
 LOCAL_BASE=localhost/pybase:bookworm
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+IMAGE_PYTHON="${IMAGE_PYTHON:-3.11}" # the base image's Python: bookworm's and python:3.11-slim's
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
@@ -59,7 +61,14 @@ lock() {
 }
 
 wheelhouse() {
-  local wheels="$CACHE/wheels" get=(download -q --no-deps --only-binary=:all: --require-hashes)
+  local wheels="$CACHE/wheels" arch cp
+  arch="$(uname -m)"
+  cp="cp${IMAGE_PYTHON/./}"
+  # The image's interpreter and platform, whatever Python runs this script.
+  local get=(download -q --no-deps --only-binary=:all: --require-hashes
+    --python-version "$IMAGE_PYTHON" --implementation cp --abi "$cp" --abi abi3 --abi none
+    --platform "manylinux_2_28_$arch" --platform "manylinux_2_17_$arch"
+    --platform "manylinux2014_$arch" --platform "manylinux1_$arch" --platform any)
   mkdir -p "$wheels"
   rm -rf "$DIST/wheelhouse"
   mkdir -p "$DIST/wheelhouse"
