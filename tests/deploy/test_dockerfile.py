@@ -1,9 +1,9 @@
-"""deploy/docker/Dockerfile: its stages, user, volume, healthcheck and entrypoint; the wheel its
-build stage makes is this project; hadolint finds nothing.
+"""deploy/docker/Dockerfile: its stage, user, volume, healthcheck and entrypoint; the wheel
+build.sh makes is this project; hadolint finds nothing.
 
-No Docker engine runs here, so the image itself is never built in this suite: the build
-stage is reproduced instead (the files its COPY lines name, then its `pip wheel` command),
-and the HEALTHCHECK's command is run against the real admin server.
+These are the static checks; tests/deploy/test_container.py builds and runs the image with
+podman. Here build.sh's `pip wheel` command is reproduced on a copy of the sources, and the
+HEALTHCHECK's command is run against the real admin server.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -31,6 +32,8 @@ from tests.conftest import REPO_ROOT
 from tests.deploy.tools import find_tool, parse_cli, run
 
 DOCKERFILE = REPO_ROOT / "deploy/docker/Dockerfile"
+BUILD_SH = REPO_ROOT / "deploy/docker/build.sh"
+WHEELHOUSE = "deploy/docker/dist/wheelhouse"  # made by build.sh, bind-mounted by the build
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 PACKAGES = ("bridge", "connectors", "mappings")  # installed as natsbridge.<package>
 SOURCES = ("natsbridge", *PACKAGES)
@@ -114,47 +117,66 @@ def dockerfile() -> dict[str, list[Instruction]]:
     return stages(parse_dockerfile(DOCKERFILE.read_text()))
 
 
-def test_two_stages_from_slim_python_311(dockerfile: dict[str, list[Instruction]]) -> None:
-    assert list(dockerfile) == ["", "build", "runtime"]
+def test_one_stage_from_slim_python_311(dockerfile: dict[str, list[Instruction]]) -> None:
+    assert list(dockerfile) == ["", "runtime"]
     args = dict(ins.value.split("=", 1) for ins in dockerfile[""] if ins.keyword == "ARG")
     base = args["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
-    for name in ("build", "runtime"):
-        image = dockerfile[name][0].value.split()[0]
-        assert image in {"${PYTHON_IMAGE}", base}, f"stage {name} is built FROM {image}"
+    assert dockerfile["runtime"][0].value.split()[0] == "${PYTHON_IMAGE}"
 
 
-def test_build_stage_copies_exactly_the_wheel_sources(
-    dockerfile: dict[str, list[Instruction]],
-) -> None:
+# build.sh's command that makes natsbridge's own wheel, from the repository root.
+WHEEL_COMMAND = 'pip wheel -q --no-deps --wheel-dir "$DIST/wheelhouse" .'
+
+
+def test_build_sh_wheels_the_checkout_and_pins_natsbridge_all() -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     assert includes == ["natsbridge*"]
-    copied = {src.rstrip("/") for src, _ in build_copies(dockerfile)}
-    assert copied == {"pyproject.toml", pyproject["project"]["readme"], *SOURCES}
-    runs = [ins.value for ins in dockerfile["build"] if ins.keyword == "RUN"]
-    assert runs == ["pip wheel --no-deps --wheel-dir /dist ."]
+    script = BUILD_SH.read_text()
+    assert f'"$PY" -m {WHEEL_COMMAND})' in script
+    assert 'cd "$ROOT" && SOURCE_DATE_EPOCH=' in script  # the same sources, the same wheel
+    assert "printf 'natsbridge[all]==%s" in script
+    assert "--require-hashes" in script and "--no-index" in script
+    lock = (REPO_ROOT / "deploy/docker/requirements.lock").read_text()
+    pins = re.findall(r"^([a-z0-9-]+)==\S+ \\$", lock, flags=re.MULTILINE)
+    for requirement in all_requirements(pyproject["project"]):
+        assert re.sub(r"[._]", "-", requirement.name.lower()) in pins, requirement
+    # Every pin carries at least one sha256, so pip --require-hashes accepts the file.
+    hashed = re.findall(r"^[a-z0-9-]+==\S+ \\\n    --hash=sha256:[0-9a-f]{64}", lock, re.MULTILINE)
+    assert len(hashed) == len(pins)
 
 
-def build_copies(dockerfile: dict[str, list[Instruction]]) -> list[tuple[str, str]]:
-    """(source, destination) pairs of the build stage's COPY lines."""
-    pairs: list[tuple[str, str]] = []
-    for ins in dockerfile["build"]:
-        if ins.keyword == "COPY":
-            *sources, dest = shlex.split(ins.value)
-            assert not any(s.startswith("--") for s in sources), ins.value
-            pairs.extend((src, dest) for src in sources)
-    return pairs
+def all_requirements(project: dict[str, Any]) -> list[Requirement]:
+    """natsbridge[all]'s requirements: the base ones and the `all` extra's, expanded."""
+    extras = project.get("optional-dependencies", {})
+    found = [Requirement(r) for r in project["dependencies"]]
+    pending = ["all"] if "all" in extras else []
+    while pending:
+        for requirement in map(Requirement, extras[pending.pop()]):
+            if requirement.name == "natsbridge":
+                pending.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
 
 
-def test_runtime_installs_the_wheel_into_a_venv(dockerfile: dict[str, list[Instruction]]) -> None:
+def test_runtime_installs_from_the_wheelhouse_only(
+    dockerfile: dict[str, list[Instruction]],
+) -> None:
     runs = " ".join(ins.value for ins in dockerfile["runtime"] if ins.keyword == "RUN")
-    assert "--mount=type=bind,from=build,source=/dist,target=/dist" in runs
+    assert f"--mount=type=bind,source={WHEELHOUSE},target=/wheelhouse" in runs
     assert f"python -m venv {VENV}" in runs
-    assert f"{VENV}/bin/pip install --no-cache-dir /dist/natsbridge-*.whl" in runs
+    install = f"{VENV}/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse"
+    assert install in runs
+    assert "--require-hashes -r /wheelhouse/requirements.txt" in runs
+    # The wheelhouse's digest is in the layer's cache key (a bind mount's content is not).
+    order = [(ins.keyword, ins.value) for ins in dockerfile["runtime"]]
+    assert order.index(("ARG", "WHEELHOUSE_SHA256=unset")) < [k for k, _ in order].index("RUN")
+    assert '--build-arg "WHEELHOUSE_SHA256=$digest"' in BUILD_SH.read_text()
     assert f"{VENV}/bin" in env_of(dockerfile["runtime"])["PATH"].split(":")[0]
     assert not any(ins.keyword == "COPY" for ins in dockerfile["runtime"]), (
-        "the runtime stage takes nothing but the wheel (through the bind mount)"
+        "the image takes nothing but the wheelhouse (through the bind mount)"
     )
 
 
@@ -278,44 +300,30 @@ def test_dockerignore_keeps_local_state_out_but_not_the_sources(
         "natsbridge.egg-info",
     ):
         assert ignored(local, patterns), f"{local} would be sent to the Docker daemon"
-    for src, _ in build_copies(dockerfile):
-        assert not ignored(src.rstrip("/"), patterns), f".dockerignore drops {src}"
-        for path in (REPO_ROOT / src).rglob("*.py") if (REPO_ROOT / src).is_dir() else []:
-            relative = path.relative_to(REPO_ROOT).as_posix()
-            assert not ignored(relative, patterns), f".dockerignore drops {relative}"
+    for inside in (WHEELHOUSE, f"{WHEELHOUSE}/requirements.txt", f"{WHEELHOUSE}/x.whl"):
+        assert not ignored(inside, patterns), f".dockerignore drops {inside}"
 
 
-def build_context(dockerfile: dict[str, list[Instruction]], into: Path) -> Path:
-    """What the build stage's WORKDIR holds after its COPY lines (.dockerignore applied)."""
-    patterns = dockerignore_patterns()
+def build_context(into: Path) -> Path:
+    """A copy of what the wheel is made of (the checkout may be edited meanwhile)."""
     workdir = into / "src"
     workdir.mkdir(parents=True)
-    for src, dest in build_copies(dockerfile):
+    for src in ("pyproject.toml", "README.md", *SOURCES):
         source = REPO_ROOT / src
-        target = workdir / dest if dest != "./" else workdir / source.name
         if source.is_dir():
-
-            def skip(directory: str, names: list[str]) -> set[str]:
-                base = Path(directory).relative_to(REPO_ROOT).as_posix()
-                return {n for n in names if ignored(f"{base}/{n}", patterns)}
-
-            shutil.copytree(source, target, ignore=skip)
+            shutil.copytree(source, workdir / src, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(source, target)
+            shutil.copy2(source, workdir / src)
     return workdir
 
 
 @pytest.fixture(scope="module")
-def wheel(
-    dockerfile: dict[str, list[Instruction]], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The wheel the Dockerfile's build stage makes, by its own command, from its own COPYs."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel build.sh makes, by its own command, from a copy of the sources."""
     tmp = tmp_path_factory.mktemp("docker-build")
-    workdir = build_context(dockerfile, tmp)
-    command = shlex.split(one(dockerfile["build"], "RUN").value)
-    assert command[:2] == ["pip", "wheel"]
+    workdir = build_context(tmp)
     dist = tmp / "dist"
-    command = [arg if arg != "/dist" else str(dist) for arg in command]
+    command = shlex.split(WHEEL_COMMAND.replace('"$DIST/wheelhouse"', str(dist)))
     run([sys.executable, "-m", *command], cwd=workdir, timeout=300)
     wheels = list(dist.glob("*.whl"))
     assert len(wheels) == 1, wheels
