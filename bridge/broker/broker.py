@@ -48,6 +48,7 @@ from natsbridge.bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
+from natsbridge.bridge.broker.state import FetchResult
 from natsbridge.bridge.broker.store import MAINTENANCE_INTERVAL_S, Store, decode_headers
 from natsbridge.bridge.envelope import Headers
 from natsbridge.bridge.errors import BridgeError, NotFound, StoreCorrupted, StoreError
@@ -61,22 +62,14 @@ MAX_OPS_PER_CYCLE = 65536  # queue items taken at once (a coalesced burst is one
 
 T = TypeVar("T")
 
-# Operation codes: the first item of every queued tuple; the second is a future or None.
-_PUBLISH = 0
-_ACK = 1
-_CALL = 2
-_FETCH = 3
-_NAK = 4
-_TERM = 5
-_PROGRESS = 6
-_ACK_NAMED = 7
-_CLOSE = 8
-_PUBLISH_BATCH = 9
-_ACK_BATCH = 10
-
-Op = tuple[Any, ...]
-_NO_CALLER = frozenset({_ACK, _ACK_BATCH, _ACK_NAMED, _NAK, _TERM, _PROGRESS})
-"""Operations nobody awaits: kept and applied again when a failed store is reopened."""
+Op = tuple[Callable[..., Any], Any, tuple[Any, ...]]
+"""A queued operation: (method, future, arguments). The writer calls method(store,
+*arguments) and settles the future with the outcome. A None future marks an operation
+nobody awaits (an ack, nak, term): kept and applied again when a failed store is
+reopened. Two methods the writer carries out itself: `_PUBLISH_EACH` (arguments: the
+items and their futures) appends within its batch budget, `_CLOSE` stops it."""
+_PUBLISH_EACH = Store.publish_each  # the publishes of one loop iteration, coalesced
+_CLOSE = Store.close  # commit, answer, stop: the writer then closes the store
 _READS = frozenset({Store.stream_info, Store.streams, Store.consumer_info})
 """Calls a read-only view answers while the store is being reopened."""
 REOPEN_INITIAL_S = 0.1  # first wait before reopening a store after a storage error
@@ -166,18 +159,22 @@ class Msg:
         """Deliver the message again after `delay` seconds (default: at once)."""
         if not self._done:
             self._done = True
-            self._broker._enqueue((_NAK, None, self._handle, self.seq, delay), self.stream)
+            self._broker._enqueue(
+                (Store.nak_handle, None, (self._handle, self.seq, delay)), self.stream
+            )
 
     def term(self, reason: str = "terminated") -> None:
         """Give up on the message: it moves to the stream's dead-letter stream with `reason`."""
         if not self._done:
             self._done = True
-            self._broker._enqueue((_TERM, None, self._handle, self.seq, reason), self.stream)
+            self._broker._enqueue(
+                (Store.term_handle, None, (self._handle, self.seq, reason)), self.stream
+            )
 
     def in_progress(self) -> None:
         """Still working on it: restart the ack wait."""
         if not self._done:
-            self._broker._enqueue((_PROGRESS, None, self._handle, self.seq), None)
+            self._broker._enqueue((Store.in_progress_handle, None, (self._handle, self.seq)), None)
 
     async def ack_sync(self) -> None:
         """ack(), then wait until the ack is durable."""
@@ -251,7 +248,7 @@ class Broker:
         if self._closed:
             return
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._send((_CLOSE, fut))
+        self._send((_CLOSE, fut, ()))
         self._closed = True
         try:
             await fut
@@ -287,17 +284,17 @@ class Broker:
 
     def _send_coalesced(self) -> None:
         if self._publishes:
-            self._put((_PUBLISH_BATCH, None, self._published, self._publishes))
+            self._put((_PUBLISH_EACH, None, (self._publishes, self._published)))
             self._publishes = []
             self._published = []
         if self._acks:
-            self._put((_ACK_BATCH, None, self._acks))
+            self._put((_ack_all, None, (self._acks,)))
             self._acks = []
 
     def _enqueue(self, op: Op, stream: str | None) -> None:
         """Queue a fire-and-forget operation; wake fetchers that may now get a message."""
         if self._closed or self._failure is not None:
-            log.debug("broker closed: dropping %r", op[:1])
+            log.debug("broker closed: dropping %s", op[0].__name__)
             return
         self._send(op)
         if stream is not None:
@@ -323,7 +320,7 @@ class Broker:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` on the writer thread, in order with everything else."""
         fut: asyncio.Future[T] = self._loop.create_future()
-        return cast(T, await self._submit((_CALL, fut, fn, args)))
+        return cast(T, await self._submit((fn, fut, args)))
 
     # ------------------------------------------------------------------ writer thread
 
@@ -393,13 +390,14 @@ class Broker:
                 op = self._queue.get(timeout=left)
             except queue.Empty:
                 break
-            if op[0] in _NO_CALLER:
+            if _no_caller(op):
                 replay.append(op)
                 continue
-            closing = op[0] == _CLOSE
-            futures = op[2] if op[0] == _PUBLISH_BATCH else [op[1]]
-            outcomes = [(fut, None, True) if closing else (fut, error, False) for fut in futures]
-            if op[0] == _CALL and op[2] in _READS:
+            method, fut, args = op
+            closing = method is _CLOSE
+            futures = args[1] if method is _PUBLISH_EACH else [fut]
+            outcomes = [(f, None, True) if closing else (f, error, False) for f in futures]
+            if method in _READS:
                 outcomes = [self._read_committed(op)]
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 self._loop.call_soon_threadsafe(self._resolve, outcomes, set())
@@ -417,7 +415,7 @@ class Broker:
         """
         try:
             with Store.open(self.data_dir, read_only=True) as view:
-                return op[1], op[2](view, *op[3]), True
+                return op[1], op[0](view, *op[2]), True
         except BridgeError as exc:
             return op[1], exc, False
 
@@ -433,8 +431,6 @@ class Broker:
         max_batch = max(self.options.max_batch, 1)
         loop = self._loop
         resolve = self._resolve
-        ack = store.ack_handle
-        publish = store.publish
         publish_each = store.publish_each
         carry, replay[:] = replay[:], []  # operations first in line (left over, replayed)
         while True:
@@ -458,55 +454,37 @@ class Broker:
             budget = max_batch  # messages appended in this transaction
             begun = len(ops)
             for index, op in enumerate(ops):
-                code = op[0]
+                method, fut, args = op
                 try:
-                    if code == _ACK_BATCH:
-                        for handle, seq in op[2]:
-                            ack(handle, seq)
-                    elif code == _PUBLISH_BATCH:
-                        futures, items = op[2], op[3]
+                    if method is _PUBLISH_EACH:
+                        items, futures = args
                         if len(items) > budget:
                             # Commit what fits now; the rest, and everything after it,
                             # goes first in the next transaction (order is kept).
                             carry = [
-                                (_PUBLISH_BATCH, None, futures[budget:], items[budget:]),
+                                (_PUBLISH_EACH, None, (items[budget:], futures[budget:])),
                                 *ops[index + 1 :],
                             ]
-                            futures, items = futures[:budget], items[:budget]
+                            items, futures = items[:budget], futures[:budget]
                         budget -= len(items)
                         try:
                             outcomes = publish_each(items)
                         except BridgeError as exc:
                             outcomes = [exc] * len(items)
-                        for fut, outcome in zip(futures, outcomes, strict=True):
-                            results.append((fut, outcome, type(outcome) is PubAck))
+                        for pub, outcome in zip(futures, outcomes, strict=True):
+                            results.append((pub, outcome, type(outcome) is PubAck))
                         if carry:
                             begun = index + 1
                             break
-                    elif code == _ACK:
-                        ack(op[2], op[3])
-                    elif code == _PUBLISH:
-                        results.append((op[1], publish(*op[2:]), True))
-                    elif code == _FETCH:
-                        handle = store.consumer_handle(op[2], op[3])
-                        results.append((op[1], (handle, store.fetch_from(handle, op[4])), True))
-                    elif code == _CALL:
-                        results.append((op[1], op[2](store, *op[3]), True))
-                    elif code == _NAK:
-                        store.nak_handle(op[2], op[3], op[4])
-                    elif code == _TERM:
-                        store.term_handle(op[2], op[3], op[4])
-                    elif code == _PROGRESS:
-                        store.in_progress_handle(op[2], op[3])
-                    elif code == _ACK_NAMED:
-                        handle = store.consumer_handle(op[2], op[3])
-                        for seq in op[4]:
-                            ack(handle, seq)
-                    elif code == _CLOSE:
-                        closing = op[1]
+                    elif fut is None:
+                        method(store, *args)
+                    elif method is _CLOSE:
+                        closing = fut
+                    else:
+                        results.append((fut, method(store, *args), True))
                 except (BridgeError, ValueError, TypeError) as exc:
-                    if op[1] is not None:
-                        results.append((op[1], exc, False))
+                    if fut is not None:
+                        results.append((fut, exc, False))
                     else:
                         log.warning("broker operation failed: %s", exc)
             failure: StoreError | None = None
@@ -519,7 +497,7 @@ class Broker:
                 # Nothing of this batch is durable: every caller in it gets the error.
                 results = [(fut, exc, False) for fut, _, _ in results]
                 failure = exc
-                replay[:] = [op for op in ops[:begun] if op[0] in _NO_CALLER] + carry
+                replay[:] = [op for op in ops[:begun] if _no_caller(op)] + carry
             appended = store.appended
             store.appended = set()
             if closing is not None and not carry:
@@ -536,13 +514,13 @@ class Broker:
             op = self._queue.get()
             fut = op[1]
             if fut is not None:
-                if op[0] == _CLOSE:
+                if op[0] is _CLOSE:
                     outcome: tuple[Any, bool] = (None, True)
                 else:
                     outcome = (StoreError(f"embedded broker failed: {failure}"), False)
                 with contextlib.suppress(RuntimeError):  # the loop may be closed already
                     self._loop.call_soon_threadsafe(self._resolve, [(fut, *outcome)], set())
-            if op[0] == _CLOSE:
+            if op[0] is _CLOSE:
                 return
 
     def _resolve(
@@ -691,7 +669,7 @@ class Broker:
             self._check()
             gen = signal.gen
             fut: asyncio.Future[Any] = self._loop.create_future()
-            handle, result = await self._submit((_FETCH, fut, stream, consumer, batch))
+            handle, result = await self._submit((_fetch, fut, (stream, consumer, batch)))
             if result.messages:
                 return [Msg(self, handle, stream, consumer, row) for row in result.messages]
             now = time.monotonic()
@@ -714,7 +692,7 @@ class Broker:
 
     def ack(self, stream: str, consumer: str, seqs: Iterable[int]) -> None:
         """Ack delivered messages by sequence (fire and forget, like Msg.ack)."""
-        self._enqueue((_ACK_NAMED, None, stream, consumer, list(seqs)), stream)
+        self._enqueue((_ack_named, None, (stream, consumer, list(seqs))), stream)
 
     async def flush(self) -> None:
         """Wait until every operation queued before this call is committed."""
@@ -743,6 +721,32 @@ class Broker:
 
 def _noop(store: Store) -> None:
     return None
+
+
+def _no_caller(op: Op) -> bool:
+    """Whether nobody awaits `op` (an ack, nak, term: replayed after a reopen)."""
+    return op[1] is None and op[0] is not _PUBLISH_EACH
+
+
+def _ack_all(store: Store, acks: list[tuple[object, int]]) -> None:
+    """Apply the acks of one loop iteration (Msg.ack), coalesced."""
+    ack = store.ack_handle
+    for handle, seq in acks:
+        ack(handle, seq)
+
+
+def _ack_named(store: Store, stream: str, consumer: str, seqs: list[int]) -> None:
+    """Broker.ack: ack by stream, consumer and sequences."""
+    ack = store.ack_handle
+    handle = store.consumer_handle(stream, consumer)
+    for seq in seqs:
+        ack(handle, seq)
+
+
+def _fetch(store: Store, stream: str, consumer: str, batch: int) -> tuple[object, FetchResult]:
+    """Broker.fetch on the writer: the consumer's handle (for acks) and what it got."""
+    handle = store.consumer_handle(stream, consumer)
+    return handle, store.fetch_from(handle, batch)
 
 
 def _as_bytes(payload: object) -> bytes:
