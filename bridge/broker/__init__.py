@@ -31,7 +31,7 @@ Files: ``<data_dir>/buffer.db`` (SQLite, WAL mode) and ``buffer.lock``. Operator
 ``natsbridge dlq ls|show|replay``. Benchmark: ``python -m bench broker``.
 """
 
-from natsbridge.bridge.broker.broker import Broker, BrokerOptions, Msg
+from natsbridge.bridge.broker.broker import Broker, Msg
 from natsbridge.bridge.broker.config import (
     ConsumerConfig,
     ConsumerInfo,
@@ -45,6 +45,7 @@ from natsbridge.bridge.broker.config import (
     Synchronous,
 )
 from natsbridge.bridge.broker.store import Store
+from natsbridge.bridge.broker.writer import BrokerOptions
 
 __all__ = [
     "Broker",
