@@ -175,13 +175,7 @@ class AppendStore(StreamsStore):
         if self._failed is not None or self.read_only:
             self._check_writable()
         out: list[PubAck | BridgeError] = []
-        ids: dict[str, list[str]] = {}
-        for item in items:
-            if item[4] is not None:
-                ids.setdefault(item[0], []).append(item[4])
-        for stream, msg_ids in ids.items():  # one dedup query per stream, not per message
-            if stream in self._streams:
-                self._dedup_lookup(self._streams[stream], msg_ids)
+        self._dedup_prefetch(items)
         now_ns = self._clock.time_ns()
         inserts = self._w.inserts
         dedup_put = self._w.dedup_put
@@ -227,6 +221,18 @@ class AppendStore(StreamsStore):
                 out.append(exc)
             marked = False  # publish() may have flushed and cleared the dirty marks
         return out
+
+    def _dedup_prefetch(
+        self, items: Sequence[tuple[str, str, bytes, Headers | None, str | None]]
+    ) -> None:
+        """Look up the message ids of `items`: one dedup query per stream, not per message."""
+        ids: dict[str, list[str]] = {}
+        for item in items:
+            if item[4] is not None:
+                ids.setdefault(item[0], []).append(item[4])
+        for stream, msg_ids in ids.items():
+            if stream in self._streams:
+                self._dedup_lookup(self._streams[stream], msg_ids)
 
     def publish_many(self, stream: str, messages: Sequence[Outgoing]) -> list[PubAck]:
         """Append `messages` in order, all or none (one error fails the whole batch)."""

@@ -54,6 +54,24 @@ class ConsumeStore(DeadLetterStore):
         now = self._clock.monotonic()
         self._flush()  # evictions buffered so far apply before pending messages are chosen
         self._begin()
+        due = self._take_due(c, now, batch)
+        out: list[DeliveryRow] = []
+        self._flush()
+        self._begin()
+        if due:
+            self._redeliver(c, due, now, out)
+        room = batch - len(out)
+        limit = cfg.in_flight_limit
+        if limit:
+            room = min(room, limit - len(c.pending))  # redelivered ones are still pending
+        if room > 0 and c.delivered < st.last_seq:
+            out.extend(self._deliver_new(c, room, now))
+        wake_at = c.timers[0][0] if c.timers else None
+        return FetchResult(out, wake_at)
+
+    def _take_due(self, c: ConsumerState, now: float, batch: int) -> list[tuple[int, Pending]]:
+        """Up to `batch` pending messages whose ack wait is over (max_deliver: dead letters)."""
+        cfg = c.config
         due: list[tuple[int, Pending]] = []
         timers = c.timers
         while timers and timers[0][0] <= now and len(due) < batch:
@@ -66,66 +84,66 @@ class ConsumeStore(DeadLetterStore):
                 continue
             p.deadline = -1.0  # taken: a stale heap entry with the same deadline is now void
             due.append((seq, p))
-        out: list[DeliveryRow] = []
-        self._flush()
-        self._begin()
-        if due:
-            rows = self._read_seqs(st.id, [seq for seq, _ in due])
-            for seq, p in due:
-                row = rows.get(seq)
-                if row is None:  # removed by limits meanwhile
-                    c.pending.pop(seq, None)
-                    self._forget_deliveries(c, seq, p)
-                    self._mark_consumer(c)
-                    continue
-                p.deliveries += 1
-                p.deadline = now + cfg.wait_after(p.deliveries)
-                c.schedule(seq, p)
-                self._w.redeliv_put[(c.id, seq)] = p.deliveries
-                c.redelivered += 1
+        return due
+
+    def _redeliver(
+        self, c: ConsumerState, due: list[tuple[int, Pending]], now: float, out: list[DeliveryRow]
+    ) -> None:
+        """Hand out `due` again (into `out`), counting the delivery."""
+        cfg = c.config
+        rows = self._read_seqs(c.stream.id, [seq for seq, _ in due])
+        for seq, p in due:
+            row = rows.get(seq)
+            if row is None:  # removed by limits meanwhile
+                c.pending.pop(seq, None)
+                self._forget_deliveries(c, seq, p)
                 self._mark_consumer(c)
-                out.append((*row, p.deliveries))
-        room = batch - len(out)
-        limit = cfg.in_flight_limit
-        if limit:
-            room = min(room, limit - len(c.pending))  # redelivered ones are still pending
-        if room > 0 and c.delivered < st.last_seq:
-            # The constant 1 is the delivery count: rows come back as DeliveryRow as they are.
-            if cfg.filter_subject is None:
-                cur = self._conn.execute(
-                    f"SELECT {ROW_SQL}, 1 FROM messages WHERE stream=? AND seq>? "
-                    "ORDER BY seq LIMIT ?",
-                    (st.id, c.delivered, room),
-                )
-            else:
-                cur = self._conn.execute(
-                    f"SELECT {ROW_SQL}, 1 FROM messages WHERE stream=? AND seq>? "
-                    "AND subject_matches(?, subject) ORDER BY seq LIMIT ?",
-                    (st.id, c.delivered, cfg.filter_subject, room),
-                )
-            rows_new: list[DeliveryRow] = cur.fetchall()
-            deadline = now + cfg.wait_after(1)
-            pending = c.pending
-            timers = c.timers
-            push = heapq.heappush
-            for new in rows_new:
-                seq = new[0]
-                headers = new[4]
-                pending[seq] = Pending(
-                    1,
-                    deadline,
-                    len(new[5]) + len(new[2]) + (len(headers) if headers is not None else 0),
-                )
-                push(timers, (deadline, seq))
-            out.extend(rows_new)
-            c.compact()
-            if len(rows_new) < room:
-                c.delivered = st.last_seq  # nothing (matching) left: skip past the rest
-            else:
-                c.delivered = rows_new[-1][0]
+                continue
+            p.deliveries += 1
+            p.deadline = now + cfg.wait_after(p.deliveries)
+            c.schedule(seq, p)
+            self._w.redeliv_put[(c.id, seq)] = p.deliveries
+            c.redelivered += 1
             self._mark_consumer(c)
-        wake_at = c.timers[0][0] if c.timers else None
-        return FetchResult(out, wake_at)
+            out.append((*row, p.deliveries))
+
+    def _deliver_new(self, c: ConsumerState, room: int, now: float) -> list[DeliveryRow]:
+        """Up to `room` messages past the consumer's cursor, now pending."""
+        cfg = c.config
+        st = c.stream
+        # The constant 1 is the delivery count: rows come back as DeliveryRow as they are.
+        if cfg.filter_subject is None:
+            cur = self._conn.execute(
+                f"SELECT {ROW_SQL}, 1 FROM messages WHERE stream=? AND seq>? ORDER BY seq LIMIT ?",
+                (st.id, c.delivered, room),
+            )
+        else:
+            cur = self._conn.execute(
+                f"SELECT {ROW_SQL}, 1 FROM messages WHERE stream=? AND seq>? "
+                "AND subject_matches(?, subject) ORDER BY seq LIMIT ?",
+                (st.id, c.delivered, cfg.filter_subject, room),
+            )
+        rows_new: list[DeliveryRow] = cur.fetchall()
+        deadline = now + cfg.wait_after(1)
+        pending = c.pending
+        timers = c.timers
+        push = heapq.heappush
+        for new in rows_new:
+            seq = new[0]
+            headers = new[4]
+            pending[seq] = Pending(
+                1,
+                deadline,
+                len(new[5]) + len(new[2]) + (len(headers) if headers is not None else 0),
+            )
+            push(timers, (deadline, seq))
+        c.compact()
+        if len(rows_new) < room:
+            c.delivered = st.last_seq  # nothing (matching) left: skip past the rest
+        else:
+            c.delivered = rows_new[-1][0]
+        self._mark_consumer(c)
+        return rows_new
 
     def _read_seqs(
         self, sid: int, seqs: list[int]

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from natsbridge.bridge.broker.append import AppendStore
 from natsbridge.bridge.broker.config import (
     PubAck,
+    StoredMessage,
     StreamConfig,
 )
 from natsbridge.bridge.broker.schema import (
@@ -136,16 +137,20 @@ class DeadLetterStore(AppendStore):
             for m in batch:
                 if wanted is not None and m.seq not in wanted:
                     continue
-                origin = m.headers.get(BRIDGE_DEAD_LETTER_STREAM, [None])[0]
-                if origin is None or BRIDGE_DEAD_LETTER_SEQ not in m.headers:
-                    continue
-                target = self._stream(origin)
-                headers = {k: v for k, v in m.headers.items() if k not in DEAD_LETTER_HEADERS}
-                hdr = encode_headers(headers)
-                self._check_room(target, 1, stored_size(m.subject, hdr, m.payload))
-                seq = self._append(
-                    target, m.subject, m.payload, hdr, m.msg_id, self._clock.time_ns()
-                )
-                self.delete_message(dlq.config.name, m.seq)
-                moved.append(PubAck(origin, seq))
+                ack = self._replay_one(dlq.config.name, m)
+                if ack is not None:
+                    moved.append(ack)
         return moved
+
+    def _replay_one(self, dead_letters: str, m: StoredMessage) -> PubAck | None:
+        """Move dead letter `m` back into its stream; None if it was never in one."""
+        origin = m.headers.get(BRIDGE_DEAD_LETTER_STREAM, [None])[0]
+        if origin is None or BRIDGE_DEAD_LETTER_SEQ not in m.headers:
+            return None
+        target = self._stream(origin)
+        headers = {k: v for k, v in m.headers.items() if k not in DEAD_LETTER_HEADERS}
+        hdr = encode_headers(headers)
+        self._check_room(target, 1, stored_size(m.subject, hdr, m.payload))
+        seq = self._append(target, m.subject, m.payload, hdr, m.msg_id, self._clock.time_ns())
+        self.delete_message(dead_letters, m.seq)
+        return PubAck(origin, seq)

@@ -245,6 +245,23 @@ def create_database(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def create_missing(path: Path) -> None:
+    """Create the store at `path` unless it exists; never beside a left-over write-ahead log."""
+    if path.exists():
+        return
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise corrupted(
+            path,
+            f"the file is missing but its write-ahead log {wal.name} is not; "
+            "a new store beside it could replay that log",
+        )
+    try:
+        create_database(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot create buffer database {path}: {exc}") from None
+
+
 def check_header(path: Path) -> None:
     try:
         size = path.stat().st_size

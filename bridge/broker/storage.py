@@ -24,7 +24,7 @@ from natsbridge.bridge.broker.schema import (
     chunks,
     connect,
     corrupted,
-    create_database,
+    create_missing,
     is_corruption,
     lock_data_dir,
     prepare_data_dir,
@@ -103,18 +103,7 @@ class StoreCore:
         if not read_only:
             lock = lock_data_dir(data_dir)
         try:
-            if not path.exists():
-                wal = Path(f"{path}-wal")
-                if wal.exists() and wal.stat().st_size > 0:
-                    raise corrupted(
-                        path,
-                        f"the file is missing but its write-ahead log {wal.name} is not; "
-                        "a new store beside it could replay that log",
-                    )
-                try:
-                    create_database(path)
-                except (OSError, sqlite3.Error) as exc:
-                    raise StoreError(f"cannot create buffer database {path}: {exc}") from None
+            create_missing(path)
             check_header(path)
             conn = connect(path, synchronous, read_only)
             store = cls(conn, path, clock, lock, read_only)
@@ -308,6 +297,13 @@ class StoreCore:
                 sql = values_sql("INSERT OR REPLACE INTO dedup VALUES", 4, n, self._sql)
                 conn.execute(sql, [v for row in rows[start : start + n] for v in row])
             rows.clear()
+        self._flush_consumers(conn)
+        if w.redeliv_del or w.redeliv_put:
+            self._flush_redeliveries(conn)
+        self._flush_counters(conn)
+
+    def _flush_consumers(self, conn: sqlite3.Connection) -> None:
+        """Write each changed consumer's cursor, ack floor and counters (and acks)."""
         for c in self._dirty_consumers.values():
             if c.deleted:
                 continue
@@ -327,6 +323,10 @@ class StoreCore:
             )
             c.dirty = False
         self._dirty_consumers.clear()
+
+    def _flush_redeliveries(self, conn: sqlite3.Connection) -> None:
+        """Write the delivery counts above one, and drop those of settled messages."""
+        w = self._w
         if w.redeliv_del:
             conn.executemany("DELETE FROM redeliveries WHERE consumer=? AND seq=?", w.redeliv_del)
             w.redeliv_del = []
@@ -336,6 +336,9 @@ class StoreCore:
                 [(cid, seq, n) for (cid, seq), n in w.redeliv_put.items()],
             )
             w.redeliv_put = {}
+
+    def _flush_counters(self, conn: sqlite3.Connection) -> None:
+        """Write each changed stream's last_seq and msgs/bytes counters."""
         for st in self._dirty_streams.values():
             if st.deleted:
                 continue

@@ -15,6 +15,9 @@ from natsbridge.bridge.runtime.settle import SettlePolicy
 
 PIPELINE = 2  # delivery windows in flight at once, max_in_flight messages in all
 
+Window = tuple[Sequence[Buffered], asyncio.Future[list[BaseException | None]]]
+"""Buffered messages on the wire as one batch, and the future of their outcomes."""
+
 
 class Deliver(SettlePolicy):
     """The deliver task of a buffered route: buffer -> sink, in pipelined windows."""
@@ -37,8 +40,7 @@ class Deliver(SettlePolicy):
         buffer = self.buffer
         depth = min(PIPELINE, self.route.spec.max_in_flight)
         window = self.route.spec.max_in_flight // depth
-        sending: deque[tuple[Sequence[Buffered], asyncio.Future[list[BaseException | None]]]]
-        sending = deque()
+        sending: deque[Window] = deque()
         take = partial(self._retry_store, partial(buffer.take, window, RECEIVE_TIMEOUT_S))
         taking = asyncio.ensure_future(take())
         try:
@@ -65,17 +67,25 @@ class Deliver(SettlePolicy):
                 if all(result is None for result in results):
                     await self._settle_until_done(items, results)
                     continue
-                # A failure: settle the windows in flight, then retry all that failed, in order.
-                everything, outcomes = list(items), list(results)
-                while sending:
-                    later, later_results = sending.popleft()
-                    everything.extend(later)
-                    outcomes.extend(await later_results)
-                await self._settle_until_done(everything, outcomes)
+                await self._settle_after_failure(items, results, sending)
         finally:
             taking.cancel()
             for _, pending in sending:
                 pending.cancel()
+
+    async def _settle_after_failure(
+        self,
+        items: Sequence[Buffered],
+        results: Sequence[BaseException | None],
+        sending: deque[Window],
+    ) -> None:
+        """A failure: settle the windows in flight, then retry all that failed, in order."""
+        everything, outcomes = list(items), list(results)
+        while sending:
+            later, later_results = sending.popleft()
+            everything.extend(later)
+            outcomes.extend(await later_results)
+        await self._settle_until_done(everything, outcomes)
 
     def _send(self, items: Sequence[Buffered]) -> asyncio.Future[list[BaseException | None]]:
         self.stats.in_flight += len(items)

@@ -44,15 +44,8 @@ class SettlePolicy(RouteEndpoints):
         alone = False  # `pending` is one message sent alone on a fresh connection
         while True:
             retry, lost = await self._settle_outcomes(pending, outcomes, failures)
-            if alone and lost is not None and retry:
-                [suspect] = retry
-                times = strikes[suspect.seq] = strikes.get(suspect.seq, 0) + 1
-                if times >= self.route.spec.retry.poison_after:
-                    reason = (
-                        f"poison: lost the connection all {times} times it was sent alone: {lost}"
-                    )
-                    await self._dead_letter_buffered(suspect, reason, "poison")
-                    retry = []
+            if alone and lost is not None and retry and await self._poison(retry, lost, strikes):
+                retry = []
             waiting = retry + waiting
             if not waiting:
                 return
@@ -67,6 +60,26 @@ class SettlePolicy(RouteEndpoints):
             pending, waiting = (waiting[:1], waiting[1:]) if alone else (waiting, [])
             outcomes = await self.sink.send_batch([item.envelope for item in pending])
 
+    async def _poison(
+        self, retry: list[Buffered], lost: ConnectionLost, strikes: dict[int, int]
+    ) -> bool:
+        """One more strike for the message sent alone; True once dead-lettered as poison."""
+        [suspect] = retry
+        times = strikes[suspect.seq] = strikes.get(suspect.seq, 0) + 1
+        if times < self.route.spec.retry.poison_after:
+            return False
+        reason = f"poison: lost the connection all {times} times it was sent alone: {lost}"
+        await self._dead_letter_buffered(suspect, reason, "poison")
+        return True
+
+    async def _settle_confirmed(self, done: list[Buffered]) -> None:
+        """Settle what the sink confirmed in the buffer, and count it delivered."""
+        assert self.buffer is not None
+        await self.buffer.settle([item.seq for item in done])
+        self.stats.in_flight -= len(done)
+        self._count_delivered([item.envelope for item in done])
+        self._backoff["sink"].reset()  # the sink's connection works
+
     async def _settle_outcomes(
         self,
         items: Sequence[Buffered],
@@ -77,10 +90,7 @@ class SettlePolicy(RouteEndpoints):
         assert self.buffer is not None
         done = [item for item, result in zip(items, results, strict=True) if result is None]
         if done:
-            await self.buffer.settle([item.seq for item in done])
-            self.stats.in_flight -= len(done)
-            self._count_delivered([item.envelope for item in done])
-            self._backoff["sink"].reset()  # the sink's connection works
+            await self._settle_confirmed(done)
         if len(done) == len(items):
             return [], None
         retry: list[Buffered] = []
