@@ -1,9 +1,8 @@
 """The embedded broker: JetStream-style durable streams and pull consumers on SQLite.
 
 The bridge's default buffer. `Broker` is the asyncio API the runtime uses; `Store` is
-its synchronous core (schema and reasons in bridge.broker.store); `Router` fans
-messages out inside the process, core-NATS style; bridge.broker.commands holds the
-operator commands.
+its synchronous core (its layers in bridge.broker.store, the file and its schema in
+bridge.broker.schema); bridge.broker.commands holds the operator commands.
 
     broker = await Broker.open(data_dir)
     await broker.add_stream(StreamConfig("orders", retention=Retention.WORKQUEUE,
@@ -32,7 +31,7 @@ Files: ``<data_dir>/buffer.db`` (SQLite, WAL mode) and ``buffer.lock``. Operator
 ``natsbridge dlq ls|show|replay``. Benchmark: ``python -m bench broker``.
 """
 
-from natsbridge.bridge.broker.broker import Broker, BrokerOptions, Msg
+from natsbridge.bridge.broker.broker import Broker, Msg
 from natsbridge.bridge.broker.config import (
     ConsumerConfig,
     ConsumerInfo,
@@ -45,8 +44,8 @@ from natsbridge.bridge.broker.config import (
     StreamInfo,
     Synchronous,
 )
-from natsbridge.bridge.broker.router import Router, Subscription
 from natsbridge.bridge.broker.store import Store
+from natsbridge.bridge.broker.writer import BrokerOptions
 
 __all__ = [
     "Broker",
@@ -58,11 +57,9 @@ __all__ = [
     "Outgoing",
     "PubAck",
     "Retention",
-    "Router",
     "Store",
     "StoredMessage",
     "StreamConfig",
     "StreamInfo",
-    "Subscription",
     "Synchronous",
 ]

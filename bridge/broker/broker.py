@@ -1,7 +1,8 @@
 """The embedded broker's asyncio API: one writer thread, group commit, batched wake-ups.
 
-Lifecycle: `broker = await Broker.open(data_dir)` starts the writer thread, which opens
-the `Store` (bridge.broker.store) and owns it until `await broker.close()`. Every call
+Lifecycle: `broker = await Broker.open(data_dir)` starts the writer thread (its code is
+in bridge.broker.writer, the base class of `Broker`), which opens the `Store`
+(bridge.broker.store) and owns it until `await broker.close()`. Every call
 becomes an operation on a queue; the writer takes everything queued (up to
 `BrokerOptions.max_batch` operations), applies it to the store, commits once, and then
 resolves all the callers' futures with a single `call_soon_threadsafe`. So:
@@ -34,7 +35,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -46,52 +46,24 @@ from natsbridge.bridge.broker.config import (
     StoredMessage,
     StreamConfig,
     StreamInfo,
-    Synchronous,
 )
-from natsbridge.bridge.broker.store import MAINTENANCE_INTERVAL_S, Store, decode_headers
+from natsbridge.bridge.broker.state import FetchResult
+from natsbridge.bridge.broker.store import Store, decode_headers
+from natsbridge.bridge.broker.writer import (
+    CLOSE,
+    PUBLISH_EACH,
+    BrokerOptions,
+    Op,
+    Signal,
+    Writer,
+)
 from natsbridge.bridge.envelope import Headers
-from natsbridge.bridge.errors import BridgeError, NotFound, StoreCorrupted, StoreError
+from natsbridge.bridge.errors import NotFound, StoreError
 from natsbridge.mappings.subjects import Sublist
 
 log = logging.getLogger("natsbridge.broker")
 
-DEFAULT_MAX_BATCH = 8192
-"""Most messages the writer appends in one transaction."""
-MAX_OPS_PER_CYCLE = 65536  # queue items taken at once (a coalesced burst is one item)
-
 T = TypeVar("T")
-
-# Operation codes: the first item of every queued tuple; the second is a future or None.
-_PUBLISH = 0
-_ACK = 1
-_CALL = 2
-_FETCH = 3
-_NAK = 4
-_TERM = 5
-_PROGRESS = 6
-_ACK_NAMED = 7
-_CLOSE = 8
-_PUBLISH_BATCH = 9
-_ACK_BATCH = 10
-
-Op = tuple[Any, ...]
-_NO_CALLER = frozenset({_ACK, _ACK_BATCH, _ACK_NAMED, _NAK, _TERM, _PROGRESS})
-"""Operations nobody awaits: kept and applied again when a failed store is reopened."""
-_READS = frozenset({Store.stream_info, Store.streams, Store.consumer_info})
-"""Calls a read-only view answers while the store is being reopened."""
-REOPEN_INITIAL_S = 0.1  # first wait before reopening a store after a storage error
-REOPEN_MAX_S = 5.0  # longest wait between attempts (a freed disk is noticed this soon)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerOptions:
-    """How the broker runs its store.
-
-    `synchronous` other than FULL gives up durability on power loss: benchmarks only.
-    """
-
-    synchronous: Synchronous = Synchronous.FULL
-    max_batch: int = DEFAULT_MAX_BATCH
 
 
 class Msg:
@@ -166,18 +138,22 @@ class Msg:
         """Deliver the message again after `delay` seconds (default: at once)."""
         if not self._done:
             self._done = True
-            self._broker._enqueue((_NAK, None, self._handle, self.seq, delay), self.stream)
+            self._broker._enqueue(
+                (Store.nak_handle, None, (self._handle, self.seq, delay)), self.stream
+            )
 
     def term(self, reason: str = "terminated") -> None:
         """Give up on the message: it moves to the stream's dead-letter stream with `reason`."""
         if not self._done:
             self._done = True
-            self._broker._enqueue((_TERM, None, self._handle, self.seq, reason), self.stream)
+            self._broker._enqueue(
+                (Store.term_handle, None, (self._handle, self.seq, reason)), self.stream
+            )
 
     def in_progress(self) -> None:
         """Still working on it: restart the ack wait."""
         if not self._done:
-            self._broker._enqueue((_PROGRESS, None, self._handle, self.seq), None)
+            self._broker._enqueue((Store.in_progress_handle, None, (self._handle, self.seq)), None)
 
     async def ack_sync(self) -> None:
         """ack(), then wait until the ack is durable."""
@@ -185,29 +161,12 @@ class Msg:
         await self._broker.flush()
 
 
-class _Signal:
-    """Wakes fetchers waiting on a stream: `gen` counts the notifications."""
-
-    __slots__ = ("gen", "waiters")
-
-    def __init__(self) -> None:
-        self.gen = 0
-        self.waiters: list[asyncio.Future[None]] = []
-
-    def notify(self) -> None:
-        self.gen += 1
-        waiters, self.waiters = self.waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-
 def _resolve_later(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
 
-class Broker:
+class Broker(Writer):
     """JetStream-style durable streams and pull consumers on SQLite, for one process."""
 
     def __init__(self, data_dir: Path, options: BrokerOptions) -> None:
@@ -215,7 +174,7 @@ class Broker:
         self.data_dir = data_dir
         self.options = options
         self._loop = asyncio.get_running_loop()
-        self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._queue = queue.SimpleQueue()
         self._put = self._queue.put
         # Publishes and acks made during one loop iteration travel as one operation,
         # sent by a callback at the end of the iteration: one queue item and one writer
@@ -225,9 +184,9 @@ class Broker:
         self._acks: list[tuple[object, int]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._failure: BaseException | None = None
+        self._failure = None
         self._unavailable = False  # between a storage error and the next commit that works
-        self._signals: dict[str, _Signal] = {}
+        self._signals = {}
         self._subjects: Sublist[str] = Sublist()
         self._configs: dict[str, StreamConfig] = {}
 
@@ -251,7 +210,7 @@ class Broker:
         if self._closed:
             return
         fut: asyncio.Future[None] = self._loop.create_future()
-        self._send((_CLOSE, fut))
+        self._send((CLOSE, fut, ()))
         self._closed = True
         try:
             await fut
@@ -287,17 +246,17 @@ class Broker:
 
     def _send_coalesced(self) -> None:
         if self._publishes:
-            self._put((_PUBLISH_BATCH, None, self._published, self._publishes))
+            self._put((PUBLISH_EACH, None, (self._publishes, self._published)))
             self._publishes = []
             self._published = []
         if self._acks:
-            self._put((_ACK_BATCH, None, self._acks))
+            self._put((_ack_all, None, (self._acks,)))
             self._acks = []
 
     def _enqueue(self, op: Op, stream: str | None) -> None:
         """Queue a fire-and-forget operation; wake fetchers that may now get a message."""
         if self._closed or self._failure is not None:
-            log.debug("broker closed: dropping %r", op[:1])
+            log.debug("broker closed: dropping %s", op[0].__name__)
             return
         self._send(op)
         if stream is not None:
@@ -323,247 +282,7 @@ class Broker:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` on the writer thread, in order with everything else."""
         fut: asyncio.Future[T] = self._loop.create_future()
-        return cast(T, await self._submit((_CALL, fut, fn, args)))
-
-    # ------------------------------------------------------------------ writer thread
-
-    def _run(self, opened: asyncio.Future[list[StreamConfig]]) -> None:
-        loop = self._loop
-        try:
-            first = Store.open(self.data_dir, synchronous=self.options.synchronous)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(_set_exception, opened, exc)
-            return
-        loop.call_soon_threadsafe(_set_result, opened, first.stream_configs())
-        store: Store | None = first
-        replay: list[Op] = []  # operations to apply first, after a reopen
-        while store is not None:
-            failure: StoreError | None = None
-            try:
-                failure = self._serve(store, replay)
-            except BaseException as exc:  # a bug: fail loudly rather than hang callers
-                log.exception("embedded broker writer stopped")
-                self._failure = self._failure or exc
-            finally:
-                with contextlib.suppress(Exception):
-                    store.close()
-            if isinstance(failure, StoreCorrupted):
-                self._failure = failure
-            if failure is None or self._failure is not None:
-                break
-            store = self._reopen(store, failure, replay)
-        if self._failure is not None:
-            self._serve_failed(self._failure)
-
-    def _reopen(self, old: Store, failure: StoreError, replay: list[Op]) -> Store | None:
-        """After a storage error (disk full, I/O error): reopen the store at its last commit.
-
-        Retried with back-off until it opens; meanwhile writes and fetches get StoreError
-        at once (the runtime holds its source back and retries), while acks, naks and
-        terms, which have no caller to tell, wait in `replay` for the reopened store.
-        Counters and infos are answered from the last commit, so gauges stay true.
-        None when the broker is closed meanwhile or the file turns out damaged.
-        """
-        if not self._unavailable:  # once per outage, not once per attempt
-            self._unavailable = True
-            log.error(
-                "embedded buffer unavailable, reopening it until it works: %s",
-                failure,
-                extra={"event": "buffer_unavailable"},
-            )
-        delay = REOPEN_INITIAL_S
-        while not self._answer_until(time.monotonic() + delay, failure, replay):
-            try:
-                store = Store.open(self.data_dir, synchronous=self.options.synchronous)
-            except StoreCorrupted as exc:
-                self._failure = exc
-                return None
-            except StoreError as exc:
-                failure, delay = exc, min(delay * 2, REOPEN_MAX_S)
-                continue
-            store.keep_deliveries(old)
-            return store
-        return None
-
-    def _answer_until(self, deadline: float, failure: StoreError, replay: list[Op]) -> bool:
-        """Answer operations until `deadline`; True once closed."""
-        error = StoreError(f"embedded buffer unavailable: {failure}")
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                op = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if op[0] in _NO_CALLER:
-                replay.append(op)
-                continue
-            closing = op[0] == _CLOSE
-            futures = op[2] if op[0] == _PUBLISH_BATCH else [op[1]]
-            outcomes = [(fut, None, True) if closing else (fut, error, False) for fut in futures]
-            if op[0] == _CALL and op[2] in _READS:
-                outcomes = [self._read_committed(op)]
-            with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                self._loop.call_soon_threadsafe(self._resolve, outcomes, set())
-            if closing:
-                return True
-        return False
-
-    def _read_committed(self, op: Op) -> tuple[asyncio.Future[Any], Any, bool]:
-        """Answer a read from a read-only view of the last commit, opened for it alone.
-
-        Never kept open while the store is reopened: opening checks the file's header
-        with a plain open() and close(), and closing any descriptor of the file drops
-        every POSIX lock this process holds on it, including SQLite's own; another
-        process could then delete the write-ahead log that a connection here still uses.
-        """
-        try:
-            with Store.open(self.data_dir, read_only=True) as view:
-                return op[1], op[2](view, *op[3]), True
-        except BridgeError as exc:
-            return op[1], exc, False
-
-    def _serve(self, store: Store, replay: list[Op]) -> StoreError | None:
-        """Apply queued operations in batches, one commit per batch, until close or failure.
-
-        Returns the storage error that stopped it (None once closed); `replay` then holds
-        the operations without a caller to tell (acks, naks, terms) and those not begun.
-        """
-        get = self._queue.get
-        get_nowait = self._queue.get_nowait
-        empty = self._queue.empty
-        max_batch = max(self.options.max_batch, 1)
-        loop = self._loop
-        resolve = self._resolve
-        ack = store.ack_handle
-        publish = store.publish
-        publish_each = store.publish_each
-        carry, replay[:] = replay[:], []  # operations first in line (left over, replayed)
-        while True:
-            if carry:
-                ops, carry = carry, []
-            else:
-                try:
-                    ops = [get(timeout=MAINTENANCE_INTERVAL_S)]
-                except queue.Empty:
-                    try:
-                        store.maintain(idle=True)
-                        store.commit()
-                    except StoreError as exc:
-                        return exc
-                    continue
-            with contextlib.suppress(queue.Empty):
-                while len(ops) < MAX_OPS_PER_CYCLE:
-                    ops.append(get_nowait())
-            results: list[tuple[asyncio.Future[Any], Any, bool]] = []
-            closing: asyncio.Future[Any] | None = None
-            budget = max_batch  # messages appended in this transaction
-            begun = len(ops)
-            for index, op in enumerate(ops):
-                code = op[0]
-                try:
-                    if code == _ACK_BATCH:
-                        for handle, seq in op[2]:
-                            ack(handle, seq)
-                    elif code == _PUBLISH_BATCH:
-                        futures, items = op[2], op[3]
-                        if len(items) > budget:
-                            # Commit what fits now; the rest, and everything after it,
-                            # goes first in the next transaction (order is kept).
-                            carry = [
-                                (_PUBLISH_BATCH, None, futures[budget:], items[budget:]),
-                                *ops[index + 1 :],
-                            ]
-                            futures, items = futures[:budget], items[:budget]
-                        budget -= len(items)
-                        try:
-                            outcomes = publish_each(items)
-                        except BridgeError as exc:
-                            outcomes = [exc] * len(items)
-                        for fut, outcome in zip(futures, outcomes, strict=True):
-                            results.append((fut, outcome, type(outcome) is PubAck))
-                        if carry:
-                            begun = index + 1
-                            break
-                    elif code == _ACK:
-                        ack(op[2], op[3])
-                    elif code == _PUBLISH:
-                        results.append((op[1], publish(*op[2:]), True))
-                    elif code == _FETCH:
-                        handle = store.consumer_handle(op[2], op[3])
-                        results.append((op[1], (handle, store.fetch_from(handle, op[4])), True))
-                    elif code == _CALL:
-                        results.append((op[1], op[2](store, *op[3]), True))
-                    elif code == _NAK:
-                        store.nak_handle(op[2], op[3], op[4])
-                    elif code == _TERM:
-                        store.term_handle(op[2], op[3], op[4])
-                    elif code == _PROGRESS:
-                        store.in_progress_handle(op[2], op[3])
-                    elif code == _ACK_NAMED:
-                        handle = store.consumer_handle(op[2], op[3])
-                        for seq in op[4]:
-                            ack(handle, seq)
-                    elif code == _CLOSE:
-                        closing = op[1]
-                except (BridgeError, ValueError, TypeError) as exc:
-                    if op[1] is not None:
-                        results.append((op[1], exc, False))
-                    else:
-                        log.warning("broker operation failed: %s", exc)
-            failure: StoreError | None = None
-            try:
-                store.maintain(idle=empty())
-                if store.commit() and self._unavailable:
-                    self._unavailable = False
-                    log.warning("embedded buffer writes again", extra={"event": "buffer_recovered"})
-            except StoreError as exc:
-                # Nothing of this batch is durable: every caller in it gets the error.
-                results = [(fut, exc, False) for fut, _, _ in results]
-                failure = exc
-                replay[:] = [op for op in ops[:begun] if op[0] in _NO_CALLER] + carry
-            appended = store.appended
-            store.appended = set()
-            if closing is not None and not carry:
-                results.append((closing, None, True))
-            loop.call_soon_threadsafe(resolve, results, appended)
-            if closing is not None:
-                return None
-            if failure is not None:
-                return failure
-
-    def _serve_failed(self, failure: BaseException) -> None:
-        """After a failure: answer every operation with StoreError until close."""
-        while True:
-            op = self._queue.get()
-            fut = op[1]
-            if fut is not None:
-                if op[0] == _CLOSE:
-                    outcome: tuple[Any, bool] = (None, True)
-                else:
-                    outcome = (StoreError(f"embedded broker failed: {failure}"), False)
-                with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                    self._loop.call_soon_threadsafe(self._resolve, [(fut, *outcome)], set())
-            if op[0] == _CLOSE:
-                return
-
-    def _resolve(
-        self, results: list[tuple[asyncio.Future[Any], Any, bool]], appended: set[str]
-    ) -> None:
-        """On the loop: settle a whole batch of callers at once, then wake fetchers."""
-        for fut, value, ok in results:
-            if fut.done():
-                continue  # cancelled meanwhile
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-        signals = self._signals
-        for name in appended:
-            signal = signals.get(name)
-            if signal is not None:
-                signal.notify()
-        if self._failure is not None:
-            for signal in signals.values():
-                signal.notify()
+        return cast(T, await self._submit((fn, fut, args)))
 
     # ------------------------------------------------------------------ streams and consumers
 
@@ -686,12 +405,12 @@ class Broker:
         deadline = time.monotonic() + timeout
         signal = self._signals.get(stream)
         if signal is None:
-            signal = self._signals[stream] = _Signal()
+            signal = self._signals[stream] = Signal()
         while True:
             self._check()
             gen = signal.gen
             fut: asyncio.Future[Any] = self._loop.create_future()
-            handle, result = await self._submit((_FETCH, fut, stream, consumer, batch))
+            handle, result = await self._submit((_fetch, fut, (stream, consumer, batch)))
             if result.messages:
                 return [Msg(self, handle, stream, consumer, row) for row in result.messages]
             now = time.monotonic()
@@ -714,7 +433,7 @@ class Broker:
 
     def ack(self, stream: str, consumer: str, seqs: Iterable[int]) -> None:
         """Ack delivered messages by sequence (fire and forget, like Msg.ack)."""
-        self._enqueue((_ACK_NAMED, None, stream, consumer, list(seqs)), stream)
+        self._enqueue((_ack_named, None, (stream, consumer, list(seqs))), stream)
 
     async def flush(self) -> None:
         """Wait until every operation queued before this call is committed."""
@@ -745,17 +464,28 @@ def _noop(store: Store) -> None:
     return None
 
 
+def _ack_all(store: Store, acks: list[tuple[object, int]]) -> None:
+    """Apply the acks of one loop iteration (Msg.ack), coalesced."""
+    ack = store.ack_handle
+    for handle, seq in acks:
+        ack(handle, seq)
+
+
+def _ack_named(store: Store, stream: str, consumer: str, seqs: list[int]) -> None:
+    """Broker.ack: ack by stream, consumer and sequences."""
+    ack = store.ack_handle
+    handle = store.consumer_handle(stream, consumer)
+    for seq in seqs:
+        ack(handle, seq)
+
+
+def _fetch(store: Store, stream: str, consumer: str, batch: int) -> tuple[object, FetchResult]:
+    """Broker.fetch on the writer: the consumer's handle (for acks) and what it got."""
+    handle = store.consumer_handle(stream, consumer)
+    return handle, store.fetch_from(handle, batch)
+
+
 def _as_bytes(payload: object) -> bytes:
     if isinstance(payload, bytes | bytearray | memoryview):
         return bytes(payload)
     raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-
-
-def _set_result(fut: asyncio.Future[T], value: T) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
