@@ -8,7 +8,7 @@ message.
 
 * `LoopPoster`: items posted from any thread reach a callback on the loop in batches.
 * `Inbox`: the FIFO between a driver and `Source.receive()` (fed through its poster, or
-  by a loop callback), ended with the error that stopped the connection.
+  by a loop callback), ended with the error that stopped the connection; `receive`.
 * `Completions`: per-send futures settled from a driver thread, a burst at a time.
 * `DriverThread`: a driver's own thread, with the futures the loop waits on to open it.
 * `Confirms`: a sink's sends awaiting their broker confirm, so that close() can drain.
@@ -198,6 +198,13 @@ class Inbox(Generic[T]):
             return ConnectionLost(str(error))
         self._raised = True
         return error
+
+
+async def receive(inbox: Inbox[T] | None, max_items: int, timeout: float, what: str) -> list[T]:
+    """`inbox.take(max_items, timeout)`; ConnectionLost("`what` not connected") without one."""
+    if inbox is None:
+        raise ConnectionLost(f"{what} not connected")
+    return await inbox.take(max_items, timeout)
 
 
 class Completions:

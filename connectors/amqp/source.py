@@ -36,7 +36,7 @@ from natsbridge.bridge.errors import (
     MessageRejected,
     PermanentError,
 )
-from natsbridge.bridge.threads import Inbox, settle
+from natsbridge.bridge.threads import Inbox, receive, settle
 from natsbridge.connectors.amqp.client import AmqpClient, Steps, url_user
 from natsbridge.connectors.amqp.errors import translating
 from natsbridge.connectors.amqp.message import EnvelopeReader, properties_for
@@ -104,10 +104,7 @@ class AmqpQueueSource:
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """Up to `max_messages` deliveries, waiting at most `timeout` s for the first."""
-        inbox = self._inbox
-        if inbox is None:
-            raise ConnectionLost("amqp: source not connected")
-        return await inbox.take(max_messages, timeout)
+        return await receive(self._inbox, max_messages, timeout, "amqp: source")
 
     async def close(self) -> None:
         """Send the acks already given, then close the connection (unsettled ones requeue)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kafka
@@ -84,8 +84,10 @@ def describe(config: KafkaConnection) -> str:
     return ",".join(config.bootstrap_servers)
 
 
-def client_options(config: KafkaConnection) -> dict[str, Any]:
-    """The options every kafka-python client of `config` shares."""
+def client_options(
+    config: KafkaConnection, overrides: Mapping[str, Any] | None = None, **own: Any
+) -> dict[str, Any]:
+    """The options every kafka-python client of `config` shares, plus `own`, then `overrides`."""
     options: dict[str, Any] = {
         "bootstrap_servers": list(config.bootstrap_servers),
         "client_id": config.client_id,
@@ -103,6 +105,8 @@ def client_options(config: KafkaConnection) -> dict[str, Any]:
         password = config.sasl_password.get_secret_value()
         register(password)  # redacted from every message and log line from now on
         options["sasl_plain_password"] = password
+    options.update(own)
+    options.update(overrides or {})
     return options
 
 

@@ -120,8 +120,9 @@ class KafkaTopicSink:
 
     def producer_options(self) -> dict[str, Any]:
         """The KafkaProducer options of this sink."""
-        options = client_options(self.config)
-        options.update(
+        return client_options(
+            self.config,
+            self.overrides,
             acks="all",
             enable_idempotence=True,
             max_in_flight_requests_per_connection=MAX_IN_FLIGHT_REQUESTS,
@@ -131,8 +132,6 @@ class KafkaTopicSink:
             max_request_size=self.max_request_size,
             allow_auto_create_topics=False,
         )
-        options.update(self.overrides)
-        return options
 
     # ------------------------------------------------------------ Sink
 

@@ -52,7 +52,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import KafkaConnection, KafkaSource
 from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
-from natsbridge.bridge.threads import DriverThread, Inbox
+from natsbridge.bridge.threads import DriverThread, Inbox, receive
 from natsbridge.connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     HAVE_C_CRC32C,
@@ -457,8 +457,9 @@ class KafkaTopicSource:
 
     def consumer_options(self) -> dict[str, Any]:
         """The KafkaConsumer options of this source."""
-        options = client_options(self.config)
-        options.update(
+        return client_options(
+            self.config,
+            self.overrides,
             group_id=self.group_id,
             auto_offset_reset=self.spec.auto_offset_reset,
             enable_auto_commit=False,
@@ -468,8 +469,6 @@ class KafkaTopicSource:
             max_poll_records=self.max_poll_records,
             allow_auto_create_topics=False,
         )
-        options.update(self.overrides)
-        return options
 
     # ------------------------------------------------------------ Source
 
@@ -492,10 +491,7 @@ class KafkaTopicSource:
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """Up to `max_messages` records, waiting at most `timeout` s for the first."""
-        inbox = self._inbox
-        if inbox is None:
-            raise ConnectionLost("kafka: source not connected")
-        return await inbox.take(max_messages, timeout)
+        return await receive(self._inbox, max_messages, timeout, "kafka: source")
 
     async def close(self) -> None:
         """Apply the acks given so far, commit, leave the group. Idempotent."""

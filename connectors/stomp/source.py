@@ -37,7 +37,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import StompConnection, StompSource
 from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
-from natsbridge.bridge.threads import Inbox
+from natsbridge.bridge.threads import Inbox, receive
 from natsbridge.connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
 from natsbridge.connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
 from natsbridge.mappings.stomp import parse_destination
@@ -156,10 +156,7 @@ class StompDestinationSource:
         if self._resubscribe:
             log.info("stomp source %s: reconnecting so that ActiveMQ redelivers", self._route_name)
             await self.connect()
-        inbox = self._inbox
-        if inbox is None:
-            raise ConnectionLost("stomp: source not connected")
-        return await inbox.take(max_messages, timeout)
+        return await receive(self._inbox, max_messages, timeout, "stomp: source")
 
     async def close(self) -> None:
         """DISCONNECT after the acks already given; unsettled messages go back. Idempotent."""
