@@ -28,17 +28,15 @@ from natsbridge.bridge.config.units import Bytes, Seconds
 from natsbridge.bridge.connector import (
     Ack,
     AckOnce,
-    Confirms,
     Incoming,
     Requester,
     Responder,
     Sink,
     Source,
-    failed,
     send_one,
-    take_up_to,
     unreadable,
 )
+from natsbridge.bridge.drivers import DriverVersionError, require
 from natsbridge.bridge.envelope import Envelope, Headers, Origin
 from natsbridge.bridge.errors import (
     BridgeError,
@@ -63,6 +61,18 @@ from natsbridge.bridge.kind import (
     first_match,
     origin_value,
 )
+from natsbridge.bridge.threads import (
+    Completions,
+    Confirms,
+    DriverThread,
+    Inbox,
+    LoopPoster,
+    failed,
+    receive,
+    settle,
+    take_up_to,
+)
+from natsbridge.bridge.tls import tls_context
 from natsbridge.mappings.escaping import escape_token, escape_words, unescape_words
 from natsbridge.mappings.templates import Captures, Matcher, subject_matcher
 
@@ -74,19 +84,24 @@ __all__ = [
     "BridgeTimeout",
     "Bytes",
     "Captures",
+    "Completions",
     "ConfigError",
     "Confirms",
     "ConnectionLost",
     "ConnectorKind",
     "Delivery",
+    "DriverThread",
+    "DriverVersionError",
     "Endpoint",
     "Envelope",
     "Feature",
     "Finding",
     "HeaderError",
     "Headers",
+    "Inbox",
     "Incoming",
     "JsName",
+    "LoopPoster",
     "MappingError",
     "Matcher",
     "MessageRejected",
@@ -114,9 +129,13 @@ __all__ = [
     "failed",
     "first_match",
     "origin_value",
+    "receive",
+    "require",
     "send_one",
+    "settle",
     "subject_matcher",
     "take_up_to",
+    "tls_context",
     "unescape_words",
     "unreadable",
     "url_with_scheme",

@@ -37,9 +37,10 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.connectors.nats import connector
-from natsbridge.connectors.nats.client import MultiHeaders, NatsClient, header_block
 from natsbridge.connectors.nats.config import NatsConnection
+from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import NoResponders, StreamMissing
+from natsbridge.connectors.nats.message import MultiHeaders, header_block
 from natsbridge.connectors.nats.sink import CoreSink, JetStreamSink, derived_stream_subjects
 from natsbridge.connectors.nats.source import CoreSource, JetStreamSource
 from tests.connectors.conformance import (
@@ -186,7 +187,7 @@ class TestJetStreamSinkConformance(_Harness, SinkConformance):
 
 
 def _envelope(msg: Msg) -> Envelope:
-    from natsbridge.connectors.nats.client import from_nats_headers
+    from natsbridge.connectors.nats.message import from_nats_headers
 
     return Envelope(subject=msg.subject, payload=msg.data, headers=from_nats_headers(msg.headers))
 
