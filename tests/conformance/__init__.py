@@ -9,7 +9,8 @@ Opting a connector in:
    `fixture` (the conftest fixture giving the broker endpoint), `mark`, and the hooks
    `connection`, `new_address`, `source`, `sink`, `target`, `produce`, `reader`, `ports`
    (+ `refused`, `hostile_cases`/`produce_hostile`, `cleanup` where it can).
-2. Declare what the broker cannot do as the reason (`redelivery`, `multi_values`), and
-   `acks_each = False` for a source that commits a position: those tests skip with it.
+2. Declare what the broker cannot do as the reason (`redelivery`, `multi_values`,
+   `renames_reserved`), and `acks_each = False` for a source that commits a position:
+   those tests skip with it.
 3. Add the class to HARNESSES in conftest.py.
 """

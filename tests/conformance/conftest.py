@@ -9,16 +9,24 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.harness import Harness
-from tests.conformance.harness_amqp import AmqpHarness
+from tests.conformance.harness_amqp import AmqpHarness, AmqpQueueHarness
 from tests.conformance.harness_kafka import KafkaHarness
 from tests.conformance.harness_nats import CoreNatsHarness, JetStreamHarness
-from tests.conformance.harness_stomp import ActiveMqHarness, RabbitMqStompHarness
+from tests.conformance.harness_stomp import (
+    ActiveMqHarness,
+    ActiveMqTopicHarness,
+    RabbitMqStompHarness,
+    RabbitMqStompTopicHarness,
+)
 
 HARNESSES: list[type[Harness]] = [
     AmqpHarness,
+    AmqpQueueHarness,
     KafkaHarness,
     ActiveMqHarness,
     RabbitMqStompHarness,
+    ActiveMqTopicHarness,
+    RabbitMqStompTopicHarness,
     CoreNatsHarness,
     JetStreamHarness,
 ]

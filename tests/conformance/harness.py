@@ -79,6 +79,8 @@ class Harness:
     the first unsettled one of its partition may come again after a reopen."""
     multi_values: ClassVar[str | None] = None
     """None, or why a header cannot keep several values across the broker."""
+    renames_reserved: ClassVar[str | None] = None
+    """None, or why the source does not rename reserved (Nats-*, Bridge-*) header names."""
 
     endpoint: str
     tmp: Path

@@ -140,3 +140,28 @@ class AmqpHarness(Harness):
 
         with contextlib.suppress(Exception):
             await asyncio.to_thread(delete)
+
+
+class AmqpQueueHarness(AmqpHarness):
+    """Source: a named queue (`queue: <address>`), bound `ok.#` to the exchange the rest use."""
+
+    id = "amqp-queue"
+
+    async def new_address(self) -> str:
+        address = await super().new_address()
+
+        def declare() -> None:
+            connection, channel = self._channel()
+            try:
+                channel.exchange_declare(address, exchange_type="topic", durable=True)
+                channel.queue_declare(address, durable=True)
+                channel.queue_bind(address, address, routing_key="ok.#")
+            finally:
+                connection.close()
+
+        await asyncio.to_thread(declare)
+        self.cleanups.append(("queue", address))
+        return address
+
+    def source(self, address: str) -> dict[str, Any]:
+        return {"queue": address}

@@ -96,6 +96,7 @@ class CoreNatsHarness(Harness):
     fixture = "nats_url"
     mark = "nats"
     redelivery = "core NATS cannot redeliver: acks are no-ops, nothing is kept for a reopen"
+    renames_reserved = "a NATS source drops JetStream publish directives instead"
 
     def connection(self) -> dict[str, Any]:
         return {"kind": "nats", "servers": [self.endpoint]}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+import stomp  # type: ignore[import-untyped]
 
 from natsbridge.bridge.envelope import Envelope
 from tests.conformance.harness import Harness, Native, Reader
@@ -41,9 +45,11 @@ class _QueueReader(Reader):
 
     def __init__(self, client: RawStomp, destination: str) -> None:
         self.client = client
-        client.write(
-            b"SUBSCRIBE", [(b"destination", destination.encode()), (b"id", b"1"), (b"ack", b"auto")]
-        )
+        headers = [(b"destination", destination.encode()), (b"id", b"1"), (b"ack", b"auto")]
+        # A topic keeps nothing for a subscriber yet to come: wait until the broker has it.
+        client.write(b"SUBSCRIBE", [*headers, (b"receipt", b"subscribed")])
+        while client.read(30)[0] != b"RECEIPT":
+            pass
 
     def _read(self, count: int, timeout: float) -> list[Native]:
         out: list[Native] = []
@@ -94,8 +100,12 @@ class StompHarness(Harness):
         self.cleanups.append(address)
         return address
 
+    def prefix(self, address: str) -> str:
+        """Where the address's messages go: `<prefix>.ok` and, for hostile cases, `<prefix>.x`."""
+        return f"/queue/{address}"
+
     def destination(self, address: str) -> str:
-        return f"/queue/{address}.ok"
+        return f"{self.prefix(address)}.ok"
 
     def source(self, address: str) -> dict[str, Any]:
         return {"destination": self.destination(address)}
@@ -139,7 +149,7 @@ class StompHarness(Harness):
 
     async def produce_hostile(self, address: str, batch: Sequence[Message]) -> dict[str, str]:
         login, passcode = self.credentials()
-        prefix = f"/queue/{address}"
+        prefix = self.prefix(address)
         return await asyncio.to_thread(produce_stomp, self.endpoint, login, passcode, prefix, batch)
 
     def ports(self) -> set[int]:
@@ -165,3 +175,64 @@ class RabbitMqStompHarness(StompHarness):
 
     def credentials(self) -> tuple[str, str]:
         return ("guest", "guest")
+
+
+def _drop_durable(harness: StompHarness, destination: str, name: str) -> None:
+    """Remove durable subscription `name` (best effort, bounded): reruns leave nothing behind."""
+    done = threading.Event()
+
+    class Done(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_receipt(self, frame: Any) -> None:
+            done.set()
+
+        def on_error(self, frame: Any) -> None:
+            done.set()
+
+    parts = urlsplit(harness.endpoint)
+    conn = stomp.Connection12([(parts.hostname, parts.port)], vhost="/", auto_decode=False)
+    conn.set_listener("done", Done())
+    login, passcode = harness.credentials()
+    try:
+        if harness.dialect == "activemq":
+            conn.connect(login, passcode, wait=True, headers={"client-id": name})
+            conn.unsubscribe(name, headers={"activemq.subscriptionName": name, "receipt": "x"})
+        else:
+            conn.connect(login, passcode, wait=True)
+            durable = {"durable": "true", "auto-delete": "false", "x-queue-name": name}
+            conn.subscribe(destination, id=name, ack="auto", headers=durable)
+            conn.unsubscribe(name, headers={**durable, "receipt": "x"})
+        done.wait(5)
+    except Exception:  # cleanup only: never hide the test's own outcome
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            conn.disconnect()
+
+
+class _TopicHarness(StompHarness):
+    """A durable wildcard topic subscription (`/topic/<address>.>` or `.#`) as the source;
+    producer, sink and reader use the topic `/topic/<address>.ok` under it."""
+
+    wildcard: ClassVar[str]
+
+    def prefix(self, address: str) -> str:
+        return f"/topic/{address}"
+
+    def source(self, address: str) -> dict[str, Any]:
+        return {"destination": f"/topic/{address}.{self.wildcard}"}
+
+    async def cleanup(self) -> None:
+        for address in self.cleanups:
+            name = f"natsbridge-{self.route_name(address)}"  # the source's default subscription
+            destination = self.source(address)["destination"]
+            await asyncio.to_thread(_drop_durable, self, destination, name)
+
+
+class ActiveMqTopicHarness(_TopicHarness, ActiveMqHarness):
+    id = "stomp-activemq-topic"
+    wildcard = ">"
+
+
+class RabbitMqStompTopicHarness(_TopicHarness, RabbitMqStompHarness):
+    id = "stomp-rabbitmq-topic"
+    wildcard = "#"

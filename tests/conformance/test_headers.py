@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.mappings.headers import encode_value
+from natsbridge.mappings.headers import encode_value, foreign_header_name, unescape_header_name
 from tests.conformance.flow import needs, receive_n
 from tests.conformance.harness import Harness, Native
 
@@ -32,6 +32,14 @@ ENVELOPE: dict[str, list[str]] = {
 }
 """Headers as a NATS message carries them: names escaped, odd values base64-encoded."""
 MULTI: dict[str, list[str]] = {"X-Multi": ["one", "two", "three"], "X-Single": ["1"]}
+RESERVED: dict[str, str] = {
+    "Nats-Rollup": "all",
+    "Nats-Msg-Id": "dup",
+    "Nats-Expected-Stream": "OTHER",
+    "Bridge-Buffer-Key": "k",
+    "Bridge-Origin": "dc2/legacy",
+}
+"""Headers a legacy producer may set that must not act on NATS or the bridge."""
 
 
 async def _sink_broker_source(harness: Harness, headers: dict[str, list[str]]) -> None:
@@ -91,6 +99,33 @@ def test_native_headers_survive_source_to_sink(harness: Harness) -> None:
         finally:
             await sink.close()
             await reader.close()
+            await source.close()
+
+    asyncio.run(scenario())
+
+
+def test_reserved_header_names_are_renamed_reversibly(harness: Harness) -> None:
+    """A legacy producer's Nats-*/Bridge-* headers arrive renamed (and can be renamed back);
+    Bridge-Origin is kept as is: loop prevention reads it."""
+    needs(harness.renames_reserved)
+
+    async def scenario() -> None:
+        address = await harness.new_address()
+        source = harness.make_source(address)
+        await source.connect()
+        try:
+            await harness.produce(address, [Native(b"hostile", tuple(RESERVED.items()))])
+            [message] = await receive_n(source, 1)
+            message.ack(None)
+            assert message.error is None, message.error
+            headers = message.envelope.headers
+            for name, value in RESERVED.items():
+                renamed = foreign_header_name(name)
+                assert headers.get(renamed) == [value], (name, headers)
+                assert unescape_header_name(renamed) == name
+            assert not [n for n in headers if n.lower().startswith("nats-")], headers
+            assert headers["Bridge-Origin"] == ["dc2/legacy"]
+        finally:
             await source.close()
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,7 @@ from tests.connectors.amqp_helpers import (
     rpc_server,
     tls_proxy,
 )
-from tests.connectors.conformance import (
-    SinkConformance,
-    SourceConformance,
+from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
@@ -118,66 +116,6 @@ class _Harness:
         if spec.get("exchange"):
             self.exchanges.append(spec["exchange"])
         return sink
-
-
-# ---------------------------------------------------------------- conformance
-
-
-class TestQueueSourceConformance(_Harness, SourceConformance):
-    """Consuming a named queue, which the source declares."""
-
-    def make_source(self, address: str) -> Source:
-        return self.source(name=f"r-{address}", queue=address)
-
-    async def produce(
-        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
-    ) -> None:
-        properties = BasicProperties(delivery_mode=2, headers=dict(headers) or None)
-        with raw(self.amqp_url) as broker:
-            for payload in payloads:
-                broker.publish("", address, payload, properties)
-
-
-class TestExchangeSourceConformance(_Harness, SourceConformance):
-    """Consuming an exchange through the bridge's own queue natsbridge.<route>."""
-
-    def make_source(self, address: str) -> Source:
-        return self.source(name=f"r-{address}", exchange=address, binding_keys=["events.#"])
-
-    async def produce(
-        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
-    ) -> None:
-        properties = BasicProperties(delivery_mode=2, headers=dict(headers) or None)
-        with raw(self.amqp_url) as broker:
-            for i, payload in enumerate(payloads):
-                broker.publish(address, f"events.{i % 3}", payload, properties)
-
-
-class TestSinkConformance(_Harness, SinkConformance):
-    """Publishing to a topic exchange the sink declares; a queue bound with # observes it."""
-
-    def make_sink(self, address: str) -> Sink:
-        return self.sink(exchange=address)
-
-    async def prepare(self, address: str) -> Any:
-        with raw(self.amqp_url) as broker:
-            broker.exchange(address)
-            broker.queue(address)
-            broker.bind(address, address)
-        self.queues.append(address)
-        return None
-
-    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
-        with raw(self.amqp_url) as broker:
-            messages = broker.get(address, count)
-        return [
-            Envelope(
-                subject=method.routing_key,
-                payload=body,
-                headers={k: [str(v)] for k, v in (properties.headers or {}).items()},
-            )
-            for method, properties, body in messages
-        ]
 
 
 # ---------------------------------------------------------------- source

@@ -21,7 +21,7 @@ from kafka.structs import TopicPartition
 
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.connector import Incoming, Sink, Source, send_one
+from natsbridge.bridge.connector import Incoming, Source, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     ConnectionLost,
@@ -34,14 +34,11 @@ from natsbridge.bridge.errors import (
 from natsbridge.connectors.kafka import connector
 from natsbridge.connectors.kafka.config import KafkaConnection
 from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, TopicMissing
-from natsbridge.connectors.kafka.message import envelope_from_record
 from natsbridge.connectors.kafka.sink import KafkaTopicSink
 from natsbridge.connectors.kafka.source import KafkaTopicSource
 from natsbridge.mappings.headers import KAFKA_KEY, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 from tests.conftest import KafkaScram, Services
-from tests.connectors.conformance import (
-    SinkConformance,
-    SourceConformance,
+from tests.connectors.helpers import (
     receive_n,
     run,
     unique,
@@ -197,45 +194,6 @@ async def eventually(check: Any, timeout: float = 15.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.1)
-
-
-# ---------------------------------------------------------------- conformance
-
-
-class _Harness:
-    bootstrap: str
-    tmp: Path
-
-    @pytest.fixture(autouse=True)
-    def _harness(self, kafka_bootstrap: str, tmp_path: Path) -> None:
-        self.bootstrap = kafka_bootstrap
-        self.tmp = tmp_path
-
-    def new_address(self) -> str:
-        topic = unique("conformance")
-        create_topic(self.bootstrap, topic)
-        return topic
-
-
-class TestKafkaSourceConformance(_Harness, SourceConformance):
-    def make_source(self, address: str) -> Source:
-        return source_for(self.tmp, self.bootstrap, f"g-{address}", topics=[address])
-
-    async def produce(
-        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
-    ) -> None:
-        kafka_headers = [(name, value.encode()) for name, value in headers.items()]
-        records = [(None, payload, kafka_headers) for payload in payloads]
-        await asyncio.to_thread(produce_raw, self.bootstrap, address, records)
-
-
-class TestKafkaSinkConformance(_Harness, SinkConformance):
-    def make_sink(self, address: str) -> Sink:
-        return sink_for(self.tmp, self.bootstrap, topic=address)
-
-    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
-        records = await asyncio.to_thread(consume_raw, self.bootstrap, address, count)
-        return [envelope_from_record(record, "kafka") for record in records]
 
 
 # ---------------------------------------------------------------- source

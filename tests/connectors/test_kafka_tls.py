@@ -23,7 +23,7 @@ from natsbridge.bridge.errors import BridgeError, ConfigError, PermanentError
 from natsbridge.connectors.kafka.errors import KafkaTlsFailed
 from tests.conftest import HINT, in_ci
 from tests.connectors.amqp_helpers import make_tls_files
-from tests.connectors.conformance import receive_n, run, unique
+from tests.connectors.helpers import receive_n, run, unique
 from tests.connectors.test_kafka import ack_all, load_route, sink_for, source_for
 
 

@@ -26,7 +26,7 @@ from nats.aio.subscription import Subscription
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import BridgeSettings
-from natsbridge.bridge.connector import Requester, Responder, Sink, Source, send_one
+from natsbridge.bridge.connector import Requester, Responder, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeTimeout,
@@ -41,11 +41,9 @@ from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import NoResponders, StreamMissing
 from natsbridge.connectors.nats.message import MultiHeaders, header_block
-from natsbridge.connectors.nats.sink import CoreSink, JetStreamSink, derived_stream_subjects
-from natsbridge.connectors.nats.source import CoreSource, JetStreamSource
-from tests.connectors.conformance import (
-    SinkConformance,
-    SourceConformance,
+from natsbridge.connectors.nats.sink import derived_stream_subjects
+from natsbridge.connectors.nats.source import CoreSource
+from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
@@ -104,92 +102,6 @@ async def raw(url: str, keep_repeats: bool = False) -> Client:
     client = NatsClient()
     await client.connect(url)
     return client
-
-
-# ---------------------------------------------------------------- conformance
-
-
-class _Harness:
-    nats_url: str
-    tmp: Path
-
-    @pytest.fixture(autouse=True)
-    def _harness(self, nats_url: str, tmp_path: Path) -> None:
-        self.nats_url = nats_url
-        self.tmp = tmp_path
-
-
-class TestJetStreamSourceConformance(_Harness, SourceConformance):
-    legacy = False
-
-    def make_source(self, address: str) -> Source:
-        js = {"stream": stream_name(address), "ack_wait": "2s"}
-        route, conn, bridge = load_route(
-            self.tmp,
-            [self.nats_url],
-            {"subject": address, "jetstream": js},
-            {"subject": f"out.{address}"},
-            name=f"r-{address}",
-        )
-        source = connector.source(route, conn, bridge)
-        assert isinstance(source, JetStreamSource)
-        return source
-
-    async def produce(
-        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
-    ) -> None:
-        nc = await raw(self.nats_url)
-        try:
-            js = nc.jetstream()
-            for payload in payloads:
-                await js.publish(address, payload, headers=dict(headers) or None)
-        finally:
-            await nc.close()
-
-
-class TestCoreSinkConformance(_Harness, SinkConformance):
-    def make_sink(self, address: str) -> Sink:
-        route, conn, bridge = load_route(
-            self.tmp, [self.nats_url], {"subject": f"in.{address}"}, {"subject": address}
-        )
-        sink = connector.sink(route, conn, bridge)
-        assert isinstance(sink, CoreSink)
-        return sink
-
-    async def prepare(self, address: str) -> Any:
-        nc = await raw(self.nats_url)
-        sub = await nc.subscribe(address)
-        await nc.flush()
-        return nc, sub
-
-    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
-        nc, sub = state
-        try:
-            return [_envelope(await sub.next_msg(timeout=5)) for _ in range(count)]
-        finally:
-            await nc.close()
-
-
-class TestJetStreamSinkConformance(_Harness, SinkConformance):
-    def make_sink(self, address: str) -> Sink:
-        route, conn, bridge = load_route(
-            self.tmp,
-            [self.nats_url],
-            {"subject": f"in.{address}"},
-            {"subject": address, "jetstream": {"stream": stream_name(address)}},
-        )
-        sink = connector.sink(route, conn, bridge)
-        assert isinstance(sink, JetStreamSink)
-        return sink
-
-    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
-        return await read_stream(self.nats_url, stream_name(address), count)
-
-
-def _envelope(msg: Msg) -> Envelope:
-    from natsbridge.connectors.nats.message import from_nats_headers
-
-    return Envelope(subject=msg.subject, payload=msg.data, headers=from_nats_headers(msg.headers))
 
 
 async def read_stream(url: str, stream: str, count: int) -> list[Envelope]:

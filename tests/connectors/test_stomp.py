@@ -33,7 +33,7 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import BridgeSettings
-from natsbridge.bridge.connector import Sink, Source, send_one
+from natsbridge.bridge.connector import send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     ConnectionLost,
@@ -68,9 +68,7 @@ from natsbridge.mappings.headers import (
     escape_header_name,
     validate_headers,
 )
-from tests.connectors.conformance import (
-    SinkConformance,
-    SourceConformance,
+from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
@@ -306,104 +304,7 @@ class RawReader:
         return frames
 
 
-def frame_envelope(frame: Any) -> Envelope:
-    return Envelope(
-        subject=frame.headers["destination"],
-        payload=frame.body,
-        headers={name: [value] for name, value in frame.headers.items()},
-    )
-
-
-# ---------------------------------------------------------------- conformance
-
-
-class _Harness:
-    tmp: Path
-    broker: Broker
-
-    @pytest.fixture(autouse=True)
-    def _harness(self, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-        self.tmp = tmp_path
-        self.broker = request.getfixturevalue(self.dialect)
-
-    dialect = "activemq"
-
-
-class _QueueSource(_Harness, SourceConformance):
-    def new_address(self) -> str:
-        return queue_name("conformance")
-
-    def make_source(self, address: str) -> Source:
-        # The route name (hence the subscription name) follows the address: a second
-        # source for it resumes the first one's subscription.
-        return make_source(self.tmp, self.broker, address, name=f"r-{address.split('/')[-1]}")
-
-    async def produce(
-        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
-    ) -> None:
-        await asyncio.to_thread(raw_send, self.broker, address, payloads, headers)
-
-
-class _TopicSource(_QueueSource):
-    """Durable wildcard topic subscriptions: `address` names the topic tree."""
-
-    @pytest.fixture(autouse=True)
-    def _drop(self, durables: list[tuple[Broker, str, str]]) -> None:
-        self.durables = durables
-
-    def new_address(self) -> str:
-        return unique("conformance")
-
-    def make_source(self, address: str) -> Source:
-        destination = self.broker.topic(address)
-        source = make_source(self.tmp, self.broker, destination, name=f"r-{address}")
-        self.durables.append((self.broker, destination, source.subscription))
-        return source
-
-    async def produce(
-        self, address: str, payloads: Sequence[bytes], headers: dict[str, str]
-    ) -> None:
-        topic = f"/topic/{address}.sub.leaf"
-        await asyncio.to_thread(raw_send, self.broker, topic, payloads, headers)
-
-
-class TestActiveMQQueueSourceConformance(_QueueSource):
-    dialect = "activemq"
-
-
-class TestActiveMQTopicSourceConformance(_TopicSource):
-    dialect = "activemq"
-
-
-class TestRabbitMQQueueSourceConformance(_QueueSource):
-    dialect = "rabbitmq"
-
-
-class TestRabbitMQTopicSourceConformance(_TopicSource):
-    dialect = "rabbitmq"
-
-
-class _QueueSink(_Harness, SinkConformance):
-    def new_address(self) -> str:
-        return queue_name("conformance")
-
-    def make_sink(self, address: str) -> Sink:
-        return make_sink(self.tmp, self.broker, address)
-
-    async def prepare(self, address: str) -> Any:
-        return await asyncio.to_thread(RawReader, self.broker, address)
-
-    async def consume(self, address: str, state: Any, count: int) -> list[Envelope]:
-        frames = await asyncio.to_thread(state.read, count)
-        return [frame_envelope(frame) for frame in frames]
-
-
-class TestActiveMQSinkConformance(_QueueSink):
-    dialect = "activemq"
-
-
-class TestRabbitMQSinkConformance(_QueueSink):
-    dialect = "rabbitmq"
+# ---------------------------------------------------------------- durable subscriptions
 
 
 def drop_durable(broker: Broker, destination: str, name: str) -> None:
