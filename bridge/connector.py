@@ -3,8 +3,8 @@
 A connector is a plugin for one broker kind (`amqp`, `kafka`, `stomp`, `nats`). It turns
 the broker's native messages into `Envelope`s and back; nothing else in natsbridge knows
 a broker's message type or imports its client library. Blocking client libraries run on
-a thread of their own and cross into the event loop with `loop.call_soon_threadsafe`;
-no connector method blocks the event loop.
+a thread of their own and cross into the event loop through bridge.threads (batched
+`call_soon_threadsafe`); no connector method blocks the event loop.
 
 Errors crossing this boundary are the project's own (bridge.errors): `RetryableError`
 (connection lost, timeout: the runtime reconnects and retries with back-off) or
@@ -14,11 +14,9 @@ driver exception must be translated at the boundary, never leak.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import BridgeSettings, Connection
@@ -53,18 +51,6 @@ class AckOnce:
             return
         self._done = True
         self._settle(error)
-
-
-T = TypeVar("T")
-
-
-def take_up_to(ready: deque[T], limit: int) -> list[T]:
-    """Remove and return the first `limit` items of `ready` (all of them if fewer).
-
-    How a source hands a batch from its inbox to `receive()`, in arrival order. Only
-    popleft() touches the deque, so another thread may keep appending meanwhile.
-    """
-    return [ready.popleft() for _ in range(min(limit, len(ready)))]
 
 
 @dataclass(slots=True)
@@ -145,72 +131,6 @@ async def send_one(sink: Sink, envelope: Envelope) -> None:
     (error,) = await sink.send_batch([envelope])
     if error is not None:
         raise error
-
-
-class Confirms:
-    """The sends of one sink that wait for their broker confirm, so that close() can wait too.
-
-    `wait()` awaits a batch of per-message futures without a task per message;
-    `drain()` waits (bounded) until no batch is outstanding.
-    """
-
-    def __init__(self) -> None:
-        self.pending = 0
-        self._idle: asyncio.Event | None = None
-
-    async def wait(self, waits: Sequence[asyncio.Future[None]]) -> list[BaseException | None]:
-        """The outcome of each of `waits`: None, or the exception it raised.
-
-        The futures are awaited one after another, not gathered: gather() puts a
-        callback on every future, so that each confirm schedules one on the loop; here
-        only the future being awaited has one, and the confirms of a burst settle the
-        rest without waking anyone (4.4 -> 0.8 us a message). Cancelling the caller
-        cancels every future still waiting, as gather() would.
-        """
-        self.pending += len(waits)
-        try:
-            results: list[BaseException | None] = []
-            for future in waits:
-                if not future.done():
-                    try:
-                        await future
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is not None and task.cancelling():
-                            for other in waits:
-                                other.cancel()
-                            raise
-                    except Exception:  # the future's own outcome, read below
-                        pass
-                if future.cancelled():
-                    results.append(asyncio.CancelledError())
-                else:
-                    results.append(future.exception())
-            return results
-        finally:
-            self.pending -= len(waits)
-            if not self.pending and self._idle is not None:
-                self._idle.set()
-
-    async def drain(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for every outstanding send; False if some remain."""
-        if not self.pending:
-            return True
-        self._idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            self._idle = None
-
-
-def failed(error: BaseException) -> asyncio.Future[None]:
-    """A future already failed with `error`: a send refused before it reached the broker."""
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    future.set_exception(error)
-    return future
 
 
 @runtime_checkable

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Generator
 from typing import Any
@@ -39,9 +38,11 @@ import pika
 from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 
-from natsbridge.bridge.config.model import AmqpConnection, Tls
+from natsbridge.bridge.config.model import AmqpConnection
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, redact_url
+from natsbridge.bridge.threads import settle
+from natsbridge.bridge.tls import tls_context
 from natsbridge.connectors.amqp.errors import AmqpNotFound, translate
 
 log = logging.getLogger("natsbridge.amqp")
@@ -178,7 +179,7 @@ class AmqpClient:
             op = steps.send(result) if error is None else steps.throw(translate(error))
         except StopIteration:
             self._steps = None
-            self.post(_resolve, self._opened, None)
+            self.post(_resolve, self._opened)
             return
         except BaseException as exc:
             self._steps = None
@@ -285,12 +286,12 @@ class AmqpClient:
         try:
             self.on_end(error)
         finally:
-            _resolve(self._ended, None)
+            _resolve(self._ended)
 
 
-def _resolve(future: asyncio.Future[None] | None, value: None) -> None:
-    if future is not None and not future.done():
-        future.set_result(value)
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None:
+        settle(future)
 
 
 def connection_parameters(config: AmqpConnection, name: str) -> pika.URLParameters:
@@ -306,7 +307,9 @@ def connection_parameters(config: AmqpConnection, name: str) -> pika.URLParamete
     params.connection_attempts = 1  # the runtime retries, with back-off
     params.client_properties = {"connection_name": name, "product": "natsbridge"}
     if config.tls is not None or config.url.startswith("amqps://"):
-        params.ssl_options = pika.SSLOptions(ssl_context(config.tls), server_hostname=params.host)
+        params.ssl_options = pika.SSLOptions(
+            tls_context(config.tls, "amqp"), server_hostname=params.host
+        )
     return params
 
 
@@ -317,17 +320,3 @@ def url_user(url: str) -> str:
     except ValueError:
         return DEFAULT_USER
     return unquote(username) if username is not None else DEFAULT_USER
-
-
-def ssl_context(tls: Tls | None) -> ssl.SSLContext:
-    """A client SSLContext: system CAs or `ca_file`, optional client cert, verify on/off."""
-    try:
-        context = ssl.create_default_context(cafile=tls.ca_file if tls else None)
-        if tls is not None and tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise PermanentError(f"amqp: TLS files: {exc}") from None
-    if tls is not None and not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context

@@ -34,7 +34,6 @@ from pika.spec import Basic, BasicProperties
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import AmqpConnection, AmqpSink
-from natsbridge.bridge.connector import Confirms, failed
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
@@ -43,9 +42,10 @@ from natsbridge.bridge.errors import (
     MappingError,
     MessageRejected,
 )
+from natsbridge.bridge.threads import Completions, Confirms, failed, settle
 from natsbridge.connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
+from natsbridge.connectors.amqp.driver import FramePublisher
 from natsbridge.connectors.amqp.errors import translate
-from natsbridge.connectors.amqp.frames import FramePublisher
 from natsbridge.connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for
 
 log = logging.getLogger("natsbridge.amqp")
@@ -75,6 +75,7 @@ class AmqpExchangeSink:
         self._down = "amqp: sink not connected"  # why sends fail while there is no client
         # asyncio side
         self._confirms = Confirms()
+        self._completions: Completions | None = None  # one per connection
         self._replies: dict[str, asyncio.Future[Envelope]] = {}
         # shared: appended on the loop, drained on the pika thread
         self._outbox: deque[_Item] = deque()
@@ -106,6 +107,7 @@ class AmqpExchangeSink:
         self._confirm_scheduled = False
         self._replying = False
         self._frames = None
+        self._completions = Completions()
         client = AmqpClient(self._config, f"{self._route_name} sink")
         client.on_end = functools.partial(self._on_end, self._generation)
         await client.open(self._setup)
@@ -136,12 +138,7 @@ class AmqpExchangeSink:
         client = self._client
         if client is None:
             return
-        if not await self._confirms.drain(DEFAULT_CLOSE_TIMEOUT_S):
-            log.warning(
-                "amqp sink %s: closing with %d sends unconfirmed",
-                self._route_name,
-                self._confirms.pending,
-            )
+        await self._confirms.drain(DEFAULT_CLOSE_TIMEOUT_S, f"amqp sink {self._route_name}")
         if self._client is client:
             self._client = None
             self._down = "amqp: sink closed"
@@ -196,15 +193,6 @@ class AmqpExchangeSink:
             client.call(lambda: self._flush_outbox(client))
         return future
 
-    def _resolve(self, confirmed: list[tuple[asyncio.Future[None], BridgeError | None]]) -> None:
-        for future, error in confirmed:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
     def _on_reply_here(self, correlation_id: str | None, envelope: Envelope) -> None:
         future = self._replies.pop(correlation_id or "", None)
         if future is not None and not future.done():
@@ -219,15 +207,17 @@ class AmqpExchangeSink:
             self._client = None
             self._down = f"amqp: sink not connected ({error})"
         confirmed, self._confirmed = self._confirmed, []
-        self._resolve(confirmed)  # confirmed just before the end, not yet handed over
-        failed = [item[0] for item in self._pending.values()]
-        failed.extend(item[0] for item in self._outbox)
+        completions = self._completions
+        if completions is not None:  # confirmed just before the end, not yet handed over
+            completions.settle_all(confirmed)
+            completions.flush()
+        lost = [item[0] for item in self._pending.values()]
+        lost.extend(item[0] for item in self._outbox)
         self._pending.clear()
         self._order.clear()
         self._outbox.clear()
-        for future in failed:
-            if not future.done():
-                future.set_exception(error)
+        for future in lost:
+            settle(future, error)
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_exception(ConnectionLost(f"amqp: no reply: {error}"))
@@ -289,8 +279,8 @@ class AmqpExchangeSink:
         self._next_tag = tag
         if frames is not None:
             frames.write(out)
-        if failed:
-            client.post(self._resolve, failed)
+        if failed and self._completions is not None:
+            self._completions.settle_all(failed)
 
     def _start_replies(self, client: AmqpClient, channel: Channel) -> None:
         # Frames on a channel are processed in order: this consume precedes the publish.
@@ -343,14 +333,14 @@ class AmqpExchangeSink:
                 order.popleft()
         if not self._confirm_scheduled:
             self._confirm_scheduled = True
-            client.soon(lambda: self._flush_confirms(client))
+            client.soon(self._flush_confirms)
 
-    def _flush_confirms(self, client: AmqpClient) -> None:
+    def _flush_confirms(self) -> None:
         confirmed = self._confirmed
         self._confirmed = []
         self._confirm_scheduled = False
-        if confirmed:
-            client.post(self._resolve, confirmed)
+        if confirmed and self._completions is not None:
+            self._completions.settle_all(confirmed)
 
     def _on_return(self, generation: int, method: Basic.Return, body: bytes) -> None:
         if generation != self._generation:

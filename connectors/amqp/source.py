@@ -22,14 +22,13 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import AmqpConnection, AmqpSource
-from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
@@ -37,6 +36,7 @@ from natsbridge.bridge.errors import (
     MessageRejected,
     PermanentError,
 )
+from natsbridge.bridge.threads import Inbox, receive, settle
 from natsbridge.connectors.amqp.client import AmqpClient, Steps, url_user
 from natsbridge.connectors.amqp.errors import translating
 from natsbridge.connectors.amqp.message import EnvelopeReader, properties_for
@@ -63,11 +63,7 @@ class AmqpQueueSource:
         self.prefetch = min(spec.prefetch or route.spec.max_in_flight, MAX_PREFETCH)
         self._client: AmqpClient | None = None
         self._generation = 0
-        # asyncio side
-        self._ready: deque[Incoming] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._ended: BridgeError | None = None  # what ended the connection, not yet raised
-        self._down: str | None = "amqp: source not connected"  # None while connected
+        self._inbox: Inbox[Incoming] | None = None  # one per connection
         # pika side
         self._reader = EnvelopeReader(connection_name, self.queue)
         self._batch: list[Incoming] = []
@@ -83,7 +79,7 @@ class AmqpQueueSource:
         """Connect, declare/bind what the route asks for, set prefetch and start consuming."""
         await self.close()
         self._generation += 1
-        self._ready.clear()
+        inbox = self._inbox = Inbox()
         self._batch = []
         self._batch_scheduled = False
         self._settles.clear()
@@ -91,15 +87,13 @@ class AmqpQueueSource:
         self._floor = 1
         self._settled = set()
         client = AmqpClient(self._config, f"{self._route_name} source")
-        client.on_end = functools.partial(self._on_end, self._generation)
+        client.on_end = functools.partial(self._on_end, self._generation, inbox)
         self._client = client
-        self._ended = None
-        self._down = None
         try:
-            await client.open(self._setup)
+            await client.open(functools.partial(self._setup, inbox=inbox))
         except BaseException:
             self._client = None
-            self._down = "amqp: source not connected"
+            self._inbox = None
             raise
         log.info(
             "amqp source %s: consuming queue %r (prefetch %d)",
@@ -110,23 +104,7 @@ class AmqpQueueSource:
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """Up to `max_messages` deliveries, waiting at most `timeout` s for the first."""
-        ready = self._ready
-        if not ready:
-            if self._down is not None:
-                raise self._down_error()
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-            if not ready:
-                if self._down is not None:
-                    raise self._down_error()
-                return ()
-        return take_up_to(ready, max_messages)
+        return await receive(self._inbox, max_messages, timeout, "amqp: source")
 
     async def close(self) -> None:
         """Send the acks already given, then close the connection (unsettled ones requeue)."""
@@ -137,14 +115,6 @@ class AmqpQueueSource:
         client.call(lambda: self._flush_settles(client))
         await client.close()
 
-    def _down_error(self) -> BridgeError:
-        """The error that ended the connection, once; then a fresh ConnectionLost each time.
-
-        (Raising one exception object again and again would grow its traceback.)
-        """
-        error, self._ended = self._ended, None
-        return error or ConnectionLost(self._down or "amqp: source not connected")
-
     # ------------------------------------------------------------ Responder
 
     async def respond(self, request: Envelope, reply: Envelope) -> None:
@@ -152,8 +122,8 @@ class AmqpQueueSource:
         if not request.reply:
             raise MessageRejected("amqp: the request has no reply_to to answer")
         client = self._client
-        if client is None or self._down is not None:
-            raise ConnectionLost(self._down or "amqp: source not connected")
+        if client is None:
+            raise ConnectionLost("amqp: source not connected")
         properties = properties_for(reply, False, url_user(self._config.url), fresh=True)
         properties.correlation_id = _correlation_id(request)
         properties.reply_to = None
@@ -167,9 +137,9 @@ class AmqpQueueSource:
                     assert client.channel is not None
                     client.channel.basic_publish("", routing_key, reply.payload, properties)
             except BridgeError as exc:
-                client.post(_fail, done, exc)
+                client.post(settle, done, exc)
             else:
-                client.post(_done, done)
+                client.post(settle, done)
 
         if not client.call(publish):
             raise ConnectionLost("amqp: connection lost")
@@ -177,7 +147,7 @@ class AmqpQueueSource:
 
     # ------------------------------------------------------------ pika thread
 
-    def _setup(self, client: AmqpClient) -> Steps:
+    def _setup(self, client: AmqpClient, inbox: Inbox[Incoming]) -> Steps:
         spec = self._spec
         if spec.exchange:  # "" is the default exchange: it exists and takes no bindings
             yield from client.ensure_exchange(spec.exchange, spec.exchange_type)
@@ -192,7 +162,7 @@ class AmqpQueueSource:
         def on_message(
             channel: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes
         ) -> None:
-            self._on_message(client, generation, channel, method, properties, body)
+            self._on_message(client, generation, inbox, channel, method, properties, body)
 
         yield lambda done: client.ch.basic_consume(
             self.queue, on_message, auto_ack=False, callback=done
@@ -205,6 +175,7 @@ class AmqpQueueSource:
         self,
         client: AmqpClient,
         generation: int,
+        inbox: Inbox[Incoming],
         channel: Channel,
         method: Basic.Deliver,
         properties: BasicProperties,
@@ -221,14 +192,13 @@ class AmqpQueueSource:
         if not self._batch_scheduled:
             self._batch_scheduled = True
             # Runs after pika has dispatched every frame of this socket read: one batch.
-            client.soon(lambda: self._flush_batch(client))
+            client.soon(lambda: self._flush_batch(inbox))
 
-    def _flush_batch(self, client: AmqpClient) -> None:
+    def _flush_batch(self, inbox: Inbox[Incoming]) -> None:
         batch = self._batch
         self._batch = []
         self._batch_scheduled = False
-        if batch:
-            client.post(self._deliver, batch)
+        inbox.post_all(batch)
 
     def _settle(self, generation: int, tag: int, error: BaseException | None) -> None:
         """From any thread: queue one settlement; wake the pika thread once per batch."""
@@ -282,41 +252,15 @@ class AmqpQueueSource:
 
     # ------------------------------------------------------------ asyncio side
 
-    def _deliver(self, batch: list[Incoming]) -> None:
-        self._ready.extend(batch)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _on_end(self, generation: int, error: BridgeError) -> None:
+    def _on_end(self, generation: int, inbox: Inbox[Incoming], error: BridgeError) -> None:
+        inbox.end(error, discard=True)  # their acks would go to a dead channel: redelivered
         if generation != self._generation:
             return
-        self._ready.clear()  # their acks would go to a dead channel: RabbitMQ redelivers
-        self._ended = error
-        self._down = f"amqp: source not connected ({error})"
         if self._client is not None:
             log.warning("amqp source %s: %s", self._route_name, error)
         self._client = None
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 def _correlation_id(request: Envelope) -> str | None:
     values = request.headers.get(PROPERTY_HEADERS["correlation_id"])
     return decode_text_value(values[0]) if values else None
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)

@@ -19,11 +19,9 @@ Blocking: every function here blocks; callers run them on their own thread.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kafka
@@ -31,15 +29,12 @@ import kafka.codec
 import kafka.errors as ke
 from kafka import KafkaAdminClient
 
-from natsbridge.bridge.config.model import KafkaConnection, KafkaTopicCreation, Tls
+from natsbridge.bridge.config.model import KafkaConnection, KafkaTopicCreation
 from natsbridge.bridge.errors import ConnectionLost, PermanentError, RetryableError
 from natsbridge.bridge.secrets import redact, register
+from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.kafka.driver import NetClients
 from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, KafkaTlsFailed, translate
-
-try:
-    from kafka.net.compat import KafkaNetClient as _NetClient
-except ImportError:  # pragma: no cover - kafka-python 2.x
-    _NetClient = None
 
 try:
     from kafka.record import util as _record_util
@@ -51,7 +46,6 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger("natsbridge.kafka")
 
-KAFKA_PYTHON_VERSION = tuple(int(p) for p in kafka.__version__.split(".")[:2] if p.isdigit())
 DEFAULT_BOOTSTRAP_TIMEOUT_MS = 10_000
 """How long a client may try to reach a bootstrap server when it starts, in milliseconds."""
 DEFAULT_ADMIN_TIMEOUT_MS = 15_000
@@ -90,16 +84,10 @@ def describe(config: KafkaConnection) -> str:
     return ",".join(config.bootstrap_servers)
 
 
-def check_version() -> None:
-    """Raise PermanentError unless kafka-python is 3.x (the listener and factory APIs used)."""
-    if KAFKA_PYTHON_VERSION < (3, 0) or _NetClient is None:
-        raise PermanentError(
-            f"kafka: natsbridge's Kafka connector needs kafka-python 3.x, found {kafka.__version__}"
-        )
-
-
-def client_options(config: KafkaConnection) -> dict[str, Any]:
-    """The options every kafka-python client of `config` shares."""
+def client_options(
+    config: KafkaConnection, overrides: Mapping[str, Any] | None = None, **own: Any
+) -> dict[str, Any]:
+    """The options every kafka-python client of `config` shares, plus `own`, then `overrides`."""
     options: dict[str, Any] = {
         "bootstrap_servers": list(config.bootstrap_servers),
         "client_id": config.client_id,
@@ -109,7 +97,7 @@ def client_options(config: KafkaConnection) -> dict[str, Any]:
     if config.security_protocol in ("SSL", "SASL_SSL"):
         # kafka-python uses this context as it is (its ssl_cafile, ssl_certfile,
         # ssl_keyfile and ssl_check_hostname options only build one when none is given).
-        options["ssl_context"] = ssl_context(config.tls)
+        options["ssl_context"] = tls_context(config.tls, "kafka")
     if config.sasl_mechanism is not None:
         assert config.sasl_password is not None  # the model checks that SASL is complete
         options["sasl_mechanism"] = config.sasl_mechanism
@@ -117,53 +105,9 @@ def client_options(config: KafkaConnection) -> dict[str, Any]:
         password = config.sasl_password.get_secret_value()
         register(password)  # redacted from every message and log line from now on
         options["sasl_plain_password"] = password
+    options.update(own)
+    options.update(overrides or {})
     return options
-
-
-def ssl_context(tls: Tls | None) -> ssl.SSLContext:
-    """A client SSLContext: system CAs or `ca_file`, optional client cert, verify on/off.
-
-    A file that is missing, unreadable or not what it should be is a PermanentError naming
-    the `tls` key and the path.
-    """
-    tls = tls or Tls()
-    for key in ("ca_file", "cert_file", "key_file"):
-        path = getattr(tls, key)
-        if path is not None and not os.path.isfile(path):
-            raise PermanentError(f"kafka: tls.{key} {path!r} does not exist or is not a file")
-
-    def encrypted() -> str:
-        raise ValueError("the key is encrypted; natsbridge needs an unencrypted PEM key")
-
-    try:
-        context = ssl.create_default_context(cafile=tls.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise PermanentError(
-            f"kafka: tls.ca_file {tls.ca_file!r} holds no usable PEM CA certificate: {exc}"
-        ) from None
-    if tls.cert_file:
-        try:
-            context.load_cert_chain(tls.cert_file, tls.key_file, password=encrypted)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            files = f"tls.cert_file {tls.cert_file!r}"
-            if tls.key_file:
-                files += f" and tls.key_file {tls.key_file!r}"
-            raise PermanentError(
-                f"kafka: {files}: not a PEM certificate with its private key: {exc}"
-            ) from None
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _ssl_error(exc: BaseException | None) -> ssl.SSLError | None:
-    """The ssl error behind `exc` (kafka-python wraps a failed handshake in its own), if any."""
-    while exc is not None:
-        if isinstance(exc, ssl.SSLError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def tls_error(config: KafkaConnection, exc: ssl.SSLError) -> PermanentError | ConnectionLost:
@@ -201,84 +145,9 @@ def check_compression(compression: str) -> str | None:
     return compression
 
 
-class _NetClients:
-    """The network-client factory handed to kafka-python; keeps what it made.
-
-    kafka-python 3.0 reports a refused SASL login only in a log line before it retries;
-    the factory watches each new broker connection's initialisation for it instead.
-    """
-
-    def __init__(self, sasl: bool) -> None:
-        self.sasl = sasl
-        self.watching = True  # only while the client is being built
-        self.made: list[Any] = []
-        self.failures: list[BaseException] = []
-        self.tls_failures: list[ssl.SSLError] = []
-
-    def __call__(self, **configs: Any) -> Any:
-        assert _NetClient is not None
-        client = _NetClient(**configs)
-        self.made.append(client)
-        manager = getattr(client, "_manager", None)
-        get_connection = getattr(manager, "get_connection", None)
-        if manager is not None and get_connection is not None:
-
-            def watched(*args: Any, **kwargs: Any) -> Any:
-                connection = get_connection(*args, **kwargs)
-                with contextlib.suppress(AttributeError):
-                    connection.close_future.add_errback(self._lost, connection)
-                return connection
-
-            manager.get_connection = watched
-        return client
-
-    def _lost(self, connection: Any, exc: BaseException) -> None:
-        """A broker connection closed with `exc`: remember it when it looks like a refused login."""
-        if not self.watching:
-            return
-        tls = _ssl_error(exc)
-        if tls is not None:
-            self.tls_failures.append(tls)
-            return
-        if isinstance(exc, ke.SaslAuthenticationFailedError | ke.AuthorizationError):
-            self.failures.append(exc)
-            return
-        # Kafka closes the socket right after refusing SASL credentials, and kafka-python
-        # may see the close before the refusal: a connection that got as far as the API
-        # versions (the broker is up and speaks Kafka) but never finished initialising
-        # failed in the SASL exchange.
-        init = getattr(connection, "init_future", None)
-        if (
-            self.sasl
-            and getattr(connection, "broker_version_data", None) is not None
-            and init is not None
-            and init.is_done
-            and init.failed()
-        ):
-            self.failures.append(
-                ke.SaslAuthenticationFailedError(
-                    "the broker closed the connection during SASL authentication"
-                )
-            )
-
-    def auth_failure(self) -> BaseException | None:
-        """The SASL/authorization failure seen while connecting, if any."""
-        return self.failures[0] if self.failures else None
-
-    def tls_failure(self) -> ssl.SSLError | None:
-        """The last TLS handshake failure seen while connecting, if any."""
-        return self.tls_failures[-1] if self.tls_failures else None
-
-    def close(self) -> None:
-        for client in self.made:
-            with contextlib.suppress(Exception):
-                client.close()
-
-
 def build(make: Callable[..., T], options: dict[str, Any], config: KafkaConnection) -> T:
     """`make(**options)` (a KafkaConsumer, KafkaProducer or KafkaAdminClient), errors translated."""
-    check_version()
-    clients = _NetClients(sasl=config.sasl_mechanism is not None)
+    clients = NetClients(sasl=config.sasl_mechanism is not None)
     try:
         made = make(kafka_client=clients, **options)
         clients.watching = False

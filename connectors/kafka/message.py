@@ -17,7 +17,7 @@ when Kafka takes it (`record_timestamp_ms`), else the producer's clock.
 Header names that are not UTF-8. The Kafka protocol defines a header name as a UTF-8
 string, but brokers store whatever bytes a client sends (librdkafka sends any), and
 kafka-python's strict reader failed on them. Such a name is read with ``surrogateescape``
-(`read_header_names_leniently`), which the NATS header escaping carries reversibly. A
+(connectors.kafka.driver), which the NATS header escaping carries reversibly. A
 sink never writes one: a record whose name is not UTF-8 would break every strict
 consumer downstream, so that message is dead-lettered (`HeaderError`) instead.
 """
@@ -82,64 +82,6 @@ def undecodable_record(record: Any, connection: str) -> Envelope:
         ),
         key=record.key if isinstance(record.key, bytes) else None,
     )
-
-
-class _RawName(str):
-    """A header name read with ``surrogateescape``; encodes to its bytes again.
-
-    kafka-python's fetcher measures every name it read with ``name.encode("utf-8")``.
-    """
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return str.encode(self, encoding, "surrogateescape")
-
-
-class _LenientSlices(bytes):
-    """A record batch's bytes whose slices decode with ``surrogateescape``."""
-
-    def __getitem__(self, key: Any) -> Any:
-        got = bytes.__getitem__(self, key)
-        return _LenientSlices(got) if isinstance(key, slice) else got
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        return _RawName(bytes.decode(self, encoding, "surrogateescape"))
-
-
-def read_header_names_leniently() -> None:
-    """Make kafka-python 3.0 read a header name that is not UTF-8 instead of failing (idempotent).
-
-    Its `DefaultRecordBatch._read_msg` decodes header names strictly, and the
-    UnicodeDecodeError becomes a CorruptRecordError in the fetcher, raised by every
-    poll() for that partition: the source stopped and the bridge exited, one record from
-    any producer (librdkafka writes any bytes) sufficed. Only on that error, the
-    record is read again from the same position over a copy of the batch whose slices
-    decode with ``surrogateescape`` (names keep their bytes as surrogates; the key, value and
-    other bytes are the same), and so are the batch's later records. Everything else in
-    the reader stays kafka-python's own, and a record is delivered, not skipped, so the
-    commit watermark needs no exception. A kafka-python without that method (the
-    connector moves to confluent-kafka) is left alone; tests/connectors/test_kafka.py
-    fails then.
-    """
-    try:
-        from kafka.record.default_records import DefaultRecordBatch
-    except ImportError:  # pragma: no cover
-        return
-    original = getattr(DefaultRecordBatch, "_read_msg", None)
-    if original is None or getattr(original, "lenient", False):
-        return
-
-    def _read_msg(self: Any, *args: Any, **kwargs: Any) -> Any:
-        pos = self._pos
-        try:
-            return original(self, *args, **kwargs)
-        except UnicodeDecodeError:
-            # One copy per batch: the rest of this batch is read over it too.
-            self._pos = pos
-            self._buffer = _LenientSlices(self._buffer)
-            return original(self, *args, **kwargs)
-
-    _read_msg.lenient = True  # type: ignore[attr-defined]
-    DefaultRecordBatch._read_msg = _read_msg
 
 
 def _kafka_name(name: str) -> str:

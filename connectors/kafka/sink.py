@@ -32,9 +32,7 @@ import contextlib
 import logging
 import queue
 import struct
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,15 +41,14 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import KafkaConnection, KafkaSink
-from natsbridge.bridge.connector import Confirms, failed
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
-    BridgeTimeout,
     ConnectionLost,
     MessageRejected,
     PermanentError,
 )
+from natsbridge.bridge.threads import Completions, Confirms, DriverThread, failed
 from natsbridge.connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     admin,
@@ -123,8 +120,9 @@ class KafkaTopicSink:
 
     def producer_options(self) -> dict[str, Any]:
         """The KafkaProducer options of this sink."""
-        options = client_options(self.config)
-        options.update(
+        return client_options(
+            self.config,
+            self.overrides,
             acks="all",
             enable_idempotence=True,
             max_in_flight_requests_per_connection=MAX_IN_FLIGHT_REQUESTS,
@@ -134,30 +132,18 @@ class KafkaTopicSink:
             max_request_size=self.max_request_size,
             allow_auto_create_topics=False,
         )
-        options.update(self.overrides)
-        return options
 
     # ------------------------------------------------------------ Sink
 
     async def connect(self) -> None:
         """Start the producer (and check or create a literal topic)."""
         await self.close()
-        loop = asyncio.get_running_loop()
-        worker = _Producer(self, loop, self.producer_options())
-        worker.thread.start()
-        timeout = 3 * DEFAULT_BOOTSTRAP_TIMEOUT_MS / 1000 + 15
-        try:
-            done, _ = await asyncio.wait({worker.opened}, timeout=timeout)
-            if not done:
-                raise BridgeTimeout(
-                    f"kafka: {describe(self.config)}: sink not connected after {timeout:g}s"
-                )
-            worker.opened.result()  # raises why it could not connect
-        except BaseException:
-            worker.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(worker.ended), CLOSE_TIMEOUT_S)
-            raise
+        worker = _Producer(self, self.producer_options())
+        await worker.driver.start(
+            3 * DEFAULT_BOOTSTRAP_TIMEOUT_MS / 1000 + 15,
+            f"kafka: {describe(self.config)}: sink",
+            worker.stop,
+        )
         self._worker = worker
         log.info(
             "kafka sink %s: producing to %s (acks=all, idempotent)",
@@ -173,7 +159,7 @@ class KafkaTopicSink:
             return await self._confirms.wait([failed(type(error)(*error.args)) for _ in envelopes])
         waits: list[asyncio.Future[None]] = []
         for envelope in envelopes:
-            future: asyncio.Future[None] = worker.loop.create_future()
+            future: asyncio.Future[None] = worker.driver.loop.create_future()
             waits.append(future)
             worker.outbox.put((future, envelope))
         worker.waiting.update(waits)
@@ -187,69 +173,50 @@ class KafkaTopicSink:
         worker = self._worker
         if worker is None:
             return
-        if not await self._confirms.drain(CLOSE_TIMEOUT_S):
-            log.warning(
-                "kafka sink %s: closing with %d sends unacknowledged",
-                self.route_name,
-                self._confirms.pending,
-            )
+        await self._confirms.drain(CLOSE_TIMEOUT_S, f"kafka sink {self.route_name}")
         self._worker = None
         self._error = ConnectionLost("kafka: sink closed")
         worker.stop()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(worker.ended), CLOSE_TIMEOUT_S)
+        await worker.driver.join(CLOSE_TIMEOUT_S)
         worker.fail_all(self._error)
 
 
 class _Producer:
     """The KafkaProducer of one `connect()`, and the thread that feeds it."""
 
-    def __init__(
-        self, sink: KafkaTopicSink, loop: asyncio.AbstractEventLoop, options: dict[str, Any]
-    ) -> None:
+    def __init__(self, sink: KafkaTopicSink, options: dict[str, Any]) -> None:
         self.sink = sink
-        self.loop = loop
         self.options = options
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.ended: asyncio.Future[None] = loop.create_future()
-        self.thread = threading.Thread(
-            target=self._run, name=f"kafka sink {sink.route_name}", daemon=True
-        )
+        self.driver = DriverThread(f"kafka sink {sink.route_name}", self._run)
         self.producer: KafkaProducer | None = None
         self.admin: KafkaAdminClient | None = None
         self.known: set[str] = set()  # topics that exist
         self.limits: dict[str, int | None] = {}  # topic -> its max.message.bytes
         self.broken: BridgeError | None = None  # set when the producer must be replaced
         self.missing: dict[str, float] = {}  # topic -> when it was found missing
-        # Completions, appended by kafka-python's sender thread, drained on the loop.
-        self.done: deque[tuple[asyncio.Future[None], BaseException | None]] = deque()
-        self.done_scheduled = False
+        # Settled by kafka-python's sender thread, a burst per loop wake-up.
+        self.completions = Completions()
+        self._complete = self.completions.settle
         self.waiting: set[asyncio.Future[None]] = set()  # loop side: sends not yet resolved
 
     def stop(self) -> None:
         self.outbox.put(_STOP)
 
-    def post(self, fn: Any, *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(fn, *args)
-
     # ------------------------------------------------------------ sink thread
 
-    def _run(self) -> None:
+    def _run(self, driver: DriverThread) -> None:
         try:
             self._open()
         except BaseException as exc:
             self._close_clients()
-            self.post(_fail, self.opened, translate(exc))
-            self.post(_resolve, self.ended)
+            driver.opened_with(translate(exc))
             return
-        self.post(_resolve, self.opened)
+        driver.opened_with(None)
         try:
             self._produce()
         finally:
             self._close_clients()
-            self.post(_resolve, self.ended)
 
     def _open(self) -> None:
         sink = self.sink
@@ -402,30 +369,9 @@ class _Producer:
             return
         self._complete(future, translate(exc, size=size, limit=self.sink.max_request_size))
 
-    def _complete(self, future: asyncio.Future[None], error: BaseException | None) -> None:
-        """Any thread: queue a result; one wake-up of the loop per burst of results."""
-        self.done.append((future, error))
-        if not self.done_scheduled:
-            self.done_scheduled = True
-            self.post(self._resolve_done)
-
-    # ------------------------------------------------------------ asyncio loop
-
-    def _resolve_done(self) -> None:
-        self.done_scheduled = False  # before draining: a racing _complete schedules again
-        done = self.done
-        while done:
-            future, error = done.popleft()
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
     def fail_all(self, error: BridgeError) -> None:
         """After the thread ended: fail sends still queued or unacknowledged."""
-        self._resolve_done()
+        self.completions.flush()
         with contextlib.suppress(queue.Empty):
             while True:
                 self.outbox.get_nowait()
@@ -433,14 +379,3 @@ class _Producer:
             if not future.done():
                 future.set_exception(error)
         self.waiting.clear()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _fail(future: asyncio.Future[None], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-        future.exception()  # retrieved: connect() may have stopped waiting

@@ -35,7 +35,6 @@ assigned partition is paused; they resume once fewer than half are.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -51,8 +50,9 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import KafkaConnection, KafkaSource
-from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
-from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
+from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
+from natsbridge.bridge.threads import DriverThread, Inbox, receive
 from natsbridge.connectors.kafka.client import (
     DEFAULT_BOOTSTRAP_TIMEOUT_MS,
     HAVE_C_CRC32C,
@@ -60,12 +60,9 @@ from natsbridge.connectors.kafka.client import (
     client_options,
     describe,
 )
+from natsbridge.connectors.kafka.driver import read_header_names_leniently
 from natsbridge.connectors.kafka.errors import TopicMissing, translate
-from natsbridge.connectors.kafka.message import (
-    envelope_from_record,
-    read_header_names_leniently,
-    undecodable_record,
-)
+from natsbridge.connectors.kafka.message import envelope_from_record, undecodable_record
 
 log = logging.getLogger("natsbridge.kafka")
 
@@ -140,12 +137,9 @@ class _Rebalance(AsyncConsumerRebalanceListener):
 class _Session:
     """One KafkaConsumer, its thread and its partitions' state, for one `connect()`."""
 
-    def __init__(
-        self, source: KafkaTopicSource, loop: asyncio.AbstractEventLoop, options: dict[str, Any]
-    ) -> None:
+    def __init__(self, source: KafkaTopicSource, options: dict[str, Any]) -> None:
         self.source = source
         self.route_name = source.route_name
-        self.loop = loop
         self.options = options
         self.consumer: KafkaConsumer | None = None
         self.settles: deque[tuple[_Partition, int, BaseException | None]] = deque()
@@ -157,29 +151,19 @@ class _Session:
         self.partitions: dict[TopicPartition, _Partition] = {}
         self.unsettled = 0
         self.paused = False
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.ended: asyncio.Future[None] = loop.create_future()
-        self.thread = threading.Thread(
-            target=self._run, name=f"kafka source {source.route_name}", daemon=True
-        )
-
-    # ------------------------------------------------------------ any thread
-
-    def post(self, fn: Any, *args: Any) -> None:
-        """Run `fn(*args)` on the asyncio loop soon."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            self.loop.call_soon_threadsafe(fn, *args)
+        self.inbox: Inbox[Incoming] = Inbox()
+        self.driver = DriverThread(f"kafka source {source.route_name}", self._run)
+        self.post = self.driver.post
 
     # ------------------------------------------------------------ consumer thread
 
-    def _run(self) -> None:
+    def _run(self, driver: DriverThread) -> None:
         try:
             consumer = self._open()
         except BaseException as exc:
-            self.post(_fail, self.opened, translate(exc))
-            self.post(_resolve, self.ended)
+            driver.opened_with(translate(exc))
             return
-        self.post(_resolve, self.opened)
+        driver.opened_with(None)
         error: BridgeError | None = None
         try:
             self._consume(consumer)
@@ -188,7 +172,6 @@ class _Session:
         finally:
             self._shutdown(consumer)
             self.post(self.source._on_end, self, error)
-            self.post(_resolve, self.ended)
 
     def _open(self) -> KafkaConsumer:
         source = self.source
@@ -268,8 +251,7 @@ class _Session:
                         envelope = undecodable_record(record, connection)
                         batch.append(unreadable(envelope, ack, exc, "kafka"))
             self.unsettled += len(batch)
-        if batch:
-            self.post(self.source._deliver, self, batch)
+        self.inbox.post_all(batch)
 
     def settle(self, part: _Partition, offset: int, error: BaseException | None) -> None:
         """Record how the runtime settled a record (any thread); the session thread applies it."""
@@ -313,7 +295,7 @@ class _Session:
                 self.unsettled -= 1
         part.next_offset = offset
         consumer.seek(part.tp, offset)
-        self.post(self.source._withdraw, part, offset)
+        self.post(self.withdraw, part, offset)
         log.debug("kafka source %s: rewinding %s to offset %d", self.route_name, part.tp, offset)
 
     def _commit_offsets(self, again: bool = False) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -372,6 +354,29 @@ class _Session:
         except Exception as exc:
             log.debug("kafka source %s: close: %s", self.route_name, exc)
 
+    # ------------------------------------------------------------ asyncio loop
+
+    def withdraw(self, part: _Partition, from_offset: int) -> None:
+        """Drop not-yet-received records of `part` from `from_offset` on (rewound or revoked)."""
+        ready = self.inbox.items
+        if not ready:
+            return
+        topic, partition = part.tp.topic, part.tp.partition
+        kept = [
+            incoming
+            for incoming in ready
+            if not (
+                (origin := incoming.envelope.origin) is not None
+                and origin.partition == partition
+                and origin.topic == topic
+                and origin.offset is not None
+                and origin.offset >= from_offset
+            )
+        ]
+        if len(kept) != len(ready):
+            ready.clear()
+            ready.extend(kept)
+
     # ------------------------------------------------------------ kafka-python's I/O thread
 
     def assign(self, assigned: set[TopicPartition]) -> None:
@@ -413,7 +418,7 @@ class _Session:
                 mark = part.watermark()
                 if commit and mark is not None and mark != part.committed:
                     offsets[tp] = OffsetAndMetadata(mark, "", -1)
-                self.post(self.source._withdraw, part, -1)
+                self.post(self.withdraw, part, -1)
             self.deferred = [d for d in self.deferred if d[0].tp not in revoked]
         if revoked:
             log.info(
@@ -448,14 +453,13 @@ class KafkaTopicSource:
         self.overrides = dict(overrides or {})
         """Extra KafkaConsumer options (tests use short session and heartbeat times)."""
         self._session: _Session | None = None
-        self._ready: deque[Incoming] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BridgeError | None = ConnectionLost("kafka: source not connected")
+        self._inbox: Inbox[Incoming] | None = None  # the session's
 
     def consumer_options(self) -> dict[str, Any]:
         """The KafkaConsumer options of this source."""
-        options = client_options(self.config)
-        options.update(
+        return client_options(
+            self.config,
+            self.overrides,
             group_id=self.group_id,
             auto_offset_reset=self.spec.auto_offset_reset,
             enable_auto_commit=False,
@@ -465,57 +469,29 @@ class KafkaTopicSource:
             max_poll_records=self.max_poll_records,
             allow_auto_create_topics=False,
         )
-        options.update(self.overrides)
-        return options
 
     # ------------------------------------------------------------ Source
 
     async def connect(self) -> None:
         """Start the consumer thread, check the topics exist, join the group."""
         await self.close()
-        loop = asyncio.get_running_loop()
-        session = _Session(self, loop, self.consumer_options())
-        self._session = session
-        self._ready.clear()
-        self._error = None
-        session.thread.start()
-        timeout = 3 * DEFAULT_BOOTSTRAP_TIMEOUT_MS / 1000
+        session = _Session(self, self.consumer_options())
+        self._session, self._inbox = session, session.inbox
         try:
-            done, _ = await asyncio.wait({session.opened}, timeout=timeout)
-            if not done:
-                raise BridgeTimeout(
-                    f"kafka: {describe(self.config)}: source not connected after {timeout:g}s"
-                )
-            session.opened.result()  # raises why it could not connect
+            await session.driver.start(
+                3 * DEFAULT_BOOTSTRAP_TIMEOUT_MS / 1000,
+                f"kafka: {describe(self.config)}: source",
+                session.stop.set,
+            )
         except BaseException:
-            self._session = None
-            self._error = ConnectionLost("kafka: source not connected")
-            session.stop.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(session.ended), CLOSE_TIMEOUT_S)
+            self._session = self._inbox = None
             raise
         what = self.spec.topics or f"pattern {self.spec.topic_pattern!r}"
         log.info("kafka source %s: consuming %s as group %r", self.route_name, what, self.group_id)
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """Up to `max_messages` records, waiting at most `timeout` s for the first."""
-        ready = self._ready
-        if not ready:
-            if self._error is not None:
-                raise self._error
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-            if not ready:
-                if self._error is not None:
-                    raise self._error
-                return ()
-        return take_up_to(ready, max_messages)
+        return await receive(self._inbox, max_messages, timeout, "kafka: source")
 
     async def close(self) -> None:
         """Apply the acks given so far, commit, leave the group. Idempotent."""
@@ -523,64 +499,18 @@ class KafkaTopicSource:
         if session is None:
             return
         self._session = None
-        self._ready.clear()
-        self._error = ConnectionLost("kafka: source closed")
+        session.inbox.end(ConnectionLost("kafka: source closed"), discard=True)
         session.stop.set()
         session.wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(session.ended), CLOSE_TIMEOUT_S)
-        except TimeoutError:
+        if not await session.driver.join(CLOSE_TIMEOUT_S):
             log.warning("kafka source %s: consumer did not close in time", self.route_name)
 
     # ------------------------------------------------------------ asyncio side
 
-    def _deliver(self, session: _Session, batch: list[Incoming]) -> None:
-        if session is not self._session:
-            return  # that consumer is gone: its records are read again
-        self._ready.extend(batch)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _withdraw(self, part: _Partition, from_offset: int) -> None:
-        """Drop not-yet-received records of `part` from `from_offset` on (rewound or revoked)."""
-        ready = self._ready
-        if not ready:
-            return
-        topic, partition = part.tp.topic, part.tp.partition
-        kept = [
-            incoming
-            for incoming in ready
-            if not (
-                (origin := incoming.envelope.origin) is not None
-                and origin.partition == partition
-                and origin.topic == topic
-                and origin.offset is not None
-                and origin.offset >= from_offset
-            )
-        ]
-        if len(kept) != len(ready):
-            ready.clear()
-            ready.extend(kept)
-
     def _on_end(self, session: _Session, error: BridgeError | None) -> None:
+        error = error or ConnectionLost("kafka: consumer stopped")
+        session.inbox.end(error, discard=True)  # their acks would reach a closed consumer
         if session is not self._session:
             return
         self._session = None
-        self._ready.clear()  # their acks would reach a closed consumer: read again
-        self._error = error or ConnectionLost("kafka: consumer stopped")
-        log.warning("kafka source %s: %s", self.route_name, self._error)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _fail(future: asyncio.Future[None], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-        future.exception()  # retrieved: connect() may have stopped waiting
+        log.warning("kafka source %s: %s", self.route_name, error)

@@ -1,4 +1,4 @@
-"""One nats-py connection per source or sink: connect options, state, and header conversion.
+"""One nats-py connection per source or sink: connect options, state, JetStream streams.
 
 Why one connection per source/sink and not one per configured connection: each route
 endpoint then has its own outbound buffer, its own slow-consumer accounting, its own
@@ -12,23 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats.errors
-import nats.js.api
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.protocol.command import hpub_cmd, pub_cmd
+from nats.js.api import StreamConfig, StreamInfo
+from nats.js.manager import JetStreamManager
 
-from natsbridge.bridge.config.model import NatsConnection, Tls
-from natsbridge.bridge.envelope import Headers
-from natsbridge.bridge.errors import ConnectionLost, HeaderError, PermanentError
-from natsbridge.connectors.nats.errors import translate, translate_exception
-from natsbridge.mappings.headers import validate_headers
+from natsbridge.bridge.config.model import NatsConnection
+from natsbridge.bridge.errors import ConnectionLost, MessageRejected, PermanentError
+from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.nats.driver import NatsClient
+from natsbridge.connectors.nats.errors import StreamMissing, translate, translate_exception
 
 log = logging.getLogger("natsbridge.connectors.nats")
 
@@ -43,280 +39,7 @@ DEFAULT_PENDING_SIZE_BYTES = 8 * 1024 * 1024  # nats-py's outbound buffer
 Callback = Callable[[], Awaitable[None]]
 
 
-# ---------------------------------------------------------------- headers
-
-
-class MultiHeaders(dict[str, str]):
-    """Received headers: a plain dict (first value per name) plus every value in `.all`.
-
-    nats-py's own parser keeps only the last value of a repeated header name; NATS
-    allows repeats (`X-A: 1`, `X-A: 2`) and the Envelope is multi-valued, so the
-    client below parses with this class instead.
-    """
-
-    __slots__ = ("all",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.all: Headers = {}
-
-    @classmethod
-    def parse(cls, raw: bytes) -> MultiHeaders:
-        """Parse `Name: Value` lines as nats-py does, keeping repeated names."""
-        out = cls()
-        out.all = parse_header_lines(raw)
-        for name, values in out.all.items():
-            dict.__setitem__(out, name, values[-1])
-        return out
-
-
-_WHITESPACE = re.compile(r"\s")
-
-
-def parse_header_lines(raw: bytes) -> Headers:
-    """`Name: Value` lines as nats-py reads them (lines without a colon, or with a name
-    that is empty, not ASCII or has white space, are skipped), repeated names kept."""
-    headers: Headers = {}
-    for line in raw.split(b"\r\n"):
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        try:
-            key = name.strip().decode("ascii")
-        except UnicodeDecodeError:
-            continue
-        if not key or _WHITESPACE.search(key):
-            continue
-        text = value.strip().decode("utf-8", "replace")
-        values = headers.get(key)
-        if values is None:
-            headers[key] = [text]
-        else:
-            values.append(text)
-    return headers
-
-
-class HeaderBlock(bytes):
-    """A header block encoded by `header_block()`, ready for the wire.
-
-    Passed to nats-py's publish/request as `headers` (typed there as a dict, hence the
-    `type: ignore[arg-type]` at those calls): `NatsClient` writes it as it is
-    instead of encoding a dict again (nats-py checks every name with a regex and keeps
-    one value per name; this keeps repeated names, validated once by the bridge).
-    """
-
-
-def header_block(headers: Headers, extra: Sequence[tuple[str, str]] = ()) -> HeaderBlock | None:
-    """Envelope headers plus the connector's own `extra` (replacing same-named ones); None if none.
-
-    Raises HeaderError for a name or value NATS cannot carry. `extra` names are trusted,
-    their values are not (a message id comes from the source): the last guard counts the
-    line breaks of the finished block, so that a CR, LF or NUL anywhere fails this one
-    message (dead-lettered) and can never inject a header. The block's length counts
-    against the server's max_payload with the payload.
-    """
-    if headers:
-        validate_headers(headers)  # RFC 7230 token names; no CR/LF in values
-    replaced = {name for name, _ in extra}
-    lines = [
-        f"{name}: {value}\r\n"
-        for name, values in headers.items()
-        if name not in replaced
-        for value in values
-    ]
-    lines.extend(f"{name}: {value}\r\n" for name, value in extra)
-    if not lines:
-        return None
-    text = "".join(lines)
-    count = len(lines)
-    if text.count("\n") != count or text.count("\r") != count or "\x00" in text:
-        raise HeaderError(f"a header holds CR, LF or NUL: {_bad_line(lines)!r}")
-    try:
-        return HeaderBlock(b"NATS/1.0\r\n" + text.encode() + b"\r\n")
-    except UnicodeEncodeError as exc:
-        raise HeaderError(f"a header is not valid UTF-8 text: {exc}") from None
-
-
-def _bad_line(lines: Sequence[str]) -> str:
-    """The first header line holding a CR, LF or NUL of its own."""
-    for line in lines:
-        body = line[:-2]
-        if "\r" in body or "\n" in body or "\x00" in body:
-            return body
-    return ""
-
-
-def subject_text(raw: bytes) -> str:
-    """A subject (or reply subject) as received, as text, whatever its bytes.
-
-    The server takes any bytes but space in a subject. nats-py decodes strictly inside
-    its read loop, where an error makes it reconnect and be sent the same message again,
-    forever; surrogateescape keeps the bytes, and the mappers escape them back.
-    """
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def read_header_block(raw: bytes) -> tuple[str, str, Headers]:
-    """(status code, description, headers) of a header block as received.
-
-    `NATS/1.0\r\nName: value\r\n...` for a message with headers (status ""), or
-    `NATS/1.0 408 Request Timeout\r\n...` for a status message the server sends.
-    """
-    first, _, lines = raw.partition(b"\r\n")
-    code, _, description = (
-        first[len(b"NATS/1.0") :].strip().decode("utf-8", "replace").partition(" ")
-    )
-    return code, description.strip(), parse_header_lines(lines)
-
-
-def from_nats_headers(headers: dict[str, str] | None) -> Headers:
-    """nats-py's received headers as multi-valued Envelope headers."""
-    if not headers:
-        return {}
-    if isinstance(headers, MultiHeaders):
-        return {name: list(values) for name, values in headers.all.items()}
-    return {name: [value] for name, value in headers.items()}
-
-
-RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
-"""Called on the read loop with a message as received: subject, reply, data, header block."""
-
-
-async def _ignore(msg: Msg) -> None:
-    raise AssertionError("a raw subscription's messages never reach nats-py's callback")
-
-
-class NatsClient(Client):
-    """nats-py's client: received headers parsed with `MultiHeaders` (repeats kept), a
-    `HeaderBlock` published as it is, and raw subscriptions (`subscribe_raw`).
-
-    These hook into nats-py internals (`_parse_header_lines`, `_send_publish`,
-    `_process_msg`); the connector tests cover them against the nats-py version installed.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._raw_handlers: dict[int, RawHandler] = {}
-
-    async def subscribe_raw(self, subject: str, handler: RawHandler) -> Subscription:
-        """Subscribe with `handler` called synchronously for each message, as received.
-
-        For replies the bridge reads itself (PubAcks): no Msg object, no per-subscription
-        queue and task per message. nats-py still owns the subscription (SUB, resubscribe
-        after a reconnect, unsubscribe).
-        """
-        sub = await self.subscribe(subject, cb=_ignore)
-        self._raw_handlers[sub._id] = handler
-        return sub
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        handler = self._raw_handlers.get(sid)
-        if handler is None:
-            await super()._process_msg(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            return
-        self.stats["in_msgs"] += 1
-        self.stats["in_bytes"] += len(data)
-        handler(subject, reply, data, headers)
-
-    async def publish_many(
-        self, messages: Sequence[tuple[str, str, HeaderBlock | None, bytes]]
-    ) -> None:
-        """Publish (subject, reply, header block, payload) messages, in order, as one write.
-
-        One PUB or HPUB command each, queued as one buffer, instead of a `publish()` call
-        (its checks, command and buffer append) per message: for JetStream acks and for
-        the JetStream sink's windows. The caller has checked payload sizes. Raises as
-        `publish()` does when closed or draining, or while reconnecting with the pending
-        buffer full.
-        """
-        if self.is_closed:
-            raise nats.errors.ConnectionClosedError
-        if self.is_draining_pubs:
-            raise nats.errors.ConnectionDrainingError
-        size = 0
-        commands = []
-        for subject, reply, headers, payload in messages:
-            if not subject:
-                raise nats.errors.BadSubjectError
-            if headers is None:
-                commands.append(pub_cmd(subject, reply, payload))
-            else:
-                commands.append(hpub_cmd(subject, reply, headers, payload))
-            size += len(payload)
-        command = b"".join(commands)
-        if not self.is_connected and (
-            self._max_pending_size <= 0
-            or len(command) + self._pending_data_size > self._max_pending_size
-        ):
-            raise nats.errors.OutboundBufferLimitError
-        self.stats["out_msgs"] += len(commands)
-        self.stats["out_bytes"] += size
-        await self._send_command(command)
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
-
-    @staticmethod
-    def _parse_header_lines(raw: bytes) -> dict[str, str]:
-        return MultiHeaders.parse(raw)
-
-    # nats-py decodes subjects and status lines strictly inside its read loop: read them
-    # as `subject_text` does, and a status line that is not UTF-8 leniently.
-
-    def _build_message(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
-    ) -> Msg:
-        return self.msg_class(
-            subject=subject_text(subject),
-            reply=subject_text(reply),
-            data=data,
-            headers=headers,
-            _client=self,
-            _sid=sid,
-        )
-
-    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
-        try:
-            return await super()._process_headers(headers)  # type: ignore[no-any-return]
-        except UnicodeDecodeError:
-            code, description, lines = read_header_block(headers)
-            parsed = MultiHeaders()
-            parsed.all = lines
-            for name, values in lines.items():
-                dict.__setitem__(parsed, name, values[-1])
-            if code.isdigit():
-                dict.__setitem__(parsed, nats.js.api.Header.STATUS.value, code)
-                dict.__setitem__(parsed, nats.js.api.Header.DESCRIPTION.value, description)
-            return parsed
-
-    async def _send_publish(
-        self, subject: str, reply: str, payload: bytes, payload_size: int, headers: Any
-    ) -> None:
-        if not isinstance(headers, HeaderBlock):
-            await super()._send_publish(subject, reply, payload, payload_size, headers)
-            return
-        if not subject:
-            raise nats.errors.BadSubjectError
-        self.stats["out_msgs"] += 1
-        self.stats["out_bytes"] += payload_size
-        await self._send_command(hpub_cmd(subject, reply, headers, payload))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
-
-
 # ---------------------------------------------------------------- connection
-
-
-def tls_context(tls: Tls) -> ssl.SSLContext:
-    """An SSLContext from the connection's `tls` section (CA, client cert for mTLS, verify)."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
-    if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if not tls.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def connect_options(connection: NatsConnection, client_name: str) -> dict[str, Any]:
@@ -349,7 +72,7 @@ def connect_options(connection: NatsConnection, client_name: str) -> dict[str, A
         if connection.creds_file:
             options["user_credentials"] = connection.creds_file
     if connection.tls is not None:
-        options["tls"] = tls_context(connection.tls)
+        options["tls"] = tls_context(connection.tls, "nats")
     elif any(url.startswith(("tls://", "wss://")) for url in connection.servers):
         options["tls"] = ssl.create_default_context()
     return options
@@ -484,3 +207,36 @@ class NatsLink:
         self.connected.set()  # wake waiters: ready() now sees the closed client
         for callback in self.on_close:
             await callback()
+
+
+async def ensure_stream(
+    jsm: JetStreamManager,
+    name: str,
+    context: str,
+    create: tuple[str, bool],
+    config: Callable[[], StreamConfig],
+) -> StreamInfo:
+    """The info of JetStream stream `name`, created as `config()` says when missing and allowed.
+
+    `create` is the config key that allows it and its value (("to.jetstream.create",
+    True)): when it is false a missing stream is a StreamMissing error naming the key. A
+    stream that another bridge created between the look-up and the create is fine.
+    """
+    try:
+        with translate(context):
+            return await jsm.stream_info(name)
+    except StreamMissing:
+        key, allowed = create
+        if not allowed:
+            raise StreamMissing(
+                f"{context} does not exist and {key} is false: create the stream or set "
+                "create: true"
+            ) from None
+    stream = config()
+    try:
+        with translate(f"{context}: creating it with subjects {stream.subjects}"):
+            return await jsm.add_stream(stream)
+    except MessageRejected as exc:
+        with contextlib.suppress(StreamMissing), translate(context):
+            return await jsm.stream_info(name)
+        raise PermanentError(str(exc)) from exc

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
-import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -18,7 +17,6 @@ from nats.js.errors import APIError
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSink
 from natsbridge.bridge.config.model import JetStreamSink as JetStreamSinkConfig
-from natsbridge.bridge.connector import Confirms, failed
 from natsbridge.bridge.envelope import Envelope, Origin
 from natsbridge.bridge.errors import (
     BridgeError,
@@ -27,20 +25,16 @@ from natsbridge.bridge.errors import (
     MessageRejected,
     PermanentError,
 )
-from natsbridge.connectors.nats.client import (
-    HeaderBlock,
-    NatsClient,
-    NatsLink,
-    from_nats_headers,
-    header_block,
-)
+from natsbridge.bridge.threads import Confirms, failed
+from natsbridge.connectors.nats.client import NatsLink, ensure_stream
+from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import (
     NoResponders,
-    StreamMissing,
     api_error,
     translate,
     translate_exception,
 )
+from natsbridge.connectors.nats.message import HeaderBlock, from_nats_headers, header_block
 from natsbridge.mappings import subjects
 from natsbridge.mappings.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID
 from natsbridge.mappings.payload import check_payload, effective_limit
@@ -420,30 +414,17 @@ class JetStreamSink(_Sink):
 
     async def _ensure_stream(self, client: NatsClient) -> StreamInfo:
         name = self.js_config.stream
-        jsm = client.jsm()
-        context = f"route '{self.route.name}': JetStream stream '{name}'"
-        try:
-            with translate(context):
-                return await jsm.stream_info(name)
-        except StreamMissing:
-            if not self.js_config.create:
-                raise StreamMissing(
-                    f"{context} does not exist and to.jetstream.create is false: "
-                    "create the stream or set create: true"
-                ) from None
-        config = StreamConfig(
-            name=name,
-            subjects=self._subjects_to_create(),
-            duplicate_window=float(self.js_config.duplicate_window),
+        return await ensure_stream(
+            client.jsm(),
+            name,
+            f"route '{self.route.name}': JetStream stream '{name}'",
+            ("to.jetstream.create", self.js_config.create),
+            lambda: StreamConfig(
+                name=name,
+                subjects=self._subjects_to_create(),
+                duplicate_window=float(self.js_config.duplicate_window),
+            ),
         )
-        try:
-            with translate(f"{context}: creating it with subjects {config.subjects}"):
-                return await jsm.add_stream(config)
-        except MessageRejected as exc:
-            # Another bridge may have created it between our look-up and our create.
-            with contextlib.suppress(StreamMissing), translate(context):
-                return await jsm.stream_info(name)
-            raise PermanentError(str(exc)) from exc
 
     async def _check_subject(self, client: NatsClient, subject: str) -> None:
         """MessageRejected unless the stream captures `subject` (refreshing its subjects once).
@@ -504,7 +485,7 @@ class JetStreamSink(_Sink):
 
     async def close(self) -> None:
         """Fail what still waits for a PubAck after a bounded wait, then disconnect."""
-        await self.confirms.drain(DEFAULT_CLOSE_WAIT_S)
+        await self.confirms.drain(DEFAULT_CLOSE_WAIT_S, f"NATS sink of route '{self.route.name}'")
         self._acks.fail_all(ConnectionLost("NATS sink closed"))
         self._acks.stop()
         await super().close()

@@ -8,13 +8,11 @@ import contextlib
 import dataclasses
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from functools import partial
-from typing import Generic, NamedTuple, TypeVar
+from typing import NamedTuple
 
 import nats.errors
-import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
@@ -23,7 +21,7 @@ from nats.js.client import JetStreamContext
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSource
 from natsbridge.bridge.config.model import JetStreamSource as JetStreamSourceConfig
-from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.envelope import Envelope, Headers, Origin
 from natsbridge.bridge.errors import (
     ConnectionLost,
@@ -31,19 +29,19 @@ from natsbridge.bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from natsbridge.connectors.nats.client import (
-    NatsLink,
+from natsbridge.bridge.threads import Inbox, LoopPoster, take_up_to
+from natsbridge.connectors.nats.client import NatsLink, ensure_stream
+from natsbridge.connectors.nats.errors import StreamMissing, translate
+from natsbridge.connectors.nats.message import (
     from_nats_headers,
     header_block,
     read_header_block,
     subject_text,
 )
-from natsbridge.connectors.nats.errors import StreamMissing, translate
 from natsbridge.mappings.headers import NATS_MSG_ID, without_publish_directives
 from natsbridge.mappings.payload import check_payload
 
 log = logging.getLogger("natsbridge.connectors.nats")
-T = TypeVar("T")
 
 DEFAULT_QUEUE_MESSAGES = 10_000  # received, not yet handed to receive(); at least max_in_flight
 DEFAULT_PENDING_MSGS = 65_536  # nats-py's per-subscription buffer behind it, in messages
@@ -57,52 +55,6 @@ DEFAULT_ORIGIN_CACHE = 10_000  # subjects whose Origin is kept for reuse
 
 def _noop_ack(error: BaseException | None) -> None:
     """Core NATS has nothing to acknowledge or redeliver."""
-
-
-class _Inbox(Generic[T]):
-    """The bounded FIFO between nats-py's delivery callback and `receive()`.
-
-    A deque and two events rather than an asyncio.Queue: this is the per-message path.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.items: collections.deque[T] = collections.deque()
-        self.capacity = capacity
-        self.closed = False
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
-
-    async def put(self, item: T) -> None:
-        """Append `item`, waiting while the inbox is full (which holds up nats-py's delivery)."""
-        while len(self.items) >= self.capacity:
-            self._writable.clear()
-            await self._writable.wait()
-        self.append(item)
-
-    def append(self, item: T) -> None:
-        """Append `item` now: for a producer whose own credit keeps it within capacity."""
-        self.items.append(item)
-        if not self._readable.is_set():
-            self._readable.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._readable.set()
-
-    async def take(self, max_items: int, timeout: float) -> list[T]:
-        """Up to `max_items`, waiting up to `timeout` s for the first; [] on timeout."""
-        items = self.items
-        if not items and not self.closed:
-            self._readable.clear()
-            try:
-                await asyncio.wait_for(self._readable.wait(), timeout)
-            except TimeoutError:
-                return []
-        batch = take_up_to(items, max_items)
-        if batch and not self._writable.is_set():
-            self._writable.set()
-        return batch
 
 
 class CoreSource:
@@ -123,7 +75,7 @@ class CoreSource:
         self.connection = connection
         self.bridge = bridge
         self.link: NatsLink | None = None
-        self._inbox: _Inbox[Msg] = _Inbox(1)
+        self._inbox: Inbox[Msg] | None = None
         self._sub: Subscription | None = None
         self._origins: dict[str, Origin] = {}
 
@@ -133,11 +85,11 @@ class CoreSource:
         link = await NatsLink.open(
             self.config.connection, self.connection, f"{self.bridge.id}:{self.route.name}:source"
         )
-        inbox: _Inbox[Msg] = _Inbox(max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight))
+        inbox: Inbox[Msg] = Inbox(max(DEFAULT_QUEUE_MESSAGES, self.route.spec.max_in_flight))
         on_message = inbox.put  # blocks nats-py's delivery when full: see the class doc
 
         async def on_close() -> None:
-            inbox.close()
+            inbox.end(ConnectionLost(f"NATS connection '{link.connection_name}' is closed"))
 
         link.on_close.append(on_close)
         try:
@@ -157,12 +109,10 @@ class CoreSource:
 
     async def receive(self, max_messages: int, timeout: float) -> Sequence[Incoming]:
         """Up to `max_messages` messages, waiting at most `timeout` s for the first."""
-        link = self.link
-        if link is None or link.closed:
+        link, inbox = self.link, self._inbox
+        if link is None or inbox is None or link.closed:
             raise ConnectionLost(f"route '{self.route.name}': NATS source is not connected")
-        msgs = await self._inbox.take(max_messages, timeout)
-        if not msgs and self._inbox.closed:
-            raise ConnectionLost(f"NATS connection '{link.connection_name}' is closed")
+        msgs = await inbox.take(max_messages, timeout)
         return [Incoming(self._envelope(msg), _noop_ack) for msg in msgs]
 
     def _envelope(self, msg: Msg) -> Envelope:
@@ -231,9 +181,8 @@ class _Settler:
 
     def __init__(self, route: Route, link: NatsLink) -> None:
         self._link = link
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
         self._items: collections.deque[tuple[_Pulled, BaseException | None]] = collections.deque()
+        self._poster: LoopPoster[tuple[_Pulled, BaseException | None]] = LoopPoster(self._queue)
         self._wake = asyncio.Event()
         self._stopping = False
         retry = route.spec.retry
@@ -244,14 +193,11 @@ class _Settler:
         return AckOnce(partial(self.put, msg))
 
     def put(self, msg: _Pulled, error: BaseException | None) -> None:
-        if threading.get_ident() == self._thread:
-            self._items.append((msg, error))
-            self._wake.set()
-        else:
-            self._loop.call_soon_threadsafe(self._put_here, msg, error)
+        """Any thread: queue the ack of `msg`; the loop sees a burst of them at once."""
+        self._poster.post((msg, error))
 
-    def _put_here(self, msg: _Pulled, error: BaseException | None) -> None:
-        self._items.append((msg, error))
+    def _queue(self, settled: list[tuple[_Pulled, BaseException | None]]) -> None:
+        self._items.extend(settled)
         self._wake.set()
 
     def nak_delay(self, delivered: int) -> float:
@@ -300,7 +246,7 @@ FATAL_409 = ("Consumer Deleted", "Consumer is push based", "Exceeded MaxRequest"
 
 
 class _Puller:
-    """Keeps a JetStream consumer's messages flowing into an `_Inbox`: a streaming pull.
+    """Keeps a JetStream consumer's messages flowing into an `Inbox`: a streaming pull.
 
     One subscription to a private inbox receives all the server sends for the consumer:
     messages (their reply is the ack subject) and status messages (no reply, a `Status`
@@ -325,7 +271,7 @@ class _Puller:
         self.subject = subject
         self.capacity = capacity
         self.batch = max(1, capacity // 4)
-        self.inbox: _Inbox[_Pulled] = _Inbox(capacity)
+        self.inbox: Inbox[_Pulled] = Inbox(capacity)
         self.outstanding = 0
         self.error: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -391,7 +337,7 @@ class _Puller:
         if code in FATAL_STATUS or (code == "409" and text.startswith(FATAL_409)):
             reason = text or ("no responders" if code == "503" else "refused")
             self.error = f"pulling from {self.subject}: {code} {reason}"
-            self.inbox.close()
+            self.inbox.end(ConnectionLost(self.error))
             return
         left = headers.get(PENDING_MSGS)
         self.outstanding = max(0, self.outstanding - (int(left[0]) if left else self.batch))
@@ -404,7 +350,7 @@ class _Puller:
         self.outstanding = 0
 
     async def _closed(self) -> None:
-        self.inbox.close()
+        self.inbox.end(ConnectionLost(f"NATS connection '{self.link.connection_name}' is closed"))
 
     async def stop(self, wait: float = DEFAULT_SETTLE_WAIT_S) -> list[_Pulled]:
         """Stop pulling (process what is on its way, bounded by `wait` s); return the untaken."""
@@ -464,22 +410,13 @@ class JetStreamSource:
         self._settler = _Settler(self.route, link)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
-        name = self.js_config.stream
-        context = f"route '{self.route.name}': JetStream stream '{name}'"
-        try:
-            with translate(context):
-                await js.stream_info(name)
-            return
-        except StreamMissing:
-            if not self.js_config.create:
-                raise StreamMissing(
-                    f"{context} does not exist and from.jetstream.create is false"
-                ) from None
-        with translate(f"{context}: creating it with subjects ['{self.config.subject}']"):
-            try:
-                await js.add_stream(StreamConfig(name=name, subjects=[self.config.subject]))
-            except nats.js.errors.BadRequestError:
-                await js.stream_info(name)  # created meanwhile by another bridge: fine
+        await ensure_stream(
+            js,
+            self.js_config.stream,
+            f"route '{self.route.name}': JetStream stream '{self.js_config.stream}'",
+            ("from.jetstream.create", self.js_config.create),
+            lambda: StreamConfig(name=self.js_config.stream, subjects=[self.config.subject]),
+        )
 
     async def _ensure_consumer(self, js: JetStreamContext) -> None:
         stream, durable = self.js_config.stream, self.durable
@@ -552,10 +489,10 @@ class JetStreamSource:
         link, puller, settler = self.link, self._puller, self._settler
         if link is None or puller is None or settler is None or link.closed:
             raise ConnectionLost(f"route '{self.route.name}': JetStream source is not connected")
-        msgs = await puller.take(max_messages, timeout)
-        if not msgs and puller.inbox.closed:
-            reason = puller.error or f"NATS connection '{link.connection_name}' is closed"
-            raise ConnectionLost(f"route '{self.route.name}': {reason}")
+        try:
+            msgs = await puller.take(max_messages, timeout)
+        except ConnectionLost as exc:
+            raise ConnectionLost(f"route '{self.route.name}': {exc}") from None
         connection, ack_for = self.config.connection, settler.ack_for
         return [_js_incoming(msg, connection, ack_for(msg)) for msg in msgs]
 

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -43,7 +42,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import stomp  # type: ignore[import-untyped]
-from stomp import exception as se  # type: ignore[import-untyped]
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from natsbridge.bridge.config.model import StompConnection
@@ -55,8 +53,10 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.secrets import redact_url
+from natsbridge.bridge.threads import Completions, settle
+from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.stomp.driver import read_with_our_parser
 from natsbridge.connectors.stomp.errors import from_error_frame, translate, translating
-from natsbridge.connectors.stomp.message import FrameSplitter, parse_frame
 
 log = logging.getLogger("natsbridge.stomp")
 
@@ -148,8 +148,7 @@ class StompClient:
         self._logged_in = False  # CONNECTED seen (receiver thread)
         self._receipts: dict[str, asyncio.Future[None]] = {}
         self._next_receipt = 0
-        self._settled: deque[tuple[asyncio.Future[None], BridgeError | None]] = deque()
-        self._settle_scheduled = False
+        self._completions: Completions | None = None  # receipts settled, a burst at a time
         self._outbox: deque[bytes] = deque()
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
@@ -216,7 +215,10 @@ class StompClient:
 
     async def open(self) -> None:
         """Connect and log in; raise a bridge error (see connectors.stomp.errors) on failure."""
+        if self.config.tls is not None:  # stomp.py builds its own context: check the files
+            tls_context(self.config.tls, "stomp")  # as every connector does, with its errors
         loop = self._loop = asyncio.get_running_loop()
+        self._completions = Completions(loop)
         self._opened = loop.create_future()
         self._ended = loop.create_future()
         endpoint = parse_url(self.config.url)
@@ -311,7 +313,8 @@ class StompClient:
             return
         error = self.error or ConnectionLost("stomp: connection ended")
         self.error = error
-        self._flush_settled()  # settled by frames that arrived before the end
+        if self._completions is not None:
+            self._completions.flush()  # settled by frames that arrived before the end
         opened = self._opened
         if opened is not None and not opened.done():
             opened.set_exception(error)
@@ -322,8 +325,7 @@ class StompClient:
         receipts = list(self._receipts.values())
         self._receipts.clear()
         for future in receipts:
-            if not future.done():
-                future.set_exception(lost)
+            settle(future, lost)
         self._wake.set()  # the writer sees `error` and stops
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -331,18 +333,6 @@ class StompClient:
             self.on_end(error)
         finally:
             ended.set_result(None)
-
-    def _flush_settled(self) -> None:
-        self._settle_scheduled = False  # before draining: a racing settle schedules again
-        settled = self._settled
-        while settled:
-            future, error = settled.popleft()
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
 
     # ------------------------------------------------------------ stomp.py's threads
 
@@ -373,53 +363,9 @@ class StompClient:
                 verify=tls.verify if tls else True,
             )
         conn.transport.override_threading(self._start_receiver)
-        self._read_with_our_parser(conn)
-        return conn
-
-    def _read_with_our_parser(self, conn: Any) -> None:
-        """Have stomp.py's receiver thread read with our splitter and parser.
-
-        Each call reads once from the socket (stomp.py's ``receive()``, with its error
-        handling), ticks stomp.py's heart-beat clock (any bytes from the broker show it
-        is alive), cuts the frames (`FrameSplitter`) and parses them (`parse_frame`).
-        MESSAGE and RECEIPT frames then go straight to `on_message` and `_on_receipt`,
-        past stomp.py's listener fan-out (sorted under a lock, per frame); CONNECTED and
-        ERROR frames take stomp.py's usual path. The end of the stream is reported as
-        stomp.py reports it. This replaces the transport's private ``__read_frames``
-        (stomp.py 9, as pinned; tests/connectors/test_stomp_frames.py checks it is there).
-        """
-        transport = conn.transport
-        process = transport.process_frame
-        beat = conn.on_heartbeat
-        splitter = FrameSplitter()
         direct = {"MESSAGE": lambda frame: self.on_message(frame), "RECEIPT": self._on_receipt}
-
-        def read_frames() -> None:
-            try:
-                data = transport.receive()
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, se.InterruptedException):
-                return
-            except Exception:  # as stomp.py: a failed read ends the connection
-                data = None
-            if not data:
-                if transport.blocking:
-                    raise se.ConnectionClosedException()
-                return  # a TLS socket reads nothing now and then while it is open
-            beat()
-            for raw in splitter.feed(data):
-                frame = parse_frame(raw)
-                if frame is None:
-                    continue
-                handle = direct.get(frame.cmd)
-                if handle is None:
-                    process(frame, raw)
-                    continue
-                try:
-                    handle(frame)
-                except Exception:  # an exception here would end the connection
-                    log.exception("stomp %s: internal error in a frame callback", self.purpose)
-
-        transport._BaseTransport__read_frames = read_frames
+        read_with_our_parser(conn, direct, self.purpose)
+        return conn
 
     def _connect(self, conn: Any, headers: dict[str, str]) -> None:
         """On a worker thread: TCP, TLS, then the CONNECT frame (CONNECTED comes later)."""
@@ -484,10 +430,8 @@ class StompClient:
 
     def _settle(self, future: asyncio.Future[None], error: BridgeError | None) -> None:
         """On the receiver thread: queue a receipt's outcome; one loop wake-up per burst."""
-        self._settled.append((future, error))
-        if not self._settle_scheduled:
-            self._settle_scheduled = True
-            self.post(self._flush_settled)
+        assert self._completions is not None
+        self._completions.settle(future, error)
 
     def _on_connected(self, frame: Frame) -> None:
         headers = frame.headers
@@ -513,7 +457,7 @@ class StompClient:
         )
         opened = self._opened
         if opened is not None:
-            self.post(_resolve, opened)
+            self.post(settle, opened)
 
     def _on_receipt(self, frame: Frame) -> None:
         future = self._receipts.pop(frame.headers.get("receipt-id", ""), None)
@@ -565,7 +509,7 @@ class StompClient:
 class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
     """stomp.py's callbacks, forwarded to the client; an exception here would kill the socket.
 
-    MESSAGE and RECEIPT frames do not come this way (see `StompClient._read_with_our_parser`).
+    MESSAGE and RECEIPT frames do not come this way (see `driver.read_with_our_parser`).
     """
 
     def __init__(self, client: StompClient) -> None:
@@ -588,8 +532,3 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
             fn(*args)
         except Exception:
             log.exception("stomp %s: internal error in a frame callback", self.client.purpose)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import StompConnection, StompSink
-from natsbridge.bridge.connector import Confirms, failed
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
+from natsbridge.bridge.threads import Confirms, failed
 from natsbridge.connectors.stomp.client import DEFAULT_CLOSE_TIMEOUT_S, StompClient
 from natsbridge.connectors.stomp.message import send_frame
 from natsbridge.mappings.stomp import parse_destination
@@ -131,12 +131,7 @@ class StompDestinationSink:
         client = self._client
         if client is None:
             return
-        if not await self._confirms.drain(DEFAULT_CLOSE_TIMEOUT_S):
-            log.warning(
-                "stomp sink %s: closing with %d sends unconfirmed",
-                self._route_name,
-                self._confirms.pending,
-            )
+        await self._confirms.drain(DEFAULT_CLOSE_TIMEOUT_S, f"stomp sink {self._route_name}")
         if self._client is client:
             self._client = None
             self._error = ConnectionLost("stomp: sink closed")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections import deque
 from collections.abc import Sequence
 from functools import partial
 
@@ -36,8 +35,9 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import StompConnection, StompSource
-from natsbridge.bridge.connector import AckOnce, Incoming, take_up_to, unreadable
+from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
+from natsbridge.bridge.threads import Inbox, receive
 from natsbridge.connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
 from natsbridge.connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
 from natsbridge.mappings.stomp import parse_destination
@@ -96,10 +96,7 @@ class StompDestinationSource:
         self._client: StompClient | None = None
         self._generation = 0
         self._reader = EnvelopeReader(connection_name, connection.dialect)
-        self._ready: deque[Incoming] = deque()  # appended by the receiver thread
-        self._wake_scheduled = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._error: BridgeError | None = ConnectionLost("stomp: source not connected")
+        self._inbox: Inbox[Incoming] | None = None  # one per connection
         self._resubscribe = False  # activemq: a retryable nack asks for redelivery
         self._subscribed = False  # the current connection got as far as its subscription
 
@@ -120,17 +117,15 @@ class StompDestinationSource:
             self.dialect, self.destination, self.subscription, self.durable, self.prefetch
         )
         self._generation += 1
-        self._ready.clear()
-        self._wake_scheduled = False
+        inbox = self._inbox = Inbox()
         self._resubscribe = False
         self._subscribed = False
         # ActiveMQ names a durable subscription by client-id + subscription name.
         client_id = self.subscription if self.dialect == "activemq" and self.durable_topic else None
         client = StompClient(self._config, f"{self._route_name} source", client_id)
-        client.on_message = functools.partial(self._on_message, client, self._generation)
-        client.on_end = functools.partial(self._on_end, self._generation)
+        client.on_message = functools.partial(self._on_message, inbox, self._generation)
+        client.on_end = functools.partial(self._on_end, inbox, self._generation)
         self._client = client
-        self._error = None
         try:
             await client.open()
             receipt, subscribed = client.expect()
@@ -143,8 +138,7 @@ class StompDestinationSource:
                     f"within {DEFAULT_CONNECT_TIMEOUT_S:g}s"
                 ) from None
         except BaseException:
-            self._client = None
-            self._error = ConnectionLost("stomp: source not connected")
+            self._client = self._inbox = None
             await client.close()
             raise
         self._subscribed = True
@@ -162,26 +156,7 @@ class StompDestinationSource:
         if self._resubscribe:
             log.info("stomp source %s: reconnecting so that ActiveMQ redelivers", self._route_name)
             await self.connect()
-        ready = self._ready
-        if not ready:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            # A wake-up can be stale (its messages were taken by an earlier call), so
-            # wait again until there is a message, an error or the deadline.
-            while not ready:
-                if self._error is not None:
-                    raise self._error
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return ()
-                waiter = self._waiter = loop.create_future()
-                timer = loop.call_later(remaining, _wake, waiter)
-                try:
-                    await waiter
-                finally:
-                    timer.cancel()
-                    self._waiter = None
-        return take_up_to(ready, max_messages)
+        return await receive(self._inbox, max_messages, timeout, "stomp: source")
 
     async def close(self) -> None:
         """DISCONNECT after the acks already given; unsettled messages go back. Idempotent."""
@@ -189,14 +164,14 @@ class StompDestinationSource:
         if client is None:
             return
         self._client = None
-        self._error = ConnectionLost("stomp: source closed")
-        self._ready.clear()
+        if self._inbox is not None:
+            self._inbox.end(ConnectionLost("stomp: source closed"), discard=True)
         await client.close()
 
     # ------------------------------------------------------------ receiver thread
 
-    def _on_message(self, client: StompClient, generation: int, frame: Frame) -> None:
-        if generation != self._generation or self._error is not None:
+    def _on_message(self, inbox: Inbox[Incoming], generation: int, frame: Frame) -> None:
+        if generation != self._generation or inbox.ended:
             return  # a connection being replaced: the broker redelivers what it sent
         headers = frame.headers
         ack_id = headers.get("ack") or headers.get("message-id", "")
@@ -207,10 +182,7 @@ class StompDestinationSource:
         except Exception as exc:  # never NACKed away: the runtime dead-letters it, then acks
             envelope = self._reader.undecodable(headers, body, self.destination)
             incoming = unreadable(envelope, ack, exc, "stomp")
-        self._ready.append(incoming)
-        if not self._wake_scheduled:
-            self._wake_scheduled = True
-            client.post(self._wake_receive)
+        inbox.post(incoming)  # one wake-up of receive() per burst
 
     # ------------------------------------------------------------ any thread
 
@@ -228,31 +200,15 @@ class StompDestinationSource:
         elif self.dialect == "rabbitmq":
             client.write(nack_frame(ack_id))
         else:
-            self._resubscribe = True
-            client.post(self._wake_receive)
+            self._resubscribe = True  # the next receive() reconnects
 
     # ------------------------------------------------------------ asyncio side
 
-    def _wake_receive(self) -> None:
-        self._wake_scheduled = False  # before waking: a racing message schedules again
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _on_end(self, generation: int, error: BridgeError) -> None:
+    def _on_end(self, inbox: Inbox[Incoming], generation: int, error: BridgeError) -> None:
+        inbox.end(error, discard=True)  # their acks would go to a dead connection: they come back
         if generation != self._generation:
             return
-        self._ready.clear()  # their acks would go to a dead connection: they come back
         if self._client is not None:
             if self._subscribed:
                 log.warning("stomp source %s: %s", self._route_name, error)
             self._client = None
-            self._error = error
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

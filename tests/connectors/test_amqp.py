@@ -36,6 +36,7 @@ from natsbridge.bridge.errors import (
 from natsbridge.bridge.registry import load_connector
 from natsbridge.connectors.amqp import AmqpExchangeSink, AmqpQueueSource, connector
 from natsbridge.connectors.amqp.client import connection_parameters
+from natsbridge.connectors.amqp.driver import FramePublisher
 from natsbridge.connectors.amqp.errors import (
     AmqpAccessRefused,
     AmqpNotFound,
@@ -44,7 +45,6 @@ from natsbridge.connectors.amqp.errors import (
     from_reply,
     translate,
 )
-from natsbridge.connectors.amqp.frames import FramePublisher
 from natsbridge.connectors.amqp.message import properties_for
 from tests.connectors.amqp_helpers import (
     load_route,

@@ -43,8 +43,9 @@ from natsbridge.connectors.nats import (
     JetStreamSource,
     connector,
 )
-from natsbridge.connectors.nats.client import MultiHeaders, NatsClient, header_block
+from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import NoResponders, StreamMissing
+from natsbridge.connectors.nats.message import MultiHeaders, header_block
 from natsbridge.connectors.nats.sink import derived_stream_subjects
 from tests.connectors.conformance import (
     SinkConformance,
@@ -190,7 +191,7 @@ class TestJetStreamSinkConformance(_Harness, SinkConformance):
 
 
 def _envelope(msg: Msg) -> Envelope:
-    from natsbridge.connectors.nats.client import from_nats_headers
+    from natsbridge.connectors.nats.message import from_nats_headers
 
     return Envelope(subject=msg.subject, payload=msg.data, headers=from_nats_headers(msg.headers))
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from natsbridge.bridge.errors import HeaderError
-from natsbridge.connectors.nats.client import MultiHeaders, header_block, read_header_block
+from natsbridge.connectors.nats.message import MultiHeaders, header_block, read_header_block
 
 PREFIX = b"NATS/1.0\r\n"
 # RFC 7230 token names (what NATS and nats-py accept) and values without CR/LF; the

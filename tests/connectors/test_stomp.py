@@ -43,6 +43,7 @@ from natsbridge.bridge.errors import (
     PermanentError,
     RetryableError,
 )
+from natsbridge.bridge.threads import Completions
 from natsbridge.connectors.stomp import StompDestinationSink, StompDestinationSource, connector
 from natsbridge.connectors.stomp.client import Endpoint, StompClient, parse_url
 from natsbridge.connectors.stomp.errors import (
@@ -902,6 +903,7 @@ def test_a_retryable_error_frame_about_the_only_send_is_a_lost_connection(
     async def scenario() -> None:
         client = StompClient(conn, "test")
         client._loop = asyncio.get_running_loop()
+        client._completions = Completions()
         client._logged_in = True
         _, future = client.expect()
         client._on_error(Frame("ERROR", {"message": "resource_locked"}, b"RESOURCE_LOCKED"))

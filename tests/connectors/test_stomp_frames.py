@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from stomp.transport import BaseTransport  # type: ignore[import-untyped]
 from stomp.utils import parse_frame as stomp_py_parse_frame  # type: ignore[import-untyped]
 
 from natsbridge.connectors.stomp.message import FrameSplitter, encode_frame, parse_frame
@@ -110,12 +109,6 @@ def test_splitter_reads_content_length_only_from_the_headers() -> None:
     assert splitter.feed(b"MESSAGE\ncontent-length:x1\n\nab\x00") == [
         b"MESSAGE\ncontent-length:x1\n\nab"
     ]
-
-
-def test_stomp_py_still_has_the_reader_the_client_replaces() -> None:
-    # StompClient sets the transport's private `__read_frames`; were it renamed, stomp.py's
-    # receiver thread would silently keep its own reader.
-    assert callable(getattr(BaseTransport, "_BaseTransport__read_frames", None))
 
 
 def test_splitter_takes_a_large_frame_in_many_reads() -> None:

@@ -1,4 +1,6 @@
-"""basic.publish frames marshalled a batch at a time: the sink's hot path.
+"""Every place the AMQP connector touches pika's private internals, behind a version guard.
+
+basic.publish frames marshalled a batch at a time: the sink's hot path.
 
 pika's `Channel.basic_publish` builds three frame objects per message and marshals each
 through several layers: about 40% of the sink's CPU time in a profile of 1 KiB messages.
@@ -8,8 +10,11 @@ the method frame is cached per routing key, the content header comes from pika's
 
 The bytes are exactly pika's (tests/connectors/test_amqp.py compares them). This uses one
 private pika method, `Connection._output_marshaled_frames`, and the negotiated
-`Connection._body_max_length`; `FramePublisher.create` returns None when a pika version
+`Connection._body_max_length`; `FramePublisher.create` returns None when a connection
 lacks them, and the sink then falls back to `basic_publish`.
+
+Importing this module checks the installed pika against `TESTED` (and that the private
+method is there) and raises DriverVersionError naming both versions otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +22,18 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from pika.connection import Connection
 from pika.spec import BasicProperties
+
+from natsbridge.bridge.drivers import DriverVersionError, require
+
+DISTRIBUTION = "pika"
+TESTED = ((1, 3), (1, 5))
+"""pika >=1.3,<1.5 (pyproject.toml pins the same range)."""
+
+VERSION = require(DISTRIBUTION, *TESTED)
+if not callable(getattr(Connection, "_output_marshaled_frames", None)):  # pragma: no cover
+    raise DriverVersionError(f"pika {VERSION} has no Connection._output_marshaled_frames")
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
