@@ -64,11 +64,11 @@ from bench.common import (
     stream_count,
 )
 from natsbridge.bridge.config import load_config
-from natsbridge.bridge.config.model import KafkaConnection
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.connectors.kafka import KafkaTopicSink, KafkaTopicSource
 from natsbridge.connectors.kafka.client import HAVE_C_CRC32C
-from natsbridge.connectors.kafka.sink import BATCH_SIZE, LINGER_MS
+from natsbridge.connectors.kafka.config import KafkaConnection
+from natsbridge.connectors.kafka.sink import BATCH_SIZE, LINGER_MS, KafkaTopicSink
+from natsbridge.connectors.kafka.source import KafkaTopicSource
 
 RESULT = Path(__file__).resolve().parent / "results" / "kafka.json"
 BOOTSTRAP = os.environ.get("NATSBRIDGE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")

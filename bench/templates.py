@@ -26,7 +26,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.connectors.amqp.kind import AmqpOrigin
+from natsbridge.connectors.kafka.kind import KafkaOrigin
+from natsbridge.connectors.nats.kind import NatsOrigin
 from natsbridge.mappings import headers as h
 from natsbridge.mappings import kafka
 from natsbridge.mappings.amqp_properties import properties_to_headers
@@ -67,16 +70,18 @@ def _rate(fn: Callable[[], object]) -> tuple[float, float]:
 
 def _render_cases() -> dict[str, tuple[Template, Envelope]]:
     kafka_env = Envelope(
-        "clicks", b"x", origin=Origin("kafka", "kafka", topic="clicks", partition=3, offset=9)
+        "clicks", b"x", origin=KafkaOrigin("kafka", "kafka", topic="clicks", partition=3, offset=9)
     )
     amqp_env = Envelope(
         "eu.created",
         b"x",
         {"X-Tenant": ["acme"]},
-        origin=Origin("rabbit", "amqp", exchange="orders", routing_key="eu.created"),
+        origin=AmqpOrigin("rabbit", "amqp", exchange="orders", routing_key="eu.created"),
     )
     nats_env = Envelope(
-        "telemetry.dev42.cpu", b"x", origin=Origin("nats", "nats", subject="telemetry.dev42.cpu")
+        "telemetry.dev42.cpu",
+        b"x",
+        origin=NatsOrigin("nats", "nats", subject="telemetry.dev42.cpu"),
     )
     return {
         "kafka.{{topic}}.{{partition}}": (
@@ -125,7 +130,7 @@ def _amqp_to_nats() -> Callable[[], object]:
         source_patterns=["#"],
         target_kind="nats",
     )
-    origin = Origin("rabbit", "amqp", exchange="orders", routing_key="eu.created", queue="q")
+    origin = AmqpOrigin("rabbit", "amqp", exchange="orders", routing_key="eu.created", queue="q")
     env = Envelope("eu.created", b"x" * 1024, origin=origin)
     props = {
         "content_type": "application/json",
@@ -151,7 +156,7 @@ def _kafka_to_nats() -> Callable[[], object]:
     template = compile_template(
         "kafka.{{topic}}.{{partition}}", source_kind="kafka", target_kind="nats"
     )
-    origin = Origin("kafka", "kafka", topic="clicks", partition=3, offset=123456)
+    origin = KafkaOrigin("kafka", "kafka", topic="clicks", partition=3, offset=123456)
     env = Envelope("clicks", b"x" * 1024, key=b"user-42", origin=origin)
     record_headers = [("traceparent", b"00-abc-def-01"), ("source", b"web")]
 
@@ -176,7 +181,7 @@ def _nats_to_kafka() -> Callable[[], object]:
     topic = compile_template(
         "telemetry", source_kind="nats", source_patterns=["telemetry.*.*"], target_kind="kafka"
     )
-    origin = Origin("nats", "nats", subject="telemetry.dev42.cpu")
+    origin = NatsOrigin("nats", "nats", subject="telemetry.dev42.cpu")
     env = Envelope(
         "telemetry.dev42.cpu",
         b"x" * 1024,

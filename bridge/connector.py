@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, Connection
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import MappingError, PermanentError
 
@@ -147,13 +145,3 @@ class Responder(Protocol):
 
     async def respond(self, request: Envelope, reply: Envelope) -> None:
         """Publish `reply` to the reply address of `request`."""
-
-
-class Connector(Protocol):
-    """A connector plugin: builds the source and sink of a route for one broker kind."""
-
-    def source(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Source:
-        """The source for `route`, reading through `connection`."""
-
-    def sink(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Sink:
-        """The sink for `route`, writing through `connection`."""

@@ -8,30 +8,31 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, Protocol
 
 Headers = dict[str, list[str]]
 """Multi-valued string headers, NATS style: name -> values in arrival order."""
 
 
-class Origin(NamedTuple):
-    """Where a message came from, in its source broker's own coordinates.
+class Origin(Protocol):
+    """Where a message came from, in its source's own coordinates.
 
-    A NamedTuple: immutable like a frozen dataclass, and a third of its cost to build
+    Each connector kind defines its own NamedTuple (bridge.kind): ``connection`` (the
+    config's connection name), ``kind``, then its coordinates by name, each None when
+    unknown. A NamedTuple: immutable, and a third of a frozen dataclass's cost to build
     (one per message for JetStream and Kafka sources).
     """
 
-    connection: str
-    kind: str  # "amqp" | "kafka" | "stomp" | "nats"
-    subject: str | None = None  # NATS subject
-    exchange: str | None = None  # AMQP
-    routing_key: str | None = None  # AMQP
-    queue: str | None = None  # AMQP queue the message was consumed from
-    topic: str | None = None  # Kafka
-    partition: int | None = None  # Kafka
-    offset: int | None = None  # Kafka
-    destination: str | None = None  # STOMP destination as received, with its prefix
-    stream_seq: int | None = None  # JetStream stream sequence
+    @property
+    def connection(self) -> str:
+        """The name of the connection the message was read from."""
+
+    @property
+    def kind(self) -> str:
+        """That connection's kind."""
+
+    def _asdict(self) -> dict[str, Any]:
+        """Every field by name: connection, kind, then the kind's coordinates."""
 
 
 @dataclass(slots=True)

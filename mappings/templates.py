@@ -3,12 +3,13 @@
 A template is the text of ``to.subject``, ``to.routing_key``, ``to.topic``, ``to.key`` or
 ``to.destination``: literal text with ``{{…}}`` placeholders, anywhere in the text.
 
-Placeholders, and the source kinds that provide them
+Placeholders: each source kind declares its own (bridge.kind, ``placeholders``), e.g.
     ``{{subject}}``                       nats: the subject the message arrived on
     ``{{routing_key}}`` ``{{exchange}}`` ``{{queue}}``                            amqp
     ``{{topic}}`` ``{{partition}}`` ``{{key}}``                                  kafka
     ``{{destination}}``                   stomp: destination without its prefix
                                           (``/topic/``, ``/queue/``, ``/exchange/X/`` …)
+and these are available from every source:
     ``{{header(NAME)}}``                  any: first value of header NAME (case-sensitive)
     ``{{wildcard(n)}}``                   the n-th ``*`` (from 1) of the source pattern
                                           that the address matched (nats subject pattern,
@@ -28,16 +29,17 @@ natsbridge ignores case in every placeholder name. The header name may be quoted
 when it is a whole token of a template whose target is NATS. ``{{random(n)}}`` is refused:
 it would break ordering and dedup.
 
-Sources: the address placeholders and ``{{wildcard(n)}}`` read the message's Origin
-(``origin.subject``, ``origin.routing_key``, ``origin.topic``, ``origin.destination``)
-and fall back to ``Envelope.subject`` when the Origin does not have it. Wildcards come
-from the first source pattern the address matches; with several patterns (AMQP binding
-keys) n must exist in every one of them.
+Sources: ``{{wildcard(n)}}`` and ``{{partition(n)}}`` read the address the message arrived
+on (the source kind's ``address``: its Origin's, else ``Envelope.subject``), matched
+against the source's patterns by the kind's ``match``. Wildcards come from the first
+source pattern the address matches; with several patterns (AMQP binding keys) n must
+exist in every one of them.
 
-NATS targets: values that do not come from a NATS subject (routing keys, topics, keys,
-destinations, header values) are escaped word by word with mappings.escaping, so the
-dots of ``eu.created`` stay token separators while a space, ``*`` alone, an empty word or
-non-ASCII is percent-escaped. Values from a NATS source pass through unchanged, as in
+NATS targets (a sink kind whose ``subject_addresses`` is set): values that do not come
+from a NATS subject (routing keys, topics, keys, destinations, header values) are escaped
+word by word with mappings.escaping, so the dots of ``eu.created`` stay token separators
+while a space, ``*`` alone, an empty word or non-ASCII is percent-escaped (a placeholder
+may give its own tokens instead). Values from a NATS source pass through unchanged, as in
 nats-server. The rendered subject is validated; a bad one raises SubjectError.
 
 Errors: compile errors are TemplateError with the 0-based `position` of the offending
@@ -52,31 +54,21 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.bridge.errors import HeaderError, SubjectError, TemplateError
-from natsbridge.mappings import amqp, stomp, subjects, transforms
-from natsbridge.mappings.escaping import escape_bytes_words, escape_token, escape_words
+from natsbridge.bridge.errors import ConfigError, HeaderError, SubjectError, TemplateError
+from natsbridge.mappings import subjects, transforms
+from natsbridge.mappings.escaping import escape_token, escape_words
 from natsbridge.mappings.headers import validate_header_name
 
-KINDS: Final = ("nats", "amqp", "kafka", "stomp")
-"""Connection kinds a template can read from and render for."""
+if TYPE_CHECKING:
+    from natsbridge.bridge.kind import ConnectorKind
 
 Captures = tuple[str, ...]
 Getter = Callable[[Envelope, Captures], str]
 Matcher = Callable[[str], Captures | None]
-
-_FIELDS: Final = {
-    "subject": "nats",
-    "routing_key": "amqp",
-    "exchange": "amqp",
-    "queue": "amqp",
-    "topic": "kafka",
-    "partition": "kafka",
-    "key": "kafka",
-    "destination": "stomp",
-}
+"""The ``*`` captures of an address against a source's patterns, or None if none matches."""
 # Functions: lower-case name -> (canonical spelling, argument shape).
 _FUNCTIONS: Final = {
     "wildcard": ("wildcard", "i"),
@@ -98,7 +90,6 @@ _CUTTERS: Final[dict[str, Callable[[str, int], list[str]]]] = {
     "left": transforms.left,
     "right": transforms.right,
 }
-_ALL_NAMES: Final = sorted({*_FIELDS, *(canon for canon, _ in _FUNCTIONS.values())})
 _BODY = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*", re.DOTALL)
 _LEGACY = re.compile(r"\$(\d+)")
 _INT = re.compile(r"[+-]?\d+")
@@ -127,6 +118,7 @@ class Template:
         parts: list[str | Getter],
         placeholders: tuple[str, ...],
         capture: Callable[[Envelope], Captures] | None,
+        subject: bool,
     ) -> None:
         self.text = text
         self.source_kind = source_kind
@@ -145,7 +137,7 @@ class Template:
         self._getters = tuple(getters)
         self._capture = capture
         self._single = self._literals[0] if not getters else None
-        self._validate = target_kind == "nats"
+        self._validate = subject
 
     def __repr__(self) -> str:
         return f"Template({self.text!r}, {self.source_kind} -> {self.target_kind})"
@@ -191,13 +183,25 @@ def compile_template(
 ) -> Template:
     """Compile `text` for a route from `source_kind` to `target_kind`; TemplateError if bad.
 
-    `source_patterns` are the route's from-side patterns: NATS subject patterns for a nats
-    source, binding keys for amqp, destination patterns for stomp, topics for kafka.
+    `source_patterns` are the route's from-side patterns, in the source kind's syntax
+    (its `source_patterns`): NATS subject patterns, AMQP binding keys, STOMP destination
+    patterns, Kafka topics.
     """
-    for label, kind in (("source", source_kind), ("target", target_kind)):
-        if kind not in KINDS:
-            raise TemplateError(f"unknown {label} kind {kind!r}: expected one of {KINDS}")
-    return _Compiler(text, source_kind, tuple(source_patterns), target_kind).compile()
+    source, target = _kind("source", source_kind), _kind("target", target_kind)
+    return _Compiler(text, source, tuple(source_patterns), target).compile()
+
+
+def _kind(label: str, name: str) -> ConnectorKind:
+    """The installed kind `name`; TemplateError naming the installed ones if there is none."""
+    from natsbridge.bridge.registry import available, load_connector  # it imports the kinds
+
+    installed = tuple(available())
+    if name not in installed:
+        raise TemplateError(f"unknown {label} kind {name!r}: expected one of {installed}")
+    try:
+        return load_connector(name)
+    except ConfigError as exc:
+        raise TemplateError("; ".join(exc.problems)) from None
 
 
 def match_source(source_kind: str, patterns: Iterable[str], address: str) -> Captures | None:
@@ -206,54 +210,28 @@ def match_source(source_kind: str, patterns: Iterable[str], address: str) -> Cap
     An empty `patterns` matches everything with no captures. Kafka patterns are topic
     names compared exactly.
     """
-    pats = list(patterns)
+    pats = tuple(patterns)
     if not pats:
         return ()
-    matcher = _matcher(source_kind, pats)
-    return matcher(address)
+    return _kind("source", source_kind).match(pats)(address)
 
 
-def _matcher(source_kind: str, patterns: list[str]) -> Matcher:
-    if source_kind == "nats":
-        compiled = [_star_matcher(p) for p in patterns]
-        if len(compiled) == 1:
-            only = compiled[0]
-            return lambda address: only(address.split("."))
+def subject_matcher(patterns: Sequence[str]) -> Matcher:
+    """A matcher of subjects against valid NATS subject `patterns`, giving ``*`` captures."""
+    compiled = [_star_matcher(p) for p in patterns]
+    if len(compiled) == 1:
+        only = compiled[0]
+        return lambda address: only(address.split("."))
 
-        def match_nats(address: str) -> Captures | None:
-            toks = address.split(".")
-            for match in compiled:
-                caps = match(toks)
-                if caps is not None:
-                    return caps
-            return None
+    def match_nats(address: str) -> Captures | None:
+        toks = address.split(".")
+        for match in compiled:
+            caps = match(toks)
+            if caps is not None:
+                return caps
+        return None
 
-        return match_nats
-    if source_kind == "amqp":
-
-        def match_amqp(address: str) -> Captures | None:
-            for p in patterns:
-                caps = amqp.topic_match(p, address)
-                if caps is not None:
-                    return caps
-            return None
-
-        return match_amqp
-    if source_kind == "stomp":
-
-        def match_stomp(address: str) -> Captures | None:
-            for p in patterns:
-                caps = stomp.match_destination(p, address)
-                if caps is not None:
-                    return caps
-            return None
-
-        return match_stomp
-
-    def match_kafka(address: str) -> Captures | None:
-        return () if address in patterns else None
-
-    return match_kafka
+    return match_nats
 
 
 def _star_matcher(pattern: str) -> Callable[[list[str]], Captures | None]:
@@ -290,61 +268,22 @@ def _getter(indexes: list[int]) -> Callable[[list[str]], tuple[str, ...]]:
     return cast("Callable[[list[str]], tuple[str, ...]]", itemgetter(*indexes))
 
 
-def _stars(source_kind: str, pattern: str) -> int:
-    if source_kind == "stomp":
-        return stomp.pattern_stars(pattern)
-    if source_kind == "kafka":
-        return 0
-    return pattern.split(".").count("*")
-
-
-# Primary address of each source kind: from the Origin, else Envelope.subject.
-def _nats_address(env: Envelope) -> str:
-    o = env.origin
-    return o.subject if o is not None and o.subject is not None else env.subject
-
-
-def _amqp_address(env: Envelope) -> str:
-    o = env.origin
-    return o.routing_key if o is not None and o.routing_key is not None else env.subject
-
-
-def _kafka_address(env: Envelope) -> str:
-    o = env.origin
-    return o.topic if o is not None and o.topic is not None else env.subject
-
-
-def _stomp_address(env: Envelope) -> str:
-    o = env.origin
-    return o.destination if o is not None and o.destination is not None else env.subject
-
-
-_ADDRESS: Final = {
-    "nats": _nats_address,
-    "amqp": _amqp_address,
-    "kafka": _kafka_address,
-    "stomp": _stomp_address,
-}
-
-
 class _Compiler:
     """One compilation: parses the text and builds the getters."""
 
-    def __init__(self, text: str, source: str, patterns: tuple[str, ...], target: str) -> None:
+    def __init__(
+        self, text: str, source: ConnectorKind, patterns: tuple[str, ...], target: ConnectorKind
+    ) -> None:
         self.text = text
         self.source = source
         self.patterns = patterns
         self.target = target
         self.names: dict[str, None] = {}
         self.uses_captures = False
+        self.subject = target.subject_addresses  # the template renders a NATS subject
         # Escape foreign values for a NATS target; NATS values pass through.
-        self.escape_foreign = target == "nats" and source != "nats"
-        if source == "nats":
-            for pattern in patterns:
-                try:
-                    subjects.validate_pattern(pattern)
-                except SubjectError as exc:
-                    raise TemplateError(f"source pattern {pattern!r} is invalid: {exc}") from None
+        self.escape_foreign = self.subject and not source.subject_addresses
+        self.matcher = source.match(patterns) if patterns else None  # checks the patterns
 
     def error(self, message: str, position: int) -> TemplateError:
         return TemplateError(message, position)
@@ -371,15 +310,23 @@ class _Compiler:
                 raise self.error("'{{' inside a placeholder", start + 2 + nested)
             parts.append(self._placeholder(inner, start))
             i = end + 2
-        if self.target == "nats":
+        if self.subject:
             self._check_skeleton(parts)
         capture = self._capture() if self.uses_captures else None
-        return Template(text, self.source, self.target, parts, tuple(self.names), capture)
+        return Template(
+            text,
+            self.source.name,
+            self.target.name,
+            parts,
+            tuple(self.names),
+            capture,
+            self.subject,
+        )
 
     def _literal(self, literal: str, offset: int, parts: list[str | Getter]) -> None:
         if not literal:
             return
-        if self.target != "nats":
+        if not self.subject:
             parts.append(literal)
             return
         # nats-server's legacy "$n" token means {{wildcard(n)}}.
@@ -434,14 +381,16 @@ class _Compiler:
         name = raw_name.lower()
         shown = f"{{{{{inner.strip()}}}}}"
         if raw_args is None:
-            if name in _FIELDS:
-                return self._field(name, start, shown)
+            if name in self.source.placeholders:
+                return self._field(name)
+            if name in _fields():
+                raise self._unavailable(name, start, shown)
             if name in _FUNCTIONS:
                 canon, shape = _FUNCTIONS[name]
                 raise self.error(f"{shown} needs arguments: {{{{{canon}({shape})}}}}", start)
             raise self._unknown(raw_name, shown, start)
         if name not in _FUNCTIONS:
-            if name in _FIELDS:
+            if name in _fields():
                 raise self.error(f"{shown} takes no arguments: write {{{{{name}}}}}", start)
             if name == "random":
                 raise self.error(
@@ -475,42 +424,38 @@ class _Compiler:
         return self._pieces(index, lambda token: cutter(token, n))
 
     def _unknown(self, raw_name: str, shown: str, start: int) -> TemplateError:
-        close = difflib.get_close_matches(raw_name, _ALL_NAMES, n=1, cutoff=0.6)
+        fields = _fields()
+        names = sorted({*fields, *(canon for canon, _ in _FUNCTIONS.values())})
+        close = difflib.get_close_matches(raw_name, names, n=1, cutoff=0.6)
         if not close:
-            lowered = {n.lower(): n for n in _ALL_NAMES}
+            lowered = {n.lower(): n for n in names}
             close = [lowered[c] for c in difflib.get_close_matches(raw_name.lower(), lowered, n=1)]
         hint = ""
         if close:
             function = _FUNCTIONS.get(close[0].lower())
-            args = f"({function[1]})" if function and close[0] not in _FIELDS else ""
+            args = f"({function[1]})" if function and close[0] not in fields else ""
             hint = f"; did you mean {{{{{close[0]}{args}}}}}?"
         return self.error(f"unknown placeholder {shown}{hint}", start)
 
-    def _field(self, name: str, start: int, shown: str) -> Getter:
-        wanted = _FIELDS[name]
-        if wanted != self.source:
-            hint = (
-                " (for a hash partition write {{partition(n, i…)}})" if name == "partition" else ""
-            )
-            raise self.error(
-                f"{shown} is only available from a {wanted} source, and this route's "
-                f"source is {self.source}{hint}",
-                start,
-            )
+    def _unavailable(self, name: str, start: int, shown: str) -> TemplateError:
+        hint = " (for a hash partition write {{partition(n, i…)}})" if name == "partition" else ""
+        wanted = " or ".join(_fields()[name])
+        return self.error(
+            f"{shown} is only available from a {wanted} source, and this route's "
+            f"source is {self.source.name}{hint}",
+            start,
+        )
+
+    def _field(self, name: str) -> Getter:
         self.names.setdefault(name, None)
-        escape = self.escape_foreign
-        if name in ("subject", "routing_key", "topic"):
-            address = _ADDRESS[self.source]
-            if escape:
-                return lambda env, caps: escape_words(address(env))
-            return lambda env, caps: address(env)
-        if name == "destination":
-            return _destination_getter(escape)
-        if name == "key":
-            return _key_getter(escape)
-        if name == "partition":
-            return _partition_getter
-        return _origin_getter(name, escape)
+        placeholder = self.source.placeholders[name]
+        get = placeholder.get
+        if self.subject and placeholder.tokens is not None:
+            tokens = placeholder.tokens
+            return lambda env, caps: tokens(env)
+        if self.escape_foreign:
+            return lambda env, caps: escape_words(get(env))
+        return lambda env, caps: get(env)
 
     def _header(self, args: list[tuple[str, int]], start: int, shown: str) -> Getter:
         self._arity(args, 1, 1, start, shown)
@@ -521,7 +466,7 @@ class _Compiler:
             validate_header_name(header)
         except HeaderError as exc:
             raise self.error(f"{shown}: {exc}", pos) from None
-        escape = self.target == "nats"
+        escape = self.subject
 
         def get(env: Envelope, caps: Captures) -> str:
             values = env.headers.get(header)
@@ -559,7 +504,7 @@ class _Compiler:
             raise self.error(
                 f"{shown}: the route has no source pattern to take wildcards from", pos
             )
-        counts = [(_stars(self.source, p), p) for p in self.patterns]
+        counts = [(self.source.stars(p), p) for p in self.patterns]
         fewest, pattern = min(counts)
         if fewest == 0:
             raise self.error(f"{shown}: the source pattern {pattern!r} has no '*' wildcard", pos)
@@ -585,7 +530,7 @@ class _Compiler:
         if buckets < 0:
             raise self.error(f"{shown}: the number of partitions cannot be negative", args[0][1])
         if len(args) == 1:
-            address = _ADDRESS[self.source]
+            address = self.source.address.get
             return lambda env, caps: transforms.partition(address(env), buckets)
         indexes = [self._index(arg, shown) for arg in args[1:]]
         if len(indexes) == 1:
@@ -599,12 +544,11 @@ class _Compiler:
         return lambda env, caps: ".".join(cut(caps[index]))
 
     def _capture(self) -> Callable[[Envelope], Captures]:
-        address = _ADDRESS[self.source]
-        matcher = _matcher(self.source, list(self.patterns))
+        address = self.source.address.get
+        matcher = self.matcher
+        assert matcher is not None  # _check_index refuses wildcards without patterns
         patterns = self.patterns
-        what = {"nats": "subject", "amqp": "routing key", "stomp": "destination"}.get(
-            self.source, "address"
-        )
+        what = self.source.address_noun
 
         def capture(env: Envelope) -> Captures:
             addr = address(env)
@@ -643,42 +587,12 @@ def _split_args(raw: str, offset: int) -> list[tuple[str, int]]:
     return args
 
 
-def _destination_getter(escape: bool) -> Getter:
-    def get(env: Envelope, caps: Captures) -> str:
-        name = stomp.destination_name(_stomp_address(env))
-        return escape_words(name) if escape else name
+def _fields() -> dict[str, list[str]]:
+    """Every installed source kind's placeholder names, each with the kinds that fill it."""
+    from natsbridge.bridge.registry import all_kinds
 
-    return get
-
-
-def _key_getter(escape: bool) -> Getter:
-    def get(env: Envelope, caps: Captures) -> str:
-        key = env.key
-        if key is None:
-            raise TemplateError("{{key}}: the message has no Kafka key")
-        if escape:
-            return escape_bytes_words(key)
-        try:
-            return key.decode("utf-8")
-        except UnicodeDecodeError:
-            raise TemplateError("{{key}}: the Kafka key is not UTF-8 text") from None
-
-    return get
-
-
-def _partition_getter(env: Envelope, caps: Captures) -> str:
-    o = env.origin
-    if o is None or o.partition is None:
-        raise TemplateError("{{partition}}: the message's origin has no partition")
-    return str(o.partition)  # digits: a valid token as it is
-
-
-def _origin_getter(name: str, escape: bool) -> Getter:
-    def get(env: Envelope, caps: Captures) -> str:
-        value = None if env.origin is None else getattr(env.origin, name)
-        if value is None:
-            raise TemplateError(f"{{{{{name}}}}}: the message's origin has no {name}")
-        text = str(value)
-        return escape_words(text) if escape else text
-
-    return get
+    fields: dict[str, list[str]] = {}
+    for kind in all_kinds().values():
+        for name in kind.placeholders:
+            fields.setdefault(name, []).append(kind.name)
+    return fields

@@ -40,13 +40,13 @@ def route_view(runner: RouteRunner) -> dict[str, Any]:
         "source": {
             "connection": route.source.connection,
             "kind": route.source_kind,
-            "address": describe_source(route.source),
+            "address": describe_source(route.source, route.source_kind),
             "connected": stats.source_connected,
         },
         "sink": {
             "connection": route.sink.connection,
             "kind": route.sink_kind,
-            "address": describe_sink(route.sink),
+            "address": describe_sink(route.sink, route.sink_kind),
             "connected": stats.sink_connected,
         },
         "counters": {

@@ -7,36 +7,22 @@ what was expected and what was found; secret values are shown as `***`.
 from __future__ import annotations
 
 import difflib
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from natsbridge.bridge import secrets
 from natsbridge.bridge.config.model import (
-    CONNECTION_MODELS,
-    SINK_MODELS,
-    SOURCE_MODELS,
-    AmqpSink,
-    AmqpSource,
     BridgeSettings,
     ConfigFile,
-    Connection,
     Delivery,
-    KafkaSink,
-    KafkaSource,
+    Endpoint,
     Model,
-    NatsSink,
-    NatsSource,
     RouteSpec,
-    Sink,
-    Source,
-    StompSink,
-    StompSource,
 )
 from natsbridge.bridge.config.source import (
     Document,
@@ -48,18 +34,14 @@ from natsbridge.bridge.config.source import (
     shorten,
 )
 from natsbridge.bridge.errors import ConfigError, SubjectError, TemplateError
-from natsbridge.mappings.subjects import validate_pattern, validate_subject
+from natsbridge.bridge.registry import all_kinds, available, did_you_mean, load_connector
+from natsbridge.mappings.subjects import validate_subject
 from natsbridge.mappings.templates import Template, compile_template
 
-_AMQP_SHORT_STRING = 255  # bytes in an AMQP 0-9-1 exchange, queue or routing key
-_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+if TYPE_CHECKING:  # bridge.kind imports the config models
+    from natsbridge.bridge.kind import ConnectorKind, Feature, Finding
+
 _SECRET_KEYS = frozenset({"password", "passcode", "token", "sasl_password"})
-_TEMPLATE_FIELDS: dict[type[Model], tuple[str, ...]] = {
-    AmqpSink: ("routing_key",),
-    KafkaSink: ("topic", "key"),
-    StompSink: ("destination",),
-    NatsSink: ("subject",),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +49,9 @@ class Route:
     """A checked route: its spec, its typed endpoints and its compiled templates."""
 
     spec: RouteSpec
-    source: Source
+    source: Endpoint
     source_kind: str
-    sink: Sink
+    sink: Endpoint
     sink_kind: str
     templates: dict[str, Template]
 
@@ -85,7 +67,7 @@ class Config:
 
     path: str
     bridge: BridgeSettings
-    connections: dict[str, Connection]
+    connections: dict[str, Model]
     routes: list[Route]
     warnings: list[str] = field(default_factory=list)
 
@@ -113,6 +95,7 @@ class _Checker:
         ]
         self.warnings: list[_Problem] = []
         self.kinds: dict[str, str] = {}  # connection name -> kind, even if otherwise invalid
+        self.installed = available()
         self.interpolated = {path for path, _ in doc.problems}
         _register_secrets(doc.data)
 
@@ -141,34 +124,37 @@ class _Checker:
 
     # ------------------------------------------------------------ sections
 
-    def check_connections(self, raw: Any) -> dict[str, Connection]:
+    def check_connections(self, raw: Any) -> dict[str, Model]:
         path: YamlPath = ("connections",)
         if not isinstance(raw, dict) or not raw:
             self.fail(path, f"expected a mapping of named connections, found {_kind_of(raw)}")
             return {}
-        result: dict[str, Connection] = {}
+        result: dict[str, Model] = {}
         for name, body in raw.items():
             where = (*path, name)
             if not isinstance(body, dict):
                 self.fail(where, f"expected a mapping with a 'kind', found {_kind_of(body)}")
                 continue
             kind = body.get("kind")
-            model = CONNECTION_MODELS.get(kind) if isinstance(kind, str) else None
-            if model is None or not isinstance(kind, str):
-                hint = _did_you_mean(str(kind), CONNECTION_MODELS)
+            if not isinstance(kind, str) or kind not in self.installed:
                 self.fail(
                     (*where, "kind"),
-                    f"expected kind one of {', '.join(CONNECTION_MODELS)}, "
-                    f"found {_kind_of(kind)}{hint}",
+                    f"expected kind one of {', '.join(self.installed)}, "
+                    f"found {_kind_of(kind)}{did_you_mean(str(kind), self.installed)}",
                 )
+                continue
+            try:
+                model = load_connector(kind).connection_model
+            except ConfigError as exc:  # an installed plugin that cannot be imported
+                self.fail((*where, "kind"), "; ".join(exc.problems))
                 continue
             self.kinds[name] = kind
             connection = self.validate(model, body, where)
             if connection is not None:
-                result[name] = typing.cast(Connection, connection)
+                result[name] = connection
         return result
 
-    def check_routes(self, raw: Any, connections: dict[str, Connection]) -> list[Route]:
+    def check_routes(self, raw: Any, connections: dict[str, Model]) -> list[Route]:
         if not isinstance(raw, list) or not raw:
             self.fail(("routes",), f"expected a list of routes, found {_kind_of(raw)}")
             return []
@@ -179,7 +165,7 @@ class _Checker:
             spec = typing.cast(RouteSpec | None, self.validate(RouteSpec, body, where))
             endpoints = self.check_endpoints(body, where, connections)
             templates = None
-            if endpoints is not None and self.check_subjects(endpoints[0], endpoints[2], where):
+            if endpoints is not None and self.check_kinds(spec, *endpoints, where):
                 templates = self.compile_templates(*endpoints, where)
             name = body.get("name") if isinstance(body, dict) else None
             if isinstance(name, str) and name in seen:
@@ -191,37 +177,45 @@ class _Checker:
                 seen[name] = index
             if spec is None or endpoints is None or templates is None:
                 continue
-            self.check_delivery(spec, endpoints[0], endpoints[2], where)
-            self.check_broker_names(spec, endpoints[0], endpoints[2], where)
-            routes.append(Route(spec, *endpoints, templates))
+            self.check_delivery(spec, *endpoints, where)
+            source, source_kind, sink, sink_kind = endpoints
+            routes.append(Route(spec, source, source_kind.name, sink, sink_kind.name, templates))
         return routes
 
     def check_endpoints(
-        self, body: Any, where: YamlPath, connections: dict[str, Connection]
-    ) -> tuple[Source, str, Sink, str] | None:
+        self, body: Any, where: YamlPath, connections: dict[str, Model]
+    ) -> tuple[Endpoint, ConnectorKind, Endpoint, ConnectorKind] | None:
         """The typed `from` and `to` of a route, checked against their connection's kind."""
         if not isinstance(body, dict):
             return None  # validate() reported it
-        checked: list[tuple[Model, str] | None] = []
-        for key, models in (("from", SOURCE_MODELS), ("to", SINK_MODELS)):
+        checked: list[tuple[Endpoint, ConnectorKind] | None] = []
+        for key in ("from", "to"):
             endpoint = body.get(key)
-            kind = None
+            name = None
             if isinstance(endpoint, dict):
-                kind = self.connection_kind(endpoint, (*where, key), connections)
-            model = self.validate(models[kind], endpoint, (*where, key)) if kind else None
-            checked.append((model, kind) if model is not None and kind else None)
+                name = self.connection_kind(endpoint, (*where, key), connections)
+            checked.append(self.check_endpoint(name, endpoint, (*where, key)) if name else None)
         source, sink = checked
         if source is None or sink is None:
             return None
-        return (
-            typing.cast(Source, source[0]),
-            source[1],
-            typing.cast(Sink, sink[0]),
-            sink[1],
-        )
+        return (*source, *sink)
+
+    def check_endpoint(
+        self, name: str, endpoint: Any, where: YamlPath
+    ) -> tuple[Endpoint, ConnectorKind] | None:
+        """`endpoint` validated as the `from` or `to` (the last part of `where`) of kind `name`."""
+        kind = load_connector(name)
+        source = where[-1] == "from"
+        model = kind.source_model if source else kind.sink_model
+        if model is None:
+            role = "source" if source else "sink"
+            self.fail((*where, "connection"), f"a {name} connection cannot be a {role}")
+            return None
+        valid = self.validate(model, endpoint, where)
+        return None if valid is None else (typing.cast(Endpoint, valid), kind)
 
     def connection_kind(
-        self, endpoint: dict[str, Any], where: YamlPath, connections: dict[str, Connection]
+        self, endpoint: dict[str, Any], where: YamlPath, connections: dict[str, Model]
     ) -> str | None:
         name = endpoint.get("connection")
         if not isinstance(name, str):
@@ -230,7 +224,7 @@ class _Checker:
         kind = self.kinds.get(name)
         written = self.doc.data.get("connections")
         if kind is None and not (isinstance(written, dict) and name in written):
-            hint = _did_you_mean(name, self.kinds)
+            hint = did_you_mean(name, self.kinds)
             defined = ", ".join(self.kinds) or "none"
             self.fail(
                 (*where, "connection"),
@@ -240,36 +234,57 @@ class _Checker:
 
     # ------------------------------------------------------------ semantics
 
-    def check_subjects(self, source: Source, sink: Sink, where: YamlPath) -> bool:
-        """Check the NATS subject patterns a route names; False if any is invalid."""
-        checks: list[tuple[str, YamlPath]] = []
-        if isinstance(source, NatsSource):
-            checks.append((source.subject, (*where, "from", "subject")))
-        if isinstance(sink, NatsSink) and sink.jetstream and sink.jetstream.subjects:
-            for i, pattern in enumerate(sink.jetstream.subjects):
-                checks.append((pattern, (*where, "to", "jetstream", "subjects", i)))
-        valid = True
-        for pattern, path in checks:
-            try:
-                validate_pattern(pattern)
-            except SubjectError as exc:
-                self.fail(path, str(exc))
-                valid = False
-        return valid
+    def check_kinds(
+        self,
+        spec: RouteSpec | None,
+        source: Endpoint,
+        source_kind: ConnectorKind,
+        sink: Endpoint,
+        sink_kind: ConnectorKind,
+        where: YamlPath,
+    ) -> bool:
+        """Report what each endpoint's kind finds wrong; False if the source has a problem.
+
+        A source's problem (an invalid pattern) would make its templates fail to compile
+        for the same reason, so they are not compiled.
+        """
+        source_ok = self.report(source_kind.check_source(source, spec), where)
+        self.report(sink_kind.check_sink(sink, spec), where)
+        return source_ok
+
+    def report(self, findings: typing.Iterable[Finding], where: YamlPath) -> bool:
+        """Record `findings` about the route at `where`; False if one is a problem."""
+        ok = True
+        for finding in findings:
+            path = (*where, *finding.path)
+            if finding.warning:
+                self.warnings.append(_Problem(path, finding.message, self.doc.mark(path)))
+            else:
+                self.fail(path, finding.message)
+                ok = False
+        return ok
 
     def compile_templates(
-        self, source: Source, source_kind: str, sink: Sink, sink_kind: str, where: YamlPath
+        self,
+        source: Endpoint,
+        source_kind: ConnectorKind,
+        sink: Endpoint,
+        sink_kind: ConnectorKind,
+        where: YamlPath,
     ) -> dict[str, Template]:
-        patterns = source_patterns(source)
+        patterns = source_kind.source_patterns(source)
         compiled: dict[str, Template] = {}
-        for name in _TEMPLATE_FIELDS[type(sink)]:
+        for name in sink_kind.sink_templates:
             text = getattr(sink, name)
             if text is None:
                 continue
             path = (*where, "to", name)
             try:
                 compiled[name] = compile_template(
-                    text, source_kind=source_kind, source_patterns=patterns, target_kind=sink_kind
+                    text,
+                    source_kind=source_kind.name,
+                    source_patterns=patterns,
+                    target_kind=sink_kind.name,
                 )
             except TemplateError as exc:
                 self.fail(path, f"in template {_kind_of(text)}: {exc}", offset=exc.position)
@@ -277,78 +292,40 @@ class _Checker:
             except SubjectError as exc:
                 self.fail(path, str(exc))
                 continue
-            if sink_kind == "nats" and not compiled[name].placeholders:
+            if sink_kind.subject_addresses and not compiled[name].placeholders:
                 try:
                     validate_subject(text)
                 except SubjectError as exc:
                     self.fail(path, str(exc))
         return compiled
 
-    def check_delivery(self, spec: RouteSpec, source: Source, sink: Sink, where: YamlPath) -> None:
-        core_nats_source = isinstance(source, NatsSource) and source.jetstream is None
-        core_nats_sink = isinstance(sink, NatsSink) and sink.jetstream is None
-        if spec.delivery is Delivery.EXACTLY_ONCE and not (
-            isinstance(sink, KafkaSink) or (isinstance(sink, NatsSink) and sink.jetstream)
-        ):
+    def check_delivery(
+        self,
+        spec: RouteSpec,
+        source: Endpoint,
+        source_kind: ConnectorKind,
+        sink: Endpoint,
+        sink_kind: ConnectorKind,
+        where: YamlPath,
+    ) -> None:
+        """The route's guarantee and request_reply, as far as its kinds support them."""
+        once: Feature = "exactly_once"
+        if spec.delivery is Delivery.EXACTLY_ONCE and not sink_kind.supports(once, "to", sink):
+            alternatives = _alternatives(lambda kind: kind.exactly_once)
             self.fail(
                 (*where, "delivery"),
-                "exactly_once needs a JetStream sink (to.jetstream) or a Kafka sink; "
-                f"found a {_endpoint_kind(sink)} sink",
+                f"exactly_once needs {alternatives}; found a {sink_kind.label(sink)} sink",
             )
-        if spec.delivery is Delivery.AT_LEAST_ONCE and core_nats_source:
-            path = (*where, "delivery")
-            self.warnings.append(
-                _Problem(
-                    path,
-                    "at_least_once from core NATS starts at the buffer: core NATS cannot "
-                    "redeliver what arrives while the bridge is down",
-                    self.doc.mark(path),
-                )
-            )
-        if spec.request_reply is not None:
-            pair = (
-                (core_nats_source, isinstance(sink, AmqpSink)),
-                (
-                    isinstance(source, AmqpSource),
-                    core_nats_sink,
-                ),
-            )
-            if not any(all(side) for side in pair):
-                self.fail(
-                    (*where, "request_reply"),
-                    "request_reply needs a core NATS source and an amqp sink, or an amqp "
-                    f"source and a core NATS sink; found {_endpoint_kind(source)} -> "
-                    f"{_endpoint_kind(sink)}",
-                )
-
-    def check_broker_names(
-        self, spec: RouteSpec, source: Source, sink: Sink, where: YamlPath
-    ) -> None:
-        """Names the brokers would refuse at run time (JetStream names are checked by type)."""
-        js_source = source.jetstream if isinstance(source, NatsSource) else None
-        if js_source is not None and js_source.durable is None and "." in spec.name:
+        both = source_kind.supports("request_reply", "from", source) and sink_kind.supports(
+            "request_reply", "to", sink
+        )
+        if spec.request_reply is not None and not both:
+            sources = _alternatives(lambda kind: kind.request_reply[0])
+            sinks = _alternatives(lambda kind: kind.request_reply[1])
             self.fail(
-                (*where, "name"),
-                f"the default durable 'natsbridge-{spec.name}' is not a JetStream name "
-                "(no '.'): rename the route or set from.jetstream.durable",
-            )
-        amqp: list[tuple[str | None, YamlPath]] = []
-        if isinstance(source, AmqpSource):
-            amqp += [(source.queue, (*where, "from", "queue"))]
-            amqp += [(source.exchange, (*where, "from", "exchange"))]
-            keys = enumerate(source.binding_keys)
-            amqp += [(key, (*where, "from", "binding_keys", i)) for i, key in keys]
-        if isinstance(sink, AmqpSink):
-            amqp += [(sink.exchange, (*where, "to", "exchange"))]
-        for text, path in amqp:
-            if text and len(text.encode("utf-8", errors="surrogatepass")) > _AMQP_SHORT_STRING:
-                self.fail(path, f"expected at most {_AMQP_SHORT_STRING} bytes (an AMQP name)")
-        topic = sink.topic if isinstance(sink, KafkaSink) and "{{" not in sink.topic else None
-        if topic is not None and (not _KAFKA_TOPIC.fullmatch(topic) or topic in (".", "..")):
-            self.fail(
-                (*where, "to", "topic"),
-                "expected a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -, "
-                f"found {_kind_of(topic)}",
+                (*where, "request_reply"),
+                f"request_reply needs {sources}, and {sinks}; found "
+                f"{source_kind.label(source)} -> {sink_kind.label(sink)}",
             )
 
     # ------------------------------------------------------------ helpers
@@ -469,7 +446,7 @@ def _explained_by_a_typo(model: type[BaseModel], error: Any, errors: list[Any]) 
 
 def _unknown_key(key: str, model: type[BaseModel]) -> str:
     allowed = _field_names(model)
-    hint = _did_you_mean(key, allowed)
+    hint = did_you_mean(key, allowed)
     return (
         f"unknown key '{shorten(key)}'{hint}"
         if hint
@@ -477,9 +454,10 @@ def _unknown_key(key: str, model: type[BaseModel]) -> str:
     )
 
 
-def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
+def _alternatives(label: typing.Callable[[ConnectorKind], str | None]) -> str:
+    """The installed kinds' names for what they offer, alphabetical: "a X or a Y"."""
+    names = sorted({text for kind in all_kinds().values() if (text := label(kind))})
+    return " or ".join(names) or "a connector that offers it (none is installed)"
 
 
 def _kind_of(value: Any) -> str:
@@ -514,25 +492,6 @@ def _register_secrets(data: Any) -> None:
         if password:
             secrets.register(password)
             secrets.register(unquote(password))  # what the client library logs
-
-
-def source_patterns(source: Source) -> tuple[str, ...]:
-    """The addresses a source takes, in its own syntax (empty: it takes everything)."""
-    if isinstance(source, NatsSource):
-        return (source.subject,)
-    if isinstance(source, AmqpSource) and source.exchange is not None:
-        return tuple(source.binding_keys)
-    if isinstance(source, StompSource):
-        return (source.destination,)
-    if isinstance(source, KafkaSource) and source.topics:
-        return tuple(source.topics)
-    return ()
-
-
-def _endpoint_kind(endpoint: Source | Sink) -> str:
-    if isinstance(endpoint, NatsSource | NatsSink):
-        return "JetStream" if endpoint.jetstream else "core NATS"
-    return type(endpoint).__name__.removesuffix("Source").removesuffix("Sink").lower()
 
 
 def secret_value(value: SecretStr | None) -> str | None:

@@ -7,19 +7,12 @@ refused it for good, or it is poison: only its headers say where it came from).
 
 from __future__ import annotations
 
+from functools import cache
+
 from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.registry import all_kinds
 from natsbridge.bridge.runtime.buffer import Buffered
-from natsbridge.mappings.headers import (
-    AMQP_EXCHANGE,
-    AMQP_QUEUE,
-    AMQP_ROUTING_KEY,
-    BRIDGE_ORIGIN,
-    KAFKA_OFFSET,
-    KAFKA_PARTITION,
-    KAFKA_TOPIC,
-    STOMP_DESTINATION,
-    STOMP_MESSAGE_ID,
-)
+from natsbridge.mappings.headers import BRIDGE_ORIGIN
 
 
 def reason_of(error: BaseException) -> str:
@@ -27,19 +20,12 @@ def reason_of(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-_ORIGIN_FIELDS = (
-    *("queue", "exchange", "routing_key"),
-    *("topic", "partition", "offset"),
-    *("destination", "subject", "stream_seq"),
-)
-
-
 def origin_text(envelope: Envelope) -> str:
     """Where a message came from, for a log line (repr: text that is not UTF-8 stays visible)."""
     origin = envelope.origin
     if origin is None:
         return f"subject {envelope.subject!r}"
-    values = ((name, getattr(origin, name)) for name in _ORIGIN_FIELDS)
+    values = list(origin._asdict().items())[2:]  # the kind's own coordinates
     where = ", ".join(f"{name} {value!r}" for name, value in values if value is not None)
     return f"{origin.kind} connection {origin.connection!r} ({where})"
 
@@ -72,18 +58,14 @@ def _utf8_text(text: object) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-SOURCE_COORDINATES = (
-    BRIDGE_ORIGIN,
-    KAFKA_TOPIC,
-    KAFKA_PARTITION,
-    KAFKA_OFFSET,
-    AMQP_EXCHANGE,
-    AMQP_ROUTING_KEY,
-    AMQP_QUEUE,
-    STOMP_DESTINATION,
-    STOMP_MESSAGE_ID,
-)
-"""Headers that say where a buffered message came from (its Origin is not buffered)."""
+@cache
+def source_coordinates() -> tuple[str, ...]:
+    """Headers that say where a buffered message came from (its Origin is not buffered).
+
+    Bridge-Origin, then every installed kind's `coordinate_headers`.
+    """
+    kinds = all_kinds().values()
+    return (BRIDGE_ORIGIN, *(name for kind in kinds for name in kind.coordinate_headers))
 
 
 def buffered_text(item: Buffered) -> str:
@@ -92,7 +74,7 @@ def buffered_text(item: Buffered) -> str:
     parts = [f"buffer seq {item.seq}"]
     if envelope.msg_id:
         parts.append(f"msg_id {envelope.msg_id!r}")
-    for name in SOURCE_COORDINATES:
+    for name in source_coordinates():
         value = envelope.header(name)
         if value is not None:
             parts.append(f"{name} {value!r}")

@@ -1,8 +1,9 @@
 """A route's mapping step: from a source's envelope to the envelope its sink will write.
 
 Pure logic, no I/O. It renders the route's compiled templates into the target address
-(and Kafka key), stamps the loop-prevention headers, derives the dedup id under
-`exactly_once`, and checks the payload limit. Anything that cannot be mapped raises a
+(and key), stamps the loop-prevention headers, derives the dedup id under `exactly_once`
+(the source kind's `dedup_id`), checks the rendered address (the sink kind's
+`check_address`) and the payload limit. Anything that cannot be mapped raises a
 PermanentError: the runtime dead-letters that message and the route keeps flowing.
 
 Dedup only when asked: under `exactly_once` the mapped envelope's `msg_id` (the buffer's
@@ -25,19 +26,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, Connection, Delivery, StompConnection
+from natsbridge.bridge.config.model import BridgeSettings, Delivery, Model
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
-from natsbridge.mappings import amqp, kafka, stomp
+from natsbridge.bridge.kind import ConnectorKind
+from natsbridge.bridge.registry import load_connector
 from natsbridge.mappings.headers import (
     BRIDGE_HOPS,
     BRIDGE_ORIGIN,
     ESCAPED_NATS_MSG_ID,
     NATS_MSG_ID,
-    encode_value,
 )
 
-ADDRESS_FIELDS = ("subject", "routing_key", "topic", "destination")
 VALID_ADDRESSES_MAX = 4096  # rendered addresses remembered as valid, per route
 
 
@@ -48,15 +48,16 @@ class LoopDetected(Exception):
 class RouteMapper:
     """Maps envelopes for one route."""
 
-    def __init__(self, route: Route, bridge: BridgeSettings, sink_connection: Connection) -> None:
+    def __init__(self, route: Route, bridge: BridgeSettings, sink_connection: Model) -> None:
         self.route = route
         self.hop_limit = bridge.hop_limit
         self.stamp = f"{bridge.id}/{route.source.connection}"
         self.returning = f"{bridge.id}/{route.sink.connection}"
-        self.check_address = _address_check(sink_connection)
-        [address_field] = [name for name in ADDRESS_FIELDS if name in route.templates]
-        self.address = route.templates[address_field]
+        sink_kind = load_connector(route.sink_kind)
+        self.check_address = _remembered(sink_kind.check_address(sink_connection))
+        self.address = route.templates[sink_kind.sink_templates[0]]
         self.key = route.templates.get("key")
+        self.source_kind = load_connector(route.source_kind)
         self.exactly_once = route.spec.delivery is Delivery.EXACTLY_ONCE
         self.max_payload = route.spec.max_payload
 
@@ -75,7 +76,7 @@ class RouteMapper:
         headers[BRIDGE_HOPS] = [str(hops + 1)]
         msg_id = None
         if self.exactly_once:
-            msg_id = dedup_id(envelope)
+            msg_id = dedup_id(self.source_kind, envelope)
             headers[NATS_MSG_ID] = [msg_id]
         elif NATS_MSG_ID in headers:
             headers[ESCAPED_NATS_MSG_ID] = headers.pop(NATS_MSG_ID)
@@ -99,49 +100,35 @@ class RouteMapper:
         )
 
 
-def dedup_id(envelope: Envelope) -> str:
+def dedup_id(source_kind: ConnectorKind, envelope: Envelope) -> str:
     """A message id that is the same every time the same source message is read again.
 
-    Kafka: topic/partition/offset. Others: the message id the source connector found
-    (AMQP message_id, STOMP message-id, JetStream Nats-Msg-Id), else the JetStream
-    stream sequence. Without any of these a redelivery cannot be told from a new
-    message, and a MappingError says so. A message id that is not plain text (control
-    characters, bytes that were not UTF-8, surrounding spaces) is written ``base64:…``
-    (`mappings.headers.encode_value`): it can never break a header block, and distinct
-    ids stay distinct.
+    The source kind's rule (`ConnectorKind.dedup_id`): Kafka: topic/partition/offset.
+    Others: the message id the source connector found (AMQP message_id, STOMP
+    message-id, JetStream Nats-Msg-Id), else the JetStream stream sequence. Without any
+    of these a redelivery cannot be told from a new message, and a MappingError says so.
+    A message id that is not plain text (control characters, bytes that were not UTF-8,
+    surrounding spaces) is written ``base64:…`` (`mappings.headers.encode_value`): it can
+    never break a header block, and distinct ids stay distinct.
     """
-    origin = envelope.origin
-    if origin is not None and origin.kind == "kafka" and origin.offset is not None:
-        return f"kafka:{origin.topic}:{origin.partition}:{origin.offset}"
-    if envelope.msg_id:
-        return encode_value(envelope.msg_id)
-    if origin is not None and origin.stream_seq is not None:
-        return f"jetstream:{origin.connection}:{origin.subject}:{origin.stream_seq}"
-    raise MappingError(
-        "exactly_once needs a stable message id: this message has no source coordinates "
-        "and no message id (set message_id / message-id on the producer)"
-    )
+    found = source_kind.dedup_id(envelope)
+    if found is None:
+        raise MappingError(
+            "exactly_once needs a stable message id: this message has no source "
+            "coordinates and no message id (set message_id / message-id on the producer)"
+        )
+    return found
 
 
-def _address_check(sink: Connection) -> Callable[[str], None]:
-    """The rule a rendered address must pass for the sink's kind (NATS: the template's own).
+def _remembered(check: Callable[[str], None] | None) -> Callable[[str], None]:
+    """`check` of a rendered address, remembering (a bounded few) the addresses it passed.
 
-    Addresses found valid are remembered (a bounded few): a route renders the same
-    handful over and over, and parsing a STOMP destination each time cost ~4% of a route.
+    A route renders the same handful of addresses over and over, and parsing a STOMP
+    destination each time cost ~4% of a route. No check: a NATS subject template
+    validates what it renders.
     """
-    check: Callable[[str], None]
-    if sink.kind == "kafka":
-        check = kafka.validate_topic
-    elif sink.kind == "amqp":
-        check = amqp.validate_routing_key
-    elif isinstance(sink, StompConnection):
-        dialect = sink.dialect
-
-        def check(destination: str) -> None:
-            stomp.parse_destination(destination, dialect)
-
-    else:
-        return _accept  # a NATS subject template validates what it renders
+    if check is None:
+        return _accept
     valid: set[str] = set()
 
     def remembered(address: str) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from natsbridge.bridge.config.loader import Config, Route, source_patterns
-from natsbridge.bridge.config.model import AmqpSource, KafkaSink
-from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.config.loader import Config, Route
+from natsbridge.bridge.envelope import Envelope, Headers
 from natsbridge.bridge.errors import MappingError
+from natsbridge.bridge.registry import load_connector
 from natsbridge.bridge.runtime.mapper import LoopDetected, RouteMapper
 from natsbridge.mappings.templates import match_source
 
@@ -22,14 +22,15 @@ def preview(
     """`{"address": …, "key": …, "headers": {…}}` for a message from `address`.
 
     `address` is the source's native address: an AMQP routing key, a Kafka topic, a STOMP
-    destination or a NATS subject. Raises MappingError when the route would not take or
-    could not map such a message.
+    destination or a NATS subject (`partition`: a Kafka partition). Raises MappingError
+    when the route would not take or could not map such a message.
     """
     for what, text in (("address", address), *_header_texts(headers or {})):
         if not _is_utf8(text):
             shown = text.encode("utf-8", "surrogateescape")  # the bytes as given on argv
             raise MappingError(f"the {what} {shown!r} is not UTF-8; only --key takes any bytes")
-    patterns = source_patterns(route.source)
+    source_kind = load_connector(route.source_kind)
+    patterns = source_kind.source_patterns(route.source)
     if match_source(route.source_kind, patterns, address) is None:
         raise MappingError(
             f"{address!r} does not match route {route.name!r}'s source ({', '.join(patterns)})"
@@ -40,7 +41,7 @@ def preview(
         headers=headers or {},
         # A key that is not UTF-8 arrives from argv as surrogate escapes: its exact bytes.
         key=key.encode(errors="surrogateescape") if key is not None else None,
-        origin=_origin(route, address, partition),
+        origin=source_kind.preview_origin(route.source, address, partition),
     )
     mapper = RouteMapper(route, config.bridge, config.connections[route.sink.connection])
     try:
@@ -48,7 +49,7 @@ def preview(
     except LoopDetected as exc:
         raise MappingError(f"dropped by loop prevention: {exc}") from None
     result: dict[str, object] = {"address": mapped.subject}
-    if isinstance(route.sink, KafkaSink):
+    if "key" in load_connector(route.sink_kind).sink_templates:
         result["key"] = mapped.key.decode(errors="replace") if mapped.key is not None else None
     result["headers"] = mapped.headers
     return result
@@ -66,23 +67,3 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _origin(route: Route, address: str, partition: int | None) -> Origin:
-    connection = route.source.connection
-    match route.source_kind:
-        case "amqp":
-            assert isinstance(route.source, AmqpSource)
-            return Origin(
-                connection,
-                "amqp",
-                exchange=route.source.exchange,
-                routing_key=address,
-                queue=route.source.queue,
-            )
-        case "kafka":
-            return Origin(connection, "kafka", topic=address, partition=partition or 0, offset=0)
-        case "stomp":
-            return Origin(connection, "stomp", destination=address)
-        case _:
-            return Origin(connection, "nats", subject=address)

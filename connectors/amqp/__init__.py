@@ -56,37 +56,6 @@ Threading
 
 from __future__ import annotations
 
-from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import (
-    AmqpConnection,
-    AmqpSink,
-    AmqpSource,
-    BridgeSettings,
-    Connection,
-)
-from natsbridge.connectors.amqp.sink import AmqpExchangeSink
-from natsbridge.connectors.amqp.source import AmqpQueueSource
+from natsbridge.connectors.amqp.kind import AmqpKind, connector
 
-__all__ = ["AmqpConnector", "AmqpExchangeSink", "AmqpQueueSource", "connector"]
-
-
-class AmqpConnector:
-    """Builds the AMQP source and sink of a route."""
-
-    def source(
-        self, route: Route, connection: Connection, bridge: BridgeSettings
-    ) -> AmqpQueueSource:
-        """The source for `route`, consuming through `connection`."""
-        assert isinstance(connection, AmqpConnection) and isinstance(route.source, AmqpSource)
-        return AmqpQueueSource(route, connection, route.source.connection)
-
-    def sink(
-        self, route: Route, connection: Connection, bridge: BridgeSettings
-    ) -> AmqpExchangeSink:
-        """The sink for `route`, publishing through `connection`."""
-        assert isinstance(connection, AmqpConnection) and isinstance(route.sink, AmqpSink)
-        return AmqpExchangeSink(route, connection, route.sink.connection)
-
-
-connector = AmqpConnector()
-"""The `amqp` connector (entry point ``natsbridge.connectors: amqp``)."""
+__all__ = ["AmqpKind", "connector"]

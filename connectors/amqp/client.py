@@ -38,11 +38,11 @@ import pika
 from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 
-from natsbridge.bridge.config.model import AmqpConnection
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, redact_url
 from natsbridge.bridge.threads import settle
 from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.amqp.config import AmqpConnection
 from natsbridge.connectors.amqp.errors import AmqpNotFound, translate
 
 log = logging.getLogger("natsbridge.amqp")

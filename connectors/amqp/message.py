@@ -34,8 +34,9 @@ from typing import Any
 
 from pika.spec import Basic, BasicProperties
 
-from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.envelope import Envelope, Headers
 from natsbridge.bridge.errors import MappingError
+from natsbridge.connectors.amqp.kind import AmqpOrigin as Origin
 from natsbridge.mappings.amqp import validate_routing_key
 from natsbridge.mappings.amqp_properties import (
     PROPERTY_HEADERS,

@@ -33,7 +33,6 @@ from pika.frame import Method
 from pika.spec import Basic, BasicProperties
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import AmqpConnection, AmqpSink
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
@@ -44,6 +43,7 @@ from natsbridge.bridge.errors import (
 )
 from natsbridge.bridge.threads import Completions, Confirms, failed, settle
 from natsbridge.connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
+from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSink
 from natsbridge.connectors.amqp.driver import FramePublisher
 from natsbridge.connectors.amqp.errors import translate
 from natsbridge.connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for

@@ -27,7 +27,6 @@ from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import AmqpConnection, AmqpSource
 from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
@@ -38,6 +37,7 @@ from natsbridge.bridge.errors import (
 )
 from natsbridge.bridge.threads import Inbox, receive, settle
 from natsbridge.connectors.amqp.client import AmqpClient, Steps, url_user
+from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSource
 from natsbridge.connectors.amqp.errors import translating
 from natsbridge.connectors.amqp.message import EnvelopeReader, properties_for
 from natsbridge.mappings.amqp_properties import PROPERTY_HEADERS

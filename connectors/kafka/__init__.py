@@ -95,35 +95,6 @@ Performance note
 
 from __future__ import annotations
 
-from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import (
-    BridgeSettings,
-    Connection,
-    KafkaConnection,
-    KafkaSink,
-    KafkaSource,
-)
-from natsbridge.connectors.kafka.sink import KafkaTopicSink
-from natsbridge.connectors.kafka.source import KafkaTopicSource
+from natsbridge.connectors.kafka.kind import KafkaKind, connector
 
-__all__ = ["KafkaConnector", "KafkaTopicSink", "KafkaTopicSource", "connector"]
-
-
-class KafkaConnector:
-    """Builds the Kafka source and sink of a route."""
-
-    def source(
-        self, route: Route, connection: Connection, bridge: BridgeSettings
-    ) -> KafkaTopicSource:
-        """The source for `route`, consuming through `connection`."""
-        assert isinstance(connection, KafkaConnection) and isinstance(route.source, KafkaSource)
-        return KafkaTopicSource(route, connection, route.source.connection)
-
-    def sink(self, route: Route, connection: Connection, bridge: BridgeSettings) -> KafkaTopicSink:
-        """The sink for `route`, producing through `connection`."""
-        assert isinstance(connection, KafkaConnection) and isinstance(route.sink, KafkaSink)
-        return KafkaTopicSink(route, connection, route.sink.connection)
-
-
-connector = KafkaConnector()
-"""The `kafka` connector (entry point ``natsbridge.connectors: kafka``)."""
+__all__ = ["KafkaKind", "connector"]

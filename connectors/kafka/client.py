@@ -29,10 +29,10 @@ import kafka.codec
 import kafka.errors as ke
 from kafka import KafkaAdminClient
 
-from natsbridge.bridge.config.model import KafkaConnection, KafkaTopicCreation
 from natsbridge.bridge.errors import ConnectionLost, PermanentError, RetryableError
 from natsbridge.bridge.secrets import redact, register
 from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.kafka.config import KafkaConnection, KafkaTopicCreation
 from natsbridge.connectors.kafka.driver import NetClients
 from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, KafkaTlsFailed, translate
 

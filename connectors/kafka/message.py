@@ -29,8 +29,9 @@ import math
 import time
 from typing import Any, NamedTuple
 
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import HeaderError
+from natsbridge.connectors.kafka.kind import KafkaOrigin as Origin
 from natsbridge.mappings.headers import KAFKA_HEADER_ORDER
 from natsbridge.mappings.kafka import (
     coordinate_headers,

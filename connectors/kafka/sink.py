@@ -40,7 +40,6 @@ import kafka.errors as ke
 from kafka import KafkaAdminClient, KafkaProducer
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import KafkaConnection, KafkaSink
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
@@ -60,6 +59,7 @@ from natsbridge.connectors.kafka.client import (
     max_message_bytes,
     partition_count,
 )
+from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSink
 from natsbridge.connectors.kafka.errors import RecordTooLarge, TopicMissing, translate
 from natsbridge.connectors.kafka.message import record_from_envelope
 from natsbridge.mappings.kafka import validate_topic

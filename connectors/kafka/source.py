@@ -49,7 +49,6 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import KafkaConnection, KafkaSource
 from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
 from natsbridge.bridge.threads import DriverThread, Inbox, receive
@@ -60,6 +59,7 @@ from natsbridge.connectors.kafka.client import (
     client_options,
     describe,
 )
+from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSource
 from natsbridge.connectors.kafka.driver import read_header_names_leniently
 from natsbridge.connectors.kafka.errors import TopicMissing, translate
 from natsbridge.connectors.kafka.message import envelope_from_record, undecodable_record

@@ -84,47 +84,6 @@ Headers
 
 from __future__ import annotations
 
-from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import (
-    BridgeSettings,
-    Connection,
-    NatsConnection,
-    NatsSink,
-    NatsSource,
-)
-from natsbridge.bridge.connector import Sink, Source
-from natsbridge.bridge.errors import ConfigError
-from natsbridge.connectors.nats.sink import CoreSink, JetStreamSink
-from natsbridge.connectors.nats.source import CoreSource, JetStreamSource
+from natsbridge.connectors.nats.kind import NatsKind, connector
 
-__all__ = [
-    "CoreSink",
-    "CoreSource",
-    "JetStreamSink",
-    "JetStreamSource",
-    "NatsConnector",
-    "connector",
-]
-
-
-class NatsConnector:
-    """Builds NATS sources and sinks: JetStream when the endpoint has `jetstream`, else core."""
-
-    def source(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Source:
-        """The source for `route`: a core subscription or a JetStream pull consumer."""
-        if not isinstance(connection, NatsConnection) or not isinstance(route.source, NatsSource):
-            raise ConfigError([f"route '{route.name}': the nats connector needs a nats source"])
-        if route.source.jetstream is not None:
-            return JetStreamSource(route, connection, bridge)
-        return CoreSource(route, connection, bridge)
-
-    def sink(self, route: Route, connection: Connection, bridge: BridgeSettings) -> Sink:
-        """The sink for `route`: core publish or JetStream publish with PubAck."""
-        if not isinstance(connection, NatsConnection) or not isinstance(route.sink, NatsSink):
-            raise ConfigError([f"route '{route.name}': the nats connector needs a nats sink"])
-        if route.sink.jetstream is not None:
-            return JetStreamSink(route, connection, bridge)
-        return CoreSink(route, connection, bridge)
-
-
-connector = NatsConnector()
+__all__ = ["NatsKind", "connector"]

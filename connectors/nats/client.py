@@ -20,9 +20,9 @@ import nats.errors
 from nats.js.api import StreamConfig, StreamInfo
 from nats.js.manager import JetStreamManager
 
-from natsbridge.bridge.config.model import NatsConnection
 from natsbridge.bridge.errors import ConnectionLost, MessageRejected, PermanentError
 from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import StreamMissing, translate, translate_exception
 

@@ -15,9 +15,8 @@ from nats.js.api import StreamConfig, StreamInfo
 from nats.js.errors import APIError
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSink
-from natsbridge.bridge.config.model import JetStreamSink as JetStreamSinkConfig
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.config.model import BridgeSettings
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
@@ -27,6 +26,8 @@ from natsbridge.bridge.errors import (
 )
 from natsbridge.bridge.threads import Confirms, failed
 from natsbridge.connectors.nats.client import NatsLink, ensure_stream
+from natsbridge.connectors.nats.config import JetStreamSink as JetStreamSinkConfig
+from natsbridge.connectors.nats.config import NatsConnection, NatsSink
 from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import (
     NoResponders,
@@ -34,6 +35,7 @@ from natsbridge.connectors.nats.errors import (
     translate,
     translate_exception,
 )
+from natsbridge.connectors.nats.kind import NatsOrigin as Origin
 from natsbridge.connectors.nats.message import HeaderBlock, from_nats_headers, header_block
 from natsbridge.mappings import subjects
 from natsbridge.mappings.headers import NATS_EXPECTED_STREAM, NATS_MSG_ID

@@ -19,10 +19,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, 
 from nats.js.client import JetStreamContext
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, NatsConnection, NatsSource
-from natsbridge.bridge.config.model import JetStreamSource as JetStreamSourceConfig
+from natsbridge.bridge.config.model import BridgeSettings
 from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
-from natsbridge.bridge.envelope import Envelope, Headers, Origin
+from natsbridge.bridge.envelope import Envelope, Headers
 from natsbridge.bridge.errors import (
     ConnectionLost,
     MessageRejected,
@@ -31,7 +30,10 @@ from natsbridge.bridge.errors import (
 )
 from natsbridge.bridge.threads import Inbox, LoopPoster, take_up_to
 from natsbridge.connectors.nats.client import NatsLink, ensure_stream
+from natsbridge.connectors.nats.config import JetStreamSource as JetStreamSourceConfig
+from natsbridge.connectors.nats.config import NatsConnection, NatsSource
 from natsbridge.connectors.nats.errors import StreamMissing, translate
+from natsbridge.connectors.nats.kind import NatsOrigin as Origin
 from natsbridge.connectors.nats.message import (
     from_nats_headers,
     header_block,

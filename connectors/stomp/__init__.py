@@ -99,37 +99,6 @@ Threading
 
 from __future__ import annotations
 
-from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import (
-    BridgeSettings,
-    Connection,
-    StompConnection,
-    StompSink,
-    StompSource,
-)
-from natsbridge.connectors.stomp.sink import StompDestinationSink
-from natsbridge.connectors.stomp.source import StompDestinationSource
+from natsbridge.connectors.stomp.kind import StompKind, connector
 
-__all__ = ["StompConnector", "StompDestinationSink", "StompDestinationSource", "connector"]
-
-
-class StompConnector:
-    """Builds the STOMP source and sink of a route."""
-
-    def source(
-        self, route: Route, connection: Connection, bridge: BridgeSettings
-    ) -> StompDestinationSource:
-        """The source for `route`, subscribing through `connection`."""
-        assert isinstance(connection, StompConnection) and isinstance(route.source, StompSource)
-        return StompDestinationSource(route, connection, route.source.connection)
-
-    def sink(
-        self, route: Route, connection: Connection, bridge: BridgeSettings
-    ) -> StompDestinationSink:
-        """The sink for `route`, sending through `connection`."""
-        assert isinstance(connection, StompConnection) and isinstance(route.sink, StompSink)
-        return StompDestinationSink(route, connection, route.sink.connection)
-
-
-connector = StompConnector()
-"""The `stomp` connector (entry point ``natsbridge.connectors: stomp``)."""
+__all__ = ["StompKind", "connector"]

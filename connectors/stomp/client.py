@@ -44,7 +44,6 @@ from urllib.parse import urlsplit
 import stomp  # type: ignore[import-untyped]
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from natsbridge.bridge.config.model import StompConnection
 from natsbridge.bridge.errors import (
     BridgeError,
     BridgeTimeout,
@@ -55,6 +54,7 @@ from natsbridge.bridge.errors import (
 from natsbridge.bridge.secrets import redact_url
 from natsbridge.bridge.threads import Completions, settle
 from natsbridge.bridge.tls import tls_context
+from natsbridge.connectors.stomp.config import StompConnection
 from natsbridge.connectors.stomp.driver import read_with_our_parser
 from natsbridge.connectors.stomp.errors import from_error_frame, translate, translating
 

@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import HeaderError, MessageRejected
+from natsbridge.connectors.stomp.kind import StompOrigin as Origin
 from natsbridge.mappings.stomp import escape_header, send_headers, stomp_to_nats_headers
 
 OCTET_STREAM = "application/octet-stream"

@@ -29,11 +29,11 @@ import logging
 from collections.abc import Sequence
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import StompConnection, StompSink
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
 from natsbridge.bridge.threads import Confirms, failed
 from natsbridge.connectors.stomp.client import DEFAULT_CLOSE_TIMEOUT_S, StompClient
+from natsbridge.connectors.stomp.config import StompConnection, StompSink
 from natsbridge.connectors.stomp.message import send_frame
 from natsbridge.mappings.stomp import parse_destination
 

@@ -34,11 +34,11 @@ from functools import partial
 from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import StompConnection, StompSource
 from natsbridge.bridge.connector import AckOnce, Incoming, unreadable
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.bridge.threads import Inbox, receive
 from natsbridge.connectors.stomp.client import DEFAULT_CONNECT_TIMEOUT_S, StompClient
+from natsbridge.connectors.stomp.config import StompConnection, StompSource
 from natsbridge.connectors.stomp.message import EnvelopeReader, ack_frame, encode_frame, nack_frame
 from natsbridge.mappings.stomp import parse_destination
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from natsbridge.bridge.config import load_config
-from natsbridge.bridge.config.model import AmqpSource, Delivery, NatsSink
+from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.errors import ConfigError
+from natsbridge.connectors.amqp.config import AmqpSource
+from natsbridge.connectors.nats.config import NatsSink
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RABBIT = (EXAMPLES / "rabbitmq-nats.yaml").read_text()
@@ -187,9 +189,9 @@ def test_missing_sections_and_wrong_version(tmp_path: Path) -> None:
 
 def test_unknown_connection_kind(tmp_path: Path) -> None:
     [problem] = problems_of(tmp_path, edit("kind: amqp", "kind: amqpp"))
-    assert (
-        ":11:5: connections.rabbit.kind: expected kind one of amqp, kafka, stomp, nats" in problem
-    )
+    assert ":11:5: connections.rabbit.kind: expected kind one of " in problem
+    installed = problem.split("expected kind one of ")[1].split(", found")[0].split(", ")
+    assert {"amqp", "kafka", "stomp", "nats"} <= set(installed)  # every installed kind
     assert "did you mean 'amqp'?" in problem
 
 

@@ -17,7 +17,8 @@ from pika.spec import Basic, BasicProperties
 
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import AmqpConnection, BridgeSettings
+from natsbridge.bridge.config.model import BridgeSettings
+from natsbridge.connectors.amqp.config import AmqpConnection
 
 Message = tuple[Basic.GetOk | Basic.Deliver, BasicProperties, bytes]
 

@@ -21,7 +21,6 @@ import pika
 import pytest
 from pika.spec import BasicProperties
 
-from natsbridge.bridge.config.model import AmqpConnection
 from natsbridge.bridge.connector import Requester, Responder, Sink, Source, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
@@ -34,8 +33,9 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.registry import load_connector
-from natsbridge.connectors.amqp import AmqpExchangeSink, AmqpQueueSource, connector
+from natsbridge.connectors.amqp import connector
 from natsbridge.connectors.amqp.client import connection_parameters
+from natsbridge.connectors.amqp.config import AmqpConnection
 from natsbridge.connectors.amqp.driver import FramePublisher
 from natsbridge.connectors.amqp.errors import (
     AmqpAccessRefused,
@@ -46,6 +46,8 @@ from natsbridge.connectors.amqp.errors import (
     translate,
 )
 from natsbridge.connectors.amqp.message import properties_for
+from natsbridge.connectors.amqp.sink import AmqpExchangeSink
+from natsbridge.connectors.amqp.source import AmqpQueueSource
 from tests.connectors.amqp_helpers import (
     load_route,
     make_tls_files,

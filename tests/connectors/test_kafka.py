@@ -21,7 +21,6 @@ from kafka.structs import TopicPartition
 
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import KafkaConnection
 from natsbridge.bridge.connector import Incoming, Sink, Source, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
@@ -32,9 +31,12 @@ from natsbridge.bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from natsbridge.connectors.kafka import KafkaTopicSink, KafkaTopicSource, connector
+from natsbridge.connectors.kafka import connector
+from natsbridge.connectors.kafka.config import KafkaConnection
 from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, TopicMissing
 from natsbridge.connectors.kafka.message import envelope_from_record
+from natsbridge.connectors.kafka.sink import KafkaTopicSink
+from natsbridge.connectors.kafka.source import KafkaTopicSource
 from natsbridge.mappings.headers import KAFKA_KEY, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 from tests.conftest import KafkaScram, Services
 from tests.connectors.conformance import (

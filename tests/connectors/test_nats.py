@@ -25,7 +25,7 @@ from nats.aio.subscription import Subscription
 
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, NatsConnection
+from natsbridge.bridge.config.model import BridgeSettings
 from natsbridge.bridge.connector import Requester, Responder, Sink, Source, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
@@ -36,17 +36,13 @@ from natsbridge.bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from natsbridge.connectors.nats import (
-    CoreSink,
-    CoreSource,
-    JetStreamSink,
-    JetStreamSource,
-    connector,
-)
+from natsbridge.connectors.nats import connector
+from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import NoResponders, StreamMissing
 from natsbridge.connectors.nats.message import MultiHeaders, header_block
-from natsbridge.connectors.nats.sink import derived_stream_subjects
+from natsbridge.connectors.nats.sink import CoreSink, JetStreamSink, derived_stream_subjects
+from natsbridge.connectors.nats.source import CoreSource, JetStreamSource
 from tests.connectors.conformance import (
     SinkConformance,
     SourceConformance,

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from natsbridge.bridge.connector import AckOnce
-from natsbridge.bridge.envelope import Origin
 from natsbridge.bridge.errors import MappingError
+from natsbridge.connectors.nats.kind import NatsOrigin as Origin
 from natsbridge.connectors.nats.source import AckSubject, _js_incoming, _Pulled, parse_ack_subject
 
 # Stream, consumer, domain and account names: one subject token (no '.', no whitespace).

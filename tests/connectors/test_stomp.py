@@ -32,9 +32,9 @@ from stomp.utils import Frame  # type: ignore[import-untyped]
 
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BridgeSettings, StompConnection
+from natsbridge.bridge.config.model import BridgeSettings
 from natsbridge.bridge.connector import Sink, Source, send_one
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     ConnectionLost,
     HeaderError,
@@ -44,8 +44,9 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.threads import Completions
-from natsbridge.connectors.stomp import StompDestinationSink, StompDestinationSource, connector
+from natsbridge.connectors.stomp import connector
 from natsbridge.connectors.stomp.client import Endpoint, StompClient, parse_url
+from natsbridge.connectors.stomp.config import StompConnection
 from natsbridge.connectors.stomp.errors import (
     StompAccessRefused,
     StompNotFound,
@@ -54,8 +55,10 @@ from natsbridge.connectors.stomp.errors import (
     from_error_frame,
     translate,
 )
+from natsbridge.connectors.stomp.kind import StompOrigin as Origin
 from natsbridge.connectors.stomp.message import ack_frame, encode_frame, nack_frame, send_frame
-from natsbridge.connectors.stomp.source import subscription_headers
+from natsbridge.connectors.stomp.sink import StompDestinationSink
+from natsbridge.connectors.stomp.source import StompDestinationSource, subscription_headers
 from natsbridge.mappings import stomp as stomp_mapping
 from natsbridge.mappings.headers import (
     STOMP_CONTENT_TYPE,

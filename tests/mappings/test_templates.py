@@ -8,8 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import MappingError, SubjectError, TemplateError
+from natsbridge.connectors.amqp.kind import AmqpOrigin
+from natsbridge.connectors.kafka.kind import KafkaOrigin
+from natsbridge.connectors.nats.kind import NatsOrigin
+from natsbridge.connectors.stomp.kind import StompOrigin
 from natsbridge.mappings.subjects import match
 from natsbridge.mappings.templates import compile_template, match_source
 from natsbridge.mappings.transforms import fnv1a_32, partition
@@ -20,22 +24,22 @@ def nats(subject: str, **headers: str) -> Envelope:
         subject,
         b"",
         {k.replace("_", "-"): [v] for k, v in headers.items()},
-        origin=Origin("nats", "nats", subject=subject),
+        origin=NatsOrigin("nats", "nats", subject=subject),
     )
 
 
 def amqp(routing_key: str, exchange: str = "orders", queue: str | None = "q1") -> Envelope:
-    origin = Origin("rabbit", "amqp", exchange=exchange, routing_key=routing_key, queue=queue)
+    origin = AmqpOrigin("rabbit", "amqp", exchange=exchange, routing_key=routing_key, queue=queue)
     return Envelope(routing_key, b"", origin=origin)
 
 
 def kafka(topic: str, partition: int | None = 3, key: bytes | None = b"k1") -> Envelope:
-    origin = Origin("kafka", "kafka", topic=topic, partition=partition, offset=7)
+    origin = KafkaOrigin("kafka", "kafka", topic=topic, partition=partition, offset=7)
     return Envelope(topic, b"", key=key, origin=origin)
 
 
 def stomp(destination: str) -> Envelope:
-    return Envelope(destination, b"", origin=Origin("amq", "stomp", destination=destination))
+    return Envelope(destination, b"", origin=StompOrigin("amq", "stomp", destination=destination))
 
 
 @dataclass
@@ -233,7 +237,7 @@ COMPILE_ERRORS = [
     ("{{subject}}.*", "nats", [], "nats", 12, "cannot contain wildcards"),
     ("a b.{{subject}}", "nats", [], "nats", 1, "whitespace"),
     ("{{subject}}", "nats", ["a..b"], "nats", None, "source pattern 'a..b' is invalid"),
-    ("{{subject}}", "mqtt", [], "nats", None, "unknown source kind 'mqtt'"),
+    ("{{subject}}", "carrier-pigeon", [], "nats", None, "unknown source kind 'carrier-pigeon'"),
     ("$0", "nats", ["a.*"], "nats", 0, "start at 1"),
 ]
 

@@ -11,11 +11,16 @@ from hypothesis import strategies as st
 
 from natsbridge.bridge.config import Config, load_config
 from natsbridge.bridge.config.model import Retry
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
 from natsbridge.bridge.runtime.backoff import Backoff
 from natsbridge.bridge.runtime.mapper import LoopDetected, RouteMapper, dedup_id
 from natsbridge.bridge.runtime.stats import LATENCY_BUCKETS_S, Latency, RouteStats
+from natsbridge.connectors.amqp.kind import AmqpOrigin
+from natsbridge.connectors.amqp.kind import connector as amqp_kind
+from natsbridge.connectors.kafka.kind import KafkaOrigin
+from natsbridge.connectors.nats.kind import NatsOrigin
+from natsbridge.connectors.nats.kind import connector as nats_kind
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -36,7 +41,7 @@ def kafka() -> Config:
 
 
 def amqp_message(routing_key: str, **headers: list[str]) -> Envelope:
-    origin = Origin("rabbit", "amqp", exchange="orders", routing_key=routing_key)
+    origin = AmqpOrigin("rabbit", "amqp", exchange="orders", routing_key=routing_key)
     return Envelope(subject=routing_key, payload=b"p", headers=dict(headers), origin=origin)
 
 
@@ -54,7 +59,7 @@ def test_a_message_this_bridge_took_from_the_target_is_not_sent_back(rabbit: Con
         subject="shipments.eu",
         payload=b"p",
         headers={"Bridge-Origin": ["example-dc1/rabbit"], "Bridge-Hops": ["1"]},
-        origin=Origin("nats", "nats", subject="shipments.eu"),
+        origin=NatsOrigin("nats", "nats", subject="shipments.eu"),
     )
     with pytest.raises(LoopDetected):
         mapper_for(rabbit, "shipments-to-rabbit").map(came_back)
@@ -65,7 +70,7 @@ def test_another_bridges_message_passes_and_keeps_its_trail(rabbit: Config) -> N
         subject="shipments.eu",
         payload=b"p",
         headers={"Bridge-Origin": ["dc2/rabbit"], "Bridge-Hops": ["1"]},
-        origin=Origin("nats", "nats", subject="shipments.eu"),
+        origin=NatsOrigin("nats", "nats", subject="shipments.eu"),
     )
     mapped = mapper_for(rabbit, "shipments-to-rabbit").map(passing)
     assert mapped.headers["Bridge-Origin"] == ["dc2/rabbit", "example-dc1/nats"]
@@ -88,16 +93,16 @@ def test_route_payload_limit(tmp_path: Path) -> None:
     )
     (tmp_path / "c.yaml").write_text(text)
     mapper = mapper_for(load_config(tmp_path / "c.yaml", {}), "orders-to-nats")
-    mapper.map(Envelope("k", b"x" * 10, origin=Origin("rabbit", "amqp", routing_key="k")))
+    mapper.map(Envelope("k", b"x" * 10, origin=AmqpOrigin("rabbit", "amqp", routing_key="k")))
     with pytest.raises(PayloadTooLarge):
-        mapper.map(Envelope("k", b"x" * 11, origin=Origin("rabbit", "amqp", routing_key="k")))
+        mapper.map(Envelope("k", b"x" * 11, origin=AmqpOrigin("rabbit", "amqp", routing_key="k")))
 
 
 def test_exactly_once_ids_come_from_kafka_coordinates(kafka: Config) -> None:
     record = Envelope(
         subject="clicks",
         payload=b"p",
-        origin=Origin("kafka", "kafka", topic="clicks", partition=4, offset=17),
+        origin=KafkaOrigin("kafka", "kafka", topic="clicks", partition=4, offset=17),
     )
     mapped = mapper_for(kafka, "clicks-to-nats").map(record)
     assert mapped.subject == "kafka.clicks.4"
@@ -106,17 +111,18 @@ def test_exactly_once_ids_come_from_kafka_coordinates(kafka: Config) -> None:
 
 
 def test_dedup_id_sources() -> None:
-    assert dedup_id(Envelope("s", b"", msg_id="m-1", origin=Origin("r", "amqp"))) == "m-1"
-    seq = Envelope("s", b"", origin=Origin("n", "nats", subject="a.b", stream_seq=9))
-    assert dedup_id(seq) == "jetstream:n:a.b:9"
+    amqp = Envelope("s", b"", msg_id="m-1", origin=AmqpOrigin("r", "amqp"))
+    assert dedup_id(amqp_kind, amqp) == "m-1"
+    seq = Envelope("s", b"", origin=NatsOrigin("n", "nats", subject="a.b", stream_seq=9))
+    assert dedup_id(nats_kind, seq) == "jetstream:n:a.b:9"
     with pytest.raises(MappingError, match="stable message id"):
-        dedup_id(Envelope("s", b"", origin=Origin("r", "amqp")))
+        dedup_id(amqp_kind, Envelope("s", b"", origin=AmqpOrigin("r", "amqp")))
 
 
 def test_dedup_ids_are_header_safe_and_distinct() -> None:
     hostile = "id\r\nNats-Expected-Stream: OTHER"
     ids = {
-        dedup_id(Envelope("s", b"", msg_id=m, origin=Origin("r", "amqp")))
+        dedup_id(amqp_kind, Envelope("s", b"", msg_id=m, origin=AmqpOrigin("r", "amqp")))
         for m in (hostile, "id", " id", "\udcffid", "base64:aWQ=")
     }
     assert len(ids) == 5
@@ -135,7 +141,7 @@ def test_outside_exactly_once_nothing_deduplicates(rabbit: Config) -> None:
 def test_an_address_that_is_not_utf8_is_a_mapping_error(rabbit: Config) -> None:
     mapper = mapper_for(rabbit, "shipments-to-rabbit")  # routing_key: "{{wildcard(1)}}"
     message = Envelope(
-        "shipments.\udcff", b"", origin=Origin("nats", "nats", subject="shipments.\udcff")
+        "shipments.\udcff", b"", origin=NatsOrigin("nats", "nats", subject="shipments.\udcff")
     )
     with pytest.raises(MappingError, match="not UTF-8"):
         mapper.map(message)
@@ -144,7 +150,7 @@ def test_an_address_that_is_not_utf8_is_a_mapping_error(rabbit: Config) -> None:
 def test_kafka_key_and_topic_are_rendered_and_checked(kafka: Config) -> None:
     mapper = mapper_for(kafka, "telemetry-to-kafka")
     message = Envelope(
-        "telemetry.dev42.cpu", b"", origin=Origin("nats", "nats", subject="telemetry.dev42.cpu")
+        "telemetry.dev42.cpu", b"", origin=NatsOrigin("nats", "nats", subject="telemetry.dev42.cpu")
     )
     mapped = mapper.map(message)
     assert (mapped.subject, mapped.key) == ("telemetry", b"dev42")
@@ -202,6 +208,6 @@ def test_an_invalid_address_is_refused_every_time_a_valid_one_is_remembered(
     too_long = "in." + "k" * 300
     for _ in range(2):
         with pytest.raises(MappingError):
-            mapper.map(Envelope(too_long, b"", origin=Origin("nats", "nats", subject=too_long)))
-        ok = mapper.map(Envelope("in.a", b"", origin=Origin("nats", "nats", subject="in.a")))
+            mapper.map(Envelope(too_long, b"", origin=NatsOrigin("nats", "nats", subject=too_long)))
+        ok = mapper.map(Envelope("in.a", b"", origin=NatsOrigin("nats", "nats", subject="in.a")))
         assert ok.subject == "in.a"

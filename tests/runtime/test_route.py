@@ -18,11 +18,12 @@ import pytest
 
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.connector import Incoming
-from natsbridge.bridge.envelope import Envelope, Origin
+from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import ConnectionLost, HeaderError, MessageRejected
 from natsbridge.bridge.runtime.buffer import Backlog, Buffered
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.route import RouteRunner
+from natsbridge.connectors.amqp.kind import AmqpOrigin as Origin
 
 COUNT = 200
 
