@@ -21,6 +21,7 @@ is permanent. Messages name the URL without its password, never the password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -324,10 +325,8 @@ class MqttClient:
     # ------------------------------------------------------------ paho's network thread
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             self.loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # a closed loop: nobody waits any more
-            pass
 
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, code: ReasonCode, props: Any

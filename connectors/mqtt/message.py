@@ -24,12 +24,11 @@ connection over it. MQTT 3.1.1 has no properties: a 3.1.1 sink sends the payload
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from paho.mqtt.client import MQTTMessage
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from natsbridge.connectors.mqtt.kind import MQTT_TOPIC, MqttOrigin
 from natsbridge.connectors.mqtt.topics import check_text, validate_topic
 from natsbridge.mappings.headers import (
     decode_text_value,
@@ -40,7 +39,6 @@ from natsbridge.mappings.headers import (
 )
 from natsbridge.sdk import Envelope, Headers
 
-MQTT_TOPIC = "Mqtt-Topic"
 MQTT_RETAIN = "Mqtt-Retain"
 MQTT_CONTENT_TYPE = "Mqtt-Content-Type"
 MQTT_RESPONSE_TOPIC = "Mqtt-Response-Topic"
@@ -65,14 +63,6 @@ MAX_EXPIRY = 2**32 - 1
 """The largest message expiry interval MQTT 5 can carry (seconds)."""
 
 
-class MqttOrigin(NamedTuple):
-    """Where an MQTT message came from: its connection and the topic it was published to."""
-
-    connection: str
-    kind: str
-    topic: str | None = None
-
-
 class EnvelopeReader:
     """Builds Envelopes from the messages one source connection receives."""
 
@@ -92,7 +82,7 @@ class EnvelopeReader:
             subject=topic,
             payload=bytes(message.payload),
             headers=headers,
-            origin=MqttOrigin(self.connection, "mqtt", topic),  # type: ignore[arg-type]
+            origin=MqttOrigin(self.connection, "mqtt", topic),
         )
 
     def undecodable(self, message: MQTTMessage) -> Envelope:
@@ -104,7 +94,7 @@ class EnvelopeReader:
         return Envelope(
             subject=topic,
             payload=bytes(message.payload),
-            origin=MqttOrigin(self.connection, "mqtt", topic),  # type: ignore[arg-type]
+            origin=MqttOrigin(self.connection, "mqtt", topic),
         )
 
 
