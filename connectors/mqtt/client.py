@@ -56,6 +56,8 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 CLOSE_TIMEOUT_S = 5.0
 """How long `close()` waits for the network thread to end."""
+FLUSH_FILTER = "$natsbridge/round-trip"
+"""A filter nobody subscribes to: unsubscribing from it is a round trip (`round_trip`)."""
 MAX_RECEIVE = 65535
 """MQTT 5's largest Receive Maximum (unacked QoS 1 messages in flight, each way)."""
 
@@ -182,6 +184,7 @@ class MqttClient:
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_subscribe
         return client
 
     # ------------------------------------------------------------ asyncio side
@@ -247,6 +250,22 @@ class MqttClient:
                     f"{code.getName()} (0x{code.value:02X})"
                 )
         return [code.value for code in codes]
+
+    async def round_trip(self) -> None:
+        """Return once the broker answered an UNSUBSCRIBE queued after everything sent so far.
+
+        The broker handles a connection's packets in order, so the PUBACKs queued before
+        it have been processed: a DISCONNECT right after cannot race them (a reconnect
+        taking over the session could otherwise beat a PUBACK still in the socket).
+        """
+        future: asyncio.Future[list[ReasonCode]] = self.loop.create_future()
+        with self._lock:
+            rc, mid = self._paho.unsubscribe(FLUSH_FILTER)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            self._acks[mid] = future
+        with contextlib.suppress(TimeoutError, BridgeError):
+            await asyncio.wait_for(future, CLOSE_TIMEOUT_S)
 
     def publish(
         self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None

@@ -149,6 +149,8 @@ class MqttTopicSource:
         """DISCONNECT after the PUBACKs already due; unacked messages stay in the session."""
         client, self._client = self._client, None
         if client is not None:
+            if client.error is None:
+                await client.round_trip()
             await client.close()
 
     # ------------------------------------------------------------ paho's network thread

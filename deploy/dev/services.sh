@@ -47,6 +47,9 @@ KAFKA_CONTROLLER_PORT=9093
 KAFKA_SCRAM_PORT=9094
 KAFKA_TLS_PORT=9095
 MQTT_PORT=1883
+MQTT_AUTH_PORT=1884
+MQTT_USER=natsbridge
+MQTT_PASSWORD=natsbridge-secret
 KAFKA_SCRAM_USER=natsbridge
 KAFKA_SCRAM_PASSWORD=natsbridge-secret
 ACTIVEMQ_USER="admin"
@@ -399,10 +402,16 @@ EOF
 write_mosquitto_config() {
   local d="$STATE/mosquitto"
   mkdir -p "$d/data"
+  mosquitto_passwd -b -c "$d/passwd" "$MQTT_USER" "$MQTT_PASSWORD"
   cat >"$d/mosquitto.conf" <<EOF
 # written by deploy/dev/services.sh
+per_listener_settings true
 listener $MQTT_PORT $HOST
 allow_anonymous true
+# $MQTT_USER/$MQTT_PASSWORD only (a wrong password is refused)
+listener $MQTT_AUTH_PORT $HOST
+allow_anonymous false
+password_file $d/passwd
 # persistent sessions (the bridge's MQTT sources) and their queued messages survive restarts
 persistence true
 persistence_location $d/data/
@@ -470,7 +479,7 @@ service_ports() {
   rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
   activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
   kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT" ;;
-  mosquitto) echo "$MQTT_PORT" ;;
+  mosquitto) echo "$MQTT_PORT $MQTT_AUTH_PORT" ;;
   esac
 }
 
@@ -660,7 +669,7 @@ endpoints() {
 nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MONITOR_PORT)
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
-mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous)
+mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT)
 kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
 EOF
 }
@@ -682,6 +691,9 @@ export NATSBRIDGE_KAFKA_SCRAM_PASSWORD='$KAFKA_SCRAM_PASSWORD'
 export NATSBRIDGE_KAFKA_TLS_BOOTSTRAP='$HOST:$KAFKA_TLS_PORT'
 export NATSBRIDGE_KAFKA_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
 export NATSBRIDGE_MQTT_URL='mqtt://$HOST:$MQTT_PORT'
+export NATSBRIDGE_MQTT_AUTH_URL='mqtt://$HOST:$MQTT_AUTH_PORT'
+export NATSBRIDGE_MQTT_USER='$MQTT_USER'
+export NATSBRIDGE_MQTT_PASSWORD='$MQTT_PASSWORD'
 export NATSBRIDGE_SERVICES_SH='$HERE/services.sh'
 EOF
 }

@@ -23,6 +23,21 @@ def mqtt_url() -> str:
     pytest.skip(message)
 
 
+def mqtt_auth() -> tuple[str, str, str]:
+    """(url, username, password) of a listener that needs them: skip without one, fail under CI."""
+    url = os.environ.get("NATSBRIDGE_MQTT_AUTH_URL", "").strip()
+    if not url:
+        message = f"NATSBRIDGE_MQTT_AUTH_URL is not set: {HINT}"
+        if in_ci():
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+    return (
+        url,
+        os.environ.get("NATSBRIDGE_MQTT_USER", "natsbridge"),
+        os.environ.get("NATSBRIDGE_MQTT_PASSWORD", "natsbridge-secret"),
+    )
+
+
 def host_port(url: str) -> tuple[str, int]:
     """Host and port of an mqtt:// URL."""
     host, _, port = url.removeprefix("mqtt://").partition(":")

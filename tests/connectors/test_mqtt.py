@@ -17,7 +17,7 @@ from natsbridge.connectors.mqtt import connector
 from natsbridge.connectors.mqtt.sink import MqttTopicSink
 from natsbridge.connectors.mqtt.source import MqttTopicSource
 from natsbridge.sdk import Envelope, Incoming
-from tests.connectors.mqtt_helpers import mqtt_url, raw_client
+from tests.connectors.mqtt_helpers import mqtt_auth, mqtt_url, raw_client
 
 pytestmark = pytest.mark.timeout(120)
 Test = TypeVar("Test", bound=Callable[..., Coroutine[Any, Any, None]])
@@ -295,3 +295,30 @@ async def test_an_unreachable_broker_is_retryable(tmp_path: Path, unique_name: s
     assert (await sink.send_batch([Envelope(subject="a", payload=b"")]))[
         0
     ].__class__ is ConnectionLost
+
+
+@scenario
+async def test_a_wrong_password_is_permanent_and_never_shown(
+    tmp_path: Path, unique_name: str
+) -> None:
+    """services.sh's Mosquitto takes NATSBRIDGE_MQTT_USER/PASSWORD on NATSBRIDGE_MQTT_AUTH_URL."""
+    url, user, password = mqtt_auth()
+    wrong = "not-the-password-" + unique_name[-6:]
+    source = make_source(tmp_path, url, f"{unique_name}-in", ["a/#"], username=user, password=wrong)
+    with pytest.raises(PermanentError) as refused:
+        await source.connect()
+    assert "refused" in str(refused.value) and wrong not in str(refused.value)
+    sink = make_sink(tmp_path, url, f"{unique_name}-out", username=user, password=password)
+    source = make_source(
+        tmp_path, url, f"{unique_name}-in", [f"{unique_name}/#"], username=user, password=password
+    )
+    await source.connect()
+    await sink.connect()
+    try:
+        topic = f"{unique_name}/auth"
+        assert await sink.send_batch([Envelope(subject=topic, payload=b"in")]) == [None]
+        [got] = await take(source, 1, ack=True)
+        assert got.envelope.payload == b"in"
+    finally:
+        await sink.close()
+        await source.close()
