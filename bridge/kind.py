@@ -42,7 +42,7 @@ from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Envelope, Origin
 from natsbridge.bridge.errors import ConfigError, TemplateError
 from natsbridge.mappings.headers import encode_value
-from natsbridge.mappings.templates import Matcher
+from natsbridge.mappings.templates import Captures, Matcher
 
 if TYPE_CHECKING:
     from natsbridge.bridge.config.loader import Route
@@ -89,6 +89,19 @@ def origin_value(name: str) -> Placeholder:
         return str(value)
 
     return Placeholder(get)
+
+
+def first_match(patterns: tuple[str, ...], match: Callable[[str, str], Captures | None]) -> Matcher:
+    """A matcher trying `match(pattern, address)` for each of `patterns`, in order."""
+
+    def matcher(address: str) -> Captures | None:
+        for pattern in patterns:
+            caps = match(pattern, address)
+            if caps is not None:
+                return caps
+        return None
+
+    return matcher
 
 
 def _subject(env: Envelope) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterable
+from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -29,8 +30,13 @@ ENTRY_POINT_GROUP = "natsbridge.connectors"
 _loaded: dict[str, ConnectorKind] = {}  # by entry point target, "module:attribute"
 
 
+@cache
 def available() -> dict[str, str]:
-    """Every installed connector kind and the `module:attribute` that provides it."""
+    """Every installed connector kind and the `module:attribute` that provides it.
+
+    Read once per process (scanning the installed distributions takes milliseconds);
+    `available.cache_clear()` reads them again.
+    """
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 

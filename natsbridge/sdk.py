@@ -15,6 +15,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import (
     BridgeSettings,
     Delivery,
+    Endpoint,
     JsName,
     Model,
     Name,
@@ -56,6 +57,7 @@ from natsbridge.bridge.kind import (
     Finding,
     Placeholder,
     Side,
+    first_match,
     origin_value,
 )
 from natsbridge.bridge.threads import (
@@ -88,6 +90,7 @@ __all__ = [
     "ConnectorKind",
     "Delivery",
     "DriverThread",
+    "Endpoint",
     "Envelope",
     "Feature",
     "Finding",
@@ -122,6 +125,7 @@ __all__ = [
     "escape_token",
     "escape_words",
     "failed",
+    "first_match",
     "origin_value",
     "receive",
     "send_one",

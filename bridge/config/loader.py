@@ -316,15 +316,17 @@ class _Checker:
                 (*where, "delivery"),
                 f"exactly_once needs {alternatives}; found a {sink_kind.label(sink)} sink",
             )
+        # Request/reply bridges two kinds (a NATS request answered by an AMQP RPC server):
+        # both ends must carry replies, and be of different kinds.
         both = source_kind.supports("request_reply", "from", source) and sink_kind.supports(
             "request_reply", "to", sink
         )
-        if spec.request_reply is not None and not both:
+        if spec.request_reply is not None and not (both and source_kind is not sink_kind):
             sources = _alternatives(lambda kind: kind.request_reply[0])
             sinks = _alternatives(lambda kind: kind.request_reply[1])
             self.fail(
                 (*where, "request_reply"),
-                f"request_reply needs {sources}, and {sinks}; found "
+                f"request_reply needs {sources}, and {sinks} of another kind; found "
                 f"{source_kind.label(source)} -> {sink_kind.label(sink)}",
             )
 

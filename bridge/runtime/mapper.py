@@ -54,7 +54,9 @@ class RouteMapper:
         self.stamp = f"{bridge.id}/{route.source.connection}"
         self.returning = f"{bridge.id}/{route.sink.connection}"
         sink_kind = load_connector(route.sink_kind)
-        self.check_address = _remembered(sink_kind.check_address(sink_connection))
+        # The rule of the connection written to (every connection model has its `kind`).
+        writer = load_connector(getattr(sink_connection, "kind", route.sink_kind))
+        self.check_address = _remembered(writer.check_address(sink_connection))
         self.address = route.templates[sink_kind.sink_templates[0]]
         self.key = route.templates.get("key")
         self.source_kind = load_connector(route.source_kind)

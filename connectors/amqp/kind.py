@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.bridge.kind import ConnectorKind, Finding, Matcher, Placeholder, origin_value
+from natsbridge.bridge.kind import (
+    ConnectorKind,
+    Finding,
+    Matcher,
+    Placeholder,
+    first_match,
+    origin_value,
+)
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSink, AmqpSource
 from natsbridge.mappings import amqp
 from natsbridge.mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY
@@ -62,15 +69,7 @@ class AmqpKind(ConnectorKind):
 
     def match(self, patterns: tuple[str, ...]) -> Matcher:
         """Routing keys against binding keys (``*`` one word, ``#`` any)."""
-
-        def match_amqp(address: str) -> tuple[str, ...] | None:
-            for p in patterns:
-                caps = amqp.topic_match(p, address)
-                if caps is not None:
-                    return caps
-            return None
-
-        return match_amqp
+        return first_match(patterns, amqp.topic_match)
 
     def stars(self, pattern: str) -> int:
         """The ``*`` words of a binding key."""

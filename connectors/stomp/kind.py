@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.bridge.kind import ConnectorKind, Matcher, Placeholder
+from natsbridge.bridge.kind import ConnectorKind, Matcher, Placeholder, first_match
 from natsbridge.connectors.stomp.config import StompConnection, StompSink, StompSource
 from natsbridge.mappings import stomp
 from natsbridge.mappings.headers import STOMP_DESTINATION, STOMP_MESSAGE_ID
@@ -60,15 +60,7 @@ class StompKind(ConnectorKind):
 
     def match(self, patterns: tuple[str, ...]) -> Matcher:
         """Destinations against destination patterns of the same prefix."""
-
-        def match_stomp(address: str) -> tuple[str, ...] | None:
-            for p in patterns:
-                caps = stomp.match_destination(p, address)
-                if caps is not None:
-                    return caps
-            return None
-
-        return match_stomp
+        return first_match(patterns, stomp.match_destination)
 
     def stars(self, pattern: str) -> int:
         """The ``*`` tokens of the pattern's name."""

@@ -163,6 +163,16 @@ def test_request_reply_needs_a_reply_capable_pair(tmp_path: Path) -> None:
     assert "routes[1].request_reply: request_reply needs a core NATS source" in problem
 
 
+def test_request_reply_bridges_two_kinds(tmp_path: Path) -> None:
+    text = edit(
+        '      connection: rabbit\n      exchange: ""\n      routing_key: pricing_rpc',
+        '      connection: nats\n      subject: "pricing.backend"',
+    )
+    [problem] = problems_of(tmp_path, text)
+    assert "routes[2].request_reply: request_reply needs" in problem
+    assert "of another kind; found core NATS -> core NATS" in problem
+
+
 def test_placeholder_not_available_from_the_source_kind(tmp_path: Path) -> None:
     text = edit('"legacy.orders.{{routing_key}}"', '"legacy.orders.{{partition}}"')
     [problem] = problems_of(tmp_path, text)
