@@ -6,9 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
-from natsbridge.bridge.config.model import Endpoint  # not (yet) in natsbridge.sdk
 from natsbridge.connectors.mqtt.topics import validate_filter
-from natsbridge.sdk import MappingError, Model, Seconds, Template, Tls, url_with_scheme
+from natsbridge.sdk import Endpoint, MappingError, Model, Seconds, Template, Tls, url_with_scheme
 
 MqttUrl = Annotated[str, url_with_scheme("mqtt", "mqtts")]
 Qos = Literal[0, 1]

@@ -24,6 +24,7 @@ from natsbridge.sdk import (
     RouteSpec,
     Sink,
     Source,
+    first_match,
 )
 
 MQTT_TOPIC = "Mqtt-Topic"
@@ -82,15 +83,7 @@ class MqttKind(ConnectorKind):
 
     def match(self, patterns: tuple[str, ...]) -> Matcher:
         """Topics against the filters, in order: the levels each ``+`` matched."""
-
-        def match_mqtt(address: str) -> tuple[str, ...] | None:
-            for topic_filter in patterns:
-                captures = topics.match(topic_filter, address)
-                if captures is not None:
-                    return captures
-            return None
-
-        return match_mqtt
+        return first_match(patterns, topics.match)
 
     def stars(self, pattern: str) -> int:
         """The ``+`` levels of a filter (``{{wildcard(n)}}`` is the n-th)."""
