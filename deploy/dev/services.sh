@@ -48,6 +48,7 @@ KAFKA_SCRAM_PORT=9094
 KAFKA_TLS_PORT=9095
 MQTT_PORT=1883
 MQTT_AUTH_PORT=1884
+MQTT_TLS_PORT=8883
 MQTT_USER=natsbridge
 MQTT_PASSWORD=natsbridge-secret
 KAFKA_SCRAM_USER=natsbridge
@@ -412,6 +413,12 @@ allow_anonymous true
 listener $MQTT_AUTH_PORT $HOST
 allow_anonymous false
 password_file $d/passwd
+# TLS with the dev CA made for Kafka's TLS listener (ca.pem is what clients trust)
+listener $MQTT_TLS_PORT $HOST
+allow_anonymous true
+cafile $STATE/kafka/tls/ca.pem
+certfile $STATE/kafka/tls/server.pem
+keyfile $STATE/kafka/tls/server.key
 # persistent sessions (the bridge's MQTT sources) and their queued messages survive restarts
 persistence true
 persistence_location $d/data/
@@ -479,7 +486,7 @@ service_ports() {
   rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
   activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
   kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT" ;;
-  mosquitto) echo "$MQTT_PORT $MQTT_AUTH_PORT" ;;
+  mosquitto) echo "$MQTT_PORT $MQTT_AUTH_PORT $MQTT_TLS_PORT" ;;
   esac
 }
 
@@ -536,6 +543,7 @@ start_process() { # NAME: launch without waiting
     ;;
   mosquitto)
     [ -x /usr/sbin/mosquitto ] || die "mosquitto is not installed; run: $0 up"
+    make_kafka_tls
     write_mosquitto_config
     launch mosquitto /usr/sbin/mosquitto -c "$STATE/mosquitto/mosquitto.conf"
     ;;
@@ -669,7 +677,7 @@ endpoints() {
 nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MONITOR_PORT)
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
-mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT)
+mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT; TLS mqtts://$HOST:$MQTT_TLS_PORT, CA $STATE/kafka/tls/ca.pem)
 kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
 EOF
 }
@@ -694,6 +702,8 @@ export NATSBRIDGE_MQTT_URL='mqtt://$HOST:$MQTT_PORT'
 export NATSBRIDGE_MQTT_AUTH_URL='mqtt://$HOST:$MQTT_AUTH_PORT'
 export NATSBRIDGE_MQTT_USER='$MQTT_USER'
 export NATSBRIDGE_MQTT_PASSWORD='$MQTT_PASSWORD'
+export NATSBRIDGE_MQTT_TLS_URL='mqtts://$HOST:$MQTT_TLS_PORT'
+export NATSBRIDGE_MQTT_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
 export NATSBRIDGE_SERVICES_SH='$HERE/services.sh'
 EOF
 }

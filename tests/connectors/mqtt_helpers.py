@@ -23,19 +23,28 @@ def mqtt_url() -> str:
     pytest.skip(message)
 
 
-def mqtt_auth() -> tuple[str, str, str]:
-    """(url, username, password) of a listener that needs them: skip without one, fail under CI."""
-    url = os.environ.get("NATSBRIDGE_MQTT_AUTH_URL", "").strip()
-    if not url:
-        message = f"NATSBRIDGE_MQTT_AUTH_URL is not set: {HINT}"
+def _required(var: str) -> str:
+    value = os.environ.get(var, "").strip()
+    if not value:
+        message = f"{var} is not set: {HINT}"
         if in_ci():
             pytest.fail(f"CI=true and {message}", pytrace=False)
         pytest.skip(message)
+    return value
+
+
+def mqtt_auth() -> tuple[str, str, str]:
+    """(url, username, password) of a listener that needs them: skip without one, fail under CI."""
     return (
-        url,
+        _required("NATSBRIDGE_MQTT_AUTH_URL"),
         os.environ.get("NATSBRIDGE_MQTT_USER", "natsbridge"),
         os.environ.get("NATSBRIDGE_MQTT_PASSWORD", "natsbridge-secret"),
     )
+
+
+def mqtt_tls() -> tuple[str, str]:
+    """(mqtts:// url, CA file) of a TLS listener: skip without one, fail under CI."""
+    return _required("NATSBRIDGE_MQTT_TLS_URL"), _required("NATSBRIDGE_MQTT_TLS_CA_FILE")
 
 
 def host_port(url: str) -> tuple[str, int]:

@@ -17,7 +17,7 @@ from natsbridge.connectors.mqtt import connector
 from natsbridge.connectors.mqtt.sink import MqttTopicSink
 from natsbridge.connectors.mqtt.source import MqttTopicSource
 from natsbridge.sdk import Envelope, Incoming
-from tests.connectors.mqtt_helpers import mqtt_auth, mqtt_url, raw_client
+from tests.connectors.mqtt_helpers import mqtt_auth, mqtt_tls, mqtt_url, raw_client
 
 pytestmark = pytest.mark.timeout(120)
 Test = TypeVar("Test", bound=Callable[..., Coroutine[Any, Any, None]])
@@ -319,6 +319,30 @@ async def test_a_wrong_password_is_permanent_and_never_shown(
         assert await sink.send_batch([Envelope(subject=topic, payload=b"in")]) == [None]
         [got] = await take(source, 1, ack=True)
         assert got.envelope.payload == b"in"
+    finally:
+        await sink.close()
+        await source.close()
+
+
+@scenario
+async def test_tls_with_the_ca_file_and_a_refusal_without_it(
+    tmp_path: Path, unique_name: str
+) -> None:
+    """services.sh's Mosquitto serves TLS (NATSBRIDGE_MQTT_TLS_URL) with a dev CA."""
+    url, ca_file = mqtt_tls()
+    untrusted = make_sink(tmp_path, url, f"{unique_name}-x")  # mqtts:// with the system CAs
+    with pytest.raises(PermanentError, match="not trusted"):
+        await untrusted.connect()
+    tls = {"ca_file": ca_file}
+    source = make_source(tmp_path, url, f"{unique_name}-in", [f"{unique_name}/#"], tls=tls)
+    sink = make_sink(tmp_path, url, f"{unique_name}-out", tls=tls)
+    await source.connect()
+    await sink.connect()
+    try:
+        topic = f"{unique_name}/secret"
+        assert await sink.send_batch([Envelope(subject=topic, payload=b"tls")]) == [None]
+        [got] = await take(source, 1, ack=True)
+        assert got.envelope.payload == b"tls"
     finally:
         await sink.close()
         await source.close()
