@@ -19,7 +19,7 @@ from natsbridge.connectors.mqtt.source import MqttTopicSource
 from natsbridge.sdk import Envelope, Incoming
 from tests.connectors.mqtt_helpers import mqtt_auth, mqtt_tls, mqtt_url, raw_client
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
 Test = TypeVar("Test", bound=Callable[..., Coroutine[Any, Any, None]])
 
 

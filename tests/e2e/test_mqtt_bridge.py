@@ -22,7 +22,7 @@ import yaml
 from tests.connectors.mqtt_helpers import mqtt_url, raw_client
 from tests.e2e.bridge_process import BridgeProcess, write_config
 
-pytestmark = [pytest.mark.nats]
+pytestmark = [pytest.mark.mqtt, pytest.mark.nats]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mqtt-nats.yaml"
 WAIT_S = 120.0
