@@ -5,14 +5,14 @@
 #   services.sh down               stop everything this script started (data is kept)
 #   services.sh status             one line per broker; exit 1 if any is down
 #   services.sh env                `export NATSBRIDGE_...` lines: eval "$(services.sh env)"
-#   services.sh start|stop|restart NAME    one broker: nats | rabbitmq | activemq | kafka
+#   services.sh start|stop|restart NAME    one broker: nats | rabbitmq | activemq | kafka | mosquitto
 #   services.sh pid NAME           the broker's main PID (for SIGSTOP/SIGCONT fault tests)
 #   services.sh logs NAME          tail the broker's log
 #   services.sh rabbitmqctl ARGS   rabbitmqctl against the dev node
 #   services.sh clean              down, then delete all broker data (not the install cache)
 #
 # Installs (all cached under ~/.cache/natsbridge, or $NATSBRIDGE_CACHE_DIR):
-#   apt:   rabbitmq-server (with its rabbitmq_stomp plugin), activemq
+#   apt:   rabbitmq-server (with its rabbitmq_stomp plugin), activemq, mosquitto (MQTT)
 #   go:    github.com/nats-io/nats-server/v2 (Debian's nats-server if the build fails),
 #          github.com/nats-io/natscli/nats (optional, for `nats bench`; NATSBRIDGE_NATSCLI=0 skips)
 #   maven: org.apache.kafka:kafka_2.13 and its runtime dependencies (deploy/dev/kafka/pom.xml)
@@ -46,12 +46,17 @@ KAFKA_PORT=9092
 KAFKA_CONTROLLER_PORT=9093
 KAFKA_SCRAM_PORT=9094
 KAFKA_TLS_PORT=9095
+MQTT_PORT=1883
+MQTT_AUTH_PORT=1884
+MQTT_TLS_PORT=8883
+MQTT_USER=natsbridge
+MQTT_PASSWORD=natsbridge-secret
 KAFKA_SCRAM_USER=natsbridge
 KAFKA_SCRAM_PASSWORD=natsbridge-secret
 ACTIVEMQ_USER="admin"
 ACTIVEMQ_PASSWORD="admin"
 
-SERVICES=(nats rabbitmq activemq kafka)
+SERVICES=(nats rabbitmq activemq kafka mosquitto)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 ACTIVEMQ_HOME=/usr/share/activemq
 KAFKA_LIBS="$CACHE/kafka-libs/$KAFKA_VERSION"
@@ -149,6 +154,7 @@ install_missing() {
   command -v setsid >/dev/null || pkgs+=(util-linux)
   if [[ $want == *" rabbitmq "* ]] && ! dpkg_ok rabbitmq-server; then pkgs+=(rabbitmq-server); fi
   if [[ $want == *" activemq "* ]] && ! dpkg_ok activemq; then pkgs+=(activemq); fi
+  if [[ $want == *" mosquitto "* ]] && ! dpkg_ok mosquitto; then pkgs+=(mosquitto); fi
   if [[ $want == *" activemq "* || $want == *" kafka "* ]] && ! command -v java >/dev/null; then
     pkgs+=(openjdk-17-jre-headless)
   fi
@@ -394,6 +400,37 @@ logger.state.level = warn
 EOF
 }
 
+write_mosquitto_config() {
+  local d="$STATE/mosquitto"
+  mkdir -p "$d/data"
+  mosquitto_passwd -b -c "$d/passwd" "$MQTT_USER" "$MQTT_PASSWORD"
+  cat >"$d/mosquitto.conf" <<EOF
+# written by deploy/dev/services.sh
+per_listener_settings true
+listener $MQTT_PORT $HOST
+allow_anonymous true
+# $MQTT_USER/$MQTT_PASSWORD only (a wrong password is refused)
+listener $MQTT_AUTH_PORT $HOST
+allow_anonymous false
+password_file $d/passwd
+# TLS with the dev CA made for Kafka's TLS listener (ca.pem is what clients trust)
+listener $MQTT_TLS_PORT $HOST
+allow_anonymous true
+cafile $STATE/kafka/tls/ca.pem
+certfile $STATE/kafka/tls/server.pem
+keyfile $STATE/kafka/tls/server.key
+# persistent sessions (the bridge's MQTT sources) and their queued messages survive restarts
+persistence true
+persistence_location $d/data/
+autosave_interval 10
+# queue without limit for a client that is away (Mosquitto's default drops beyond 1000)
+max_queued_messages 0
+log_dest file $d/mosquitto.log
+# run as whoever started it (as root, Mosquitto would switch to user mosquitto)
+user $(id -un)
+EOF
+}
+
 kafka_java() { java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$STATE/kafka/log4j2.properties" "$@"; }
 
 format_kafka() {
@@ -449,6 +486,7 @@ service_ports() {
   rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
   activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
   kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT" ;;
+  mosquitto) echo "$MQTT_PORT $MQTT_AUTH_PORT $MQTT_TLS_PORT" ;;
   esac
 }
 
@@ -503,6 +541,12 @@ start_process() { # NAME: launch without waiting
       -Djava.awt.headless=true -Dlog4j2.configurationFile="$STATE/kafka/log4j2.properties" \
       -Dkafka.logs.dir="$STATE/kafka" -cp "$KAFKA_LIBS/*" kafka.Kafka "$STATE/kafka/server.properties"
     ;;
+  mosquitto)
+    [ -x /usr/sbin/mosquitto ] || die "mosquitto is not installed; run: $0 up"
+    make_kafka_tls
+    write_mosquitto_config
+    launch mosquitto /usr/sbin/mosquitto -c "$STATE/mosquitto/mosquitto.conf"
+    ;;
   *) die "unknown service '$name' (one of: ${SERVICES[*]})" ;;
   esac
 }
@@ -520,7 +564,21 @@ probe() { # NAME: one readiness round trip per endpoint, quiet
       "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_SCRAM_PORT" SCRAM-SHA-256 &&
       "$PY" "$PROBE" kafka "$HOST:$KAFKA_TLS_PORT" "$STATE/kafka/tls/ca.pem"
     ;;
+  mosquitto) probe_mqtt "$HOST" "$MQTT_PORT" ;;
   esac
+}
+
+# MQTT 3.1.1 CONNECT (clean session, client id "probe") answered by a CONNACK that accepts it.
+probe_mqtt() { # HOST PORT
+  "$PY" - "$1" "$2" <<'EOF'
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as sock:
+    sock.sendall(b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05probe")
+    connack = sock.recv(4)
+    if connack != b"\x20\x02\x00\x00":
+        sys.exit(f"mqtt {sys.argv[1]}:{sys.argv[2]}: CONNACK {connack!r}")
+    sock.sendall(b"\xe0\x00")
+EOF
 }
 
 service_log() {
@@ -529,6 +587,7 @@ service_log() {
   rabbitmq) echo "$STATE/rabbitmq/log/natsbridge@localhost.log" ;;
   activemq) echo "$STATE/activemq/data/activemq.log" ;;
   kafka) echo "$STATE/kafka/server.log" ;;
+  mosquitto) echo "$STATE/mosquitto/mosquitto.log" ;;
   esac
 }
 
@@ -618,6 +677,7 @@ endpoints() {
 nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MONITOR_PORT)
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
+mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT; TLS mqtts://$HOST:$MQTT_TLS_PORT, CA $STATE/kafka/tls/ca.pem)
 kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
 EOF
 }
@@ -638,6 +698,12 @@ export NATSBRIDGE_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
 export NATSBRIDGE_KAFKA_SCRAM_PASSWORD='$KAFKA_SCRAM_PASSWORD'
 export NATSBRIDGE_KAFKA_TLS_BOOTSTRAP='$HOST:$KAFKA_TLS_PORT'
 export NATSBRIDGE_KAFKA_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
+export NATSBRIDGE_MQTT_URL='mqtt://$HOST:$MQTT_PORT'
+export NATSBRIDGE_MQTT_AUTH_URL='mqtt://$HOST:$MQTT_AUTH_PORT'
+export NATSBRIDGE_MQTT_USER='$MQTT_USER'
+export NATSBRIDGE_MQTT_PASSWORD='$MQTT_PASSWORD'
+export NATSBRIDGE_MQTT_TLS_URL='mqtts://$HOST:$MQTT_TLS_PORT'
+export NATSBRIDGE_MQTT_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
 export NATSBRIDGE_SERVICES_SH='$HERE/services.sh'
 EOF
 }
