@@ -11,6 +11,7 @@ import pytest
 from tests.conformance.harness import Harness
 from tests.conformance.harness_amqp import AmqpHarness, AmqpQueueHarness
 from tests.conformance.harness_kafka import KafkaHarness
+from tests.conformance.harness_mqtt import MqttHarness
 from tests.conformance.harness_nats import CoreNatsHarness, JetStreamHarness
 from tests.conformance.harness_stomp import (
     ActiveMqHarness,
@@ -18,6 +19,7 @@ from tests.conformance.harness_stomp import (
     RabbitMqStompHarness,
     RabbitMqStompTopicHarness,
 )
+from tests.connectors import mqtt_helpers
 
 HARNESSES: list[type[Harness]] = [
     AmqpHarness,
@@ -29,7 +31,14 @@ HARNESSES: list[type[Harness]] = [
     RabbitMqStompTopicHarness,
     CoreNatsHarness,
     JetStreamHarness,
+    MqttHarness,
 ]
+
+
+@pytest.fixture(scope="session")
+def mqtt_url() -> str:
+    """mqtt://host:port of Mosquitto (NATSBRIDGE_MQTT_URL): skips without one, fails under CI."""
+    return mqtt_helpers.mqtt_url()
 
 
 @pytest.fixture(
