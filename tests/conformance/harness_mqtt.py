@@ -13,6 +13,28 @@ from paho.mqtt.client import MQTTMessage
 from natsbridge.bridge.envelope import Envelope
 from tests.conformance.harness import Harness, Native, Reader
 from tests.connectors.mqtt_helpers import host_port, raw_client
+from tests.e2e.hostile import HID_HEADER, Case, Message, common_cases
+
+
+def _unsendable(case: Case) -> str | None:
+    """Why an MQTT 5 user property cannot carry `case`, or None."""
+    for name, value in case.headers:
+        if not isinstance(name, str) or not isinstance(value, str):
+            return "a user property is a pair of UTF-8 strings (paho takes str only)"
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name + value):
+            return "Mosquitto drops the connection over control characters in a user property"
+    return None
+
+
+def _properties(pairs: Sequence[tuple[str, str]]) -> Any:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    if not pairs:
+        return None
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = list(pairs)
+    return properties
 
 
 def _native(message: MQTTMessage) -> Native:
@@ -85,22 +107,14 @@ class MqttHarness(Harness):
         return f"{address}/ok"
 
     async def produce(self, address: str, messages: Sequence[Native]) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         def publish() -> None:
             with raw_client(self.endpoint) as client:
-                infos = []
-                for m in messages:
-                    properties = None
-                    if m.headers:
-                        properties = Properties(PacketTypes.PUBLISH)
-                        properties.UserProperty = list(m.headers)
-                    infos.append(
-                        client.publish(  # type: ignore[attr-defined]
-                            f"{address}/ok", m.payload, qos=1, properties=properties
-                        )
+                infos = [
+                    client.publish(  # type: ignore[attr-defined]
+                        f"{address}/ok", m.payload, qos=1, properties=_properties(m.headers)
                     )
+                    for m in messages
+                ]
                 for info in infos:
                     info.wait_for_publish(10)  # PUBACKed: the broker holds it
                     assert info.is_published(), f"no PUBACK for message {info.mid}"
@@ -114,6 +128,25 @@ class MqttHarness(Harness):
     def refused(self, address: str) -> tuple[Envelope, str]:
         envelope = Envelope(self.target(address), b"x", {"X-Nul": ["a\x00b"]})
         return envelope, "a header value with NUL, which an MQTT string cannot carry"
+
+    def hostile_cases(self) -> list[Case]:
+        return [case for case in common_cases(self.name) if _unsendable(case) is None]
+
+    async def produce_hostile(self, address: str, batch: Sequence[Message]) -> dict[str, str]:
+        def publish() -> dict[str, str]:
+            refused: dict[str, str] = {}
+            for message in batch:  # a connection each: a refusal cannot take the rest along
+                pairs = [(HID_HEADER, message.hid), *message.case.headers]
+                with raw_client(self.endpoint) as client:
+                    info = client.publish(  # type: ignore[attr-defined]
+                        f"{address}/ok", message.payload(), qos=1, properties=_properties(pairs)
+                    )
+                    info.wait_for_publish(10)
+                    if not info.is_published():
+                        refused[message.hid] = f"no PUBACK (rc {info.rc})"
+            return refused
+
+        return await asyncio.to_thread(publish)
 
     def ports(self) -> set[int]:
         return {host_port(self.endpoint)[1]}
