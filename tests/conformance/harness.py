@@ -81,6 +81,9 @@ class Harness:
     """None, or why a header cannot keep several values across the broker."""
     renames_reserved: ClassVar[str | None] = None
     """None, or why the source does not rename reserved (Nats-*, Bridge-*) header names."""
+    control_values: ClassVar[str | None] = None
+    """None, or why a header value with control characters cannot cross the broker: the
+    sink must then refuse such a message for good (it is dead-lettered, not lost)."""
 
     endpoint: str
     tmp: Path

@@ -81,6 +81,10 @@ class MqttHarness(Harness):
     acks_each = False
     """PUBACKs go out in arrival order (MQTT 4.6): an acked message after the first unsettled
     one is not yet PUBACKed, and the broker sends it again after a reopen."""
+    control_values = (
+        "MQTT strings cannot carry control characters (Mosquitto drops the connection): "
+        "the sink dead-letters such a header"
+    )
 
     def connection(self) -> dict[str, Any]:
         # The source's client id is `<client_id>:<route>:in`: unique per test and address,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import PermanentError
 from natsbridge.mappings.headers import encode_value, foreign_header_name, unescape_header_name
 from tests.conformance.flow import needs, receive_n
 from tests.conformance.harness import Harness, Native
@@ -64,7 +65,33 @@ async def _sink_broker_source(harness: Harness, headers: dict[str, list[str]]) -
 
 def test_envelope_headers_survive_sink_broker_source(harness: Harness) -> None:
     """What a NATS publisher set reaches the legacy broker and comes back the same."""
-    asyncio.run(_sink_broker_source(harness, ENVELOPE))
+    headers = ENVELOPE
+    if harness.control_values:
+        headers = {name: values for name, values in ENVELOPE.items() if name != "X-Crlf"}
+    asyncio.run(_sink_broker_source(harness, headers))
+
+
+def test_a_value_with_control_characters_crosses_or_is_refused_for_good(
+    harness: Harness,
+) -> None:
+    """CR/LF in a value: carried back unchanged, or (where the broker cannot) refused."""
+    crlf = {"X-Crlf": ENVELOPE["X-Crlf"]}
+    if not harness.control_values:
+        asyncio.run(_sink_broker_source(harness, crlf))
+        return
+
+    async def refused() -> None:
+        address = await harness.new_address()
+        sink = harness.make_sink(address)
+        await sink.connect()
+        try:
+            envelope = Envelope(harness.target(address), b"crlf", crlf)
+            [error] = await sink.send_batch([envelope])
+            assert isinstance(error, PermanentError), error
+        finally:
+            await sink.close()
+
+    asyncio.run(refused())
 
 
 def test_several_values_of_one_header_survive_sink_broker_source(harness: Harness) -> None:
