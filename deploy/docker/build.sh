@@ -58,6 +58,17 @@ lock() {
   (cd "$ROOT" && "$bin/pip-compile" -q --extra all --generate-hashes --strip-extras \
     --allow-unsafe --no-emit-index-url --no-emit-find-links \
     --output-file deploy/docker/requirements.lock pyproject.toml)
+  # `all` names natsbridge's own extras (natsbridge[amqp,…]): pip-compile then lists
+  # natsbridge itself as a file:// URL. Its wheel is pinned separately (wheelhouse), so
+  # drop that entry with its warning and "via" lines.
+  python3 - "$LOCK" <<'PY'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+text = re.sub(r"# WARNING: pip install will require.*?\n(?=[a-z])", "", text, flags=re.S)
+text = re.sub(r"natsbridge @ file://\S+\n(    #.*\n)*", "", text)
+open(path, "w").write(text)
+PY
 }
 
 wheelhouse() {

@@ -388,7 +388,7 @@ def test_wheel_entry_points_match_the_installed_distribution(wheel: Path) -> Non
     parser.read_string(read_member(wheel, ".dist-info/entry_points.txt"))
     assert dict(parser["console_scripts"]) == {"natsbridge": "natsbridge.bridge.cli:main"}
     connectors = dict(parser["natsbridge.connectors"])
-    assert set(connectors) == {"amqp", "kafka", "stomp", "nats"}
+    assert set(connectors) == {"amqp", "kafka", "stomp", "nats", "mqtt"}
     members = wheel_files(wheel)
     for target in connectors.values():
         module = target.split(":")[0].replace(".", "/")
