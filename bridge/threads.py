@@ -307,6 +307,22 @@ class Confirms:
         self.pending = 0
         self._idle: asyncio.Event | None = None
 
+    async def send_each(
+        self, items: Iterable[T], submit: Callable[[T], asyncio.Future[None]]
+    ) -> list[BaseException | None]:
+        """`submit` each item in order, then `wait()` for them all.
+
+        A `submit` that raises fails only its own item (as an already-failed future): the
+        next may succeed. For a sink whose submit is synchronous (a queued write).
+        """
+        waits: list[asyncio.Future[None]] = []
+        for item in items:
+            try:
+                waits.append(submit(item))
+            except Exception as exc:  # this item's own error; the next may succeed
+                waits.append(failed(exc))
+        return await self.wait(waits)
+
     async def wait(self, waits: Sequence[asyncio.Future[None]]) -> list[BaseException | None]:
         """The outcome of each of `waits`: None, or the exception it raised.
 

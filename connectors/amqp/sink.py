@@ -41,7 +41,7 @@ from natsbridge.bridge.errors import (
     MappingError,
     MessageRejected,
 )
-from natsbridge.bridge.threads import Completions, Confirms, failed, settle
+from natsbridge.bridge.threads import Completions, Confirms, settle
 from natsbridge.connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSink
 from natsbridge.connectors.amqp.driver import FramePublisher
@@ -117,13 +117,7 @@ class AmqpExchangeSink:
 
     async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
         """Publish `envelopes` to the exchange, each with its subject as routing key."""
-        waits: list[asyncio.Future[None]] = []
-        for envelope in envelopes:
-            try:
-                waits.append(self._submit(envelope))
-            except Exception as exc:  # this message's own error; the next may succeed
-                waits.append(failed(exc))
-        return await self._confirms.wait(waits)
+        return await self._confirms.send_each(envelopes, self._submit)
 
     def _submit(self, envelope: Envelope) -> asyncio.Future[None]:
         client = self._client

@@ -25,7 +25,7 @@ from natsbridge.connectors.mqtt.client import CLOSE_TIMEOUT_S, MqttClient
 from natsbridge.connectors.mqtt.config import MqttConnection, MqttSink
 from natsbridge.connectors.mqtt.message import publish_properties
 from natsbridge.connectors.mqtt.topics import validate_topic
-from natsbridge.sdk import BridgeError, Confirms, ConnectionLost, Envelope, Route, failed
+from natsbridge.sdk import BridgeError, Confirms, ConnectionLost, Envelope, Route
 
 log = logging.getLogger("natsbridge.mqtt")
 
@@ -82,13 +82,7 @@ class MqttTopicSink:
 
     async def send_batch(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
         """PUBLISH each envelope to its subject (a topic); settled by its PUBACK."""
-        waits: list[asyncio.Future[None]] = []
-        for envelope in envelopes:
-            try:
-                waits.append(self._publish(envelope))
-            except Exception as exc:  # this message's own error; the next may succeed
-                waits.append(failed(exc))
-        return await self._confirms.wait(waits)
+        return await self._confirms.send_each(envelopes, self._publish)
 
     def _publish(self, envelope: Envelope) -> asyncio.Future[None]:
         client = self._client

@@ -64,6 +64,26 @@ async def _cancelling_the_caller_cancels_what_still_waits_and_drain_sees_it_end(
     assert confirms.pending == 0 and await confirms.drain(0.01, "test sink")
 
 
+def test_send_each_fails_only_the_item_whose_submit_raised() -> None:
+    asyncio.run(_send_each_fails_only_the_item_whose_submit_raised())
+
+
+async def _send_each_fails_only_the_item_whose_submit_raised() -> None:
+    loop = asyncio.get_running_loop()
+    refused = MessageRejected("bad item")
+
+    def submit(item: int) -> asyncio.Future[None]:
+        if item == 2:
+            raise refused
+        future: asyncio.Future[None] = loop.create_future()
+        loop.call_later(0.01 * (4 - item), future.set_result, None)
+        return future
+
+    confirms = Confirms()
+    assert await confirms.send_each([1, 2, 3], submit) == [None, refused, None]
+    assert confirms.pending == 0
+
+
 def test_a_burst_posted_from_a_thread_crosses_in_one_batch_in_order() -> None:
     asyncio.run(_a_burst_posted_from_a_thread_crosses_in_one_batch_in_order())
 
