@@ -91,6 +91,24 @@ def origin_value(name: str) -> Placeholder:
     return Placeholder(get)
 
 
+def remembered(check: Callable[[str], object], limit: int) -> Callable[[str], None]:
+    """`check` of an address, skipped for the addresses it already passed (at most `limit`).
+
+    A route writes the same handful of addresses over and over, and parsing one each time
+    costs (a STOMP destination: ~4% of a route). Beyond `limit` the memory starts over.
+    """
+    valid: set[str] = set()
+
+    def check_once(address: str) -> None:
+        if address not in valid:
+            check(address)
+            if len(valid) >= limit:
+                valid.clear()
+            valid.add(address)
+
+    return check_once
+
+
 def first_match(patterns: tuple[str, ...], match: Callable[[str, str], Captures | None]) -> Matcher:
     """A matcher trying `match(pattern, address)` for each of `patterns`, in order."""
 

@@ -60,6 +60,7 @@ from natsbridge.bridge.kind import (
     Side,
     first_match,
     origin_value,
+    remembered,
 )
 from natsbridge.bridge.threads import (
     Completions,
@@ -130,6 +131,7 @@ __all__ = [
     "first_match",
     "origin_value",
     "receive",
+    "remembered",
     "require",
     "send_one",
     "settle",

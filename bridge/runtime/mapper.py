@@ -29,7 +29,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.config.model import BridgeSettings, Delivery, Model
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import HopLimitExceeded, MappingError, PayloadTooLarge
-from natsbridge.bridge.kind import ConnectorKind
+from natsbridge.bridge.kind import ConnectorKind, remembered
 from natsbridge.bridge.registry import load_connector
 from natsbridge.mappings.headers import (
     BRIDGE_HOPS,
@@ -123,24 +123,11 @@ def dedup_id(source_kind: ConnectorKind, envelope: Envelope) -> str:
 
 
 def _remembered(check: Callable[[str], None] | None) -> Callable[[str], None]:
-    """`check` of a rendered address, remembering (a bounded few) the addresses it passed.
+    """`check` of a rendered address, remembering the addresses it passed (a bounded few).
 
-    A route renders the same handful of addresses over and over, and parsing a STOMP
-    destination each time cost ~4% of a route. No check: a NATS subject template
-    validates what it renders.
+    No check: a NATS subject template validates what it renders.
     """
-    if check is None:
-        return _accept
-    valid: set[str] = set()
-
-    def remembered(address: str) -> None:
-        if address not in valid:
-            check(address)
-            if len(valid) >= VALID_ADDRESSES_MAX:
-                valid.clear()
-            valid.add(address)
-
-    return remembered
+    return _accept if check is None else remembered(check, VALID_ADDRESSES_MAX)
 
 
 def _accept(address: str) -> None:

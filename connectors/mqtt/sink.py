@@ -25,7 +25,7 @@ from natsbridge.connectors.mqtt.client import CLOSE_TIMEOUT_S, MqttClient
 from natsbridge.connectors.mqtt.config import MqttConnection, MqttSink
 from natsbridge.connectors.mqtt.message import publish_properties
 from natsbridge.connectors.mqtt.topics import validate_topic
-from natsbridge.sdk import BridgeError, Confirms, ConnectionLost, Envelope, Route
+from natsbridge.sdk import BridgeError, Confirms, ConnectionLost, Envelope, Route, remembered
 
 log = logging.getLogger("natsbridge.mqtt")
 
@@ -47,7 +47,7 @@ class MqttTopicSink:
         self.window = route.spec.max_in_flight  # lowered to the broker's Receive Maximum
         self._client: MqttClient | None = None
         self._confirms = Confirms()
-        self._valid: set[str] = set()
+        self._check_topic = remembered(validate_topic, MAX_VALID_TOPICS)
 
     @property
     def what(self) -> str:
@@ -89,11 +89,7 @@ class MqttTopicSink:
         if client is None:
             raise ConnectionLost(f"{self.what}: not connected")
         topic = envelope.subject
-        if topic not in self._valid:
-            validate_topic(topic)  # MappingError: dead-lettered
-            if len(self._valid) >= MAX_VALID_TOPICS:
-                self._valid.clear()
-            self._valid.add(topic)
+        self._check_topic(topic)  # MappingError: dead-lettered
         properties = publish_properties(envelope) if client.v5 else None
         return client.publish(topic, envelope.payload, self.qos, self.retain, properties)
 

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
+from natsbridge.bridge.kind import remembered
 from natsbridge.bridge.threads import Confirms, failed
 from natsbridge.connectors.stomp.client import DEFAULT_CLOSE_TIMEOUT_S, StompClient
 from natsbridge.connectors.stomp.config import StompConnection, StompSink
@@ -60,7 +61,10 @@ class StompDestinationSink:
         self._isolate = 0  # sends still to make one at a time (see the module docstring)
         self._queued = 0  # sends waiting for or holding `_order`
         self._order: asyncio.Lock | None = None
-        self._valid: set[str] = set()  # destinations already checked against the dialect
+        # a destination is parsed against the dialect once, not per message
+        self._check = remembered(
+            functools.partial(parse_destination, dialect=self.dialect), MAX_VALID_DESTINATIONS
+        )
 
     # ------------------------------------------------------------ Sink
 
@@ -98,13 +102,6 @@ class StompDestinationSink:
             except Exception as exc:  # this message's own error; the next may succeed
                 waits.append(failed(exc))
         return await self._confirms.wait(waits)
-
-    def _check(self, destination: str) -> None:
-        if destination not in self._valid:
-            parse_destination(destination, self.dialect)  # MappingError: dead-lettered
-            if len(self._valid) >= MAX_VALID_DESTINATIONS:
-                self._valid.clear()
-            self._valid.add(destination)
 
     def _in_turn(self, envelope: Envelope) -> asyncio.Task[None]:
         """While isolating: sends take turns through a lock, so that call order is kept."""
