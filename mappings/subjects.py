@@ -25,17 +25,16 @@ capture. Templates number only the ``*`` captures (``{{wildcard(n)}}``, as nats-
 does), so the tail never shifts their numbering.
 
 ``Sublist`` holds many patterns in a token trie (nats-server's sublist idea) with a
-bounded result cache, and keeps queue-group membership so the router can pick one
-member per group. It is not thread-safe: the router owns it on the event loop.
+bounded result cache: the embedded broker finds the streams a subject lands in with it.
+It is not thread-safe: its owner uses it from one thread.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
 from natsbridge.bridge.errors import SubjectError
 
@@ -183,23 +182,15 @@ def match(pattern: str, subject: str) -> tuple[str, ...] | None:
 T = TypeVar("T", bound=Hashable)
 
 
-class SublistResult(NamedTuple, Generic[T]):
-    """What a subject matched: plain items, and the members of each queue group."""
-
-    plain: tuple[T, ...]
-    queues: Mapping[str, tuple[T, ...]]
-
-
 @dataclass(slots=True, eq=False)
 class _Node(Generic[T]):
     literals: dict[str, _Node[T]] = field(default_factory=dict)
     pwc: _Node[T] | None = None
     fwc: _Node[T] | None = None
-    plain: dict[T, None] = field(default_factory=dict)  # an ordered set
-    queues: dict[str, dict[T, None]] = field(default_factory=dict)
+    items: dict[T, None] = field(default_factory=dict)  # an ordered set
 
     def empty(self) -> bool:
-        return not (self.literals or self.pwc or self.fwc or self.plain or self.queues)
+        return not (self.literals or self.pwc or self.fwc or self.items)
 
 
 DEFAULT_CACHE_SIZE = 1024
@@ -209,25 +200,24 @@ DEFAULT_CACHE_SIZE = 1024
 class Sublist(Generic[T]):
     """Many patterns in a token trie, matched against subjects with a result cache.
 
-    `insert(pattern, item, queue)` registers `item` under `pattern`, optionally as a
-    member of queue group `queue`; inserting the same triple twice is a no-op. An item
-    reached through several patterns is returned once. The order of items in a result
-    is deterministic but unspecified; results are shared through the cache and are
-    immutable (tuples and a read-only mapping).
+    `insert(pattern, item)` registers `item` under `pattern`; inserting the same pair
+    twice is a no-op. An item reached through several patterns is returned once. The
+    order of items in a result is deterministic but unspecified; results are shared
+    through the cache and are immutable tuples.
     """
 
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self._root: _Node[T] = _Node()
-        self._cache: dict[str, SublistResult[T]] = {}
+        self._cache: dict[str, tuple[T, ...]] = {}
         self._cache_size = cache_size
         self._count = 0
 
     def __len__(self) -> int:
-        """Number of (pattern, item, queue) registrations."""
+        """Number of (pattern, item) registrations."""
         return self._count
 
-    def insert(self, pattern: str, item: T, queue: str | None = None) -> None:
-        """Register `item` under `pattern` (validated), in queue group `queue` if given."""
+    def insert(self, pattern: str, item: T) -> None:
+        """Register `item` under `pattern` (validated)."""
         validate_pattern(pattern)
         node = self._root
         for token in pattern.split(SEPARATOR):
@@ -244,14 +234,13 @@ class Sublist(Generic[T]):
                 if child is None:
                     child = node.literals[token] = _Node()
                 node = child
-        members = node.plain if queue is None else node.queues.setdefault(queue, {})
-        if item not in members:
-            members[item] = None
+        if item not in node.items:
+            node.items[item] = None
             self._count += 1
             self._cache.clear()
 
-    def remove(self, pattern: str, item: T, queue: str | None = None) -> bool:
-        """Unregister `item` from `pattern`/`queue`; False when it was not registered."""
+    def remove(self, pattern: str, item: T) -> bool:
+        """Unregister `item` from `pattern`; False when it was not registered."""
         path: list[tuple[_Node[T], str]] = []
         node: _Node[T] | None = self._root
         for token in pattern.split(SEPARATOR):
@@ -266,12 +255,9 @@ class Sublist(Generic[T]):
             if node is None:
                 return False
         assert node is not None
-        members = node.plain if queue is None else node.queues.get(queue)
-        if members is None or item not in members:
+        if item not in node.items:
             return False
-        del members[item]
-        if queue is not None and not members:
-            del node.queues[queue]
+        del node.items[item]
         self._count -= 1
         self._cache.clear()
         # Prune nodes left empty, deepest first.
@@ -293,51 +279,31 @@ class Sublist(Generic[T]):
                 del parent.literals[token]
         return True
 
-    def match(self, subject: str) -> SublistResult[T]:
-        """Every item whose pattern matches `subject`, split into plain and queue members."""
+    def match(self, subject: str) -> tuple[T, ...]:
+        """Every item whose pattern matches `subject`."""
         cached = self._cache.get(subject)
         if cached is not None:
             return cached
-        plain: dict[T, None] = {}
-        queues: dict[str, dict[T, None]] = {}
-        self._collect(self._root, subject.split(SEPARATOR), 0, plain, queues)
-        result = SublistResult(
-            tuple(plain),
-            MappingProxyType({name: tuple(members) for name, members in queues.items()}),
-        )
+        found: dict[T, None] = {}
+        self._collect(self._root, subject.split(SEPARATOR), 0, found)
+        result = tuple(found)
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
         self._cache[subject] = result
         return result
 
-    def _collect(
-        self,
-        node: _Node[T],
-        toks: list[str],
-        i: int,
-        plain: dict[T, None],
-        queues: dict[str, dict[T, None]],
-    ) -> None:
+    def _collect(self, node: _Node[T], toks: list[str], i: int, found: dict[T, None]) -> None:
         n = len(toks)
         while True:
             if node.fwc is not None and i < n:
-                _add(node.fwc, plain, queues)
+                found.update(node.fwc.items)
             if i == n:
-                _add(node, plain, queues)
+                found.update(node.items)
                 return
             if node.pwc is not None:
-                self._collect(node.pwc, toks, i + 1, plain, queues)
+                self._collect(node.pwc, toks, i + 1, found)
             child = node.literals.get(toks[i])
             if child is None:
                 return
             node = child
             i += 1
-
-
-def _add(node: _Node[T], plain: dict[T, None], queues: dict[str, dict[T, None]]) -> None:
-    for item in node.plain:
-        plain[item] = None
-    for name, members in node.queues.items():
-        group = queues.setdefault(name, {})
-        for item in members:
-            group[item] = None

@@ -325,7 +325,7 @@ class Broker(Writer):
 
     def stream_for(self, subject: str) -> str:
         """The stream whose subjects match `subject` (the first by name if several)."""
-        found = self._subjects.match(subject).plain
+        found = self._subjects.match(subject)
         if not found:
             raise NotFound(f"no stream takes subject {subject!r}")
         return min(found)

@@ -78,24 +78,21 @@ def test_match(pattern: str, subject: str, captures: tuple[str, ...] | None) -> 
     assert match(pattern, subject) == captures
 
 
-def test_sublist_queue_groups_and_removal() -> None:
+def test_sublist_insert_match_and_removal() -> None:
     sl: Sublist[str] = Sublist()
     sl.insert("orders.*", "s1")
     sl.insert("orders.>", "s2")
-    sl.insert("orders.eu", "w1", queue="workers")
-    sl.insert("orders.*", "w2", queue="workers")
-    sl.insert("orders.*", "w2", queue="workers")  # no-op
-    assert len(sl) == 4
+    sl.insert("orders.eu", "s3")
+    sl.insert("orders.*", "s1")  # no-op
+    assert len(sl) == 3
     result = sl.match("orders.eu")
-    assert set(result.plain) == {"s1", "s2"}
-    assert set(result.queues["workers"]) == {"w1", "w2"}
+    assert set(result) == {"s1", "s2", "s3"}
     assert sl.match("orders.eu") is result  # cached
-    assert sl.remove("orders.*", "w2", queue="workers")
-    assert not sl.remove("orders.*", "w2", queue="workers")
-    assert not sl.remove("nope.x", "s1")
-    result = sl.match("orders.eu")
-    assert result.queues["workers"] == ("w1",)
-    assert sl.match("orders.eu.x").plain == ("s2",)
+    assert sl.remove("orders.*", "s1")
+    assert not sl.remove("orders.*", "s1")
+    assert not sl.remove("nope.x", "s2")
+    assert set(sl.match("orders.eu")) == {"s2", "s3"}
+    assert sl.match("orders.eu.x") == ("s2",)
     with pytest.raises(SubjectError):
         sl.insert("a..b", "bad")
 
@@ -116,35 +113,27 @@ def pattern_st(draw: st.DrawFn) -> str:
 
 @settings(max_examples=300)
 @given(
-    st.lists(st.tuples(pattern_st(), st.sampled_from([None, "q1", "q2"])), max_size=12),
+    st.lists(pattern_st(), max_size=12),
     st.lists(subject_st, min_size=1, max_size=8),
     st.data(),
 )
-def test_sublist_matches_naive(
-    entries: list[tuple[str, str | None]], probes: list[str], data: st.DataObject
-) -> None:
+def test_sublist_matches_naive(patterns: list[str], probes: list[str], data: st.DataObject) -> None:
     sl: Sublist[int] = Sublist(cache_size=4)
-    registered: set[tuple[str, int, str | None]] = set()
-    for n, (pattern, queue) in enumerate(entries):
-        sl.insert(pattern, n, queue)
-        registered.add((pattern, n, queue))
+    registered = set(enumerate(patterns))
+    for n, pattern in registered:
+        sl.insert(pattern, n)
     # Remove a random subset, interleaved with matches so the cache is exercised.
-    for entry in sorted(registered):
+    for n, pattern in sorted(registered):
         sl.match(probes[0])
         if data.draw(st.booleans()):
-            assert sl.remove(*entry)
-            registered.discard(entry)
+            assert sl.remove(pattern, n)
+            registered.discard((n, pattern))
     assert len(sl) == len(registered)
     for subject in probes:
         result = sl.match(subject)
-        want_plain = {n for p, n, q in registered if q is None and match(p, subject) is not None}
-        want_queues: dict[str, set[int]] = {}
-        for p, n, q in registered:
-            if q is not None and match(p, subject) is not None:
-                want_queues.setdefault(q, set()).add(n)
-        assert set(result.plain) == want_plain
-        assert len(result.plain) == len(want_plain)
-        assert {q: set(ms) for q, ms in result.queues.items()} == want_queues
+        want = {n for n, p in registered if match(p, subject) is not None}
+        assert set(result) == want
+        assert len(result) == len(want)
 
 
 @given(st.text(max_size=30))
