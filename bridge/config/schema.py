@@ -31,7 +31,11 @@ def json_schema() -> dict[str, Any]:
     def one_of(group: Sequence[type[Model]]) -> dict[str, Any]:
         return {"anyOf": [keys[(m, "validation")] for m in group]}
 
-    root["properties"]["connections"]["additionalProperties"] = one_of(connections)
+    # A connection named as the pattern allows is one of the kinds' connections; any other
+    # name is refused (patternProperties, not additionalProperties, applies to valid names).
+    named = root["properties"]["connections"]
+    named["patternProperties"] = dict.fromkeys(named["patternProperties"], one_of(connections))
+    named["additionalProperties"] = False
     route = defs["RouteSpec"]["properties"]
     route["from"] = {**one_of(sources), "description": "Where messages come from"}
     route["to"] = {**one_of(sinks), "description": "Where messages go"}
