@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic.json_schema import models_json_schema
 
 from natsbridge.bridge.config.model import ConfigFile, Model
 from natsbridge.bridge.registry import all_kinds
 
+if TYPE_CHECKING:  # bridge.kind imports the config
+    from natsbridge.bridge.kind import ConnectorKind
+
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (2020-12) of config version 1, for the connector kinds installed.
+def json_schema(kinds: Iterable[ConnectorKind] | None = None) -> dict[str, Any]:
+    """JSON Schema (2020-12) of config version 1, for `kinds` (default: every one installed).
 
     `connections` values and a route's `from`/`to` depend on a connection's kind, which
     the loader resolves; the schema offers the alternatives of every kind instead.
     """
-    kinds = all_kinds().values()
+    kinds = list(all_kinds().values() if kinds is None else kinds)
     connections = [kind.connection_model for kind in kinds]
     sources = [kind.source_model for kind in kinds if kind.source_model is not None]
     sinks = [kind.sink_model for kind in kinds if kind.sink_model is not None]
