@@ -1,7 +1,8 @@
 """The chart's PrometheusRule, through the real `helm template`: its alerts (route down,
-buffer age, dead letters), their settings, and that every series and label they read is
-one the real admin server's /metrics serves (a renamed metric breaks this test, not the
-alerts in production).
+buffer age, dead letters), their settings, that every series and label they read is one
+the real admin server's /metrics serves (a renamed metric breaks this test, not the alerts
+in production), and when they fire, by Prometheus's own rule evaluator (`promtool test
+rules`; `bash deploy/helm/install-promtool.sh` installs it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO_ROOT
@@ -23,6 +25,7 @@ from tests.deploy.test_helm import (
     only,
     template,
 )
+from tests.deploy.tools import find_tool, run
 
 EXAMPLES_CONFIG = REPO_ROOT / "examples/rabbitmq-nats.yaml"
 ALERTS = ("NatsbridgeRouteDown", "NatsbridgeBufferAge", "NatsbridgeDeadLetters")
@@ -124,3 +127,85 @@ def test_every_series_and_label_the_alerts_read_is_served(helm: str, tmp_path: P
             labels = {label.strip() for label in grouping.split(",")}
             missing = labels - SCRAPE_LABELS - served[metric]
             assert not missing, f"{name} groups {metric} by {missing}, which it does not have"
+
+
+def test_alerts_fire_when_they_should_as_prometheus_evaluates_them(
+    helm: str, tmp_path: Path
+) -> None:
+    """promtool evaluates the rendered rules over series shaped like /metrics': each alert
+    fires after its `for`, not before, only for this release's series."""
+    promtool = find_tool("promtool")
+    objects = template(helm, tmp_path, {"prometheusRule": {"enabled": True}})
+    groups = only(objects, "PrometheusRule")["spec"]["groups"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    assert (
+        "SUCCESS: 3 rules found"
+        in run([promtool, "check", "rules", "rules.yaml"], cwd=tmp_path).stdout
+    )
+    rules = rules_of(objects)
+    pod = f"{RELEASE}-natsbridge-0"
+    ours = f'namespace="{NAMESPACE}",job="{RELEASE}-natsbridge",pod="{pod}"'
+    series = [
+        # orders: down from minute 2; clicks: up all along; another release's: down all along
+        (f'natsbridge_route_up{{{ours},route="orders"}}', "1 1 0x20"),
+        (f'natsbridge_route_up{{{ours},route="clicks"}}', "1x22"),
+        ('natsbridge_route_up{namespace="other",job="x",pod="x-0",route="orders"}', "0x22"),
+        # the oldest buffered message ages a minute a minute: over 300 s from minute 6
+        (f'natsbridge_buffer_oldest_age_seconds{{{ours},route="orders"}}', "0+60x22"),
+        (f'natsbridge_buffer_oldest_age_seconds{{{ours},route="clicks"}}', "0x22"),
+        # three dead letters at minute 16
+        (f'natsbridge_dead_lettered_total{{{ours},route="orders",reason="poison"}}', "0x15 3x6"),
+        (f'natsbridge_dead_lettered_total{{{ours},route="clicks",reason="poison"}}', "0x22"),
+    ]
+
+    def fired(name: str, summary: str, **labels: str) -> list[dict[str, Any]]:
+        rule = rules[name]
+        return [
+            {
+                "exp_labels": {"namespace": NAMESPACE, "pod": pod, "route": "orders", **labels},
+                "exp_annotations": {
+                    "summary": summary,
+                    "description": rule["annotations"]["description"],
+                },
+            }
+        ]
+
+    down = fired(
+        "NatsbridgeRouteDown", f"natsbridge route orders on {pod} is down", severity="critical"
+    )
+    old = fired(
+        "NatsbridgeBufferAge",
+        f"natsbridge route orders on {pod}: oldest buffered message 12m 0s old",
+        severity="warning",
+    )
+    dead = fired(
+        "NatsbridgeDeadLetters",
+        f"natsbridge route orders on {pod} dead-lettered 3 messages (poison)",
+        severity="warning",
+        reason="poison",
+    )
+    checks = [
+        ("NatsbridgeRouteDown", "6m", []),  # down for 4 of its 5 minutes
+        ("NatsbridgeRouteDown", "8m", down),
+        ("NatsbridgeBufferAge", "10m", []),  # over 300 s for 4 of its 5 minutes
+        ("NatsbridgeBufferAge", "12m", old),
+        ("NatsbridgeDeadLetters", "15m", []),
+        ("NatsbridgeDeadLetters", "20m", dead),
+    ]
+    unit_test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series],
+                "alert_rule_test": [
+                    {"eval_time": at, "alertname": name, "exp_alerts": alerts}
+                    for name, at, alerts in checks
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(unit_test))
+    result = run([promtool, "test", "rules", "test.yaml"], cwd=tmp_path)
+    assert "SUCCESS" in result.stdout
