@@ -190,9 +190,10 @@ def as_in_the_pod(node: Any) -> Any:
     if node.get("format") == "password":
         return SECRET_REFERENCE
     relaxed = {key: as_in_the_pod(value) for key, value in node.items()}
-    kind = node.get("type")
-    constrained_string = kind == "string" and STRING_CONSTRAINTS & node.keys()
-    if kind in SCALAR_TYPES or constrained_string or ("enum" in node and "type" in node):
+    kind = node.get("type")  # a dict where a model has a field named "type"
+    if not isinstance(kind, str):
+        return relaxed
+    if kind in SCALAR_TYPES or (kind == "string" and STRING_CONSTRAINTS & node.keys()):
         return {"anyOf": [relaxed, REFERENCE]}
     return relaxed
 

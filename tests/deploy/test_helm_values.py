@@ -255,3 +255,23 @@ def test_notes_name_the_rule_the_budget_and_a_budget_that_blocks_drains(
     assert "blocks every node drain" in notes(helm, tmp_path, blocking)
     blocking["replicaCount"] = 2
     assert "blocks every node drain" not in notes(helm, tmp_path, blocking)
+
+
+def test_lint_with_every_option_on(helm: str, tmp_path: Path) -> None:
+    values = {
+        **NON_DEFAULT,
+        "persistence": {"existingClaim": "bridge-buffer"},
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate"}],
+        "extraArgs": ["--once"],
+        "logLevel": "warning",
+        "logFormat": "text",
+        "podDisruptionBudget": {"enabled": True},
+        "prometheusRule": {"enabled": True, "additionalRules": [{"record": "r", "expr": "1"}]},
+    }
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = run([helm, "lint", "--strict", str(CHART), "--values", str(values_file)])
+    assert "0 chart(s) failed" in result.stdout
+    kinds = sorted(kind for kind, _ in template(helm, tmp_path, values))
+    assert "PodDisruptionBudget" in kinds and "PrometheusRule" in kinds
