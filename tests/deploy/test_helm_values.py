@@ -241,7 +241,7 @@ def notes(helm: str, tmp: Path, values: dict[str, Any]) -> str:
     return str(yaml.safe_load(out.stdout)["data"]["notes"])
 
 
-def test_notes_name_the_rule_the_budget_and_a_budget_that_blocks_drains(
+def test_notes_name_the_rule_the_budget_the_claim_and_a_budget_that_blocks_drains(
     helm: str, tmp_path: Path
 ) -> None:
     text = notes(helm, tmp_path, {})
@@ -255,6 +255,8 @@ def test_notes_name_the_rule_the_budget_and_a_budget_that_blocks_drains(
     assert "blocks every node drain" in notes(helm, tmp_path, blocking)
     blocking["replicaCount"] = 2
     assert "blocks every node drain" not in notes(helm, tmp_path, blocking)
+    text = notes(helm, tmp_path, {"persistence": {"existingClaim": "bridge-buffer"}})
+    assert "Buffer:  PersistentVolumeClaim bridge-buffer (existingClaim)" in text
 
 
 def test_lint_with_every_option_on(helm: str, tmp_path: Path) -> None:
