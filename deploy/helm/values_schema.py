@@ -199,11 +199,14 @@ def as_in_the_pod(node: Any) -> Any:
 
 
 def comments_above(lines: list[str], line: int) -> str:
-    """The comment block right above 0-based `line`, as one paragraph."""
+    """The comment block right above 0-based `line`, as one paragraph, without its indented
+    example lines (`#   - name: ...`)."""
     block: list[str] = []
     index = line - 1
     while index >= 0 and lines[index].lstrip().startswith("#"):
-        block.insert(0, lines[index].strip().lstrip("#").strip())
+        text = lines[index].lstrip()[1:]
+        if not text.startswith("   "):
+            block.insert(0, text.strip())
         index -= 1
     return " ".join(part for part in block if part)
 
