@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic.json_schema import models_json_schema
 
 from natsbridge.bridge.config.model import ConfigFile, Model
 from natsbridge.bridge.registry import all_kinds
 
+if TYPE_CHECKING:  # bridge.kind imports the config
+    from natsbridge.bridge.kind import ConnectorKind
+
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema (2020-12) of config version 1, for the connector kinds installed.
+def json_schema(kinds: Iterable[ConnectorKind] | None = None) -> dict[str, Any]:
+    """JSON Schema (2020-12) of config version 1, for `kinds` (default: every one installed).
 
     `connections` values and a route's `from`/`to` depend on a connection's kind, which
     the loader resolves; the schema offers the alternatives of every kind instead.
     """
-    kinds = all_kinds().values()
+    kinds = list(all_kinds().values() if kinds is None else kinds)
     connections = [kind.connection_model for kind in kinds]
     sources = [kind.source_model for kind in kinds if kind.source_model is not None]
     sinks = [kind.sink_model for kind in kinds if kind.sink_model is not None]
@@ -31,7 +34,11 @@ def json_schema() -> dict[str, Any]:
     def one_of(group: Sequence[type[Model]]) -> dict[str, Any]:
         return {"anyOf": [keys[(m, "validation")] for m in group]}
 
-    root["properties"]["connections"]["additionalProperties"] = one_of(connections)
+    # A connection named as the pattern allows is one of the kinds' connections; any other
+    # name is refused (patternProperties, not additionalProperties, applies to valid names).
+    named = root["properties"]["connections"]
+    named["patternProperties"] = dict.fromkeys(named["patternProperties"], one_of(connections))
+    named["additionalProperties"] = False
     route = defs["RouteSpec"]["properties"]
     route["from"] = {**one_of(sources), "description": "Where messages come from"}
     route["to"] = {**one_of(sinks), "description": "Where messages go"}

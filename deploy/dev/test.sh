@@ -17,14 +17,16 @@ fi
 
 # helm and docker compose render the appliance's manifests in tests/deploy; they build from
 # their Go modules (minutes the first time, cached after), beside the brokers' start-up.
+# promtool (Debian's prometheus package, extracted) evaluates the chart's alerts.
 tools_log=$(mktemp)
-( bash deploy/helm/install-helm.sh && bash deploy/docker/install-compose.sh ) >"$tools_log" 2>&1 &
+( bash deploy/helm/install-helm.sh && bash deploy/helm/install-promtool.sh &&
+  bash deploy/docker/install-compose.sh ) >"$tools_log" 2>&1 &
 tools=$!
 NATSBRIDGE_NATSCLI=${NATSBRIDGE_NATSCLI:-0} bash deploy/dev/services.sh up  # natscli: benchmarks only
 eval "$(bash deploy/dev/services.sh env)"
 if ! wait "$tools"; then
   cat "$tools_log" >&2
-  echo "installing helm / docker compose failed" >&2
+  echo "installing helm / promtool / docker compose failed" >&2
   exit 1
 fi
 

@@ -74,6 +74,11 @@ def test_schema_validates_the_examples_and_rejects_typos() -> None:
     bad["routes"][1]["delivery"] = "sometimes"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+    bad = yaml.safe_load((EXAMPLES / "kafka-nats.yaml").read_text())
+    connection = next(iter(bad["connections"].values()))
+    connection["bootstrap_serverz"] = connection.pop("bootstrap_servers")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
 
 
 def test_importing_bridge_imports_no_broker_client() -> None:

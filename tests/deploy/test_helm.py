@@ -80,25 +80,40 @@ SECRET_ENV = {
     "NATSBRIDGE_AMQP_URL": "amqp://natsbridge:pw@rabbitmq.messaging:5672/%2F",
     "KAFKA_PASSWORD": "kafka-pw",
     "NATSBRIDGE_NATS_URL": "nats://nats.messaging:4222",
-    "NATSBRIDGE_ADMIN_TOKEN": "admin-token",
 }
-SECRET_FILES = {"nats-natsbridge/token": "nats-token"}
+# What the mounted Secrets hold, by mount path.
+SECRET_FILES = {
+    "/run/secrets/nats-natsbridge/token": "nats-token",
+    "/run/natsbridge/admin/token": "admin-token",
+}
 
 
-@pytest.fixture(scope="module")
-def helm() -> str:
+def helm_path() -> str:
+    """The real helm v3 (the test skips, or fails under CI, without it)."""
     path = find_tool("helm")
     version = run([path, "version", "--template", "{{.Version}}"]).stdout
     assert re.match(r"v3\.\d+", version), version
     return path
 
 
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return helm_path()
+
+
 def template(
-    helm: str, tmp: Path, values: Mapping[str, Any] | None = None, check: bool = True
+    helm: str,
+    tmp: Path,
+    values: Mapping[str, Any] | None = None,
+    check: bool = True,
+    schema: bool = True,
 ) -> Any:
-    """`helm template` of the chart: its objects by (kind, name), or the failed process."""
+    """`helm template` of the chart: its objects by (kind, name), or the failed process;
+    without `schema`, values.schema.json is not applied (the template's own checks are)."""
     args = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     args += ["--kube-version", KUBE_VERSION]
+    if not schema:
+        args.append("--skip-schema-validation")
     if values is not None:
         values_file = tmp / "values.yaml"
         values_file.write_text(yaml.safe_dump(dict(values)))
@@ -228,15 +243,19 @@ def test_non_default_values(custom: Any, tmp_path: Path) -> None:
             "name": item["secretName"],
             "key": item["key"],
         }
-    assert env["NATSBRIDGE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": "natsbridge-admin",
-        "key": "token",
-    }
     assert env["NATSBRIDGE_NATS_URL"]["value"] == "nats://nats.messaging:4222"
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert mounts["/run/secrets/nats-natsbridge"]["readOnly"] is True
     pod = only(custom, "StatefulSet")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
+    # The admin token is a file from its Secret, never in the environment.
+    assert "NATSBRIDGE_ADMIN_TOKEN" not in env
+    assert mounts["/run/natsbridge/admin"]["readOnly"] is True
+    assert volumes[mounts["/run/natsbridge/admin"]["name"]]["secret"] == {
+        "secretName": "natsbridge-admin",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o440,
+    }
     assert volumes[mounts["/run/secrets/nats-natsbridge"]["name"]]["secret"] == {
         "secretName": "nats-natsbridge",
         "defaultMode": 0o440,
@@ -253,19 +272,19 @@ def test_non_default_values(custom: Any, tmp_path: Path) -> None:
 
 def test_non_default_config_validates_as_the_pod_reads_it(custom: Any, tmp_path: Path) -> None:
     """The rendered config with the Secrets' values: env from secretKeyRef, files where the
-    secret volumes are mounted (/run/secrets/… relocated under a temporary directory)."""
+    secret volumes are mounted (/run/… relocated under a temporary directory)."""
     text = custom[("ConfigMap", f"{RELEASE}-natsbridge")]["data"]["bridge.yaml"]
-    for relative, content in SECRET_FILES.items():
-        file = tmp_path / "run/secrets" / relative
+    for mounted, content in SECRET_FILES.items():
+        file = tmp_path / mounted.lstrip("/")
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(content + "\n")
     path = tmp_path / "bridge.yaml"
-    path.write_text(text.replace("/run/secrets/", f"{tmp_path}/run/secrets/"))
+    path.write_text(text.replace("${file:/run/", f"${{file:{tmp_path}/run/"))
     natsbridge_validate(path, SECRET_ENV)
     config = load_config(path, clean_env(SECRET_ENV))
     assert config.bridge.data_dir == DATA_DIR  # the chart puts the buffer on the claim
     assert config.bridge.admin.token is not None
-    assert config.bridge.admin.token.get_secret_value() == SECRET_ENV["NATSBRIDGE_ADMIN_TOKEN"]
+    assert config.bridge.admin.token.get_secret_value() == "admin-token"
     nats = config.connections["nats"]
     assert nats.token is not None and nats.token.get_secret_value() == "nats-token"  # type: ignore[union-attr]
     assert parse_duration("90s") < 100
@@ -300,7 +319,7 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def test_probe_commands_against_the_real_admin_server(custom: Any) -> None:
+def test_probe_commands_against_the_real_admin_server(custom: Any, tmp_path: Path) -> None:
     """The token-aware readiness probe's command: 0 with the right token, else non-zero."""
     from natsbridge.bridge.admin.server import AdminServer
     from natsbridge.bridge.config.model import Admin
@@ -311,11 +330,14 @@ def test_probe_commands_against_the_real_admin_server(custom: Any) -> None:
     server.start()
     try:
         _, port = server.address
+        token_file = tmp_path / "token"
         code = command[2].replace("127.0.0.1:7777", f"127.0.0.1:{port}")
-        assert code != command[2]
+        code = code.replace("/run/natsbridge/admin/token", str(token_file))
+        assert code.count(str(token_file)) == 1 and f":{port}/" in code
 
         def probe(token: str) -> int:
-            env = {"NATSBRIDGE_ADMIN_TOKEN": token, "PATH": "/usr/bin:/bin"}
+            token_file.write_text(token + "\n")  # as a Secret's file may end
+            env = {"PATH": "/usr/bin:/bin"}
             return run([sys.executable, "-c", code], env=env, check=False).returncode
 
         assert probe("right") == 0
@@ -338,6 +360,8 @@ def test_grace_period_must_exceed_drain_timeout(helm: str, tmp_path: Path) -> No
     for drain, grace in (("1.5m", 90), (60, 60)):
         assert template(helm, tmp_path, values(drain, grace), check=False).returncode != 0
     bad = template(helm, tmp_path, values("soon", 90), check=False)
+    assert "at '/config/bridge/drain_timeout'" in bad.stderr  # values.schema.json
+    bad = template(helm, tmp_path, values("soon", 90), check=False, schema=False)
     assert "config.bridge.drain_timeout: expected seconds" in bad.stderr
 
 

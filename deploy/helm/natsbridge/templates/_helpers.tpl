@@ -46,9 +46,14 @@ app.kubernetes.io/component: bridge
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* Where the admin token Secret is mounted (its key as the file "token"). */}}
+{{- define "natsbridge.adminTokenFile" -}}
+/run/natsbridge/admin/token
+{{- end }}
+
 {{/*
 The config as written in the pod: .Values.config with bridge.data_dir on the volume and,
-with a token Secret, bridge.admin.token read from the environment.
+with a token Secret, bridge.admin.token read from its mounted file.
 */}}
 {{- define "natsbridge.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -56,7 +61,7 @@ with a token Secret, bridge.admin.token read from the environment.
 {{- $_ := set $bridge "data_dir" .Values.persistence.mountPath }}
 {{- if .Values.admin.tokenSecret.name }}
 {{- $admin := default dict (get $bridge "admin") }}
-{{- $_ := set $admin "token" "${env:NATSBRIDGE_ADMIN_TOKEN}" }}
+{{- $_ := set $admin "token" (printf "${file:%s}" (include "natsbridge.adminTokenFile" .)) }}
 {{- $_ := set $bridge "admin" $admin }}
 {{- end }}
 {{- $_ := set $config "bridge" $bridge }}
@@ -83,4 +88,21 @@ bridge.drain_timeout in seconds: a number of seconds or "250ms", "30s",
 {{- $scale := get (dict "ms" 0.001 "s" 1.0 "" 1.0 "m" 60.0 "h" 3600.0) $unit }}
 {{- mulf (float64 $number) $scale }}
 {{- end }}
+{{- end }}
+
+{{/*
+Refuses a literal value in `env` for a name that reads as a secret: secrets come from
+Kubernetes Secrets (secretFiles), never written into the manifest.
+*/}}
+{{- define "natsbridge.checkEnv" -}}
+{{- range $index, $item := .Values.env }}
+{{- if and (hasKey $item "value") (regexMatch "(?i)(passw|passcode|secret|token|credential|api_?key|private_?key)" (toString $item.name)) }}
+{{- fail (printf "env[%d] %s: a literal value for a secret; keep it in a Kubernetes Secret and mount it with secretFiles (${file:/run/secrets/SECRET/KEY} in the config)" $index $item.name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The PromQL label matchers of this release's series. */}}
+{{- define "natsbridge.metricSelector" -}}
+{{- .Values.prometheusRule.selector | default (printf "namespace=%q,job=%q" .Release.Namespace (include "natsbridge.fullname" .)) }}
 {{- end }}
