@@ -38,7 +38,7 @@ LEGEND = """\
 STATE    starting, connecting, running, reconnecting (a connection was lost), paused (the
          buffer takes no writes: source held back), draining, stopped, failed (retried
          with back-off; see LAST ERROR)
-!        not ready: the route's source or sink is not connected (/readyz answers 503)
+!        not ready (/readyz answers 503); !source, !sink: that end is not connected
 IN/s     messages per second read (OUT/s: confirmed) over the last second, and in
          brackets the average of the last minute
 BUFFER   messages buffered, not yet confirmed; OLDEST: the age of the oldest of them
@@ -153,6 +153,14 @@ def shorten(text: str, width: int = ERROR_WIDTH) -> str:
     return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + "…"
 
 
+def _not_ready(route: dict[str, Any]) -> str:
+    """`` !source``, `` !sink``, `` !source+sink`` or `` !`` for a route not ready."""
+    if route["ready"]:
+        return ""
+    down = [end for end in ("source", "sink") if not route.get(end, {}).get("connected", True)]
+    return " !" + "+".join(down)
+
+
 def _rate(now: float, average: float | None) -> str:
     return f"{now:.0f}" if average is None else f"{now:.0f} ({average:.0f})"
 
@@ -167,7 +175,7 @@ def render_table(routes: list[dict[str, Any]], wide: bool = False) -> str:
         rows.append(
             (
                 route["name"],
-                route["state"] + ("" if route["ready"] else " !"),
+                route["state"] + _not_ready(route),
                 _rate(rates["in_per_s"], rates.get("in_avg_per_s")),
                 _rate(rates["out_per_s"], rates.get("out_avg_per_s")),
                 str(route["counters"]["delivered"]),

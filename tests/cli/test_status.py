@@ -142,8 +142,17 @@ def test_legend_explains_states_and_the_not_ready_flag(
     serve(port)
     assert main(["status", "--admin", f"http://127.0.0.1:{port}"]) == 0
     out = capsys.readouterr().out
-    assert "\n!        not ready: the route's source or sink is not connected" in out
+    assert "\n!        not ready (/readyz answers 503); !source, !sink: that end is not" in out
     assert "paused (the" in out and "failed (retried" in out
+    rows = render_table(
+        [
+            route(ready=False, source={"connected": False}, sink={"connected": True}),
+            route(
+                ready=False, state="paused", source={"connected": True}, sink={"connected": True}
+            ),
+        ]
+    ).splitlines()
+    assert rows[1].split("  ")[1] == "running !source" and rows[2].split("  ")[1] == "paused !"
 
 
 def test_one_route_is_one_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,16 +172,17 @@ def test_watch_outlives_failed_polls_writes_plain_text_and_exits_0_on_ctrl_c(
 ) -> None:
     port = free_port()
     out = tmp_path / "watch.out"
+    address = f"127.0.0.1:{port}"
     with out.open("w") as sink:
         watch = subprocess.Popen(
-            [sys.executable, "-m", "natsbridge", "status", "--admin", f":{port}", "--watch", "0.2"],
+            [sys.executable, "-m", "natsbridge", "status", "--admin", address, "--watch", "0.2"],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for_text(out, "trying again in 0.2s", count=2)
+        wait_for_text(out, "trying again in 0.2s", watch, count=2)
         serve(port)  # the bridge comes (back)
-        wait_for_text(out, "0 routes, 0 ready")
+        wait_for_text(out, "0 routes, 0 ready", watch)
         watch.send_signal(signal.SIGINT)
         assert watch.wait(timeout=WAIT_S) == 0
     finally:
@@ -184,9 +194,9 @@ def test_watch_outlives_failed_polls_writes_plain_text_and_exits_0_on_ctrl_c(
     assert time.strftime("%Y-%m-%d", time.gmtime()) in text  # each refresh shows its time
 
 
-def wait_for_text(path: Path, text: str, count: int = 1) -> None:
+def wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], count: int = 1) -> None:
     deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         if path.read_text().count(text) >= count:
             return
         time.sleep(0.05)
