@@ -74,18 +74,19 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def admin_url(text: str) -> str:
     """An http(s) URL with a host; `host:port` alone means http:// (argparse type)."""
-    if "://" not in text:
-        text = f"http://{text}"
+    bare = "://" not in text
+    url = f"http://{text}" if bare else text
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        valid = valid and not (bare and parts.port is None)  # `foo` alone is no address
     except ValueError:  # a bad port or IPv6 address
         valid = False
     if not valid:
         raise argparse.ArgumentTypeError(
             f"expected HOST:PORT or http(s)://HOST:PORT, found {text!r}"
         )
-    return text
+    return url
 
 
 def _seconds(text: str) -> float:
