@@ -30,6 +30,7 @@ from typing import Any
 from natsbridge.bridge.broker.config import StoredMessage, StreamInfo
 from natsbridge.bridge.broker.store import Store
 from natsbridge.bridge.errors import BridgeError, ConfigError, NotFound
+from natsbridge.bridge.logs import plural
 from natsbridge.mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
@@ -245,7 +246,7 @@ def buffer_command(args: argparse.Namespace) -> int:
                     json.dumps({"path": str(store.path), "ok": not problems, "problems": problems})
                 )
             elif problems:
-                print(f"{store.path}: {len(problems)} problem(s)")
+                print(f"{store.path}: {plural(len(problems), 'problem')}")
                 for problem in problems:
                     print(f"  {problem}")
             else:
@@ -342,15 +343,18 @@ def dlq_replay(args: argparse.Namespace) -> int:
     for ack in moved:
         by_stream[ack.stream] = by_stream.get(ack.stream, 0) + 1
     for stream, count in sorted(by_stream.items()):
-        print(f"replayed {count} message(s) from {dlq} into {stream}")
+        print(f"replayed {plural(count, 'message')} from {dlq} into {stream}")
     if not moved:
         print(f"{dlq}: nothing replayed")
     not_moved = left if args.all else len(set(args.seq)) - len(moved)
     if not_moved:
+        what = (
+            f"{plural(not_moved, 'dead letter')} left"
+            if args.all
+            else f"{plural(not_moved, 'sequence')} not replayed"
+        )
         print(
-            f"{not_moved} {'dead letter(s) left' if args.all else 'sequence(s) not replayed'}: "
-            "not in "
-            f"{dlq}, or never buffered (for example unmappable input), so there is no "
-            "stream to put them back into"
+            f"{what}: not in {dlq}, or never buffered (for example unmappable input), "
+            "so there is no stream to put them back into"
         )
     return EXIT_OK

@@ -151,8 +151,8 @@ def test_dlq_ls_and_show(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 0
     out = capsys.readouterr().out
-    assert "replayed 1 message(s) from orders.dlq into orders" in out
-    assert "1 dead letter(s) left" in out
+    assert "replayed 1 message from orders.dlq into orders" in out
+    assert "1 dead letter left" in out
     store = Store.open(data_dir, read_only=True)
     try:
         replayed = store.get_message("orders", 5)
