@@ -114,6 +114,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     url, token = args.admin or DEFAULT_ADMIN, None
     if args.config:
         admin = read_admin(args.config)
+        if not admin.enabled:
+            raise BridgeError(f"{args.config}: bridge.admin.enabled is false: nothing to ask")
         url = url_of_listen(admin.listen, admin.tls is not None)
         token = admin.token.get_secret_value() if admin.token else None
     if args.token_file:

@@ -96,6 +96,15 @@ def test_status_c_reports_a_problem_in_the_admin_section_with_its_position(
     assert "STATUS_TEST_UNSET_TOKEN is not set" in err and "Traceback" not in err
 
 
+def test_status_c_of_a_bridge_without_admin_endpoint_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text("version: 1\nbridge:\n  admin: {enabled: false}\n")
+    assert main(["status", "-c", str(config)]) == 1
+    assert "bridge.admin.enabled is false" in capsys.readouterr().err
+
+
 def test_an_address_without_a_scheme_means_http(
     serve: Callable[..., AdminServer], capsys: pytest.CaptureFixture[str]
 ) -> None:
