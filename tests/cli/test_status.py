@@ -181,7 +181,7 @@ def test_watch_outlives_failed_polls_writes_plain_text_and_exits_0_on_ctrl_c(
 ) -> None:
     port = free_port()
     out = tmp_path / "watch.out"
-    address = f"127.0.0.1:{port}"
+    address = f"http://127.0.0.1:{port}"
     with out.open("w") as sink:
         watch = subprocess.Popen(
             [sys.executable, "-m", "natsbridge", "status", "--admin", address, "--watch", "0.2"],

@@ -74,7 +74,7 @@ def test_watch_survives_a_bridge_restart_and_exits_0_on_ctrl_c(
     bridge = BridgeProcess(write_config(tmp_path / "bridge.yaml", config), tmp_path / "data")
     bridge.start()
     watch = Tmux(
-        f"{sys.executable} -m natsbridge status --admin 127.0.0.1:{bridge.port} --watch 0.5"
+        f"{sys.executable} -m natsbridge status --admin http://127.0.0.1:{bridge.port} --watch 0.5"
         "; echo natsbridge-exit=$?"
     )
     try:
