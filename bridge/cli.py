@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from natsbridge import __version__
 from natsbridge.bridge import secrets
+from natsbridge.bridge.admin.status import add_parsers as add_status_command
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.logs import plural
+
+if TYPE_CHECKING:
+    from natsbridge.bridge.runtime.bridge import Bridge
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -61,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, help="config file (YAML)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
+        "--driver-logs",
+        action="store_true",
+        help="let the client libraries (pika, stomp.py, kafka, nats) log at --log-level too",
+    )
+    run.add_argument(
         "--log-format",
         choices=["json", "text"],
         help="default: json unless stderr is a terminal",
@@ -75,32 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
-    status = commands.add_parser("status", help="show a running bridge's routes")
-    status.add_argument(
-        "--admin",
-        type=_admin_url,
-        default="http://127.0.0.1:7777",
-        help="admin endpoint URL (default: %(default)s)",
-    )
-    status.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
-    status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
-    status.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS")
-    status.set_defaults(func=_status)
-
-    add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
+    add_status_command(commands)  # status: the routes table of a running bridge
+    add_buffer_commands(commands)  # buffer (streams), dlq: the embedded buffer's operator view
 
     return parser
-
-
-def _seconds(text: str) -> float:
-    """A positive, finite number of seconds (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 86400):
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, found {text!r}")
-    return value
 
 
 def _partition(text: str) -> int:
@@ -110,20 +98,6 @@ def _partition(text: str) -> int:
             f"expected a partition from 0 to 2147483647, found {text!r}"
         )
     return int(text)
-
-
-def _admin_url(text: str) -> str:
-    """An http:// or https:// URL with a host (argparse type)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(text)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a bad port or IPv6 address
-        valid = False
-    if not valid:
-        raise argparse.ArgumentTypeError(f"expected http://HOST:PORT or https://…, found {text!r}")
-    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,7 +133,9 @@ def _validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config.path}: valid, bridge '{config.bridge.id}', {len(config.routes)} routes")
+    print(
+        f"{config.path}: valid, bridge '{config.bridge.id}', {plural(len(config.routes), 'route')}"
+    )
     for route in config.routes:
         print(f"  {describe_route(route)}")  # names and addresses: no secret fields
     return EXIT_OK
@@ -195,6 +171,7 @@ def _map(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
     from dataclasses import replace
 
     from natsbridge.bridge import logs
@@ -206,25 +183,61 @@ def _run(args: argparse.Namespace) -> int:
     if args.admin_listen:
         admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
         config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
-    logs.configure(args.log_level, None if args.log_format is None else args.log_format == "json")
+    json_lines = logs.configure(
+        args.log_level,
+        None if args.log_format is None else args.log_format == "json",
+        args.driver_logs,
+    )
+    # In JSON mode every line is a JSON log record; on a terminal, the banner as text.
+    log = logging.getLogger("natsbridge")
+    say = (lambda text, **extra: log.info(text, extra=extra)) if json_lines else _print
     for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(
-        f"natsbridge {__version__}: bridge '{config.bridge.id}', data in {config.bridge.data_dir}"
+        if json_lines:
+            log.warning(warning, extra={"event": "config_warning"})
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
+    say(
+        f"natsbridge {__version__}: bridge '{config.bridge.id}', data in {config.bridge.data_dir}",
+        event="starting",
     )
     for route in config.routes:
-        print(f"  {describe_route(route)}")
+        say(f"  {describe_route(route)}", event="route", route=route.name)
     sys.stdout.flush()
+    bridge = Bridge(config)
 
     async def main() -> None:
-        bridge = Bridge(config)
         install_signal_handlers(bridge)
         await bridge.run(once=args.once)
 
     _tune_gc()
     asyncio.run(main())
-    print("natsbridge: stopped cleanly")
+    if args.once:
+        for line in _totals(bridge):
+            say(line, event="totals")
+    say("natsbridge: stopped cleanly", event="stopped")
     return EXIT_OK
+
+
+def _print(text: str, **extra: object) -> None:
+    print(text, flush=True)
+
+
+def _totals(bridge: Bridge) -> list[str]:
+    """What each route did in this run, and the sum: the report of `run --once`."""
+    rows: dict[str, tuple[int, int, int, int]] = {}
+    for runner in bridge.runners:
+        stats = runner.stats
+        dead = sum(stats.dead_lettered.values())
+        rows[runner.route.name] = (stats.received, stats.delivered, dead, stats.buffer_depth)
+    total = [sum(row[i] for row in rows.values()) for i in range(4)]
+    return [
+        f"  {name}: {received} received, {delivered} delivered, {dead} dead-lettered, "
+        f"{left} left in the buffer"
+        for name, (received, delivered, dead, left) in rows.items()
+    ] + [
+        f"totals: {plural(len(rows), 'route')}, {total[0]} received, {total[1]} delivered, "
+        f"{total[2]} dead-lettered, {total[3]} left in the buffer"
+    ]
 
 
 def _tune_gc() -> None:
@@ -238,31 +251,6 @@ def _tune_gc() -> None:
 
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
-
-
-def _status(args: argparse.Namespace) -> int:
-    import os
-    import time
-
-    from natsbridge.bridge.admin.status import fetch_routes, render_table
-
-    token = args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN")
-    while True:
-        try:
-            routes = fetch_routes(args.admin, token)
-        except ValueError as exc:  # a token http.client cannot send, an answer that is not JSON
-            print(f"natsbridge: {args.admin}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        if args.json:
-            print(json.dumps(routes, indent=1))
-        else:
-            if args.watch:
-                print("\033[2J\033[H", end="")  # clear the terminal between refreshes
-            print(render_table(routes["routes"]))
-        if not args.watch:
-            return EXIT_OK
-        sys.stdout.flush()
-        time.sleep(args.watch)
 
 
 def _schema(args: argparse.Namespace) -> int:

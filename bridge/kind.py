@@ -34,6 +34,7 @@ them cheap and free of I/O. Everything else runs at config load or connect time.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
@@ -262,6 +263,14 @@ class ConnectorKind:
     def open_sink(self, route: Route, connection: Model, bridge: BridgeSettings) -> Sink:
         """Build the sink (import the driver here); no I/O until its connect()."""
         raise ConfigError([f"kind {self.name} cannot be a sink"])
+
+    def driver_loggers(self) -> Mapping[str, int]:
+        """The client library's loggers and the level each keeps unless ``--driver-logs``.
+
+        The default quiets each module of `drivers` below WARNING: client libraries log
+        every connection step, and the route logs what matters once.
+        """
+        return {module: logging.WARNING for module in self.drivers}
 
     def require_driver(self) -> None:
         """ConfigError naming the pip extra when a module in `drivers` is not installed."""

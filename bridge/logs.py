@@ -1,21 +1,99 @@
-"""Logging: one event per line, JSON when not on a terminal, secrets redacted in every record."""
+"""Logging: one event per line, JSON when not on a terminal, secrets redacted in every record.
+
+Two context variables give every record its place without the connectors passing it on:
+the route (`route_context`, set by the route's task; a connector's threads inherit it when
+started through bridge.threads) and the connect attempt under way (`connect_attempt`).
+The records of a connect attempt that fails are dropped below ERROR: the route logs the
+failure once, with its cause. Client libraries ("drivers") log at their kind's quiet
+levels (`ConnectorKind.driver_loggers`) unless `--driver-logs` lets them follow the level.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import enum
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _FIELDS = ("route", "connection", "event")
-# Client libraries log every connection step at INFO; natsbridge logs what matters itself.
-_CHATTY_LIBRARIES = ("pika", "kafka", "stomp.py", "nats")
-# pika warns of every channel the broker closes, also the 404 of the passive declare an
-# AMQP route makes on its first start (and handles); the connector logs real closes.
-_QUIET_BELOW_ERROR = ("pika.channel",)
-# pika logs each failed connection attempt as eight ERROR lines; the route logs one
-# warning with the cause ("cannot connect the source, retrying in 2.0s: ...").
-_QUIET_BELOW_CRITICAL = ("pika.adapters",)
+ROUTE_LOGGER = "natsbridge.route"  # the runtime's own lines about a route
+
+
+class _Attempt(enum.Enum):
+    OPEN = "open"
+    CONNECTED = "connected"
+    FAILED = "failed"
+
+
+class ConnectAttempt:
+    """One connect of a source or sink: the records logged meanwhile wait for its outcome."""
+
+    def __init__(self) -> None:
+        self.state = _Attempt.OPEN
+        self.held: list[logging.LogRecord] = []
+
+
+_route: contextvars.ContextVar[str | None] = contextvars.ContextVar("route", default=None)
+_attempt: contextvars.ContextVar[ConnectAttempt | None] = contextvars.ContextVar(
+    "connect_attempt", default=None
+)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 route`, `2 routes`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def route_context(name: str) -> None:
+    """Every record logged from here on in this task (and what it starts) names route `name`."""
+    _route.set(name)
+
+
+@contextmanager
+def connect_attempt() -> Iterator[None]:
+    """Hold connector and driver records below ERROR until the connect inside ends.
+
+    On success they are logged (in order); on failure they are dropped, also those that
+    arrive later from that connection's threads: the caller logs the one line.
+    """
+    attempt = ConnectAttempt()
+    token = _attempt.set(attempt)
+    try:
+        yield
+    except BaseException:
+        attempt.state, attempt.held = _Attempt.FAILED, []
+        raise
+    finally:
+        _attempt.reset(token)
+    attempt.state = _Attempt.CONNECTED
+    held, attempt.held = attempt.held, []
+    for record in held:
+        logging.getLogger(record.name).handle(record)
+
+
+class RouteContext(logging.Filter):
+    """Adds the route from the context to records without one; holds a connect's records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "route", None) is None:
+            route = _route.get()
+            if route is not None:
+                record.route = route
+        attempt = _attempt.get()
+        if (
+            attempt is None
+            or attempt.state is _Attempt.CONNECTED
+            or record.levelno >= logging.ERROR
+            or record.name == ROUTE_LOGGER
+        ):
+            return True
+        if attempt.state is _Attempt.OPEN:
+            attempt.held.append(record)
+        return False
 
 
 class RedactSecrets(logging.Filter):
@@ -76,20 +154,26 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-def configure(level: str = "info", json_lines: bool | None = None) -> None:
-    """Send natsbridge's logs to stderr; JSON lines unless stderr is a terminal."""
+def configure(
+    level: str = "info", json_lines: bool | None = None, driver_logs: bool = False
+) -> bool:
+    """Send natsbridge's logs to stderr; JSON lines unless stderr is a terminal.
+
+    Returns whether the lines are JSON. With `driver_logs`, client libraries log at
+    `level` too; without, at the levels their kinds declare (quiet).
+    """
+    from natsbridge.bridge.registry import all_kinds
+
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(RouteContext())
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    debug = level.lower() == "debug"
-    for name in _CHATTY_LIBRARIES:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
-    for name in _QUIET_BELOW_ERROR:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)
-    for name in _QUIET_BELOW_CRITICAL:
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    for kind in all_kinds().values():
+        for name, quiet in kind.driver_loggers().items():
+            logging.getLogger(name).setLevel(logging.NOTSET if driver_logs else quiet)
+    return json_lines

@@ -13,12 +13,15 @@ message.
 * `DriverThread`: a driver's own thread, with the futures the loop waits on to open it.
 * `Confirms`: a sink's sends awaiting their broker confirm, so that close() can drain.
 * `settle`, `failed`: small future helpers.
+* `spawn`: start a driver's thread in the caller's context, so that its log lines name
+  the route (bridge.logs) as the loop's do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 from collections import deque
@@ -49,6 +52,18 @@ def failed(error: BaseException) -> asyncio.Future[None]:
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     future.set_exception(error)
     return future
+
+
+def spawn(target: Callable[..., object], name: str, *args: Any) -> threading.Thread:
+    """A started daemon thread running `target(*args)` in a copy of the caller's context.
+
+    Python's own threads start with an empty context: log records from them (and from the
+    loop callbacks they post) would not know their route.
+    """
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target, *args), name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def take_up_to(ready: deque[T], limit: int) -> list[T]:
@@ -249,7 +264,10 @@ class DriverThread:
         self.opened: asyncio.Future[None] = self.loop.create_future()
         self.ended: asyncio.Future[None] = self.loop.create_future()
         self._main = main
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._context = contextvars.copy_context()
+        self.thread = threading.Thread(
+            target=self._context.run, args=(self._run,), name=name, daemon=True
+        )
 
     def post(self, fn: Callable[..., None], *args: Any) -> None:
         """Any thread: run `fn(*args)` on the loop soon (nothing if the loop is closed)."""

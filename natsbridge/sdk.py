@@ -71,6 +71,7 @@ from natsbridge.bridge.threads import (
     failed,
     receive,
     settle,
+    spawn,
     take_up_to,
 )
 from natsbridge.bridge.tls import tls_context
@@ -135,6 +136,7 @@ __all__ = [
     "require",
     "send_one",
     "settle",
+    "spawn",
     "subject_matcher",
     "take_up_to",
     "tls_context",

@@ -36,10 +36,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from natsbridge.bridge.admin.views import RouteCollector, is_ready, route_view
+from natsbridge.bridge.admin.views import BuildInfo, RouteCollector, is_ready, route_view
 from natsbridge.bridge.config.model import Admin, AdminTls
 from natsbridge.bridge.errors import ConfigError
 from natsbridge.bridge.runtime.route import RouteRunner
@@ -68,6 +68,10 @@ class AdminServer:
         self.runners = runners
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(RouteCollector(runners))
+        self.registry.register(BuildInfo())
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, …_memory_bytes
+        PlatformCollector(registry=self.registry)  # python_info
+        GCCollector(registry=self.registry)  # python_gc_*
         token = settings.token.get_secret_value() if settings.token else None
         handler = _handler(self, token, settings.request_timeout)
         self.httpd = _BoundedServer(parse_listen(settings.listen), handler, settings)

@@ -1,20 +1,130 @@
-"""`natsbridge status`: the routes table, read from a running bridge's admin endpoint."""
+"""`natsbridge status`: the routes table, read from a running bridge's admin endpoint.
+
+    natsbridge status [-c FILE | --admin URL] [--token T | --token-file F] [--json]
+                      [--watch SECONDS] [--wide]
+
+`-c` reads `bridge.admin` (listen, token, tls) from the config, and nothing else of it;
+`--admin` takes `host:port` or an http(s) URL. The token comes from `--token`,
+`--token-file`, `$NATSBRIDGE_ADMIN_TOKEN` or the config, in that order.
+
+`--watch` polls until Ctrl-C (exit 0). A failed poll shows the error with its time and
+the next poll tries again, so the screen outlives a bridge restart. On a terminal each
+refresh redraws the screen; into a file or pipe each one is appended as plain text.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import ssl
+import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from natsbridge.bridge.errors import BridgeError
+from natsbridge.bridge.logs import plural
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+DEFAULT_ADMIN = "http://127.0.0.1:7777"
+ERROR_WIDTH = 60  # characters of LAST ERROR shown without --wide
+CLEAR_SCREEN = "\033[H\033[2J"
 COLUMNS = ("ROUTE", "STATE", "IN/s", "OUT/s", "DELIVERED", "BUFFER", "OLDEST", "DEAD", "LAST ERROR")
+LEGEND = """\
+STATE    starting, connecting, running, reconnecting (a connection was lost), paused (the
+         buffer takes no writes: source held back), draining, stopped, failed (retried
+         with back-off; see LAST ERROR)
+!        not ready (/readyz answers 503); !source, !sink: that end is not connected
+IN/s     messages per second read (OUT/s: confirmed) over the last second, and in
+         brackets the average of the last minute
+BUFFER   messages buffered, not yet confirmed; OLDEST: the age of the oldest of them
+DEAD     messages dead-lettered (natsbridge dlq show)"""
 
 
 class AdminUnavailable(BridgeError):
     """The admin endpoint could not be reached or refused the request."""
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `status` subcommand."""
+    status = commands.add_parser("status", help="show a running bridge's routes")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument(
+        "-c", "--config", help="config file whose bridge.admin (listen, token, tls) to use"
+    )
+    where.add_argument(
+        "--admin",
+        type=admin_url,
+        help=f"admin endpoint, HOST:PORT or URL (default: {DEFAULT_ADMIN})",
+    )
+    token = status.add_mutually_exclusive_group()
+    token.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
+    token.add_argument("--token-file", help="file holding the bearer token")
+    status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
+    status.add_argument(
+        "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C"
+    )
+    status.add_argument("--wide", action="store_true", help="show the whole last error")
+    status.set_defaults(func=status_command)
+
+
+def admin_url(text: str) -> str:
+    """An http(s) URL with a host; `host:port` alone means http:// (argparse type)."""
+    bare = "://" not in text
+    url = f"http://{text}" if bare else text
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        valid = valid and not (bare and parts.port is None)  # `foo` alone is no address
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT or http(s)://HOST:PORT, found {text!r}"
+        )
+    return url
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 86400:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, found {text!r}")
+    return value
+
+
+def url_of_listen(listen: str, tls: bool) -> str:
+    """The URL a client uses for `bridge.admin.listen` (a wildcard address means loopback)."""
+    host, _, port = listen.rpartition(":")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The admin URL and bearer token the arguments (and config) ask for."""
+    from natsbridge.bridge.config.sections import read_admin
+
+    url, token = args.admin or DEFAULT_ADMIN, None
+    if args.config:
+        admin = read_admin(args.config)
+        if not admin.enabled:
+            raise BridgeError(f"{args.config}: bridge.admin.enabled is false: nothing to ask")
+        url = url_of_listen(admin.listen, admin.tls is not None)
+        token = admin.token.get_secret_value() if admin.token else None
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as file:
+                return url, file.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BridgeError(f"cannot read --token-file {args.token_file}: {exc}") from None
+    return url, args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN") or token
 
 
 def fetch_routes(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
@@ -33,25 +143,49 @@ def fetch_routes(admin_url: str, token: str | None, timeout: float = 5.0) -> dic
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise AdminUnavailable(f"cannot reach the admin endpoint {admin_url}: {reason}") from None
+    except ValueError as exc:  # a token http.client cannot send, an answer that is not JSON
+        raise AdminUnavailable(f"{admin_url}: {exc}") from None
 
 
-def render_table(routes: list[dict[str, Any]]) -> str:
+def shorten(text: str, width: int = ERROR_WIDTH) -> str:
+    """`text` cut at a word boundary to at most `width` characters, marked with `…`."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + "…"
+
+
+def _not_ready(route: dict[str, Any]) -> str:
+    """`` !source``, `` !sink``, `` !source+sink`` or `` !`` for a route not ready."""
+    if route["ready"]:
+        return ""
+    down = [end for end in ("source", "sink") if not route.get(end, {}).get("connected", True)]
+    return " !" + "+".join(down)
+
+
+def _rate(now: float, average: float | None) -> str:
+    return f"{now:.0f}" if average is None else f"{now:.0f} ({average:.0f})"
+
+
+def render_table(routes: list[dict[str, Any]], wide: bool = False) -> str:
     """A plain-text table, one row per route."""
     rows = [COLUMNS]
     for route in routes:
         error = route["last_error"]["message"] if route.get("last_error") else ""
         age = route["buffer"]["oldest_age_s"]
+        rates = route["rates"]
         rows.append(
             (
                 route["name"],
-                route["state"] + ("" if route["ready"] else " !"),
-                f"{route['rates']['in_per_s']:.0f}",
-                f"{route['rates']['out_per_s']:.0f}",
+                route["state"] + _not_ready(route),
+                _rate(rates["in_per_s"], rates.get("in_avg_per_s")),
+                _rate(rates["out_per_s"], rates.get("out_avg_per_s")),
                 str(route["counters"]["delivered"]),
                 str(route["buffer"]["depth"]),
                 f"{age:.1f}s" if age is not None else "-",
                 str(sum(route["counters"]["dead_lettered"].values())),
-                error[:60],
+                error if wide else shorten(error),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -59,3 +193,51 @@ def render_table(routes: list[dict[str, Any]]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def summary(routes: list[dict[str, Any]]) -> str:
+    """`3 routes, 2 ready` (and how many failed)."""
+    ready = sum(1 for route in routes if route["ready"])
+    failed = sum(1 for route in routes if route["state"] == "failed")
+    return f"{plural(len(routes), 'route')}, {ready} ready" + (
+        f", {failed} failed" if failed else ""
+    )
+
+
+def _clock() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """Print the routes once, or every `--watch` seconds until Ctrl-C."""
+    url, token = _target(args)
+    if not args.watch:
+        body = fetch_routes(url, token)
+        print(json.dumps(body, indent=1) if args.json else _screen(body, args.wide))
+        return EXIT_OK
+    terminal = sys.stdout.isatty() and not args.json
+    try:
+        while True:
+            try:
+                body = fetch_routes(url, token)
+                shown = (
+                    json.dumps(body)
+                    if args.json
+                    else f"{url}  {_clock()}\n{_screen(body, args.wide)}"
+                )
+            except AdminUnavailable as exc:
+                shown = f"{_clock()}  {exc}; trying again in {args.watch:g}s"
+                if args.json:
+                    shown = json.dumps({"error": str(exc), "at": time.time()})
+            if terminal:
+                print(CLEAR_SCREEN + shown, flush=True)
+            else:
+                print(shown + ("" if args.json else "\n"), flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _screen(body: dict[str, Any], wide: bool) -> str:
+    routes = body["routes"]
+    return f"{render_table(routes, wide)}\n{summary(routes)}\n\n{LEGEND}"

@@ -6,6 +6,7 @@ observability beyond incrementing plain integers.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from natsbridge import __version__
 from natsbridge.bridge.config.describe import describe_sink, describe_source
 from natsbridge.bridge.runtime.route import RouteRunner
 from natsbridge.bridge.runtime.stats import LATENCY_BUCKETS_S, RouteState
@@ -64,12 +66,35 @@ def route_view(runner: RouteRunner) -> dict[str, Any]:
             "redelivered": stats.redelivered,
         },
         "in_flight": stats.in_flight,
-        "buffer": {"depth": stats.buffer_depth, "oldest_age_s": stats.buffer_oldest_age},
-        "rates": {"in_per_s": round(stats.rate_in, 1), "out_per_s": round(stats.rate_out, 1)},
+        "buffer": {
+            "depth": stats.buffer_depth,
+            "oldest_age_s": stats.buffer_oldest_age,
+            "bytes": stats.buffer_bytes,
+        },
+        "rates": {
+            "in_per_s": round(stats.rate_in, 1),
+            "out_per_s": round(stats.rate_out, 1),
+            "in_avg_per_s": round(stats.rate_in_avg, 1),
+            "out_avg_per_s": round(stats.rate_out_avg, 1),
+        },
         "last_error": (
             {"message": stats.last_error, "at": stats.last_error_at} if stats.last_error else None
         ),
     }
+
+
+class BuildInfo(Collector):
+    """`natsbridge_build_info{version, python} 1`: which build answers."""
+
+    def collect(self) -> Iterable[Metric]:
+        """The one sample."""
+        info = GaugeMetricFamily(
+            "natsbridge_build_info",
+            "Always 1; the labels name the natsbridge and Python versions",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
 
 
 class RouteCollector(Collector):
@@ -129,7 +154,7 @@ def _counters(runners: Sequence[RouteRunner]) -> Iterator[Metric]:
     }
     dead = CounterMetricFamily(
         "natsbridge_dead_lettered",
-        "Messages moved to the dead-letter stream",
+        "Messages dead-lettered, by reason (the error's type, or poison)",
         labels=["route", "reason"],
     )
     for runner in runners:
@@ -165,6 +190,9 @@ def _gauges(runners: Sequence[RouteRunner]) -> Iterator[Metric]:
     depth = GaugeMetricFamily(
         "natsbridge_buffer_depth", "Buffered messages not yet confirmed", labels=["route"]
     )
+    size = GaugeMetricFamily(
+        "natsbridge_buffer_bytes", "Bytes the route's buffer holds on disk", labels=["route"]
+    )
     age = GaugeMetricFamily(
         "natsbridge_buffer_oldest_age_seconds",
         "Age of the oldest unconfirmed buffered message",
@@ -182,6 +210,7 @@ def _gauges(runners: Sequence[RouteRunner]) -> Iterator[Metric]:
         name, stats = runner.route.name, runner.stats
         up.add_metric([name], 1.0 if is_ready(runner) else 0.0)
         depth.add_metric([name], stats.buffer_depth)
+        size.add_metric([name], stats.buffer_bytes)
         age.add_metric([name], stats.buffer_oldest_age or 0.0)
         in_flight.add_metric([name], stats.in_flight)
         connected.add_metric(
@@ -190,4 +219,4 @@ def _gauges(runners: Sequence[RouteRunner]) -> Iterator[Metric]:
         connected.add_metric(
             [name, runner.route.sink.connection, "out"], float(stats.sink_connected)
         )
-    yield from (up, depth, age, in_flight, connected)
+    yield from (up, depth, size, age, in_flight, connected)

@@ -1,16 +1,18 @@
-"""Operator commands for the embedded broker: `natsbridge streams` and `natsbridge dlq`.
+"""Operator commands for the embedded buffer: `natsbridge buffer` and `natsbridge dlq`.
 
-    natsbridge streams --data-dir DIR [--json] [--check]
+    natsbridge buffer --data-dir DIR [--json] [--check]
     natsbridge dlq ls --data-dir DIR [--json]
     natsbridge dlq show STREAM --data-dir DIR [--from-seq N] [--limit N] [--json]
     natsbridge dlq replay STREAM --data-dir DIR (--seq N ... | --all)
 
-`-c CONFIG` may replace `--data-dir` (the config's `bridge.data_dir` is used). `streams`,
-`dlq ls` and `dlq show` only read, and work while the bridge runs. `--check` runs
-SQLite's integrity check and the store's own counter check. `dlq replay` moves dead
-letters back into the stream they came from and needs the bridge stopped (the data
-dir has one writer). STREAM is a stream (its dead-letter stream is used) or a
-dead-letter stream itself.
+`-c CONFIG` may replace `--data-dir`: the config's `bridge.data_dir` is used, and nothing
+else of the file is resolved (its broker passwords need not be set). `buffer` lists the
+bridge's own buffer (one stream per route), not JetStream; `streams` is its old name,
+kept as a deprecated alias that says so. `buffer`, `dlq ls` and `dlq show` only read,
+and work while the bridge runs. `--check` runs SQLite's integrity check and the store's
+own counter check. `dlq replay` moves dead letters back into the stream they came from
+and needs the bridge stopped (the data dir has one writer). STREAM is a stream (its
+dead-letter stream is used) or a dead-letter stream itself.
 
 Exit codes: 0 success; 1 failure, or problems found by --check.
 """
@@ -27,7 +29,8 @@ from typing import Any
 
 from natsbridge.bridge.broker.config import StoredMessage, StreamInfo
 from natsbridge.bridge.broker.store import Store
-from natsbridge.bridge.errors import BridgeError, NotFound
+from natsbridge.bridge.errors import BridgeError, ConfigError, NotFound
+from natsbridge.bridge.logs import plural
 from natsbridge.mappings.headers import (
     BRIDGE_DEAD_LETTER_SEQ,
     BRIDGE_DEAD_LETTER_STREAM,
@@ -43,14 +46,18 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `streams` and `dlq` subcommands (each sets `func`)."""
-    streams = subparsers.add_parser("streams", help="list the buffer's streams and consumers")
-    _where(streams)
-    streams.add_argument("--json", action="store_true", help="print JSON")
-    streams.add_argument(
-        "--check", action="store_true", help="run SQLite's integrity check on the buffer"
-    )
-    streams.set_defaults(func=_guarded(streams_command))
+    """Add the `buffer` (alias `streams`, deprecated) and `dlq` subcommands (each sets `func`)."""
+    for name, help_text in (
+        ("buffer", "list the bridge's buffer: a stream per route, its consumer and dead letters"),
+        ("streams", "deprecated name of `buffer`"),
+    ):
+        buffer = subparsers.add_parser(name, help=help_text)
+        _where(buffer)
+        buffer.add_argument("--json", action="store_true", help="print JSON")
+        buffer.add_argument(
+            "--check", action="store_true", help="run SQLite's integrity check on the buffer"
+        )
+        buffer.set_defaults(func=_guarded(buffer_command), deprecated_name=name == "streams")
 
     dlq = subparsers.add_parser("dlq", help="list, show and replay dead letters")
     actions = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
@@ -85,17 +92,22 @@ def _where(parser: argparse.ArgumentParser) -> None:
 def _data_dir(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
-    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.config.sections import read_data_dir
 
-    return Path(load_config(args.config).bridge.data_dir)
+    return read_data_dir(args.config)
 
 
 def _guarded(command: Command) -> Command:
-    """Report BridgeError as one line on stderr and exit 1 (as the main CLI does)."""
+    """Report BridgeError as one line on stderr and exit 1 (as the main CLI does).
+
+    A ConfigError (from `-c`) goes on to the main CLI, which prints each of its problems.
+    """
 
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
+        except ConfigError:
+            raise
         except BridgeError as exc:
             print(f"natsbridge: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -140,7 +152,7 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def format_streams(infos: list[StreamInfo]) -> str:
-    """The text view of `natsbridge streams`."""
+    """The text view of `natsbridge buffer`."""
     if not infos:
         return "no streams"
     rows = [["STREAM", "RETENTION", "MESSAGES", "BYTES", "FIRST", "LAST", "OLDEST"]]
@@ -221,8 +233,10 @@ def _read_only(args: argparse.Namespace) -> Store:
     return Store.open(_data_dir(args), read_only=True)
 
 
-def streams_command(args: argparse.Namespace) -> int:
-    """`natsbridge streams`: streams, consumers and (with --check) the file's integrity."""
+def buffer_command(args: argparse.Namespace) -> int:
+    """`natsbridge buffer`: streams, consumers and (with --check) the file's integrity."""
+    if getattr(args, "deprecated_name", False):
+        print("natsbridge: `streams` is deprecated, use `natsbridge buffer`", file=sys.stderr)
     store = _read_only(args)
     try:
         if args.check:
@@ -232,7 +246,7 @@ def streams_command(args: argparse.Namespace) -> int:
                     json.dumps({"path": str(store.path), "ok": not problems, "problems": problems})
                 )
             elif problems:
-                print(f"{store.path}: {len(problems)} problem(s)")
+                print(f"{store.path}: {plural(len(problems), 'problem')}")
                 for problem in problems:
                     print(f"  {problem}")
             else:
@@ -329,15 +343,18 @@ def dlq_replay(args: argparse.Namespace) -> int:
     for ack in moved:
         by_stream[ack.stream] = by_stream.get(ack.stream, 0) + 1
     for stream, count in sorted(by_stream.items()):
-        print(f"replayed {count} message(s) from {dlq} into {stream}")
+        print(f"replayed {plural(count, 'message')} from {dlq} into {stream}")
     if not moved:
         print(f"{dlq}: nothing replayed")
     not_moved = left if args.all else len(set(args.seq)) - len(moved)
     if not_moved:
+        what = (
+            f"{plural(not_moved, 'dead letter')} left"
+            if args.all
+            else f"{plural(not_moved, 'sequence')} not replayed"
+        )
         print(
-            f"{not_moved} {'dead letter(s) left' if args.all else 'sequence(s) not replayed'}: "
-            "not in "
-            f"{dlq}, or never buffered (for example unmappable input), so there is no "
-            "stream to put them back into"
+            f"{what}: not in {dlq}, or never buffered (for example unmappable input), "
+            "so there is no stream to put them back into"
         )
     return EXIT_OK

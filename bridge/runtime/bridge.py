@@ -12,6 +12,7 @@ from natsbridge.bridge.config.loader import Config, Route
 from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.connector import Sink, Source
 from natsbridge.bridge.errors import StoreError
+from natsbridge.bridge.logs import plural
 from natsbridge.bridge.registry import load_connector
 from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
@@ -53,9 +54,9 @@ class Bridge:
             sampler = asyncio.create_task(self._sample())
             tasks = [asyncio.create_task(r.run(), name=r.route.name) for r in self.runners]
             log.info(
-                "bridge %s started with %d routes",
+                "bridge %s started with %s",
                 self.config.bridge.id,
-                len(tasks),
+                plural(len(tasks), "route"),
                 extra={"event": "started"},
             )
             waiter = asyncio.create_task(self._idle() if once else self._stop.wait())
@@ -135,6 +136,7 @@ async def _sample_backlog(runner: RouteRunner) -> None:
         return
     runner.stats.buffer_depth = backlog.depth
     runner.stats.buffer_oldest_age = backlog.oldest_age
+    runner.stats.buffer_bytes = backlog.bytes
 
 
 def install_signal_handlers(bridge: Bridge) -> None:

@@ -29,6 +29,7 @@ class Backlog:
 
     depth: int
     oldest_age: float | None  # seconds since the oldest was buffered; None when empty
+    bytes: int = 0  # stored size of the route's buffer (0 when the backend cannot tell)
 
 
 class RouteBuffer(Protocol):

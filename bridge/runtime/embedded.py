@@ -146,7 +146,8 @@ class EmbeddedRouteBuffer:
     async def backlog(self) -> Backlog:
         """Messages stored and not yet delivered, and the age of the oldest."""
         info = await self.broker.consumer_info(self.stream, CONSUMER)
-        return Backlog(info.num_pending + info.num_ack_pending, info.oldest_age)
+        stored = await self.broker.stream_info(self.stream)
+        return Backlog(info.num_pending + info.num_ack_pending, info.oldest_age, stored.bytes)
 
 
 def _stored_headers(envelope: Envelope) -> Headers:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from natsbridge.bridge import logs
 from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.connector import Incoming, Sink, Source
 from natsbridge.bridge.envelope import Envelope
@@ -25,7 +26,7 @@ from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.stats import RouteState, RouteStats
 
-log = logging.getLogger("natsbridge.route")
+log = logging.getLogger(logs.ROUTE_LOGGER)
 
 RECEIVE_TIMEOUT_S = 0.5
 FULL_POLL_S = 0.1  # how often a full buffer is asked again for room
@@ -77,7 +78,8 @@ class RouteEndpoints:
         endpoint_connection = self._connection_of(role)
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
-                await endpoint.connect()
+                with logs.connect_attempt():  # the one line about a failure is the one below
+                    await endpoint.connect()
             except BridgeError as exc:
                 self.stats.error(exc)
                 if isinstance(exc, RetryableError):

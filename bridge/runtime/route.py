@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 
+from natsbridge.bridge import logs
 from natsbridge.bridge.runtime.backoff import Backoff
 from natsbridge.bridge.runtime.dead_letters import reason_of
 from natsbridge.bridge.runtime.deliver import Deliver
@@ -58,6 +59,7 @@ class RouteRunner(Ingest, Deliver, Direct):
         back-off, on new connectors when `endpoints` can build them. Other routes and
         the process carry on.
         """
+        logs.route_context(self.route.name)  # for the connectors' lines, their threads' too
         backoff = Backoff(self.route.spec.retry)
         try:
             while True:

@@ -25,7 +25,8 @@ class RouteState(StrEnum):
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds of the end-to-end latency histogram, in seconds (+Inf is implied)."""
-RATE_WINDOW_S = 10.0
+RATE_WINDOW_S = 60.0
+"""The window of the average rates; the instantaneous ones span the last sample (~1 s)."""
 
 
 @dataclass(slots=True)
@@ -67,19 +68,27 @@ class RouteStats:
     # Refreshed by the bridge's sampler about once a second:
     buffer_depth: int = 0
     buffer_oldest_age: float | None = None
-    rate_in: float = 0.0  # messages/s over the last RATE_WINDOW_S
+    rate_in: float = 0.0  # messages/s since the previous sample
     rate_out: float = 0.0
+    rate_in_avg: float = 0.0  # messages/s over the last RATE_WINDOW_S
+    rate_out_avg: float = 0.0
+    buffer_bytes: int = 0
     _samples: list[tuple[float, int, int]] = field(default_factory=list)
 
     def sample(self, now: float) -> None:
-        """Record the counters at `now` and update the rates over the last window."""
-        self._samples.append((now, self.received, self.delivered))
-        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW_S:
-            self._samples.pop(0)
-        then, received, delivered = self._samples[0]
-        if now > then:
-            self.rate_in = (self.received - received) / (now - then)
-            self.rate_out = (self.delivered - delivered) / (now - then)
+        """Record the counters at `now`; update the rates since the last sample and the window.
+
+        A trailing average alone hides a burst (330/s for a second reads as 33/s over ten),
+        so both are kept: the instantaneous rate and the average over RATE_WINDOW_S.
+        """
+        samples = self._samples
+        samples.append((now, self.received, self.delivered))
+        while len(samples) > 2 and now - samples[0][0] > RATE_WINDOW_S:
+            samples.pop(0)
+        if len(samples) < 2:
+            return
+        self.rate_in, self.rate_out = _rates(samples[-2], samples[-1])
+        self.rate_in_avg, self.rate_out_avg = _rates(samples[0], samples[-1])
 
     def error(self, exc: BaseException) -> None:
         """Remember `exc` as the last error (redacted)."""
@@ -89,3 +98,11 @@ class RouteStats:
     def dead_letter(self, kind: str) -> None:
         """Count one dead-lettered message of reason `kind`."""
         self.dead_lettered[kind] = self.dead_lettered.get(kind, 0) + 1
+
+
+def _rates(then: tuple[float, int, int], now: tuple[float, int, int]) -> tuple[float, float]:
+    """Messages per second in and out between two samples (0 when no time passed)."""
+    seconds = now[0] - then[0]
+    if seconds <= 0:
+        return 0.0, 0.0
+    return (now[1] - then[1]) / seconds, (now[2] - then[2]) / seconds

@@ -40,7 +40,7 @@ from pika.channel import Channel
 
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, redact_url
-from natsbridge.bridge.threads import settle
+from natsbridge.bridge.threads import settle, spawn
 from natsbridge.bridge.tls import tls_context
 from natsbridge.connectors.amqp.config import AmqpConnection
 from natsbridge.connectors.amqp.errors import AmqpNotFound, translate
@@ -115,10 +115,7 @@ class AmqpClient:
         params = connection_parameters(self.config, f"natsbridge {self.purpose}")
         self._opened = self._loop.create_future()
         self._ended = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(params, setup), name=f"amqp {self.purpose}", daemon=True
-        )
-        self._thread.start()
+        self._thread = spawn(self._run, f"amqp {self.purpose}", params, setup)
         # pika's stack_timeout bounds the connection handshake; setup gets as long again.
         timeout = 2 * self.config.connect_timeout
         try:

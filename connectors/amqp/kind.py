@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
@@ -61,6 +62,16 @@ class AmqpKind(ConnectorKind):
     drivers = ("pika",)
     extra = "amqp"
     request_reply = ("an amqp source", "an amqp sink")
+
+    def driver_loggers(self) -> Mapping[str, int]:
+        """pika, quiet: its channel closes (also the 404 of the passive declare a route
+        makes on its first start, and handles) below ERROR, and each failed connection
+        attempt (eight ERROR lines) below CRITICAL: the route logs one line with the cause."""
+        return {
+            "pika": logging.WARNING,
+            "pika.channel": logging.ERROR,
+            "pika.adapters": logging.CRITICAL,
+        }
 
     def source_patterns(self, source: Model) -> tuple[str, ...]:
         """The binding keys of an exchange source; a queue source takes everything."""

@@ -112,13 +112,24 @@ class NatsKind(ConnectorKind):
             )
 
     def check_sink(self, sink: Endpoint, route: RouteSpec | None) -> Iterator[Finding]:
-        """The subject patterns of a stream the sink would create."""
+        """The subject patterns of a stream the sink would create; core NATS's limits."""
         assert isinstance(sink, NatsSink)
         for i, pattern in enumerate(sink.jetstream.subjects or () if sink.jetstream else ()):
             try:
                 validate_pattern(pattern)
             except SubjectError as exc:
                 yield Finding(("to", "jetstream", "subjects", i), str(exc))
+        if (
+            sink.jetstream is None
+            and route is not None
+            and route.delivery is Delivery.AT_LEAST_ONCE
+        ):
+            yield Finding(
+                ("delivery",),
+                "at_least_once to core NATS ends at the publish: core NATS confirms nothing, "
+                "so a message published while no subscriber listens is lost (use to.jetstream)",
+                warning=True,
+            )
 
     def describe_source(self, source: Model) -> str:
         """``subject S`` or ``stream X subject S``."""

@@ -52,7 +52,7 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.secrets import redact_url
-from natsbridge.bridge.threads import Completions, settle
+from natsbridge.bridge.threads import Completions, settle, spawn
 from natsbridge.bridge.tls import tls_context
 from natsbridge.connectors.stomp.config import StompConnection
 from natsbridge.connectors.stomp.driver import read_with_our_parser
@@ -247,10 +247,7 @@ class StompClient:
             )
             await self._wait_ended()
             raise
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"stomp writer {self.purpose}", daemon=True
-        )
-        self._writer.start()
+        self._writer = spawn(self._write_loop, f"stomp writer {self.purpose}")
         receive_ms = self.heartbeats[1]
         if receive_ms:
             self._watchdog = loop.create_task(self._watch(receive_ms / 1000))
@@ -386,10 +383,8 @@ class StompClient:
             # The connect timeout must not become a read timeout: an idle connection
             # without heart-beats would otherwise be dropped after it.
             transport.socket.settimeout(None)
-        thread = threading.Thread(target=run, name=f"stomp reader {self.purpose}", daemon=True)
-        self._receiver = thread
-        thread.start()
-        return thread
+        self._receiver = spawn(run, f"stomp reader {self.purpose}")
+        return self._receiver
 
     def _shutdown_socket(self) -> None:
         """Wake the receiver thread so that it ends (from any thread, never blocking)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
@@ -52,6 +53,10 @@ class StompKind(ConnectorKind):
     coordinate_headers = (STOMP_DESTINATION, STOMP_MESSAGE_ID)
     drivers = ("stomp",)
     extra = "stomp"
+
+    def driver_loggers(self) -> Mapping[str, int]:
+        """stomp.py logs under "stomp.py", every connection step at INFO."""
+        return {"stomp.py": logging.WARNING}
 
     def source_patterns(self, source: Model) -> tuple[str, ...]:
         """The subscribed destination (a pattern: ``*`` and ``>``/``#`` by dialect)."""

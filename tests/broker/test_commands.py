@@ -1,9 +1,10 @@
-"""`natsbridge streams` and `natsbridge dlq`, through a parser built with add_parsers."""
+"""`natsbridge buffer` (alias `streams`) and `natsbridge dlq`, through add_parsers's parser."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_streams_text(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("streams", "--data-dir", str(data_dir)) == 0
+def test_buffer_text(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("buffer", "--data-dir", str(data_dir)) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == [
         "STREAM", "RETENTION", "MESSAGES", "BYTES", "FIRST", "LAST", "OLDEST"
@@ -54,8 +55,8 @@ def test_streams_text(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> Non
     )
 
 
-def test_streams_json(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("streams", "--data-dir", str(data_dir), "--json") == 0
+def test_buffer_json(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("buffer", "--data-dir", str(data_dir), "--json") == 0
     data = json.loads(capsys.readouterr().out)
     by_name = {s["config"]["name"]: s for s in data["streams"]}
     assert set(by_name) == {"orders", "orders.dlq", "log"}
@@ -81,6 +82,46 @@ def test_streams_check(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert not report["ok"] and report["problems"]
     else:
         assert "damaged" in captured.err
+
+
+def test_streams_is_a_deprecated_alias_of_buffer(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli("buffer", "--data-dir", str(data_dir)) == 0
+    shown = capsys.readouterr()
+    assert cli("streams", "--data-dir", str(data_dir)) == 0
+    alias = capsys.readouterr()
+    assert alias.out == shown.out and shown.err == ""
+    assert "`streams` is deprecated, use `natsbridge buffer`" in alias.err
+
+
+def test_buffer_and_dlq_resolve_only_the_data_dir_of_the_config(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The brokers' passwords of a config need not be in the environment of an operator."""
+    from natsbridge.bridge.cli import main
+
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        "version: 1\n"
+        "bridge: {id: b, data_dir: '${env:BUFFER_TEST_DATA_DIR}'}\n"
+        "connections:\n"
+        "  rabbit: {kind: amqp, url: '${env:BUFFER_TEST_UNSET_AMQP_URL}'}\n"
+        "routes: []\n"
+    )
+    os.environ["BUFFER_TEST_DATA_DIR"] = str(data_dir)
+    try:
+        assert main(["buffer", "-c", str(config)]) == 0
+        assert "orders      workqueue  3" in capsys.readouterr().out
+        assert main(["dlq", "ls", "-c", str(config)]) == 0
+        assert "orders.dlq" in capsys.readouterr().out
+    finally:
+        del os.environ["BUFFER_TEST_DATA_DIR"]
+    # data_dir itself unresolvable: one positioned line, exit 1
+    assert main(["buffer", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{config}:2:" in err and "bridge.data_dir" in err and "BUFFER_TEST_DATA_DIR" in err
+    assert "BUFFER_TEST_UNSET_AMQP_URL" not in err
 
 
 def test_missing_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,8 +151,8 @@ def test_dlq_ls_and_show(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 0
     out = capsys.readouterr().out
-    assert "replayed 1 message(s) from orders.dlq into orders" in out
-    assert "1 dead letter(s) left" in out
+    assert "replayed 1 message from orders.dlq into orders" in out
+    assert "1 dead letter left" in out
     store = Store.open(data_dir, read_only=True)
     try:
         replayed = store.get_message("orders", 5)

@@ -168,4 +168,4 @@ def test_map_partition_is_a_kafka_partition(partition: str) -> None:
 def test_status_admin_must_be_an_http_url(url: str) -> None:
     result = natsbridge_raw("status", "--admin", url)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "expected http://HOST:PORT" in result.stderr
+    assert "expected HOST:PORT or http(s)://HOST:PORT" in result.stderr

@@ -221,3 +221,27 @@ def test_an_empty_admin_token_is_a_problem_not_authentication_off(tmp_path: Path
     )
     [problem] = problems_of(tmp_path, text)
     assert "bridge.admin.token: an empty token would turn authentication off" in problem
+
+
+def test_core_nats_sink_at_least_once_warns_like_a_core_nats_source(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: b}\n"
+        "connections:\n"
+        "  rabbit: {kind: amqp, url: 'amqp://127.0.0.1/'}\n"
+        "  nats: {kind: nats, servers: ['nats://127.0.0.1:4222']}\n"
+        "routes:\n"
+        "  - name: to-core\n"
+        "    from: {connection: rabbit, queue: q}\n"
+        "    to: {connection: nats, subject: s}\n"
+        "  - name: to-stream\n"
+        "    from: {connection: rabbit, queue: q2}\n"
+        "    to: {connection: nats, subject: t, jetstream: {stream: T}}\n"
+        "  - name: to-core-lossy\n"
+        "    from: {connection: rabbit, queue: q3}\n"
+        "    to: {connection: nats, subject: u}\n"
+        "    delivery: at_most_once\n"
+    )
+    [warning] = load_config(path, {}).warnings
+    assert "bridge.yaml:7:5: routes[0].delivery: at_least_once to core NATS ends at the" in warning

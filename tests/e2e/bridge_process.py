@@ -89,6 +89,7 @@ class BridgeProcess:
                     f"127.0.0.1:{self.port}",
                     "--log-format",
                     "json",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=log,

@@ -78,6 +78,7 @@ def test_probes_metrics_and_routes(amqp_url: str, running: Any, services: Any) -
     assert values[("natsbridge_acks_total", (("route", orders),))] == 37
     assert values[("natsbridge_latency_seconds_count", (("route", orders),))] == 37
     assert values[("natsbridge_route_up", (("route", orders),))] == 1
+    assert ("natsbridge_buffer_bytes", (("route", orders),)) in values
 
     # natsbridge status --json shows what /api/routes shows
     result = subprocess.run(

@@ -45,3 +45,29 @@ def test_a_message_cannot_set_the_buffer_private_headers(tmp_path: Path) -> None
             "%42ridge-Buffer-Time": ["soon"],
             "X-Id": ["7"],
         }
+
+
+def test_backlog_counts_the_bytes_waiting_and_frees_them_on_settle(tmp_path: Path) -> None:
+    """natsbridge_buffer_bytes: what a route's buffer holds on disk."""
+    route = load_config(EXAMPLES / "rabbitmq-nats.yaml", {}).routes[0]
+
+    async def backlogs() -> list[tuple[int, int]]:
+        buffers = EmbeddedBuffers(tmp_path)
+        await buffers.open()
+        try:
+            buffer = await buffers.route(route)
+            seen = [await buffer.backlog()]
+            await buffer.put([Envelope("a", b"x" * 1000, {}), Envelope("b", b"y" * 3000, {})])
+            seen.append(await buffer.backlog())
+            taken = await buffer.take(1, 5.0)
+            await buffer.settle([item.seq for item in taken])
+            await buffers.close()  # commits the settle
+            await buffers.open()
+            seen.append(await (await buffers.route(route)).backlog())
+            return [(backlog.depth, backlog.bytes) for backlog in seen]
+        finally:
+            await buffers.close()
+
+    (empty, empty_bytes), (full, full_bytes), (left, left_bytes) = asyncio.run(backlogs())
+    assert (empty, full, left) == (0, 2, 1)
+    assert empty_bytes == 0 and full_bytes > 4000 and 3000 < left_bytes < full_bytes - 1000
