@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,9 @@ from natsbridge.bridge.config.source import (
     shorten,
 )
 from natsbridge.bridge.errors import ConfigError, SubjectError, TemplateError
+from natsbridge.bridge.migrate.derive import derive_routes, file_path
+from natsbridge.bridge.migrate.model import TO_NATS, Migration, MigrationSpec, Phase
+from natsbridge.bridge.migrate.state import StateError, read_phases
 from natsbridge.bridge.registry import all_kinds, available, did_you_mean, load_connector
 from natsbridge.mappings.subjects import validate_subject
 from natsbridge.mappings.templates import Template, compile_template
@@ -70,6 +74,7 @@ class Config:
     connections: dict[str, Model]
     routes: list[Route]
     warnings: list[str] = field(default_factory=list)
+    migrations: list[Migration] = field(default_factory=list)
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -97,6 +102,8 @@ class _Checker:
         self.kinds: dict[str, str] = {}  # connection name -> kind, even if otherwise invalid
         self.installed = available()
         self.interpolated = {path for path, _ in doc.problems}
+        # Where a problem of a route derived from a migration is in the file (see fail()).
+        self.translate: Callable[[YamlPath], YamlPath] = _same_path
         _register_secrets(doc.data)
 
     def check(self) -> Config:
@@ -111,7 +118,9 @@ class _Checker:
             BridgeSettings | None, self.validate(BridgeSettings, data.get("bridge"), ("bridge",))
         )
         connections = self.check_connections(data.get("connections"))
-        routes = self.check_routes(data.get("routes"), connections)
+        written = data.get("migrations")
+        routes = self.check_routes(data.get("routes"), connections, optional=bool(written))
+        migrations = self.check_migrations(written, bridge, connections, routes)
         if self.problems or bridge is None:
             raise self.error()
         return Config(
@@ -120,6 +129,7 @@ class _Checker:
             connections=connections,
             routes=routes,
             warnings=[w.render(self.doc.path) for w in self.warnings],
+            migrations=migrations,
         )
 
     # ------------------------------------------------------------ sections
@@ -154,19 +164,20 @@ class _Checker:
                 result[name] = connection
         return result
 
-    def check_routes(self, raw: Any, connections: dict[str, Model]) -> list[Route]:
+    def check_routes(
+        self, raw: Any, connections: dict[str, Model], optional: bool = False
+    ) -> list[Route]:
+        if optional and raw in (None, []):
+            return []
         if not isinstance(raw, list) or not raw:
-            self.fail(("routes",), f"expected a list of routes, found {_kind_of(raw)}")
+            expected = "a list of routes (or a `migrations` section)"
+            self.fail(("routes",), f"expected {expected}, found {_kind_of(raw)}")
             return []
         routes: list[Route] = []
         seen: dict[str, int] = {}
         for index, body in enumerate(raw):
             where: YamlPath = ("routes", index)
-            spec = typing.cast(RouteSpec | None, self.validate(RouteSpec, body, where))
-            endpoints = self.check_endpoints(body, where, connections)
-            templates = None
-            if endpoints is not None and self.check_kinds(spec, *endpoints, where):
-                templates = self.compile_templates(*endpoints, where)
+            route = self.check_route(body, where, connections)
             name = body.get("name") if isinstance(body, dict) else None
             if isinstance(name, str) and name in seen:
                 self.fail(
@@ -175,12 +186,89 @@ class _Checker:
                 )
             elif isinstance(name, str):
                 seen[name] = index
-            if spec is None or endpoints is None or templates is None:
-                continue
-            self.check_delivery(spec, *endpoints, where)
-            source, source_kind, sink, sink_kind = endpoints
-            routes.append(Route(spec, source, source_kind.name, sink, sink_kind.name, templates))
+            if route is not None:
+                routes.append(route)
         return routes
+
+    def check_route(
+        self, body: Any, where: YamlPath, connections: dict[str, Model]
+    ) -> Route | None:
+        """The route written (or derived) at `where`, or None after reporting its problems."""
+        spec = typing.cast(RouteSpec | None, self.validate(RouteSpec, body, where))
+        endpoints = self.check_endpoints(body, where, connections)
+        templates = None
+        if endpoints is not None and self.check_kinds(spec, *endpoints, where):
+            templates = self.compile_templates(*endpoints, where)
+        if spec is None or endpoints is None or templates is None:
+            return None
+        self.check_delivery(spec, *endpoints, where)
+        source, source_kind, sink, sink_kind = endpoints
+        return Route(spec, source, source_kind.name, sink, sink_kind.name, templates)
+
+    def check_migrations(
+        self,
+        raw: Any,
+        bridge: BridgeSettings | None,
+        connections: dict[str, Model],
+        routes: list[Route],
+    ) -> list[Migration]:
+        """Each migration, with the routes of its live phase appended to `routes`."""
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.fail(("migrations",), f"expected a list of migrations, found {_kind_of(raw)}")
+            return []
+        phases: dict[str, Phase] = {}
+        if bridge is not None:
+            try:
+                phases = read_phases(bridge.data_dir)
+            except StateError as exc:
+                self.fail(("bridge", "data_dir"), str(exc))
+        taken = {route.name: format_path(("routes", i)) for i, route in enumerate(routes)}
+        migrations = []
+        for index, body in enumerate(raw):
+            where: YamlPath = ("migrations", index)
+            spec = typing.cast(MigrationSpec | None, self.validate(MigrationSpec, body, where))
+            if spec is None:
+                continue
+            checked = self.check_migration(
+                spec, phases.get(spec.name, spec.phase), where, connections
+            )
+            if checked is None:
+                continue
+            migration, derived = checked
+            for route in derived:
+                if route.name in taken:
+                    self.fail((*where, "name"), f"route '{route.name}' is also {taken[route.name]}")
+                taken[route.name] = format_path(where)
+            routes.extend(derived)
+            migrations.append(migration)
+        return migrations
+
+    def check_migration(
+        self, spec: MigrationSpec, phase: Phase, where: YamlPath, connections: dict[str, Model]
+    ) -> tuple[Migration, list[Route]] | None:
+        name = self.connection_kind(spec.legacy, (*where, "legacy"), connections)
+        self.translate = file_path(where, TO_NATS)
+        try:
+            legacy = self.check_endpoint(name, spec.legacy, (*where, "from")) if name else None
+        finally:
+            self.translate = _same_path
+        if legacy is None:
+            return None
+        endpoint, kind = legacy
+        derived = []
+        for direction, body in derive_routes(spec, phase, kind.writes_back(endpoint)):
+            self.translate = file_path(where, direction)
+            try:
+                derived.append(self.check_route(body, where, connections))
+            finally:
+                self.translate = _same_path
+        if None in derived:
+            return None
+        routes = [route for route in derived if route is not None]
+        names = tuple(route.name for route in routes)
+        return Migration(spec, endpoint, kind.name, phase, names), routes
 
     def check_endpoints(
         self, body: Any, where: YamlPath, connections: dict[str, Model]
@@ -256,7 +344,7 @@ class _Checker:
         """Record `findings` about the route at `where`; False if one is a problem."""
         ok = True
         for finding in findings:
-            path = (*where, *finding.path)
+            path = self.translate((*where, *finding.path))
             if finding.warning:
                 self.warnings.append(_Problem(path, finding.message, self.doc.mark(path)))
             else:
@@ -376,6 +464,7 @@ class _Checker:
         self.fail(path, message)
 
     def fail(self, path: YamlPath, message: str, offset: int | None = None) -> None:
+        path = self.translate(path)
         mark = self.doc.mark(path)
         start = self.doc.value_marks.get(path)
         if offset is not None and start is not None:
@@ -386,7 +475,8 @@ class _Checker:
         ordered = sorted(
             self.problems, key=lambda p: (p.mark.line, p.mark.column) if p.mark else (0, 0)
         )
-        return ConfigError([p.render(self.doc.path) for p in ordered])
+        # Both routes a migration derives may find the same problem in it: shown once.
+        return ConfigError(list(dict.fromkeys(p.render(self.doc.path) for p in ordered)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +491,10 @@ class _Problem:
 
 
 # ---------------------------------------------------------------- pure helpers
+
+
+def _same_path(path: YamlPath) -> YamlPath:
+    return path
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:
