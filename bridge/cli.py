@@ -17,6 +17,7 @@ from natsbridge import __version__
 from natsbridge.bridge import secrets
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_status)
 
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
+    add_migrate_commands(commands)  # migrate status|advance|rollback|history
 
     return parser
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,15 +35,13 @@ from natsbridge.bridge.config.source import (
     shorten,
 )
 from natsbridge.bridge.errors import ConfigError, SubjectError, TemplateError
-from natsbridge.bridge.migrate.derive import derive_routes, file_path
-from natsbridge.bridge.migrate.model import TO_NATS, Migration, MigrationSpec, Phase
-from natsbridge.bridge.migrate.state import StateError, read_phases
 from natsbridge.bridge.registry import all_kinds, available, did_you_mean, load_connector
 from natsbridge.mappings.subjects import validate_subject
 from natsbridge.mappings.templates import Template, compile_template
 
-if TYPE_CHECKING:  # bridge.kind imports the config models
+if TYPE_CHECKING:  # bridge.kind imports the config models; bridge.migrate this package
     from natsbridge.bridge.kind import ConnectorKind, Feature, Finding
+    from natsbridge.bridge.migrate.model import Migration, Phase
 
 _SECRET_KEYS = frozenset({"password", "passcode", "token", "sasl_password"})
 
@@ -77,8 +75,15 @@ class Config:
     migrations: list[Migration] = field(default_factory=list)
 
 
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, interpolate, validate and compile the config at `path`; raise ConfigError."""
+def load_config(
+    path: str | Path,
+    environ: dict[str, str] | None = None,
+    phases: Mapping[str, Phase] | None = None,
+) -> Config:
+    """Read, interpolate, validate and compile the config at `path`; raise ConfigError.
+
+    Migrations run their live phase (bridge.migrate.state), or the one `phases` names.
+    """
     try:
         doc = read_document(path, environ)
     except OSError as exc:
@@ -86,14 +91,15 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     except YamlSyntaxError as exc:
         where = f"{path}:{exc.mark.line}:{exc.mark.column}" if exc.mark else str(path)
         raise ConfigError([f"{where}: {exc}"]) from None
-    return _Checker(doc).check()
+    return _Checker(doc, phases or {}).check()
 
 
 class _Checker:
     """Validates one document, collecting every problem before raising."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, phases: Mapping[str, Phase]) -> None:
         self.doc = doc
+        self.phases = phases
         self.problems = [
             _Problem(path, text, doc.value_marks.get(path) or doc.mark(path))
             for path, text in doc.problems
@@ -103,7 +109,7 @@ class _Checker:
         self.installed = available()
         self.interpolated = {path for path, _ in doc.problems}
         # Where a problem of a route derived from a migration is in the file (see fail()).
-        self.translate: Callable[[YamlPath], YamlPath] = _same_path
+        self.translate: Callable[[YamlPath], YamlPath] = same_path
         _register_secrets(doc.data)
 
     def check(self) -> Config:
@@ -120,7 +126,13 @@ class _Checker:
         connections = self.check_connections(data.get("connections"))
         written = data.get("migrations")
         routes = self.check_routes(data.get("routes"), connections, optional=bool(written))
-        migrations = self.check_migrations(written, bridge, connections, routes)
+        migrations: list[Migration] = []
+        if isinstance(written, list):
+            from natsbridge.bridge.config.migrations import check_migrations
+
+            migrations = check_migrations(self, written, bridge, connections, routes)
+        elif written is not None:
+            self.fail(("migrations",), f"expected a list of migrations, found {_kind_of(written)}")
         if self.problems or bridge is None:
             raise self.error()
         return Config(
@@ -204,71 +216,6 @@ class _Checker:
         self.check_delivery(spec, *endpoints, where)
         source, source_kind, sink, sink_kind = endpoints
         return Route(spec, source, source_kind.name, sink, sink_kind.name, templates)
-
-    def check_migrations(
-        self,
-        raw: Any,
-        bridge: BridgeSettings | None,
-        connections: dict[str, Model],
-        routes: list[Route],
-    ) -> list[Migration]:
-        """Each migration, with the routes of its live phase appended to `routes`."""
-        if raw is None:
-            return []
-        if not isinstance(raw, list):
-            self.fail(("migrations",), f"expected a list of migrations, found {_kind_of(raw)}")
-            return []
-        phases: dict[str, Phase] = {}
-        if bridge is not None:
-            try:
-                phases = read_phases(bridge.data_dir)
-            except StateError as exc:
-                self.fail(("bridge", "data_dir"), str(exc))
-        taken = {route.name: format_path(("routes", i)) for i, route in enumerate(routes)}
-        migrations = []
-        for index, body in enumerate(raw):
-            where: YamlPath = ("migrations", index)
-            spec = typing.cast(MigrationSpec | None, self.validate(MigrationSpec, body, where))
-            if spec is None:
-                continue
-            checked = self.check_migration(
-                spec, phases.get(spec.name, spec.phase), where, connections
-            )
-            if checked is None:
-                continue
-            migration, derived = checked
-            for route in derived:
-                if route.name in taken:
-                    self.fail((*where, "name"), f"route '{route.name}' is also {taken[route.name]}")
-                taken[route.name] = format_path(where)
-            routes.extend(derived)
-            migrations.append(migration)
-        return migrations
-
-    def check_migration(
-        self, spec: MigrationSpec, phase: Phase, where: YamlPath, connections: dict[str, Model]
-    ) -> tuple[Migration, list[Route]] | None:
-        name = self.connection_kind(spec.legacy, (*where, "legacy"), connections)
-        self.translate = file_path(where, TO_NATS)
-        try:
-            legacy = self.check_endpoint(name, spec.legacy, (*where, "from")) if name else None
-        finally:
-            self.translate = _same_path
-        if legacy is None:
-            return None
-        endpoint, kind = legacy
-        derived = []
-        for direction, body in derive_routes(spec, phase, kind.writes_back(endpoint)):
-            self.translate = file_path(where, direction)
-            try:
-                derived.append(self.check_route(body, where, connections))
-            finally:
-                self.translate = _same_path
-        if None in derived:
-            return None
-        routes = [route for route in derived if route is not None]
-        names = tuple(route.name for route in routes)
-        return Migration(spec, endpoint, kind.name, phase, names), routes
 
     def check_endpoints(
         self, body: Any, where: YamlPath, connections: dict[str, Model]
@@ -493,7 +440,8 @@ class _Problem:
 # ---------------------------------------------------------------- pure helpers
 
 
-def _same_path(path: YamlPath) -> YamlPath:
+def same_path(path: YamlPath) -> YamlPath:
+    """The identity: a problem's path as it is written in the file."""
     return path
 
 

@@ -3,6 +3,7 @@
 ``<data_dir>/migrations/state.json`` holds ``{"version": 1, "migrations": {NAME: {"phase",
 "since"}}}``; it is replaced whole (write to a temporary file, fsync, rename, fsync the
 directory), so it is either the old or the new state after a kill -9, never half of one.
+``parity.json`` keeps the last parity measured per migration, for the metrics.
 ``history.jsonl`` gets one JSON line per change (time, migration, from, to, who, forced,
 reason), appended and fsynced after the state is written: a crash between the two loses
 the line, never the phase. A lock file serialises concurrent `migrate` commands.
@@ -27,6 +28,7 @@ from natsbridge.bridge.migrate.model import Phase
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
+PARITY_FILE = "parity.json"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = "lock"
 
@@ -61,6 +63,11 @@ def state_dir(data_dir: str | Path) -> Path:
 
 def read_phases(data_dir: str | Path) -> dict[str, Phase]:
     """The recorded live phase of each migration ({} before the first change)."""
+    return {name: Phase(entry["phase"]) for name, entry in read_state(data_dir).items()}
+
+
+def read_state(data_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Each migration's recorded ``{"phase", "since"}`` (since: Unix time of the change)."""
     path = state_dir(data_dir) / STATE_FILE
     try:
         text = path.read_text(encoding="utf-8")
@@ -72,7 +79,11 @@ def read_phases(data_dir: str | Path) -> dict[str, Phase]:
         data = json.loads(text)
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"expected version {STATE_VERSION}, found {data.get('version')!r}")
-        return {name: Phase(entry["phase"]) for name, entry in data["migrations"].items()}
+        entries = data["migrations"]
+        for entry in entries.values():
+            Phase(entry["phase"])
+            float(entry["since"])
+        return dict(entries)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise StateError(
             f"{path}: damaged migration state ({exc}); restore it or remove it"
@@ -132,7 +143,7 @@ def record(
     directory = state_dir(data_dir)
     change = Change(time.time(), migration, from_.value, to.value, who, forced, reason)
     try:
-        current = _read_raw(directory / STATE_FILE)
+        current = read_state(data_dir)  # refuses a damaged file rather than overwrite it
         current[migration] = {"phase": to.value, "since": change.time}
         _replace(directory / STATE_FILE, {"version": STATE_VERSION, "migrations": current})
         with open(directory / HISTORY_FILE, "a", encoding="utf-8") as out:
@@ -142,14 +153,6 @@ def record(
     except OSError as exc:
         raise StateError(f"{directory}: cannot record the phase change: {exc.strerror}") from None
     return change
-
-
-def _read_raw(path: Path) -> dict[str, Any]:
-    read_phases(path.parent.parent)  # refuses a damaged file rather than overwriting it
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8"))["migrations"])
-    except FileNotFoundError:
-        return {}
 
 
 def _replace(path: Path, data: dict[str, Any]) -> None:
@@ -170,3 +173,22 @@ def _replace(path: Path, data: dict[str, Any]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remember_parity(data_dir: str | Path, migration: str, ok: bool) -> None:
+    """Keep the last parity measured for `migration` (best effort: metrics only)."""
+    path = state_dir(data_dir) / PARITY_FILE
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        known = last_parity(data_dir)
+        known[migration] = {"ok": ok, "time": time.time()}
+        _replace(path, known)
+
+
+def last_parity(data_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """migration -> {"ok", "time"} of the last parity measured ({} if none or unreadable)."""
+    try:
+        data = json.loads((state_dir(data_dir) / PARITY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

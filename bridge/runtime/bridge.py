@@ -12,6 +12,7 @@ from natsbridge.bridge.config.loader import Config, Route
 from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.connector import Sink, Source
 from natsbridge.bridge.errors import StoreError
+from natsbridge.bridge.migrate.metrics import MigrationCollector
 from natsbridge.bridge.registry import load_connector
 from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
@@ -49,6 +50,7 @@ class Bridge:
                 await _sample_backlog(self.runners[-1])  # right from the start, after a restart
             if self.config.bridge.admin.enabled:
                 self.admin = AdminServer(self.config.bridge.admin, self.runners)
+                self.admin.registry.register(MigrationCollector(lambda: self.config))
                 self.admin.start()
             sampler = asyncio.create_task(self._sample())
             tasks = [asyncio.create_task(r.run(), name=r.route.name) for r in self.runners]
