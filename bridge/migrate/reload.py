@@ -2,45 +2,30 @@
 
 from __future__ import annotations
 
-import ssl
-import urllib.error
-import urllib.request
-
+from natsbridge.bridge.admin.control import AdminUnavailable, admin_url, reload_bridge
 from natsbridge.bridge.config.loader import Config
+from natsbridge.bridge.errors import ConfigError
 
-RELOAD_TIMEOUT_S = 30.0
-
-
-def admin_url(config: Config) -> str:
-    """The admin endpoint of the bridge that runs `config` (a wildcard host: loopback)."""
-    admin = config.bridge.admin
-    host, _, port = admin.listen.rpartition(":")
-    if host in ("", "0.0.0.0", "[::]", "::"):
-        host = "127.0.0.1"
-    return f"{'https' if admin.tls else 'http'}://{host}:{port}"
+LATER = "the new phase applies when the bridge starts (or on SIGHUP)"
 
 
 def reload_running_bridge(config: Config) -> str:
     """POST /api/reload to the config's admin endpoint; one line saying what happened."""
-    later = "the new phase applies when the bridge starts (or on SIGHUP)"
-    if not config.bridge.admin.enabled:
-        return f"admin endpoint disabled: {later}"
-    url = f"{admin_url(config)}/api/reload"
-    request = urllib.request.Request(url, method="POST", data=b"")
-    token = config.bridge.admin.token
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
-    context = None
-    if url.startswith("https:"):
-        context = ssl.create_default_context()
-        context.check_hostname = False  # the admin certificate names the host, not loopback
-        context.verify_mode = ssl.CERT_NONE
+    admin = config.bridge.admin
+    if not admin.enabled:
+        return f"admin endpoint disabled: {LATER}"
+    token = admin.token.get_secret_value() if admin.token else None
     try:
-        with urllib.request.urlopen(request, timeout=RELOAD_TIMEOUT_S, context=context):
-            return f"the running bridge reloaded ({url})"
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode("utf-8", "replace").strip()
-        return f"the running bridge refused the reload ({exc.code} {detail}): {later}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return f"no bridge answered at {url} ({reason}): {later}"
+        changed = reload_bridge(admin_url(admin), token)
+    except AdminUnavailable as exc:
+        return f"no running bridge reloaded ({exc}): {LATER}"
+    except ConfigError as exc:
+        return f"the running bridge refused the reload ({'; '.join(exc.problems)}): {LATER}"
+    parts = [
+        f"{what} {', '.join(changed[what])}"
+        for what in ("added", "removed", "restarted")
+        if changed.get(what)
+    ]
+    failed = changed.get("failed") or {}
+    parts.extend(f"FAILED {name}: {reason}" for name, reason in failed.items())
+    return f"the running bridge reloaded: {'; '.join(parts) or 'no route changed'}"

@@ -206,10 +206,12 @@ class _Admin(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.calls.append((self.path, self.headers.get("Authorization")))
+        body = json.dumps({"added": ["orders.to-legacy"], "unchanged": ["orders.to-nats"]})
         self.send_response(200)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(body.encode())
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -239,11 +241,15 @@ def test_a_phase_change_asks_the_running_bridge_to_reload(
     )
     path = write(tmp_path, text, port=port)
     code, out, _ = run(capsys, "migrate", "advance", "orders", "-c", str(path))
-    assert code == 0 and "the running bridge reloaded" in out
+    assert code == 0 and "the running bridge reloaded: added orders.to-legacy" in out
     assert calls == [("/api/reload", "Bearer s3cret")]
     unused = write(tmp_path, port=free_port())
     code, out, _ = run(capsys, "migrate", "advance", "orders", "-c", str(unused))
-    assert code == 0 and "no bridge answered" in out and "applies when the bridge starts" in out
+    assert (
+        code == 0
+        and "no running bridge reloaded" in out
+        and "applies when the bridge starts" in out
+    )
 
 
 def test_metrics_show_the_live_phase_and_the_last_parity(
