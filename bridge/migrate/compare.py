@@ -8,7 +8,9 @@ the same bytes). `compare` pairs them:
 
 * by shared coordinates where the NATS copy carries them (``Kafka-Topic``/``-Partition``/
   ``-Offset``): a pair whose digests differ is `differ`, a second copy is a duplicate;
-* by digest otherwise (a RabbitMQ message has no coordinates its copy could name).
+* by digest otherwise (a RabbitMQ message has no coordinates its copy could name); such
+  copies stored before the first one that pairs are context (their originals may predate
+  the tap that recorded the legacy side).
 
 A legacy message without a copy is `missing` when the mirror has already copied a later
 message of the same group (partition or queue), else `pending` (not copied yet: lag, not
@@ -125,13 +127,23 @@ def compare(
         if id(seen) not in paired:
             waiting[seen.digest].append(seen)
     bounds = _bounds(legacy)
-    extra: list[Coordinates] = []
+    unpaired: list[Seen] = []
+    first_paired: int | None = None
     for copy in unkeyed:
         candidates = waiting.get(copy.digest)
         if candidates:
             paired.add(id(candidates.pop(0)))
+            if copy.pair_key is None and (first_paired is None or copy.position < first_paired):
+                first_paired = copy.position
         elif copy.in_window and _inside(copy.pair_key, bounds):
-            extra.append(copy.where)
+            unpaired.append(copy)
+    # Copies paired by digest only come from a tap that opened at some point: those stored
+    # before the first paired one may have originals from before it (context, not extra).
+    extra = [
+        copy.where
+        for copy in unpaired
+        if copy.pair_key is not None or first_paired is None or copy.position > first_paired
+    ]
     reached: dict[str, int] = {}
     for seen in legacy:
         if id(seen) in paired:

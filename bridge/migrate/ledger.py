@@ -66,7 +66,9 @@ class Ledger:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        db = sqlite3.connect(path, isolation_level=None)
+        db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False
+        )  # used by one thread at a time
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(SCHEMA)

@@ -9,8 +9,7 @@ ledger (bridge.migrate.ledger). A legacy flow read from a queue on the default e
 cannot be tapped (nothing can bind there): parity says so in one line.
 
 Parity reads the stream first, then moves the tap into the ledger: every copy read has
-its original recorded. Copies stored in the first `TAP_SETTLE_S` after the tap opened
-may have originals from before it and are read as context only. Lag: the depth of the
+its original recorded. Lag: the depth of the
 queue the mirror consumes (passive declare: ready messages, not those in flight).
 
 pika blocks: the async functions run it on a thread.
@@ -33,7 +32,6 @@ from natsbridge.mappings import headers as h
 
 TAP_EXPIRES_MS = 7 * 24 * 3600 * 1000  # a tap not drained for a week deletes itself
 GET_BATCH = 500  # messages recorded per ledger commit
-TAP_SETTLE_S = 30.0  # copies stored this soon after the tap opened may predate it
 
 
 def tap_queue(migration: str) -> str:
@@ -205,8 +203,7 @@ async def collect(
         legacy = seen_in_ledger(ledger, since)
     finally:
         ledger.close()
-    window_start = max(since, started + TAP_SETTLE_S)
-    return legacy, seen_in_stream(stored, context.stream, window_start, context.headers)
+    return legacy, seen_in_stream(stored, context.stream, since, context.headers)
 
 
 async def open_tap(context: LegacyContext) -> None:

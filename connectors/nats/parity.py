@@ -39,8 +39,7 @@ async def _connected(name: str, connection: Model, purpose: str) -> AsyncIterato
     try:
         yield link.client
     finally:
-        with contextlib.suppress(Exception):
-            await link.client.close()
+        await link.close()
 
 
 async def read_stream(

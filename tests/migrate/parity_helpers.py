@@ -62,27 +62,35 @@ def mirror_config(
     )
 
 
-def migration_of(config: Config, name: str, stream: str, headers: list[str]) -> Migration:
-    """The migration whose mirror is the config's route `<name>.to-nats`."""
+def migration_of(
+    path: Path, name: str, stream: str, headers: list[str]
+) -> tuple[Config, Migration]:
+    """The config at `path` and the migration whose mirror is its route `<name>.to-nats`."""
+    config = load_config(path)
     route = next(r for r in config.routes if r.name == f"{name}.to-nats")
-    return Migration(
+    migration = Migration(
         name=name,
         spec=Spec(Nats("nats", stream), Verify(headers=headers)),
         legacy=route.source,
         legacy_kind=route.source_kind,
     )
+    return config, migration
 
 
-def mirror(path: Path, nats_url: str, stream: str, count: int) -> Config:
-    """Run the bridge on `path` until `stream` holds `count` messages; the loaded config."""
+def wait_for_stream(bridge: BridgeProcess, nats_url: str, stream: str, count: int) -> None:
+    """Wait until `stream` holds `count` messages (the bridge's log if it never does)."""
+    deadline = time.monotonic() + WAIT_S
+    while asyncio.run(stream_count(nats_url, stream)) < count:
+        assert time.monotonic() < deadline, bridge.tail()
+        time.sleep(0.2)
+
+
+def mirror(path: Path, nats_url: str, stream: str, count: int) -> None:
+    """Run the bridge on `path` until `stream` holds `count` messages."""
     bridge = BridgeProcess(path, path.parent / "data")
     bridge.start()
     try:
-        deadline = time.monotonic() + WAIT_S
-        while asyncio.run(stream_count(nats_url, stream)) < count:
-            assert time.monotonic() < deadline, bridge.tail()
-            time.sleep(0.2)
+        wait_for_stream(bridge, nats_url, stream, count)
         assert bridge.terminate() == 0, bridge.tail()
     finally:
         bridge.stop()
-    return load_config(path)

@@ -118,3 +118,11 @@ def test_the_digest_covers_key_payload_and_only_the_chosen_headers() -> None:
     assert base != content_digest(b"k", b"p", {"a": ["2"], "b": ["2"]}, ["a"])
     assert base != content_digest(None, b"p", {"a": ["1"]}, ["a"])
     assert content_digest(b"", b"ab", {}, []) != content_digest(b"a", b"b", {}, [])
+
+
+def test_unpaired_copies_before_the_first_paired_one_predate_the_tap() -> None:
+    legacy = [ledger_entry(1, b"a"), ledger_entry(2, b"b")]
+    copies = [unkeyed(10, b"before the tap"), unkeyed(11, b"a"), unkeyed(12, b"injected")]
+    copies.append(unkeyed(13, b"b"))
+    report = compare("m", 60, legacy, copies)
+    assert report.extra == [{"stream": "S", "seq": 12}] and not report.missing

@@ -94,8 +94,8 @@ def test_kafka_parity_reports_a_deleted_copy_missing_and_an_injected_one_extra(
             "jetstream": {"stream": stream},
         },
     )
-    config = mirror(path, nats_url, stream, RECORDS)
-    migration = migration_of(config, name, stream, ["trace"])
+    mirror(path, nats_url, stream, RECORDS)
+    config, migration = migration_of(path, name, stream, ["trace"])
 
     report = asyncio.run(parity(config, migration, 600))
     assert report.ok, report.to_json()
