@@ -21,6 +21,7 @@ from natsbridge.bridge import secrets
 from natsbridge.bridge.config.loader import Config, load_config
 from natsbridge.bridge.errors import BridgeError
 from natsbridge.bridge.migrate import preconditions, state
+from natsbridge.bridge.migrate.lag import lag as lag_of
 from natsbridge.bridge.migrate.model import (
     PHASES,
     Migration,
@@ -28,8 +29,9 @@ from natsbridge.bridge.migrate.model import (
     next_phase,
     previous_phase,
 )
+from natsbridge.bridge.migrate.parity import close_tap, open_tap
+from natsbridge.bridge.migrate.parity import parity as parity_of
 from natsbridge.bridge.migrate.reload import reload_running_bridge
-from natsbridge.bridge.migrate.sides import lag_of, parity_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -102,7 +104,7 @@ def _status(args: argparse.Namespace) -> int:
 async def _status_report(config: Config, recorded: dict[str, Any]) -> list[dict[str, Any]]:
     async def one(migration: Migration) -> dict[str, Any]:
         target = next_phase(migration.phase)
-        want_parity = migration.phase in (Phase.VERIFY, Phase.CUTOVER)
+        want_parity = migration.phase is Phase.VERIFY  # a RabbitMQ tap records only then
         measured = await preconditions.measure(
             config, migration, lag_of, parity_of, want_lag=True, want_parity=want_parity
         )
@@ -217,9 +219,23 @@ def _move(
             reason=reason,
         )
     print(f"{migration.name}: {migration.phase} -> {target}{' (forced)' if forced else ''}")
+    _parity_tap(config, migration, target)
     if not args.no_reload:
         print(reload_running_bridge(config))
     return EXIT_OK
+
+
+def _parity_tap(config: Config, migration: Migration, target: Phase) -> None:
+    """Open the parity tap when entering verify, close it when leaving (after the step)."""
+    if (migration.phase is Phase.VERIFY) == (target is Phase.VERIFY):
+        return
+    step = open_tap if target is Phase.VERIFY else close_tap
+    what = "start" if target is Phase.VERIFY else "stop"
+    try:
+        asyncio.run(step(config, migration))
+    except Exception as exc:  # a broker error of any client library: the phase is recorded
+        text = secrets.redact(f"{type(exc).__name__}: {exc}")
+        print(f"warning: could not {what} the parity tap ({text})", file=sys.stderr)
 
 
 def _find(config: Config, name: str) -> Migration:

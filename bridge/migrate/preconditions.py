@@ -2,8 +2,8 @@
 
 * verify -> cutover: parity holds over the window (nothing missing, extra or different)
   and neither side has more than `verify.max_lag` messages waiting;
-* cutover -> retire and retire -> done: the legacy side has no unconsumed message
-  (queue depth 0 / consumer-group lag 0).
+* cutover -> retire and retire -> done: the legacy side has no message the mirror has not
+  copied (its queue's depth / its consumer group's lag is 0).
 
 mirror -> verify needs nothing, and a rollback is always allowed. A measurement that fails
 (a broker that does not answer) blocks like a failed check: `--force` passes anyway, and
@@ -91,7 +91,7 @@ def blockers(migration: Migration, target: Phase, measured: Measured) -> list[st
         elif lag.legacy is None:
             found.append("legacy lag unknown")
         elif lag.legacy > 0:
-            found.append(f"the legacy side still has {lag.legacy} unconsumed messages")
+            found.append(f"the legacy side still has {lag.legacy} messages not copied to NATS")
     return found
 
 

@@ -69,8 +69,13 @@ def sides(monkeypatch: pytest.MonkeyPatch) -> Sides:
             raise fake.parity
         return fake.parity
 
+    async def tap(config: Any, migration: Any) -> None:
+        fake.asked.append("tap")
+
     monkeypatch.setattr(migrate_cli, "lag_of", lag_of)
     monkeypatch.setattr(migrate_cli, "parity_of", parity_of)
+    monkeypatch.setattr(migrate_cli, "open_tap", tap)
+    monkeypatch.setattr(migrate_cli, "close_tap", tap)
     return fake
 
 
@@ -88,6 +93,7 @@ def test_advance_through_every_phase_and_back(
         code, out, _ = run(capsys, "migrate", "advance", "orders", "-c", c, "--no-reload")
         assert code == 0 and f"-> {expected}" in out
     assert load_config(config_file, {}).migrations[0].phase is Phase.DONE
+    assert sides.asked.count("tap") == 2  # opened entering verify, closed leaving it
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
     assert (
         code == 1 and err.strip() == "natsbridge: migration 'orders' is done: nothing to advance to"
@@ -139,7 +145,7 @@ def test_retire_waits_for_the_legacy_side_to_drain(
         state.record(data_dir, "orders", Phase.MIRROR, Phase.CUTOVER, who="cli")
     sides.lag = FakeLag(legacy=4, nats=0)
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
-    assert code == 1 and "the legacy side still has 4 unconsumed messages" in err
+    assert code == 1 and "the legacy side still has 4 messages not copied to NATS" in err
     assert sides.asked == ["lag"]  # parity is not what retire needs
     sides.lag = RuntimeError("connection refused")
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
