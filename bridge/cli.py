@@ -17,6 +17,7 @@ from natsbridge import __version__
 from natsbridge.bridge import secrets
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.importers.cli import add_parsers as add_import_commands
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_status)
 
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
+    add_import_commands(commands)  # import rabbitmq|kafka: a starting migration config
 
     return parser
 
