@@ -18,6 +18,7 @@ from natsbridge.bridge import secrets
 from natsbridge.bridge.admin.control import add_parsers as add_control_commands
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.importers.cli import add_parsers as add_import_commands
 from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
 
 EXIT_OK = 0
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
     add_control_commands(commands)  # reload, pause, resume: a running bridge
     add_migrate_commands(commands)  # migrate status|advance|rollback|history
+    add_import_commands(commands)  # import rabbitmq|kafka: a starting migration config
 
     return parser
 
