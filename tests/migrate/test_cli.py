@@ -273,3 +273,22 @@ def test_metrics_show_the_live_phase_and_the_last_parity(
     assert 'natsbridge_migration_phase{migration="clicks",phase="mirror"} 1.0' in text
     assert 'natsbridge_migration_parity_ok{migration="orders"} 1.0' in text
     assert 'natsbridge_migration_parity_ok{migration="clicks"}' not in text
+
+
+def test_rolling_back_out_of_cutover_waits_for_nats_to_legacy(
+    config_file: Path, sides: Sides, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = str(config_file)
+    data_dir = config_file.parent / "data"
+    with state.locked(data_dir):
+        state.record(data_dir, "orders", Phase.MIRROR, Phase.CUTOVER, who="cli")
+    sides.lag = FakeLag(legacy=0, nats=3)
+    code, _, err = run(capsys, "migrate", "rollback", "orders", "-c", c, "--to", "mirror")
+    assert code == 1
+    assert "blocked: orders.to-legacy has 3 messages not yet delivered to the legacy side" in err
+    sides.lag = FakeLag(legacy=50, nats=0)
+    code, out, _ = run(
+        capsys, "migrate", "rollback", "orders", "-c", c, "--to", "mirror", "--no-reload"
+    )
+    assert code == 0 and "cutover -> mirror" in out
+    assert sides.asked == ["lag", "lag"]
