@@ -106,8 +106,8 @@ def blockers(migration: Migration, target: Phase, measured: Measured) -> list[st
         # Into retire, NAME.to-legacy still writes what NATS producers send to the legacy
         # side, and the mirror reads those echoes back (and drops them): its lag settles
         # at a few messages, not 0, until retire stops NAME.to-legacy.
-        limit = f" (max_lag {migration.spec.verify.max_lag})" if target is Phase.RETIRE else ""
-        found.append(f"the legacy side still has {lag.legacy} messages not copied to NATS{limit}")
+        shown = f" (max_lag {migration.spec.verify.max_lag})" if target is Phase.RETIRE else ""
+        found.append(f"the legacy side still has {lag.legacy} messages not copied to NATS{shown}")
     return found
 
 
