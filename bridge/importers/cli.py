@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from natsbridge.bridge.importers.plan import ImportFailed, ImportPlan
 from natsbridge.bridge.importers.writer import Form, render
 
 DEFAULT_PREFIX = "legacy"
+DEFAULT_TIMEOUT_S = 15.0  # a Kafka admin request without an answer
 
 
 def add_parsers(commands: Any) -> None:
@@ -45,6 +47,13 @@ def add_parsers(commands: Any) -> None:
     kafka.add_argument("--bootstrap", required=True, metavar="HOST:PORT", help="a broker")
     kafka.add_argument(
         "--topics", type=_regex, metavar="REGEX", help="import the topics it matches in full"
+    )
+    kafka.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="give up on an unanswered request after this long (default: %(default)s)",
     )
     _common(kafka)
     kafka.set_defaults(func=_import_kafka)
@@ -72,6 +81,16 @@ def _regex(text: str) -> re.Pattern[str]:
         raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, found {text!r}")
+    return value
+
+
 def _prefix(text: str) -> str:
     try:
         return check_subject_prefix(text)
@@ -96,7 +115,7 @@ def _import_kafka(args: argparse.Namespace) -> int:
     command = ["natsbridge", "import", "kafka", "--bootstrap", args.bootstrap]
     if args.topics is not None:
         command += ["--topics", args.topics.pattern]
-    topics = read_cluster(args.bootstrap, args.topics)
+    topics = read_cluster(args.bootstrap, args.topics, args.timeout)
     return _write(plan_kafka(topics, args.bootstrap, args.prefix, _command(command, args)), args)
 
 
