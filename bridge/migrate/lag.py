@@ -1,0 +1,63 @@
+"""Lag of a migration on both sides: what is waiting to be copied or consumed.
+
+* legacy: what the mirror (route ``<name>.to-nats``) has not taken yet, as the legacy
+  kind's parity module measures it (Kafka: its consumer group's lag, asked of the group
+  coordinator without joining; RabbitMQ: the depth of the queue it consumes).
+* nats: what the durable consumer feeding the legacy side in cutover (route
+  ``<name>.to-legacy``, default durable ``natsbridge-<name>``) has not had acked yet;
+  None when that consumer does not exist (before cutover).
+
+Messages taken from the legacy side and still in the bridge's buffer count on neither
+side (`natsbridge_buffer_depth` shows them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from natsbridge.bridge.config.loader import Config
+from natsbridge.bridge.migrate.parity import MigrationLike, connection_of, legacy_context
+from natsbridge.bridge.migrate.sides import legacy_side, stream_side
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """Messages waiting on each side; None where there is nothing to measure."""
+
+    legacy: int | None
+    nats: int | None
+    legacy_what: str  # "consumer group natsbridge-orders.to-nats", "queue natsbridge.…"
+    nats_what: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The lag as JSON-ready data."""
+        return {
+            "legacy": self.legacy,
+            "nats": self.nats,
+            "legacy_what": self.legacy_what,
+            "nats_what": self.nats_what,
+        }
+
+
+def feed_durable(config: Config, migration: MigrationLike) -> str:
+    """The durable of the route feeding NATS -> legacy (its `from.jetstream.durable`)."""
+    for route in config.routes:
+        if route.name == f"{migration.name}.to-legacy":
+            jetstream = getattr(route.source, "jetstream", None)
+            durable = getattr(jetstream, "durable", None)
+            return str(durable) if durable else f"natsbridge-{route.name}"
+    return f"natsbridge-{migration.name}"
+
+
+async def lag(config: Config, migration: MigrationLike) -> Lag:
+    """The lag of `migration` on both sides (see the module doc)."""
+    legacy, legacy_what = await legacy_side(migration.legacy_kind).lag(
+        legacy_context(config, migration)
+    )
+    nats = migration.spec.nats
+    connection = connection_of(config, nats.connection)
+    durable = feed_durable(config, migration)
+    reader = stream_side(str(getattr(connection, "kind", "")))
+    pending = await reader.consumer_pending(nats.connection, connection, nats.stream, durable)
+    return Lag(legacy, pending, legacy_what, f"consumer {nats.stream}/{durable}")
