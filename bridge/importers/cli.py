@@ -128,18 +128,9 @@ def _command(words: list[str], args: argparse.Namespace) -> str:
 
 
 def check(plan: ImportPlan) -> None:
-    """Raise ImportFailed unless the config loader accepts what `plan` renders to.
-
-    The routes form is always checked: it holds every endpoint, subject and name the
-    migrations form holds. The migrations form is checked too once the loader knows it.
-    """
-    from natsbridge.bridge.config.model import ConfigFile
-
-    forms = [Form.ROUTES]
-    if "migrations" in ConfigFile.model_fields:
-        forms.append(Form.MIGRATIONS)
-    for form in forms:
-        problems = validate_text(render(plan, form))
+    """Raise ImportFailed unless the config loader accepts both forms of `plan` (phase mirror)."""
+    for form in Form:
+        problems = validate_text(render(plan, form), plan)
         if problems:
             raise ImportFailed(
                 f"the generated config does not validate (a natsbridge bug, please report it): "
@@ -147,15 +138,21 @@ def check(plan: ImportPlan) -> None:
             )
 
 
-def validate_text(text: str) -> list[str]:
-    """The config loader's problems with `text` as a config file (none: it is valid)."""
-    from natsbridge.bridge.config import load_config
+def validate_text(text: str, plan: ImportPlan, phase: str = "mirror") -> list[str]:
+    """The config loader's problems with `text`, its migrations in `phase` (none: valid).
 
+    The phase is given, not read from a data dir's state: the check is the same wherever it
+    runs.
+    """
+    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.migrate.model import Phase
+
+    phases = {migration.name: Phase(phase) for migration in plan.migrations}
     with tempfile.TemporaryDirectory(prefix="natsbridge-import-") as scratch:
         path = Path(scratch, "imported.yaml")
         path.write_text(text, encoding="utf-8")
         try:
-            load_config(path, environ={})
+            load_config(path, environ={}, phases=phases)
         except ConfigError as exc:
             return exc.problems
     return []

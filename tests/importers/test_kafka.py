@@ -16,7 +16,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from natsbridge.bridge.config.model import ConfigFile
 from tests.importers.snapshots import assert_snapshot, natsbridge
 
 pytestmark = pytest.mark.kafka
@@ -103,10 +102,6 @@ def test_an_unreachable_cluster_is_one_line(unique_name: str) -> None:
     assert result.stdout == ""
 
 
-@pytest.mark.skipif(
-    "migrations" not in ConfigFile.model_fields,
-    reason="the config loader has no `migrations:` section yet (branch wip-phases)",
-)
 def test_the_migrations_form_validates(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
     config = tmp_path / "migrations.yaml"
     _import(kafka_bootstrap, prefix, "-o", str(config))
