@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from natsbridge.bridge.config.loader import Config
+from natsbridge.bridge.migrate.kinds import legacy_side, stream_side
 from natsbridge.bridge.migrate.parity import MigrationLike, connection_of, legacy_context
-from natsbridge.bridge.migrate.sides import legacy_side, stream_side
 
 
 @dataclass(frozen=True, slots=True)

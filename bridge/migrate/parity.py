@@ -1,7 +1,7 @@
 """Parity of a migration and its tap: what `migrate verify` and `migrate advance` ask.
 
 `parity(config, migration, window)` has the legacy kind's `parity` module
-(bridge.migrate.sides) read both sides over the window, legacy first so that every copy
+(bridge.migrate.kinds) read both sides over the window, legacy first so that every copy
 in the stream has its original in what was read (or is truly extra), and pairs them
 (bridge.migrate.compare). A Kafka topic is read by offsets; a RabbitMQ exchange through a
 parity tap and its ledger. `open_tap`/`close_tap` start and end that recording when a
@@ -17,7 +17,7 @@ from natsbridge.bridge.config.loader import Config
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.errors import PermanentError
 from natsbridge.bridge.migrate.compare import ParityReport, compare
-from natsbridge.bridge.migrate.sides import (
+from natsbridge.bridge.migrate.kinds import (
     LegacyContext,
     StreamMessage,
     legacy_side,

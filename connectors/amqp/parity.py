@@ -1,6 +1,6 @@
 """The legacy side of a RabbitMQ migration: a parity tap, its ledger, and queue depths.
 
-(bridge.migrate.sides.LegacySide.)
+(bridge.migrate.kinds.LegacySide.)
 The tap is a durable queue of the bridge's own, ``natsbridge.<migration>.parity``, bound
 to the legacy exchange with the legacy binding keys (so it receives what the legacy
 consumers' queues and the mirror's own queue receive), with ``x-expires`` so that a tap
@@ -25,8 +25,8 @@ from typing import Any
 from natsbridge.bridge.errors import PermanentError, RetryableError
 from natsbridge.bridge.migrate import ledger as ledgers
 from natsbridge.bridge.migrate.compare import Seen, content_digest
+from natsbridge.bridge.migrate.kinds import LegacyContext, StreamMessage, StreamReader
 from natsbridge.bridge.migrate.ledger import Ledger
-from natsbridge.bridge.migrate.sides import LegacyContext, StreamMessage, StreamReader
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSource
 from natsbridge.mappings import headers as h
 

@@ -1,6 +1,6 @@
 """The legacy side of a Kafka migration: the topic itself, read by offsets.
 
-Parity (bridge.migrate.sides.LegacySide): the records of the source's topics from the
+Parity (bridge.migrate.kinds.LegacySide): the records of the source's topics from the
 window's start (`offsets_for_times`) to each partition's end as of the read, then the
 stream, whose copies pair with the records by their ``Kafka-Topic``/``-Partition``/
 ``-Offset`` headers. A topic keeps its records, so no tap is needed. Lag: the mirror's
@@ -23,7 +23,7 @@ from typing import Any
 
 from natsbridge.bridge.errors import RetryableError
 from natsbridge.bridge.migrate.compare import Seen, content_digest
-from natsbridge.bridge.migrate.sides import LegacyContext, StreamMessage, StreamReader
+from natsbridge.bridge.migrate.kinds import LegacyContext, StreamMessage, StreamReader
 from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSource
 from natsbridge.mappings import headers as h
 from natsbridge.mappings.kafka import kafka_to_nats_headers, key_from_headers

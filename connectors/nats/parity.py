@@ -1,4 +1,4 @@
-"""The NATS side of a migration, read for parity and lag (bridge.migrate.sides.StreamSide).
+"""The NATS side of a migration, read for parity and lag (bridge.migrate.kinds.StreamSide).
 
 `read_stream` reads the stream from a point in time to the last message it held when the
 read began, through an ephemeral consumer (no acks, deleted afterwards, and removed by
@@ -19,7 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from natsbridge.bridge.config.model import Model
 from natsbridge.bridge.errors import PermanentError
-from natsbridge.bridge.migrate.sides import StreamMessage
+from natsbridge.bridge.migrate.kinds import StreamMessage
 from natsbridge.connectors.nats.client import NatsLink
 from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.connectors.nats.driver import NatsClient
