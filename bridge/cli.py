@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 
 from natsbridge import __version__
 from natsbridge.bridge import secrets
+from natsbridge.bridge.admin.control import add_parsers as add_control_commands
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mapping.set_defaults(func=_map)
 
-    run = commands.add_parser("run", help="run the bridge until SIGTERM/SIGINT")
+    run = commands.add_parser(
+        "run", help="run the bridge until SIGTERM/SIGINT (SIGHUP reloads the config)"
+    )
     run.add_argument("-c", "--config", required=True, help="config file (YAML)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
@@ -88,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=_status)
 
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
+    add_control_commands(commands)  # reload, pause, resume: a running bridge
+    add_migrate_commands(commands)  # migrate status|advance|rollback|history
 
     return parser
 
@@ -198,14 +204,18 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from natsbridge.bridge import logs
-    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.config import Config, load_config
     from natsbridge.bridge.config.describe import describe_route
     from natsbridge.bridge.runtime.bridge import Bridge, install_signal_handlers
 
-    config = load_config(args.config)
-    if args.admin_listen:
-        admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
-        config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
+    def load() -> Config:  # at start and on every reload (SIGHUP, POST /api/reload)
+        config = load_config(args.config)
+        if args.admin_listen:
+            admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
+            config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
+        return config
+
+    config = load()
     logs.configure(args.log_level, None if args.log_format is None else args.log_format == "json")
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -217,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
 
     async def main() -> None:
-        bridge = Bridge(config)
+        bridge = Bridge(config, load)
         install_signal_handlers(bridge)
         await bridge.run(once=args.once)
 

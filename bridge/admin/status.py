@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import ssl
-import urllib.error
-import urllib.request
 from typing import Any
 
-from natsbridge.bridge.errors import BridgeError
+from natsbridge.bridge.admin.control import admin_request
 
 COLUMNS = ("ROUTE", "STATE", "IN/s", "OUT/s", "DELIVERED", "BUFFER", "OLDEST", "DEAD", "LAST ERROR")
 
 
-class AdminUnavailable(BridgeError):
-    """The admin endpoint could not be reached or refused the request."""
-
-
 def fetch_routes(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
-    """GET `<admin_url>/api/routes` as JSON."""
-    request = urllib.request.Request(f"{admin_url.rstrip('/')}/api/routes")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    context = ssl.create_default_context() if admin_url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            result: dict[str, Any] = json.load(response)
-            return result
-    except urllib.error.HTTPError as exc:
-        hint = " (set --token or NATSBRIDGE_ADMIN_TOKEN)" if exc.code == 401 else ""
-        raise AdminUnavailable(f"{admin_url} answered {exc.code} {exc.reason}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AdminUnavailable(f"cannot reach the admin endpoint {admin_url}: {reason}") from None
+    """GET `<admin_url>/api/routes` as JSON (AdminUnavailable when refused)."""
+    result: dict[str, Any] = admin_request(admin_url, "/api/routes", token, timeout=timeout)
+    return result
 
 
 def render_table(routes: list[dict[str, Any]]) -> str:

@@ -30,6 +30,9 @@ class Direct(RouteEndpoints):
         slots = asyncio.Semaphore(self.route.spec.max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         while not self._stopping.is_set():
+            if self.paused:
+                await self._until_reading()
+                continue
             try:
                 batch = await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
             except RetryableError as exc:

@@ -55,6 +55,8 @@ class RouteEndpoints:
         self.stats = RouteStats()
         self.batch = min(route.spec.max_in_flight, 1000)
         self._stopping = asyncio.Event()
+        self._reading = asyncio.Event()  # cleared while an operator paused the route
+        self._reading.set()
         self._ingest_done = asyncio.Event()
         self._sink_reconnecting = asyncio.Lock()
         self._sink_generation = 0  # bumped on every sink reconnect
@@ -94,7 +96,7 @@ class RouteEndpoints:
                     exc,
                     extra={"event": "connect_failed", "connection": endpoint_connection},
                 )
-                await self._pause(delay)
+                await self._back_off(delay)
                 continue
             self._connected_at[role] = time.monotonic()
             setattr(self.stats, f"{role}_connected", True)
@@ -102,6 +104,34 @@ class RouteEndpoints:
                 self.stats.state = RouteState.RUNNING
             return True
         return False
+
+    @property
+    def paused(self) -> bool:
+        """Whether an operator paused the route."""
+        return not self._reading.is_set()
+
+    def pause(self) -> None:
+        """Stop reading the source after the current batch; buffered messages still go out.
+
+        The source stays connected and holds what it did not hand out un-acked (its
+        prefetch or credit window), so nothing is lost and the broker keeps the rest.
+        """
+        self._reading.clear()
+        self.stats.paused = True
+
+    def resume(self) -> None:
+        """Read the source again."""
+        self._reading.set()
+        self.stats.paused = False
+
+    async def _until_reading(self) -> None:
+        """Wait while the route is paused; return at once when it is stopping."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._reading, self._stopping)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     def _connection_of(self, role: str) -> str:
         return self.route.source.connection if role == "source" else self.route.sink.connection
@@ -132,10 +162,10 @@ class RouteEndpoints:
             exc,
             extra={"event": "reconnecting", "connection": self._connection_of(role)},
         )
-        await self._pause(delay)
+        await self._back_off(delay)
         return await self._connect(endpoint, role)
 
-    async def _pause(self, seconds: float) -> None:
+    async def _back_off(self, seconds: float) -> None:
         """A back-off delay; while draining only the sink retries, and without waking early."""
         await (asyncio.sleep(seconds) if self._stopping.is_set() else self._sleep(seconds))
 

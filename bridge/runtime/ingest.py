@@ -26,6 +26,9 @@ class Ingest(RouteEndpoints):
             if not await self._connect(self.source, "source"):
                 return
             while not self._stopping.is_set():
+                if self.paused:
+                    await self._until_reading()
+                    continue
                 try:
                     batch = await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
                 except RetryableError as exc:
