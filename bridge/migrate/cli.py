@@ -21,6 +21,7 @@ from natsbridge.bridge import secrets
 from natsbridge.bridge.config.loader import Config, load_config
 from natsbridge.bridge.errors import BridgeError
 from natsbridge.bridge.migrate import preconditions, state
+from natsbridge.bridge.migrate.lag import lag as lag_of
 from natsbridge.bridge.migrate.model import (
     PHASES,
     Migration,
@@ -28,8 +29,8 @@ from natsbridge.bridge.migrate.model import (
     next_phase,
     previous_phase,
 )
+from natsbridge.bridge.migrate.parity import parity as parity_of
 from natsbridge.bridge.migrate.reload import reload_running_bridge
-from natsbridge.bridge.migrate.sides import lag_of, parity_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1

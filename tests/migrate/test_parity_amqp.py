@@ -100,18 +100,14 @@ def test_amqp_parity_through_the_tap_ledger(tmp_path: Path, amqp_url: str, nats_
             "rabbit": {"kind": "amqp", "url": amqp_url},
             "nats": {"kind": "nats", "servers": [nats_url]},
         },
-        {
-            "connection": "nats",
-            "subject": f"parity.{tag}.{{{{routing_key}}}}",
-            "jetstream": {"stream": stream},
-        },
+        {"subject": f"parity.{tag}.{{{{routing_key}}}}", "stream": stream},
     )
     bridge = BridgeProcess(path, tmp_path / "data")
     bridge.start()  # binds the mirror's queue
     try:
         publish(amqp_url, exchange, 0, 1)  # before the tap: a copy without a ledger entry
         wait_for_stream(bridge, nats_url, stream, 1)
-        config, migration = migration_of(path, name, stream, ["trace"])
+        config, migration = migration_of(path)
         asyncio.run(open_tap(config, migration))
         publish(amqp_url, exchange, 1, MESSAGES)
         wait_for_stream(bridge, nats_url, stream, 1 + MESSAGES)

@@ -88,14 +88,10 @@ def test_kafka_parity_reports_a_deleted_copy_missing_and_an_injected_one_extra(
             "kafka": {"kind": "kafka", "bootstrap_servers": [kafka_bootstrap]},
             "nats": {"kind": "nats", "servers": [nats_url]},
         },
-        {
-            "connection": "nats",
-            "subject": f"parity.{tag}.{{{{partition}}}}",
-            "jetstream": {"stream": stream},
-        },
+        {"subject": f"parity.{tag}.{{{{partition}}}}", "stream": stream},
     )
     mirror(path, nats_url, stream, RECORDS)
-    config, migration = migration_of(path, name, stream, ["trace"])
+    config, migration = migration_of(path)
 
     report = asyncio.run(parity(config, migration, 600))
     assert report.ok, report.to_json()
