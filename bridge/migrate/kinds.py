@@ -4,7 +4,8 @@ A connector kind takes part in migrations by shipping a module named ``parity`` 
 its kind object (``natsbridge.connectors.kafka.parity`` for the kind registered as
 ``natsbridge.connectors.kafka:connector``), found through the registry like the kind
 itself, so that the core names no broker. A legacy kind's module provides the
-`LegacySide` functions, the NATS kind's the `StreamSide` functions.
+`LegacySide` functions, the NATS kind's the `StreamSide` functions, and both the
+`DrainAddresses` functions (`natsbridge drain --from CONNECTION:ADDRESS`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Headers
@@ -82,6 +83,16 @@ class StreamSide(Protocol):
         """What `durable` has not had acked yet, or None when it does not exist."""
 
 
+class DrainAddresses(Protocol):
+    """How a kind reads `natsbridge drain`'s ADDRESS: a route's `from:`/`to:` fields."""
+
+    def drain_source(self, address: str, route: str) -> dict[str, Any]:
+        """`from:` fields (no `connection`) that read what sits at `address`."""
+
+    def drain_sink(self, address: str) -> dict[str, Any]:
+        """`to:` fields (no `connection`) that write to `address`."""
+
+
 def parity_module(kind: str) -> ModuleType:
     """The `parity` module of `kind`; PermanentError when the kind has none."""
     package = available().get(kind, "").partition(":")[0]
@@ -104,3 +115,8 @@ def legacy_side(kind: str) -> LegacySide:
 def stream_side(kind: str) -> StreamSide:
     """The NATS side (`kind` is the NATS connection's)."""
     return cast(StreamSide, parity_module(kind))
+
+
+def drain_addresses(kind: str) -> DrainAddresses:
+    """How `kind` reads a drain address."""
+    return cast(DrainAddresses, parity_module(kind))

@@ -229,3 +229,16 @@ async def lag(context: LegacyContext) -> tuple[int | None, str]:
     connection, source = _parts(context)
     queue = source.queue or f"natsbridge.{context.mirror_route}"
     return await asyncio.to_thread(queue_depth, connection, queue), f"queue {queue}"
+
+
+def drain_source(address: str, route: str) -> dict[str, Any]:
+    """QUEUE: what sits in that queue."""
+    return {"queue": address}
+
+
+def drain_sink(address: str) -> dict[str, Any]:
+    """EXCHANGE[/ROUTING_KEY]: an existing exchange ("" is the default one); the key is a
+    template, by default the routing key the message came with (``Amqp-Routing-Key``)."""
+    exchange, _, routing_key = address.partition("/")
+    key = routing_key or "{{header(Amqp-Routing-Key)}}"
+    return {"exchange": exchange, "routing_key": key, "declare": False}

@@ -286,3 +286,13 @@ async def lag(context: LegacyContext) -> tuple[int | None, str]:
     connection, source = _parts(context)
     group = source.group_id or f"natsbridge-{context.mirror_route}"
     return await asyncio.to_thread(group_lag, connection, source, group), f"consumer group {group}"
+
+
+def drain_source(address: str, route: str) -> dict[str, Any]:
+    """TOPIC: the topic from its earliest record, through the group natsbridge-<route>."""
+    return {"topics": [address], "auto_offset_reset": "earliest"}
+
+
+def drain_sink(address: str) -> dict[str, Any]:
+    """TOPIC (the record key comes with the message)."""
+    return {"topic": address}

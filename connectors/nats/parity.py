@@ -12,13 +12,14 @@ import contextlib
 import datetime
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from natsbridge.bridge.config.model import Model
-from natsbridge.bridge.errors import PermanentError
+from natsbridge.bridge.errors import BridgeError, PermanentError
 from natsbridge.bridge.migrate.kinds import StreamMessage
 from natsbridge.connectors.nats.client import NatsLink
 from natsbridge.connectors.nats.config import NatsConnection
@@ -115,3 +116,18 @@ async def consumer_pending(name: str, connection: Model, stream: str, durable: s
             except nats.js.errors.NotFoundError:
                 return None
     return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
+def drain_source(address: str, route: str) -> dict[str, Any]:
+    """STREAM/SUBJECT: the stream's messages on SUBJECT (a pattern), through a durable
+    consumer named after the route (created; so is the stream, should it be missing)."""
+    stream, _, subject = address.partition("/")
+    if not subject:
+        raise BridgeError(f"nats: a drain reads STREAM/SUBJECT, found {address!r}")
+    return {"subject": subject, "jetstream": {"stream": stream, "durable": route}}
+
+
+def drain_sink(address: str) -> dict[str, Any]:
+    """STREAM/SUBJECT: publish on SUBJECT (a template) into the stream, created if missing."""
+    stream, _, subject = address.partition("/")
+    return {"subject": subject or "{{subject}}", "jetstream": {"stream": stream}}
