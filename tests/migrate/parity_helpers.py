@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats
+
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Config
 from natsbridge.bridge.migrate.model import Migration
@@ -65,3 +67,14 @@ def mirror(path: Path, nats_url: str, stream: str, count: int) -> None:
         assert bridge.terminate() == 0, bridge.tail()
     finally:
         bridge.stop()
+
+
+async def delete_and_inject(nats_url: str, stream: str, seq: int, subject: str) -> int:
+    """Delete message `seq` from `stream`, publish one of nobody's; the new one's seq."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        assert await js.delete_msg(stream, seq)
+        return int((await js.publish(subject, b"from no legacy broker", stream=stream)).seq)
+    finally:
+        await nc.close()

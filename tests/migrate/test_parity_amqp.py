@@ -22,7 +22,12 @@ from natsbridge.bridge.migrate.lag import lag
 from natsbridge.bridge.migrate.ledger import ledger_path
 from natsbridge.bridge.migrate.parity import close_tap, open_tap, parity
 from tests.e2e.bridge_process import BridgeProcess
-from tests.migrate.parity_helpers import migration_of, mirror_config, wait_for_stream
+from tests.migrate.parity_helpers import (
+    delete_and_inject,
+    migration_of,
+    mirror_config,
+    wait_for_stream,
+)
 
 pytestmark = [pytest.mark.amqp, pytest.mark.nats]
 
@@ -74,16 +79,6 @@ async def copy_with(nats_url: str, stream: str, payload: bytes) -> int:
             if (await js.get_msg(stream, seq)).data == payload:
                 return seq
         raise AssertionError(f"no copy of {payload!r}")
-    finally:
-        await nc.close()
-
-
-async def delete_and_inject(nats_url: str, stream: str, seq: int, subject: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        assert await js.delete_msg(stream, seq)
-        return int((await js.publish(subject, b"not from rabbitmq", stream=stream)).seq)
     finally:
         await nc.close()
 

@@ -20,7 +20,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from natsbridge.bridge.cli import main
 from natsbridge.bridge.migrate.lag import lag
 from natsbridge.bridge.migrate.parity import parity
-from tests.migrate.parity_helpers import migration_of, mirror, mirror_config
+from tests.migrate.parity_helpers import delete_and_inject, migration_of, mirror, mirror_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.nats]
 
@@ -54,17 +54,6 @@ async def first_copy_of_partition(nats_url: str, stream: str, partition: int) ->
             if headers.get("Kafka-Partition") == str(partition):
                 return {"seq": seq, "offset": int(headers["Kafka-Offset"])}
         raise AssertionError(f"no copy from partition {partition}")
-    finally:
-        await nc.close()
-
-
-async def delete_and_inject(nats_url: str, stream: str, seq: int, subject: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        assert await js.delete_msg(stream, seq)
-        ack = await js.publish(subject, b"not from kafka", stream=stream)
-        return int(ack.seq)
     finally:
         await nc.close()
 
