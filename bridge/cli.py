@@ -18,6 +18,7 @@ from natsbridge.bridge import secrets
 from natsbridge.bridge.admin.control import add_parsers as add_control_commands
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.importers.cli import add_parsers as add_import_commands
 from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
 from natsbridge.bridge.migrate.drain import add_parsers as add_drain_commands
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_control_commands(commands)  # reload, pause, resume: a running bridge
     add_migrate_commands(commands)  # migrate status|advance|rollback|history
     add_drain_commands(commands)  # drain: move what sits in a queue/topic/stream, then stop
+    add_import_commands(commands)  # import rabbitmq|kafka: a starting migration config
 
     return parser
 

@@ -29,6 +29,7 @@ from natsbridge.bridge.migrate.model import (
     next_phase,
     previous_phase,
 )
+from natsbridge.bridge.migrate.parity import close_tap, open_tap
 from natsbridge.bridge.migrate.parity import parity as parity_of
 from natsbridge.bridge.migrate.reload import reload_running_bridge
 
@@ -65,6 +66,9 @@ def add_parsers(commands: Any) -> None:
     rollback.add_argument("-c", "--config", required=True, help="config file (YAML)")
     rollback.add_argument(
         "--to", type=Phase, choices=list(PHASES), help="an earlier phase (default: the previous)"
+    )
+    rollback.add_argument(
+        "--force", action="store_true", help="roll back despite failed preconditions (recorded)"
     )
     _common(rollback)
     rollback.set_defaults(func=_rollback)
@@ -105,7 +109,7 @@ def _status(args: argparse.Namespace) -> int:
 async def _status_report(config: Config, recorded: dict[str, Any]) -> list[dict[str, Any]]:
     async def one(migration: Migration) -> dict[str, Any]:
         target = next_phase(migration.phase)
-        want_parity = migration.phase in (Phase.VERIFY, Phase.CUTOVER)
+        want_parity = migration.phase is Phase.VERIFY  # a RabbitMQ tap records only then
         measured = await preconditions.measure(
             config, migration, lag_of, parity_of, want_lag=True, want_parity=want_parity
         )
@@ -134,7 +138,14 @@ def _advance(args: argparse.Namespace) -> int:
     if target is None:
         raise MigrationError(f"migration '{migration.name}' is done: nothing to advance to")
     load_config(args.config, phases={migration.name: target})  # the next routes are valid
-    want_lag, want_parity = preconditions.needs(target)
+    return _checked_move(args, config, migration, target)
+
+
+def _checked_move(
+    args: argparse.Namespace, config: Config, migration: Migration, target: Phase
+) -> int:
+    """Move `migration` to `target` if its preconditions hold (or with --force)."""
+    want_lag, want_parity = preconditions.needs(migration.phase, target)
     measured = asyncio.run(
         preconditions.measure(
             config, migration, lag_of, parity_of, want_lag=want_lag, want_parity=want_parity
@@ -148,7 +159,7 @@ def _advance(args: argparse.Namespace) -> int:
         print(
             f"natsbridge: {migration.name} stays in {migration.phase} "
             f"({len(blocked)} precondition{'s' if len(blocked) != 1 else ''} of {target} "
-            "failed; --force to advance anyway)",
+            "failed; --force to move anyway)",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -169,7 +180,7 @@ def _rollback(args: argparse.Namespace) -> int:
             f"rollback goes to an earlier phase, found {target or 'none'}"
         )
     load_config(args.config, phases={migration.name: target})
-    return _move(args, config, migration, target, forced=False, reason=args.reason)
+    return _checked_move(args, config, migration, target)
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -220,9 +231,23 @@ def _move(
             reason=reason,
         )
     print(f"{migration.name}: {migration.phase} -> {target}{' (forced)' if forced else ''}")
+    _parity_tap(config, migration, target)
     if not args.no_reload:
         print(reload_running_bridge(config))
     return EXIT_OK
+
+
+def _parity_tap(config: Config, migration: Migration, target: Phase) -> None:
+    """Open the parity tap when entering verify, close it when leaving (after the step)."""
+    if (migration.phase is Phase.VERIFY) == (target is Phase.VERIFY):
+        return
+    step = open_tap if target is Phase.VERIFY else close_tap
+    what = "start" if target is Phase.VERIFY else "stop"
+    try:
+        asyncio.run(step(config, migration))
+    except Exception as exc:  # a broker error of any client library: the phase is recorded
+        text = secrets.redact(f"{type(exc).__name__}: {exc}")
+        print(f"warning: could not {what} the parity tap ({text})", file=sys.stderr)
 
 
 def _find(config: Config, name: str) -> Migration:

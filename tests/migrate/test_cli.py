@@ -69,8 +69,13 @@ def sides(monkeypatch: pytest.MonkeyPatch) -> Sides:
             raise fake.parity
         return fake.parity
 
+    async def tap(config: Any, migration: Any) -> None:
+        fake.asked.append("tap")
+
     monkeypatch.setattr(migrate_cli, "lag_of", lag_of)
     monkeypatch.setattr(migrate_cli, "parity_of", parity_of)
+    monkeypatch.setattr(migrate_cli, "open_tap", tap)
+    monkeypatch.setattr(migrate_cli, "close_tap", tap)
     return fake
 
 
@@ -88,6 +93,7 @@ def test_advance_through_every_phase_and_back(
         code, out, _ = run(capsys, "migrate", "advance", "orders", "-c", c, "--no-reload")
         assert code == 0 and f"-> {expected}" in out
     assert load_config(config_file, {}).migrations[0].phase is Phase.DONE
+    assert sides.asked.count("tap") == 2  # opened entering verify, closed leaving it
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
     assert (
         code == 1 and err.strip() == "natsbridge: migration 'orders' is done: nothing to advance to"
@@ -139,7 +145,7 @@ def test_retire_waits_for_the_legacy_side_to_drain(
         state.record(data_dir, "orders", Phase.MIRROR, Phase.CUTOVER, who="cli")
     sides.lag = FakeLag(legacy=4, nats=0)
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
-    assert code == 1 and "the legacy side still has 4 unconsumed messages" in err
+    assert code == 1 and "the legacy side still has 4 messages not copied to NATS" in err
     assert sides.asked == ["lag"]  # parity is not what retire needs
     sides.lag = RuntimeError("connection refused")
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
@@ -267,3 +273,22 @@ def test_metrics_show_the_live_phase_and_the_last_parity(
     assert 'natsbridge_migration_phase{migration="clicks",phase="mirror"} 1.0' in text
     assert 'natsbridge_migration_parity_ok{migration="orders"} 1.0' in text
     assert 'natsbridge_migration_parity_ok{migration="clicks"}' not in text
+
+
+def test_rolling_back_out_of_cutover_waits_for_nats_to_legacy(
+    config_file: Path, sides: Sides, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = str(config_file)
+    data_dir = config_file.parent / "data"
+    with state.locked(data_dir):
+        state.record(data_dir, "orders", Phase.MIRROR, Phase.CUTOVER, who="cli")
+    sides.lag = FakeLag(legacy=0, nats=3)
+    code, _, err = run(capsys, "migrate", "rollback", "orders", "-c", c, "--to", "mirror")
+    assert code == 1
+    assert "blocked: orders.to-legacy has 3 messages not yet delivered to the legacy side" in err
+    sides.lag = FakeLag(legacy=50, nats=0)
+    code, out, _ = run(
+        capsys, "migrate", "rollback", "orders", "-c", c, "--to", "mirror", "--no-reload"
+    )
+    assert code == 0 and "cutover -> mirror" in out
+    assert sides.asked == ["lag", "lag"]
