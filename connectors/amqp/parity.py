@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -188,14 +189,18 @@ def _parts(context: LegacyContext) -> tuple[AmqpConnection, AmqpSource]:
 async def collect(
     context: LegacyContext, since: float, read_stream: StreamReader
 ) -> tuple[list[Seen], list[Seen]]:
-    """The ledger (after moving the tap into it) and the stream since the tap opened."""
+    """The ledger (after moving the tap into it) and the stream since the tap opened;
+    PermanentError when no tap is open (it opens when the migration enters verify)."""
     connection, source = _parts(context)
+    _tappable(source, context.migration)
+    if not ledgers.ledger_path(context.data_dir, context.migration).exists():
+        raise PermanentError(
+            f"migration {context.migration}: no parity tap is recording the legacy side; "
+            "it opens when the migration enters verify (natsbridge migrate advance)"
+        )
     ledger = Ledger.open(context.data_dir, context.migration)
     try:
-        started = ledger.started
-        if started is None:  # the first verify opens the tap: parity starts now
-            await asyncio.to_thread(open_tap_queue, connection, source, context.migration)
-            started = ledger.start()
+        started = ledger.started or time.time()
         stored = await read_stream(started)
         await asyncio.to_thread(
             record, connection, source.connection, context.migration, ledger, context.headers

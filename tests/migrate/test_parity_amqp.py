@@ -18,6 +18,7 @@ import nats
 import pika
 import pytest
 
+from natsbridge.bridge.errors import PermanentError
 from natsbridge.bridge.migrate.lag import lag
 from natsbridge.bridge.migrate.ledger import ledger_path
 from natsbridge.bridge.migrate.parity import close_tap, open_tap, parity
@@ -103,6 +104,8 @@ def test_amqp_parity_through_the_tap_ledger(tmp_path: Path, amqp_url: str, nats_
         publish(amqp_url, exchange, 0, 1)  # before the tap: a copy without a ledger entry
         wait_for_stream(bridge, nats_url, stream, 1)
         config, migration = migration_of(path)
+        with pytest.raises(PermanentError, match="no parity tap is recording"):
+            asyncio.run(parity(config, migration, 600))
         asyncio.run(open_tap(config, migration))
         publish(amqp_url, exchange, 1, MESSAGES)
         wait_for_stream(bridge, nats_url, stream, 1 + MESSAGES)
