@@ -34,8 +34,9 @@ class StreamMessage:
     payload: bytes
 
 
-StreamReader = Callable[[float], Awaitable[list[StreamMessage]]]
-"""Reads the migration's stream from a time (epoch seconds) to its last message now."""
+StreamReader = Callable[[float, Callable[[StreamMessage], Seen]], Awaitable[list[Seen]]]
+"""Reads the migration's stream from a time (epoch seconds) to its last message now,
+converting each message as it arrives (payloads are not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,14 @@ class StreamSide(Protocol):
     """The NATS kind's `parity` module: the stream and its consumers."""
 
     async def read_stream(
-        self, name: str, connection: Model, stream: str, since: float
-    ) -> list[StreamMessage]:
-        """Every message of `stream` stored at or after `since`, in order."""
+        self,
+        name: str,
+        connection: Model,
+        stream: str,
+        since: float,
+        convert: Callable[[StreamMessage], Seen],
+    ) -> list[Seen]:
+        """Every message of `stream` stored at or after `since`, in order, converted."""
 
     async def consumer_pending(
         self, name: str, connection: Model, stream: str, durable: str

@@ -11,11 +11,12 @@ migration enters and leaves verify; kinds that keep their messages need none.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from natsbridge.bridge.config.loader import Config
 from natsbridge.bridge.config.model import Model
 from natsbridge.bridge.errors import PermanentError
-from natsbridge.bridge.migrate.compare import ParityReport, compare
+from natsbridge.bridge.migrate.compare import ParityReport, Seen, compare
 from natsbridge.bridge.migrate.kinds import (
     LegacyContext,
     StreamMessage,
@@ -62,8 +63,10 @@ async def parity(config: Config, migration: Migration, window: float | None = No
     nats_connection = connection_of(config, nats.connection)
     reader = stream_side(str(getattr(nats_connection, "kind", "")))
 
-    async def read_stream(since: float) -> list[StreamMessage]:
-        return await reader.read_stream(nats.connection, nats_connection, nats.stream, since)
+    async def read_stream(since: float, convert: Callable[[StreamMessage], Seen]) -> list[Seen]:
+        return await reader.read_stream(
+            nats.connection, nats_connection, nats.stream, since, convert
+        )
 
     since = time.time() - window_s
     side = legacy_side(migration.legacy_kind)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from natsbridge.bridge.errors import PermanentError, RetryableError
@@ -139,13 +139,13 @@ def seen_in_ledger(ledger: Ledger, since: float) -> list[Seen]:
         Seen(
             group=f"exchange {entry.exchange}",
             position=entry.id,
-            where={
-                "tap": "ledger",
-                "entry": entry.id,
-                "exchange": entry.exchange,
-                "routing_key": entry.routing_key,
-                "message_id": entry.message_id,
-            },
+            where=(
+                ("tap", "ledger"),
+                ("entry", entry.id),
+                ("exchange", entry.exchange),
+                ("routing_key", entry.routing_key),
+                ("message_id", entry.message_id),
+            ),
             digest=entry.digest,
             in_window=entry.recorded >= since,
         )
@@ -153,31 +153,27 @@ def seen_in_ledger(ledger: Ledger, since: float) -> list[Seen]:
     ]
 
 
-def seen_in_stream(
-    messages: Sequence[StreamMessage], stream: str, since: float, names: Sequence[str]
-) -> list[Seen]:
-    """The stream's messages as Seen, paired with ledger entries by digest."""
-    out = []
-    for msg in messages:
+def copy_reader(stream: str, since: float, names: Sequence[str]) -> Callable[[StreamMessage], Seen]:
+    """Converts a stream message into Seen, paired with ledger entries by digest."""
+
+    def convert(msg: StreamMessage) -> Seen:
         exchange = msg.headers.get(h.AMQP_EXCHANGE)
         routing_key = msg.headers.get(h.AMQP_ROUTING_KEY)
-        out.append(
-            Seen(
-                group=f"exchange {h.decode_text_value(exchange[0])}"
-                if exchange
-                else f"stream {stream}",
-                position=msg.seq,
-                where={
-                    "stream": stream,
-                    "seq": msg.seq,
-                    "subject": msg.subject,
-                    "routing_key": h.decode_text_value(routing_key[0]) if routing_key else None,
-                },
-                digest=content_digest(None, msg.payload, msg.headers, names),
-                in_window=msg.time >= since,
-            )
+        group = f"exchange {h.decode_text_value(exchange[0])}" if exchange else f"stream {stream}"
+        return Seen(
+            group=group,
+            position=msg.seq,
+            where=(
+                ("stream", stream),
+                ("seq", msg.seq),
+                ("subject", msg.subject),
+                ("routing_key", h.decode_text_value(routing_key[0]) if routing_key else None),
+            ),
+            digest=content_digest(None, msg.payload, msg.headers, names),
+            in_window=msg.time >= since,
         )
-    return out
+
+    return convert
 
 
 def _parts(context: LegacyContext) -> tuple[AmqpConnection, AmqpSource]:
@@ -201,14 +197,14 @@ async def collect(
     ledger = Ledger.open(context.data_dir, context.migration)
     try:
         started = ledger.started or time.time()
-        stored = await read_stream(started)
+        copies = await read_stream(started, copy_reader(context.stream, since, context.headers))
         await asyncio.to_thread(
             record, connection, source.connection, context.migration, ledger, context.headers
         )
         legacy = seen_in_ledger(ledger, since)
     finally:
         ledger.close()
-    return legacy, seen_in_stream(stored, context.stream, since, context.headers)
+    return legacy, copies
 
 
 async def open_tap(context: LegacyContext) -> None:
