@@ -20,7 +20,7 @@ from typing import Any
 from natsbridge.bridge import secrets
 from natsbridge.bridge.config.loader import Config, load_config
 from natsbridge.bridge.errors import BridgeError
-from natsbridge.bridge.migrate import preconditions, state
+from natsbridge.bridge.migrate import preconditions, state, verify_cli
 from natsbridge.bridge.migrate.lag import lag as lag_of
 from natsbridge.bridge.migrate.model import (
     PHASES,
@@ -78,6 +78,8 @@ def add_parsers(commands: Any) -> None:
     history.add_argument("-c", "--config", required=True, help="config file (YAML)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     history.set_defaults(func=_history)
+
+    verify_cli.add_parser(steps)  # verify: parity of both sides (wip-parity)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
