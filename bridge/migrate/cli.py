@@ -148,7 +148,13 @@ def _checked_move(
     want_lag, want_parity = preconditions.needs(migration.phase, target)
     measured = asyncio.run(
         preconditions.measure(
-            config, migration, lag_of, parity_of, want_lag=want_lag, want_parity=want_parity
+            config,
+            migration,
+            lag_of,
+            parity_of,
+            want_lag=want_lag,
+            want_parity=want_parity,
+            lag_samples=preconditions.LAG_SAMPLES,
         )
     )
     _remember_parity(config, migration, measured)

@@ -27,6 +27,8 @@ from natsbridge.bridge.config.loader import Config
 from natsbridge.bridge.migrate.model import PHASES, TO_LEGACY, Migration, Phase, route_name
 
 MEASURE_TIMEOUT_S = 60.0
+LAG_SAMPLES = 20  # what advance and rollback take (status shows one)
+LAG_SAMPLE_INTERVAL_S = 0.25
 
 
 class LagLike(Protocol):
@@ -129,6 +131,18 @@ def _count(value: int | None) -> str:
 Measure = Callable[[Config, Migration], Awaitable[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class LowestLag:
+    """The lowest lag each side showed over a few samples."""
+
+    legacy: int | None
+    nats: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The lag as JSON-ready data."""
+        return {"legacy": self.legacy, "nats": self.nats}
+
+
 async def measure(
     config: Config,
     migration: Migration,
@@ -137,13 +151,43 @@ async def measure(
     *,
     want_lag: bool,
     want_parity: bool,
+    lag_samples: int = 1,
 ) -> Measured:
-    """Measure lag and parity as asked, each within MEASURE_TIMEOUT_S; failures become text."""
+    """Measure lag and parity as asked, each within MEASURE_TIMEOUT_S; failures become text.
+
+    With `lag_samples` > 1 the lag is sampled that often (LAG_SAMPLE_INTERVAL_S apart,
+    until both sides show 0) and each side's lowest count is kept. Echoes keep a lag from
+    staying at 0 under traffic (the mirror reads back what NAME.to-legacy wrote, and the
+    other way round); a side that was at 0 once, after the producers moved, has delivered
+    everything they sent before.
+    """
     results = await asyncio.gather(
-        _bounded(lag(config, migration)) if want_lag else _nothing(),
+        _lowest_lag(config, migration, lag, lag_samples) if want_lag else _nothing(),
         _bounded(parity(config, migration)) if want_parity else _nothing(),
     )
     return Measured(lag=results[0], parity=results[1])
+
+
+async def _lowest_lag(
+    config: Config, migration: Migration, lag: Measure, samples: int
+) -> LagLike | str:
+    first: LagLike | str = await _bounded(lag(config, migration))
+    if samples <= 1 or isinstance(first, str):
+        return first
+    lowest = LowestLag(first.legacy, first.nats)
+    for _ in range(samples - 1):
+        if lowest.legacy == 0 and lowest.nats in (0, None):
+            break
+        await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
+        sample = await _bounded(lag(config, migration))
+        if isinstance(sample, str):
+            return sample
+        lowest = LowestLag(_lower(lowest.legacy, sample.legacy), _lower(lowest.nats, sample.nats))
+    return lowest
+
+
+def _lower(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 async def _nothing() -> None:

@@ -210,10 +210,13 @@ async def collect(
 async def open_tap(context: LegacyContext) -> None:
     """Declare and bind the tap queue and note when recording started."""
     connection, source = _parts(context)
+    # Taken before the bind: a message published right after it is copied into the stream
+    # at once, and its copy must not be older than `started` (the stream is read from there).
+    opened = time.time()
     await asyncio.to_thread(open_tap_queue, connection, source, context.migration)
     ledger = Ledger.open(context.data_dir, context.migration)
     try:
-        ledger.start()
+        ledger.start(opened)
     finally:
         ledger.close()
 

@@ -126,11 +126,14 @@ class Flow:
         deadline = time.monotonic() + WAIT_S
         while True:
             code, output = self.migrate(verb, self.name, *args)
+            print(f"[{time.strftime('%X')}] {verb} -> {code}: {output.strip()[:300]}")
             if code == 0:
                 assert "the running bridge reloaded" in output, output
                 return output
             assert "blocked:" in output, output
-            assert time.monotonic() < deadline, f"still blocked: {output}"
+            if time.monotonic() > deadline:
+                _, report = self.migrate("verify", self.name, "--json")
+                raise AssertionError(f"still blocked: {output}\nverify: {report}")
             time.sleep(0.5)
 
     def phase(self) -> dict[str, Any]:
