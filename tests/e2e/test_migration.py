@@ -242,7 +242,12 @@ def configure(flow: Flow, imported: dict[str, Any], back: dict[str, Any] | None)
     return flow
 
 
-@pytest.fixture(params=["rabbitmq", "kafka"])
+@pytest.fixture(
+    params=[
+        pytest.param("rabbitmq", marks=pytest.mark.amqp),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ]
+)
 def flow(
     request: pytest.FixtureRequest, tmp_path: Path, unique_name: str, nats_url: str
 ) -> Iterator[Flow]:
