@@ -138,10 +138,6 @@ class LowestLag:
     legacy: int | None
     nats: int | None
 
-    def to_json(self) -> dict[str, Any]:
-        """The lag as JSON-ready data."""
-        return {"legacy": self.legacy, "nats": self.nats}
-
 
 async def measure(
     config: Config,

@@ -283,6 +283,9 @@ def mirror_verify_cutover(flow: Flow) -> tuple[Actor, Actor]:
     status = flow.phase()
     assert status["phase"] == "cutover"
     assert status["routes"] == [f"{flow.name}.to-nats", f"{flow.name}.to-legacy"]
+    _, metrics = flow.bridge.get("/metrics")  # the running bridge follows the reload
+    assert f'natsbridge_migration_phase{{migration="{flow.name}",phase="cutover"}} 1.0' in metrics
+    assert f'natsbridge_migration_parity_ok{{migration="{flow.name}"}} 1.0' in metrics
 
     producer.stop()  # the producer moves to NATS, numbering on
     last = max(flow.produced(), default=0)
