@@ -205,7 +205,11 @@ def _map(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
+    import signal
     from dataclasses import replace
+
+    # Until the bridge handles it (a reload), a SIGHUP must not end the process (rc 129).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     from natsbridge.bridge import logs
     from natsbridge.bridge.config import Config, load_config

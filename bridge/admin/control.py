@@ -1,9 +1,9 @@
 """Control a running bridge over its admin endpoint: `natsbridge reload`, `pause`, `resume`.
 
-`reload_bridge()` is the one call other tools use (`natsbridge migrate advance` after it
-wrote a new phase): it POSTs /api/reload and returns what changed, or raises
-ConfigError with the running bridge's positioned problems, or AdminUnavailable when no
-bridge answers.
+`reload_bridge()` (or `reload_running(config.bridge.admin)`) is the one call other tools
+use (`natsbridge migrate advance` after it wrote a new phase): it POSTs /api/reload and
+returns what changed, or raises ConfigError with the running bridge's positioned
+problems, or AdminUnavailable when no bridge answers.
 """
 
 from __future__ import annotations
@@ -88,6 +88,18 @@ def reload_bridge(
     return answer
 
 
+def reload_running(settings: Admin, timeout: float = RELOAD_TIMEOUT_S) -> dict[str, Any]:
+    """`reload_bridge()` for the bridge a config describes: its admin endpoint and token."""
+    admin, token = _endpoint_of(settings)
+    return reload_bridge(admin, token, timeout)
+
+
+def _endpoint_of(settings: Admin) -> tuple[str, str | None]:
+    if not settings.enabled:
+        raise AdminUnavailable("bridge.admin.enabled is false: send SIGHUP to the bridge instead")
+    return admin_url(settings), settings.token.get_secret_value() if settings.token else None
+
+
 # ---------------------------------------------------------------- the CLI
 
 
@@ -129,9 +141,8 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
         return args.admin or DEFAULT_ADMIN, token
     from natsbridge.bridge.config import load_config
 
-    settings = load_config(args.config).bridge.admin
-    secret = settings.token.get_secret_value() if settings.token else None
-    return admin_url(settings), token or secret
+    admin, secret = _endpoint_of(load_config(args.config).bridge.admin)
+    return admin, token or secret
 
 
 def _reload(args: argparse.Namespace) -> int:

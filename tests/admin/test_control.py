@@ -21,6 +21,7 @@ from natsbridge.bridge.admin.control import (
     admin_request,
     admin_url,
     reload_bridge,
+    reload_running,
 )
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.model import Admin
@@ -125,6 +126,13 @@ def test_the_client_returns_outcomes_and_raises_problems(served: Any) -> None:
     assert refused.value.problems == [PROBLEM]
     with pytest.raises(AdminUnavailable, match=r"401.*--token"):
         admin_request(url, "/api/reload", None, "POST")
+    listen = "{}:{}".format(*server.address)
+    with pytest.raises(ConfigError):  # the recorder refuses every reload after the first
+        reload_running(Admin(listen=listen, token=TOKEN))
+    with pytest.raises(AdminUnavailable, match="401"):
+        reload_running(Admin(listen=listen, token="wrong"))
+    with pytest.raises(AdminUnavailable, match="SIGHUP"):
+        reload_running(Admin(listen=listen, enabled=False))
 
 
 def test_the_cli_prints_problems_one_per_line(served: Any) -> None:
