@@ -118,7 +118,10 @@ def _groups_by_topic(admin: Any, names: set[str], timeout: float) -> dict[str, s
 def plan_kafka(topics: list[TopicFacts], bootstrap: str, prefix: str, command: str) -> ImportPlan:
     """One migration per topic; ImportFailed when there is none."""
     if not topics:
-        raise ImportFailed(f"Kafka at {bootstrap}: no topic to import (internal __* topics never)")
+        raise ImportFailed(
+            f"Kafka at {bootstrap}: no topic to import (none matches --topics, or there are "
+            "only internal __* topics)"
+        )
     plan = ImportPlan(
         command=command,
         legacy_name="kafka",
