@@ -102,6 +102,53 @@ def test_any_definitions_give_a_config_that_validates(defs: dict[str, Any]) -> N
     _loads_with_legacy_names_unchanged(plan)
 
 
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(["exchanges", "queues", "bindings", "policies", "vhosts", "parameters"])
+FIELDS = ["type", "destination", "destination_type", "routing_key", "arguments", "pattern"]
+FIELDS += ["definition", "priority", "apply-to", "internal", "vhost"]
+ENTRY = st.fixed_dictionaries(
+    {"name": st.sampled_from(["q", "e", "r"]), "source": st.sampled_from(["e", "q"])},
+    optional={
+        **{field: JSON for field in FIELDS},
+        "destination": st.sampled_from(["q", "e"]) | JSON,
+        "type": st.sampled_from(["topic", "headers"]) | JSON,
+        "destination_type": st.sampled_from(["queue", "exchange"]) | JSON,
+        "arguments": st.dictionaries(st.sampled_from(["x-max-length", "x-overflow"]), JSON),
+        "vhost": st.just("/") | JSON,
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "defs",
+    [{"queues": {}}, {"exchanges": [1]}, {"bindings": [{"source": 1}]}, {"policies": "x"}],
+)
+def test_definitions_of_the_wrong_shape_are_one_line(defs: dict[str, Any]) -> None:
+    with pytest.raises(ImportFailed, match=r"^definitions: "):
+        plan_rabbitmq(defs, None, "legacy", "natsbridge import rabbitmq")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(KEYS, st.lists(ENTRY, max_size=4)),
+    st.none() | st.sampled_from(["/", "x"]),
+)
+def test_malformed_definitions_are_one_line_never_a_traceback(
+    defs: dict[str, Any], vhost: str | None
+) -> None:
+    try:
+        plan = plan_rabbitmq(defs, vhost, "legacy", "natsbridge import rabbitmq")
+    except ImportFailed as exc:
+        assert "\n" not in str(exc)
+        return
+    for form in Form:
+        assert validate_text(render(plan, form), plan) == []
+
+
 TOPIC_NAMES = st.text(st.sampled_from(list("aZ09._-")), min_size=1, max_size=249).filter(
     lambda name: not name.startswith("__") and name not in (".", "..")  # Kafka refuses those
 )
