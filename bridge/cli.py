@@ -20,6 +20,7 @@ from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
 from natsbridge.bridge.importers.cli import add_parsers as add_import_commands
 from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
+from natsbridge.bridge.migrate.drain import add_parsers as add_drain_commands
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_buffer_commands(commands)  # streams, dlq: the embedded buffer's operator view
     add_control_commands(commands)  # reload, pause, resume: a running bridge
     add_migrate_commands(commands)  # migrate status|advance|rollback|history
+    add_drain_commands(commands)  # drain: move what sits in a queue/topic/stream, then stop
     add_import_commands(commands)  # import rabbitmq|kafka: a starting migration config
 
     return parser

@@ -79,10 +79,13 @@ def load_config(
     path: str | Path,
     environ: dict[str, str] | None = None,
     phases: Mapping[str, Phase] | None = None,
+    routes: list[dict[str, Any]] | None = None,
 ) -> Config:
     """Read, interpolate, validate and compile the config at `path`; raise ConfigError.
 
     Migrations run their live phase (bridge.migrate.state), or the one `phases` names.
+    `routes` replaces the file's routes and migrations (`natsbridge drain` runs one route
+    over the file's connections).
     """
     try:
         doc = read_document(path, environ)
@@ -91,6 +94,9 @@ def load_config(
     except YamlSyntaxError as exc:
         where = f"{path}:{exc.mark.line}:{exc.mark.column}" if exc.mark else str(path)
         raise ConfigError([f"{where}: {exc}"]) from None
+    if routes is not None and isinstance(doc.data, dict):
+        kept = {key: value for key, value in doc.data.items() if key != "migrations"}
+        doc.data = {**kept, "routes": routes}
     return _Checker(doc, phases or {}).check()
 
 

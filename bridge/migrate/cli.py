@@ -20,7 +20,7 @@ from typing import Any
 from natsbridge.bridge import secrets
 from natsbridge.bridge.config.loader import Config, load_config
 from natsbridge.bridge.errors import BridgeError
-from natsbridge.bridge.migrate import preconditions, state
+from natsbridge.bridge.migrate import preconditions, state, verify_cli
 from natsbridge.bridge.migrate.lag import lag as lag_of
 from natsbridge.bridge.migrate.model import (
     PHASES,
@@ -67,6 +67,9 @@ def add_parsers(commands: Any) -> None:
     rollback.add_argument(
         "--to", type=Phase, choices=list(PHASES), help="an earlier phase (default: the previous)"
     )
+    rollback.add_argument(
+        "--force", action="store_true", help="roll back despite failed preconditions (recorded)"
+    )
     _common(rollback)
     rollback.set_defaults(func=_rollback)
 
@@ -75,6 +78,8 @@ def add_parsers(commands: Any) -> None:
     history.add_argument("-c", "--config", required=True, help="config file (YAML)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     history.set_defaults(func=_history)
+
+    verify_cli.add_parser(steps)  # verify: parity of both sides (wip-parity)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +138,14 @@ def _advance(args: argparse.Namespace) -> int:
     if target is None:
         raise MigrationError(f"migration '{migration.name}' is done: nothing to advance to")
     load_config(args.config, phases={migration.name: target})  # the next routes are valid
-    want_lag, want_parity = preconditions.needs(target)
+    return _checked_move(args, config, migration, target)
+
+
+def _checked_move(
+    args: argparse.Namespace, config: Config, migration: Migration, target: Phase
+) -> int:
+    """Move `migration` to `target` if its preconditions hold (or with --force)."""
+    want_lag, want_parity = preconditions.needs(migration.phase, target)
     measured = asyncio.run(
         preconditions.measure(
             config, migration, lag_of, parity_of, want_lag=want_lag, want_parity=want_parity
@@ -147,7 +159,7 @@ def _advance(args: argparse.Namespace) -> int:
         print(
             f"natsbridge: {migration.name} stays in {migration.phase} "
             f"({len(blocked)} precondition{'s' if len(blocked) != 1 else ''} of {target} "
-            "failed; --force to advance anyway)",
+            "failed; --force to move anyway)",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -168,7 +180,7 @@ def _rollback(args: argparse.Namespace) -> int:
             f"rollback goes to an earlier phase, found {target or 'none'}"
         )
     load_config(args.config, phases={migration.name: target})
-    return _move(args, config, migration, target, forced=False, reason=args.reason)
+    return _checked_move(args, config, migration, target)
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -27,7 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Coordinates = dict[str, str | int | float | None]
+Value = str | int | float | None
+Coordinates = dict[str, Value]
+Where = tuple[tuple[str, Value], ...]
+"""Coordinates as (name, value) pairs: a third of a dict's memory, held per message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,7 @@ class Seen:
 
     group: str  # "topic/partition", the tap queue: the unit in which the side keeps order
     position: int  # its order within the group (offset, ledger id, stream sequence)
-    where: Coordinates  # what the report prints to find it
+    where: Where  # what the report prints to find it
     digest: str
     in_window: bool = True
     pair_key: tuple[str, int, int] | None = None  # (topic, partition, offset) when known
@@ -120,7 +123,7 @@ def compare(
             continue
         paired.add(id(original))
         if original.digest != copy.digest and (original.in_window or copy.in_window):
-            differ.append({"legacy": original.where, "nats": copy.where})
+            differ.append({"legacy": dict(original.where), "nats": dict(copy.where)})
     # Messages without shared coordinates pair by digest, oldest with oldest.
     waiting: dict[str, list[Seen]] = defaultdict(list)
     for seen in sorted(legacy, key=lambda s: (s.group, s.position)):
@@ -140,7 +143,7 @@ def compare(
     # Copies paired by digest only come from a tap that opened at some point: those stored
     # before the first paired one may have originals from before it (context, not extra).
     extra = [
-        copy.where
+        dict(copy.where)
         for copy in unpaired
         if copy.pair_key is not None or first_paired is None or copy.position > first_paired
     ]
@@ -154,7 +157,7 @@ def compare(
         if id(seen) in paired or not seen.in_window:
             continue
         if seen.position < reached.get(seen.group, -1):
-            missing.append(seen.where)
+            missing.append(dict(seen.where))
         else:
             pending += 1
     return ParityReport(

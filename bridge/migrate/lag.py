@@ -4,7 +4,7 @@
   kind's parity module measures it (Kafka: its consumer group's lag, asked of the group
   coordinator without joining; RabbitMQ: the depth of the queue it consumes).
 * nats: what the durable consumer feeding the legacy side in cutover (route
-  ``<name>.to-legacy``, default durable ``natsbridge-<name>``) has not had acked yet;
+  ``<name>.to-legacy``, its `durable`) has not had acked yet;
   None when that consumer does not exist (before cutover).
 
 Messages taken from the legacy side and still in the bridge's buffer count on neither
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from natsbridge.bridge.config.loader import Config
-from natsbridge.bridge.migrate.parity import MigrationLike, connection_of, legacy_context
-from natsbridge.bridge.migrate.sides import legacy_side, stream_side
+from natsbridge.bridge.migrate.derive import default_durable
+from natsbridge.bridge.migrate.kinds import legacy_side, stream_side
+from natsbridge.bridge.migrate.model import Migration
+from natsbridge.bridge.migrate.parity import connection_of, legacy_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,24 +42,19 @@ class Lag:
         }
 
 
-def feed_durable(config: Config, migration: MigrationLike) -> str:
-    """The durable of the route feeding NATS -> legacy (its `from.jetstream.durable`)."""
-    for route in config.routes:
-        if route.name == f"{migration.name}.to-legacy":
-            jetstream = getattr(route.source, "jetstream", None)
-            durable = getattr(jetstream, "durable", None)
-            return str(durable) if durable else f"natsbridge-{route.name}"
-    return f"natsbridge-{migration.name}"
+def feed_durable(migration: Migration) -> str:
+    """The durable of the route feeding NATS -> legacy (bridge.migrate.derive)."""
+    return migration.spec.nats.durable or default_durable(migration.name)
 
 
-async def lag(config: Config, migration: MigrationLike) -> Lag:
+async def lag(config: Config, migration: Migration) -> Lag:
     """The lag of `migration` on both sides (see the module doc)."""
     legacy, legacy_what = await legacy_side(migration.legacy_kind).lag(
         legacy_context(config, migration)
     )
     nats = migration.spec.nats
     connection = connection_of(config, nats.connection)
-    durable = feed_durable(config, migration)
+    durable = feed_durable(migration)
     reader = stream_side(str(getattr(connection, "kind", "")))
     pending = await reader.consumer_pending(nats.connection, connection, nats.stream, durable)
     return Lag(legacy, pending, legacy_what, f"consumer {nats.stream}/{durable}")

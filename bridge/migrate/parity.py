@@ -1,7 +1,7 @@
 """Parity of a migration and its tap: what `migrate verify` and `migrate advance` ask.
 
 `parity(config, migration, window)` has the legacy kind's `parity` module
-(bridge.migrate.sides) read both sides over the window, legacy first so that every copy
+(bridge.migrate.kinds) read both sides over the window, legacy first so that every copy
 in the stream has its original in what was read (or is truly extra), and pairs them
 (bridge.migrate.compare). A Kafka topic is read by offsets; a RabbitMQ exchange through a
 parity tap and its ledger. `open_tap`/`close_tap` start and end that recording when a
@@ -11,69 +11,24 @@ migration enters and leaves verify; kinds that keep their messages need none.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from collections.abc import Callable
 
 from natsbridge.bridge.config.loader import Config
-from natsbridge.bridge.config.model import Endpoint, Model
+from natsbridge.bridge.config.model import Model
 from natsbridge.bridge.errors import PermanentError
-from natsbridge.bridge.migrate.compare import ParityReport, compare
-from natsbridge.bridge.migrate.sides import (
+from natsbridge.bridge.migrate.compare import ParityReport, Seen, compare
+from natsbridge.bridge.migrate.kinds import (
     LegacyContext,
     StreamMessage,
     legacy_side,
     stream_side,
 )
-
-
-class NatsSettings(Protocol):
-    """The NATS side of a migration (bridge.migrate.model.MigrationNats)."""
-
-    @property
-    def connection(self) -> str: ...
-
-    @property
-    def stream(self) -> str: ...
-
-
-class VerifySettings(Protocol):
-    """What verify compares (bridge.migrate.model.MigrationVerify)."""
-
-    @property
-    def window(self) -> float: ...
-
-    @property
-    def headers(self) -> list[str]: ...
-
-
-class Spec(Protocol):
-    """A migration as written (bridge.migrate.model.MigrationSpec)."""
-
-    @property
-    def nats(self) -> NatsSettings: ...
-
-    @property
-    def verify(self) -> VerifySettings: ...
-
-
-class MigrationLike(Protocol):
-    """A checked migration (bridge.migrate.model.Migration): what parity and lag read."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def spec(self) -> Spec: ...
-
-    @property
-    def legacy(self) -> Endpoint: ...
-
-    @property
-    def legacy_kind(self) -> str: ...
+from natsbridge.bridge.migrate.model import TO_NATS, Migration, route_name
 
 
 def mirror_route(migration: str) -> str:
-    """The route copying legacy -> NATS (bridge.migrate.model.route_name(.., TO_NATS))."""
-    return f"{migration}.to-nats"
+    """The route copying legacy -> NATS."""
+    return route_name(migration, TO_NATS)
 
 
 def connection_of(config: Config, name: str) -> Model:
@@ -84,7 +39,7 @@ def connection_of(config: Config, name: str) -> Model:
     return connection
 
 
-def legacy_context(config: Config, migration: MigrationLike) -> LegacyContext:
+def legacy_context(config: Config, migration: Migration) -> LegacyContext:
     """What the legacy kind's parity module needs: the mirror route's `from:` if it runs."""
     routes = {route.name: route for route in config.routes}
     mirror = routes.get(mirror_route(migration.name))
@@ -100,9 +55,7 @@ def legacy_context(config: Config, migration: MigrationLike) -> LegacyContext:
     )
 
 
-async def parity(
-    config: Config, migration: MigrationLike, window: float | None = None
-) -> ParityReport:
+async def parity(config: Config, migration: Migration, window: float | None = None) -> ParityReport:
     """Counts, digests, missing and extra of `migration` over the last `window` seconds
     (default: its `verify.window`)."""
     window_s = migration.spec.verify.window if window is None else window
@@ -110,8 +63,10 @@ async def parity(
     nats_connection = connection_of(config, nats.connection)
     reader = stream_side(str(getattr(nats_connection, "kind", "")))
 
-    async def read_stream(since: float) -> list[StreamMessage]:
-        return await reader.read_stream(nats.connection, nats_connection, nats.stream, since)
+    async def read_stream(since: float, convert: Callable[[StreamMessage], Seen]) -> list[Seen]:
+        return await reader.read_stream(
+            nats.connection, nats_connection, nats.stream, since, convert
+        )
 
     since = time.time() - window_s
     side = legacy_side(migration.legacy_kind)
@@ -119,11 +74,11 @@ async def parity(
     return compare(migration.name, window_s, legacy, copies)
 
 
-async def open_tap(config: Config, migration: MigrationLike) -> None:
+async def open_tap(config: Config, migration: Migration) -> None:
     """Start recording the legacy side (call when a migration enters verify)."""
     await legacy_side(migration.legacy_kind).open_tap(legacy_context(config, migration))
 
 
-async def close_tap(config: Config, migration: MigrationLike) -> None:
+async def close_tap(config: Config, migration: Migration) -> None:
     """Stop recording and drop the ledger (call when a migration leaves verify)."""
     await legacy_side(migration.legacy_kind).close_tap(legacy_context(config, migration))

@@ -2,10 +2,16 @@
 
 * verify -> cutover: parity holds over the window (nothing missing, extra or different)
   and neither side has more than `verify.max_lag` messages waiting;
-* cutover -> retire and retire -> done: the legacy side has no message the mirror has not
-  copied (its queue's depth / its consumer group's lag is 0).
+* cutover -> retire: the mirror keeps up (legacy lag at most `verify.max_lag`; the echoes of
+  what NATS producers send keep it from 0 until retire stops ``NAME.to-legacy``);
+* retire -> done: the legacy side drained: no message the mirror has not copied (its
+  queue's depth / its consumer group's lag is 0).
 
-mirror -> verify needs nothing, and a rollback is always allowed. A measurement that fails
+* out of cutover backwards (rollback): ``NAME.to-legacy`` has delivered everything to the
+  legacy side (its JetStream consumer has nothing pending), or what producers published
+  on NATS would never reach the legacy consumers.
+
+mirror -> verify needs nothing, nor do the other rollbacks. A measurement that fails
 (a broker that does not answer) blocks like a failed check: `--force` passes anyway, and
 is recorded. Parity and lag come from bridge.migrate.parity and bridge.migrate.lag.
 """
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from natsbridge.bridge.config.loader import Config
-from natsbridge.bridge.migrate.model import Migration, Phase
+from natsbridge.bridge.migrate.model import PHASES, TO_LEGACY, Migration, Phase, route_name
 
 MEASURE_TIMEOUT_S = 60.0
 
@@ -59,40 +65,65 @@ class Measured:
     parity: ParityLike | str | None = None
 
 
-def needs(target: Phase) -> tuple[bool, bool]:
-    """(lag, parity): what moving to `target` has to measure."""
+def needs(current: Phase, target: Phase) -> tuple[bool, bool]:
+    """(lag, parity): what moving from `current` to `target` has to measure."""
+    if _leaves_cutover_backwards(current, target):
+        return True, False
     return target in (Phase.CUTOVER, Phase.RETIRE, Phase.DONE), target is Phase.CUTOVER
+
+
+def _leaves_cutover_backwards(current: Phase, target: Phase) -> bool:
+    return current is Phase.CUTOVER and PHASES.index(target) < PHASES.index(current)
 
 
 def blockers(migration: Migration, target: Phase, measured: Measured) -> list[str]:
     """Why `migration` cannot move to `target` now ([] when it can)."""
-    want_lag, want_parity = needs(target)
+    want_lag, want_parity = needs(migration.phase, target)
     found: list[str] = []
     if want_parity:
-        parity = measured.parity
-        if parity is None or isinstance(parity, str):
-            found.append(f"parity unknown: {parity or 'not measured'}")
-        elif not parity.ok:
+        found.extend(_parity_blockers(migration, measured.parity))
+    lag = measured.lag
+    if not want_lag:
+        return found
+    if lag is None or isinstance(lag, str):
+        found.append(f"lag unknown: {lag or 'not measured'}")
+    elif _leaves_cutover_backwards(migration.phase, target):
+        if lag.nats is None or lag.nats > 0:
             found.append(
-                f"parity differs: {len(parity.missing)} missing, {len(parity.extra)} extra, "
-                f"{len(parity.differ)} different (natsbridge migrate verify {migration.name})"
+                f"{route_name(migration.name, TO_LEGACY)} has {_count(lag.nats)} messages "
+                "not yet delivered to the legacy side (move producers back first)"
             )
-    if want_lag:
-        lag = measured.lag
-        if lag is None or isinstance(lag, str):
-            found.append(f"lag unknown: {lag or 'not measured'}")
-        elif target is Phase.CUTOVER:
-            limit = migration.spec.verify.max_lag
-            for side, waiting in (("legacy", lag.legacy), ("nats", lag.nats)):
-                if waiting is None:
-                    found.append(f"{side} lag unknown")
-                elif waiting > limit:
-                    found.append(f"{side} lag {waiting} is above max_lag {limit}")
-        elif lag.legacy is None:
+    elif target is Phase.CUTOVER:
+        limit = migration.spec.verify.max_lag
+        for side, waiting in (("legacy", lag.legacy), ("nats", lag.nats)):
+            if waiting is not None and waiting > limit:
+                found.append(f"{side} lag {waiting} is above max_lag {limit}")
+        if lag.legacy is None:
             found.append("legacy lag unknown")
-        elif lag.legacy > 0:
-            found.append(f"the legacy side still has {lag.legacy} messages not copied to NATS")
+    elif lag.legacy is None:
+        found.append("legacy lag unknown")
+    elif lag.legacy > (migration.spec.verify.max_lag if target is Phase.RETIRE else 0):
+        # Into retire, NAME.to-legacy still writes what NATS producers send to the legacy
+        # side, and the mirror reads those echoes back (and drops them): its lag settles
+        # at a few messages, not 0, until retire stops NAME.to-legacy.
+        shown = f" (max_lag {migration.spec.verify.max_lag})" if target is Phase.RETIRE else ""
+        found.append(f"the legacy side still has {lag.legacy} messages not copied to NATS{shown}")
     return found
+
+
+def _parity_blockers(migration: Migration, parity: ParityLike | str | None) -> list[str]:
+    if parity is None or isinstance(parity, str):
+        return [f"parity unknown: {parity or 'not measured'}"]
+    if parity.ok:
+        return []
+    return [
+        f"parity differs: {len(parity.missing)} missing, {len(parity.extra)} extra, "
+        f"{len(parity.differ)} different (natsbridge migrate verify {migration.name})"
+    ]
+
+
+def _count(value: int | None) -> str:
+    return "an unknown number of" if value is None else str(value)
 
 
 Measure = Callable[[Config, Migration], Awaitable[Any]]

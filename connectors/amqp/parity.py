@@ -1,6 +1,6 @@
 """The legacy side of a RabbitMQ migration: a parity tap, its ledger, and queue depths.
 
-(bridge.migrate.sides.LegacySide.)
+(bridge.migrate.kinds.LegacySide.)
 The tap is a durable queue of the bridge's own, ``natsbridge.<migration>.parity``, bound
 to the legacy exchange with the legacy binding keys (so it receives what the legacy
 consumers' queues and the mirror's own queue receive), with ``x-expires`` so that a tap
@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from natsbridge.bridge.errors import PermanentError, RetryableError
 from natsbridge.bridge.migrate import ledger as ledgers
 from natsbridge.bridge.migrate.compare import Seen, content_digest
+from natsbridge.bridge.migrate.kinds import LegacyContext, StreamMessage, StreamReader
 from natsbridge.bridge.migrate.ledger import Ledger
-from natsbridge.bridge.migrate.sides import LegacyContext, StreamMessage, StreamReader
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSource
 from natsbridge.mappings import headers as h
 
@@ -138,13 +139,13 @@ def seen_in_ledger(ledger: Ledger, since: float) -> list[Seen]:
         Seen(
             group=f"exchange {entry.exchange}",
             position=entry.id,
-            where={
-                "tap": "ledger",
-                "entry": entry.id,
-                "exchange": entry.exchange,
-                "routing_key": entry.routing_key,
-                "message_id": entry.message_id,
-            },
+            where=(
+                ("tap", "ledger"),
+                ("entry", entry.id),
+                ("exchange", entry.exchange),
+                ("routing_key", entry.routing_key),
+                ("message_id", entry.message_id),
+            ),
             digest=entry.digest,
             in_window=entry.recorded >= since,
         )
@@ -152,31 +153,27 @@ def seen_in_ledger(ledger: Ledger, since: float) -> list[Seen]:
     ]
 
 
-def seen_in_stream(
-    messages: Sequence[StreamMessage], stream: str, since: float, names: Sequence[str]
-) -> list[Seen]:
-    """The stream's messages as Seen, paired with ledger entries by digest."""
-    out = []
-    for msg in messages:
+def copy_reader(stream: str, since: float, names: Sequence[str]) -> Callable[[StreamMessage], Seen]:
+    """Converts a stream message into Seen, paired with ledger entries by digest."""
+
+    def convert(msg: StreamMessage) -> Seen:
         exchange = msg.headers.get(h.AMQP_EXCHANGE)
         routing_key = msg.headers.get(h.AMQP_ROUTING_KEY)
-        out.append(
-            Seen(
-                group=f"exchange {h.decode_text_value(exchange[0])}"
-                if exchange
-                else f"stream {stream}",
-                position=msg.seq,
-                where={
-                    "stream": stream,
-                    "seq": msg.seq,
-                    "subject": msg.subject,
-                    "routing_key": h.decode_text_value(routing_key[0]) if routing_key else None,
-                },
-                digest=content_digest(None, msg.payload, msg.headers, names),
-                in_window=msg.time >= since,
-            )
+        group = f"exchange {h.decode_text_value(exchange[0])}" if exchange else f"stream {stream}"
+        return Seen(
+            group=group,
+            position=msg.seq,
+            where=(
+                ("stream", stream),
+                ("seq", msg.seq),
+                ("subject", msg.subject),
+                ("routing_key", h.decode_text_value(routing_key[0]) if routing_key else None),
+            ),
+            digest=content_digest(None, msg.payload, msg.headers, names),
+            in_window=msg.time >= since,
         )
-    return out
+
+    return convert
 
 
 def _parts(context: LegacyContext) -> tuple[AmqpConnection, AmqpSource]:
@@ -188,22 +185,26 @@ def _parts(context: LegacyContext) -> tuple[AmqpConnection, AmqpSource]:
 async def collect(
     context: LegacyContext, since: float, read_stream: StreamReader
 ) -> tuple[list[Seen], list[Seen]]:
-    """The ledger (after moving the tap into it) and the stream since the tap opened."""
+    """The ledger (after moving the tap into it) and the stream since the tap opened;
+    PermanentError when no tap is open (it opens when the migration enters verify)."""
     connection, source = _parts(context)
+    _tappable(source, context.migration)
+    if not ledgers.ledger_path(context.data_dir, context.migration).exists():
+        raise PermanentError(
+            f"migration {context.migration}: no parity tap is recording the legacy side; "
+            "it opens when the migration enters verify (natsbridge migrate advance)"
+        )
     ledger = Ledger.open(context.data_dir, context.migration)
     try:
-        started = ledger.started
-        if started is None:  # the first verify opens the tap: parity starts now
-            await asyncio.to_thread(open_tap_queue, connection, source, context.migration)
-            started = ledger.start()
-        stored = await read_stream(started)
+        started = ledger.started or time.time()
+        copies = await read_stream(started, copy_reader(context.stream, since, context.headers))
         await asyncio.to_thread(
             record, connection, source.connection, context.migration, ledger, context.headers
         )
         legacy = seen_in_ledger(ledger, since)
     finally:
         ledger.close()
-    return legacy, seen_in_stream(stored, context.stream, since, context.headers)
+    return legacy, copies
 
 
 async def open_tap(context: LegacyContext) -> None:
@@ -229,3 +230,16 @@ async def lag(context: LegacyContext) -> tuple[int | None, str]:
     connection, source = _parts(context)
     queue = source.queue or f"natsbridge.{context.mirror_route}"
     return await asyncio.to_thread(queue_depth, connection, queue), f"queue {queue}"
+
+
+def drain_source(address: str, route: str) -> dict[str, Any]:
+    """QUEUE: what sits in that queue."""
+    return {"queue": address}
+
+
+def drain_sink(address: str) -> dict[str, Any]:
+    """EXCHANGE[/ROUTING_KEY]: an existing exchange ("" is the default one); the key is a
+    template, by default the routing key the message came with (``Amqp-Routing-Key``)."""
+    exchange, _, routing_key = address.partition("/")
+    key = routing_key or "{{header(Amqp-Routing-Key)}}"
+    return {"exchange": exchange, "routing_key": key, "declare": False}

@@ -1,6 +1,6 @@
 """The legacy side of a Kafka migration: the topic itself, read by offsets.
 
-Parity (bridge.migrate.sides.LegacySide): the records of the source's topics from the
+Parity (bridge.migrate.kinds.LegacySide): the records of the source's topics from the
 window's start (`offsets_for_times`) to each partition's end as of the read, then the
 stream, whose copies pair with the records by their ``Kafka-Topic``/``-Partition``/
 ``-Offset`` headers. A topic keeps its records, so no tap is needed. Lag: the mirror's
@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from natsbridge.bridge.errors import RetryableError
-from natsbridge.bridge.migrate.compare import Seen, content_digest
-from natsbridge.bridge.migrate.sides import LegacyContext, StreamMessage, StreamReader
+from natsbridge.bridge.migrate.compare import Seen, Where, content_digest
+from natsbridge.bridge.migrate.kinds import LegacyContext, StreamMessage, StreamReader
 from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSource
 from natsbridge.mappings import headers as h
 from natsbridge.mappings.kafka import kafka_to_nats_headers, key_from_headers
@@ -173,50 +173,41 @@ def _seen_record(record: Any, names: Sequence[str]) -> Seen:
     return Seen(
         group=f"{topic}/{partition}",
         position=offset,
-        where={"topic": topic, "partition": partition, "offset": offset},
+        where=(("topic", topic), ("partition", partition), ("offset", offset)),
         digest=content_digest(key, value or b"", headers, names),
         pair_key=(topic, partition, offset),
     )
 
 
-def seen_in_stream(
-    messages: Sequence[StreamMessage],
-    stream: str,
-    ranges: Sequence[PartitionRange],
-    since: float,
-    names: Sequence[str],
-) -> list[Seen]:
-    """The stream's messages as Seen, paired with records by their Kafka-* headers."""
+def copy_reader(
+    stream: str, ranges: Sequence[PartitionRange], since: float, names: Sequence[str]
+) -> Callable[[StreamMessage], Seen]:
+    """Converts a stream message into Seen, paired with its record by its Kafka-* headers;
+    in the window when its record is (a copy without them: when it was stored)."""
     bounds = {(r.topic, r.partition): r for r in ranges}
-    out = []
-    for msg in messages:
-        where: dict[str, str | int | float | None] = {
-            "stream": stream,
-            "seq": msg.seq,
-            "subject": msg.subject,
-        }
+
+    def convert(msg: StreamMessage) -> Seen:
+        where: Where = (("stream", stream), ("seq", msg.seq), ("subject", msg.subject))
         pair = _coordinates(msg)
         if pair is None:
             group, in_window = f"stream {stream}", msg.time >= since
         else:
             topic, partition, offset = pair
-            where.update(topic=topic, partition=partition, offset=offset)
+            where += (("topic", topic), ("partition", partition), ("offset", offset))
             group = f"{topic}/{partition}"
             window = bounds.get((topic, partition))
             in_window = window is not None and window.start <= offset < window.end
-        out.append(
-            Seen(
-                group=group,
-                position=msg.seq,
-                where=where,
-                digest=content_digest(
-                    key_from_headers(msg.headers), msg.payload, msg.headers, names
-                ),
-                in_window=in_window,
-                pair_key=pair,
-            )
+        key = key_from_headers(msg.headers)
+        return Seen(
+            group=group,
+            position=msg.seq,
+            where=where,
+            digest=content_digest(key, msg.payload, msg.headers, names),
+            in_window=in_window,
+            pair_key=pair,
         )
-    return out
+
+    return convert
 
 
 def _coordinates(msg: StreamMessage) -> tuple[str, int, int] | None:
@@ -269,8 +260,8 @@ async def collect(
     legacy, ranges = await asyncio.to_thread(
         read_window, connection, source, since, context.headers
     )
-    stored = await read_stream(since - CONTEXT_S)
-    return legacy, seen_in_stream(stored, context.stream, ranges, since, context.headers)
+    convert = copy_reader(context.stream, ranges, since, context.headers)
+    return legacy, await read_stream(since - CONTEXT_S, convert)
 
 
 async def open_tap(context: LegacyContext) -> None:
@@ -286,3 +277,13 @@ async def lag(context: LegacyContext) -> tuple[int | None, str]:
     connection, source = _parts(context)
     group = source.group_id or f"natsbridge-{context.mirror_route}"
     return await asyncio.to_thread(group_lag, connection, source, group), f"consumer group {group}"
+
+
+def drain_source(address: str, route: str) -> dict[str, Any]:
+    """TOPIC: the topic from its earliest record, through the group natsbridge-<route>."""
+    return {"topics": [address], "auto_offset_reset": "earliest"}
+
+
+def drain_sink(address: str) -> dict[str, Any]:
+    """TOPIC (the record key comes with the message)."""
+    return {"topic": address}

@@ -1,4 +1,4 @@
-"""The NATS side of a migration, read for parity and lag (bridge.migrate.sides.StreamSide).
+"""The NATS side of a migration, read for parity and lag (bridge.migrate.kinds.StreamSide).
 
 `read_stream` reads the stream from a point in time to the last message it held when the
 read began, through an ephemeral consumer (no acks, deleted afterwards, and removed by
@@ -11,20 +11,24 @@ from __future__ import annotations
 import contextlib
 import datetime
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from natsbridge.bridge.config.model import Model
-from natsbridge.bridge.errors import PermanentError
-from natsbridge.bridge.migrate.sides import StreamMessage
+from natsbridge.bridge.errors import BridgeError, PermanentError
+from natsbridge.bridge.migrate.compare import Seen
+from natsbridge.bridge.migrate.kinds import StreamMessage
 from natsbridge.connectors.nats.client import NatsLink
 from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import translate
 from natsbridge.connectors.nats.message import from_nats_headers
+
+Convert = Callable[[StreamMessage], Seen]
 
 FETCH_BATCH = 500
 FETCH_TIMEOUT_S = 2.0
@@ -43,14 +47,17 @@ async def _connected(name: str, connection: Model, purpose: str) -> AsyncIterato
 
 
 async def read_stream(
-    name: str, connection: Model, stream: str, since: float
-) -> list[StreamMessage]:
-    """Every message of `stream` stored at or after `since` (epoch seconds), in order."""
+    name: str, connection: Model, stream: str, since: float, convert: Convert
+) -> list[Seen]:
+    """Every message of `stream` stored at or after `since` (epoch seconds), in order,
+    each converted as it arrives."""
     async with _connected(name, connection, "verify") as client:
-        return await _read_stream(client, stream, since)
+        return await _read_stream(client, stream, since, convert)
 
 
-async def _read_stream(client: NatsClient, stream: str, since: float) -> list[StreamMessage]:
+async def _read_stream(
+    client: NatsClient, stream: str, since: float, convert: Convert
+) -> list[Seen]:
     jsm = client.jsm()
     with translate(f"reading JetStream stream {stream}"):
         try:
@@ -72,16 +79,18 @@ async def _read_stream(client: NatsClient, stream: str, since: float) -> list[St
         )
         await jsm.add_consumer(stream, config)
         try:
-            return await _read(client, stream, reader, last)
+            return await _read(client, stream, reader, last, convert)
         finally:
             with contextlib.suppress(Exception):
                 await jsm.delete_consumer(stream, reader)
 
 
-async def _read(client: NatsClient, stream: str, name: str, last: int) -> list[StreamMessage]:
+async def _read(
+    client: NatsClient, stream: str, name: str, last: int, convert: Convert
+) -> list[Seen]:
     js = client.jetstream()
     subscription = await js.pull_subscribe_bind(consumer=name, stream=stream)
-    out: list[StreamMessage] = []
+    out: list[Seen] = []
     try:
         while True:
             try:
@@ -90,15 +99,14 @@ async def _read(client: NatsClient, stream: str, name: str, last: int) -> list[S
                 return out  # nothing more since the start time
             for msg in batch:
                 meta = msg.metadata
-                out.append(
-                    StreamMessage(
-                        seq=meta.sequence.stream,
-                        time=meta.timestamp.timestamp(),
-                        subject=msg.subject,
-                        headers=from_nats_headers(msg.headers),
-                        payload=msg.data,
-                    )
+                stored = StreamMessage(
+                    seq=meta.sequence.stream,
+                    time=meta.timestamp.timestamp(),
+                    subject=msg.subject,
+                    headers=from_nats_headers(msg.headers),
+                    payload=msg.data,
                 )
+                out.append(convert(stored))
                 if meta.sequence.stream >= last or meta.num_pending == 0:
                     return out
     finally:
@@ -115,3 +123,18 @@ async def consumer_pending(name: str, connection: Model, stream: str, durable: s
             except nats.js.errors.NotFoundError:
                 return None
     return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
+def drain_source(address: str, route: str) -> dict[str, Any]:
+    """STREAM/SUBJECT: the stream's messages on SUBJECT (a pattern), through a durable
+    consumer named after the route (created; so is the stream, should it be missing)."""
+    stream, _, subject = address.partition("/")
+    if not subject:
+        raise BridgeError(f"nats: a drain reads STREAM/SUBJECT, found {address!r}")
+    return {"subject": subject, "jetstream": {"stream": stream, "durable": route}}
+
+
+def drain_sink(address: str) -> dict[str, Any]:
+    """STREAM/SUBJECT: publish on SUBJECT (a template) into the stream, created if missing."""
+    stream, _, subject = address.partition("/")
+    return {"subject": subject or "{{subject}}", "jetstream": {"stream": stream}}

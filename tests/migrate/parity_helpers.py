@@ -1,46 +1,21 @@
-"""What the parity tests share: a migration as bridge.migrate.parity reads it, a mirror run."""
+"""What the parity tests share: a config of one migration in mirror, and waiting for it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Config
-from natsbridge.bridge.config.model import Endpoint
+from natsbridge.bridge.migrate.model import Migration
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.jetstream import stream_count
 
 WAIT_S = 90.0
-
-
-@dataclass(frozen=True)
-class Verify:
-    window: float = 600.0
-    headers: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Nats:
-    connection: str
-    stream: str
-
-
-@dataclass(frozen=True)
-class Spec:
-    nats: Nats
-    verify: Verify
-
-
-@dataclass(frozen=True)
-class Migration:
-    name: str
-    spec: Spec
-    legacy: Endpoint
-    legacy_kind: str
 
 
 def mirror_config(
@@ -48,33 +23,31 @@ def mirror_config(
     name: str,
     legacy: dict[str, Any],
     connections: dict[str, Any],
-    to: dict[str, Any],
+    nats: dict[str, Any],
 ) -> Path:
-    """A config whose one route is the migration's mirror, `<name>.to-nats`."""
+    """A config of one migration, `name`, in mirror (its route `<name>.to-nats`)."""
     return write_config(
         tmp_path / "bridge.yaml",
         {
             "version": 1,
             "bridge": {"id": "parity", "data_dir": str(tmp_path / "data")},
             "connections": connections,
-            "routes": [{"name": f"{name}.to-nats", "from": legacy, "to": to}],
+            "migrations": [
+                {
+                    "name": name,
+                    "legacy": legacy,
+                    "nats": {"connection": "nats", **nats},
+                    "verify": {"window": "10m", "headers": ["trace"]},
+                }
+            ],
         },
     )
 
 
-def migration_of(
-    path: Path, name: str, stream: str, headers: list[str]
-) -> tuple[Config, Migration]:
-    """The config at `path` and the migration whose mirror is its route `<name>.to-nats`."""
+def migration_of(path: Path) -> tuple[Config, Migration]:
+    """The config at `path` and its one migration."""
     config = load_config(path)
-    route = next(r for r in config.routes if r.name == f"{name}.to-nats")
-    migration = Migration(
-        name=name,
-        spec=Spec(Nats("nats", stream), Verify(headers=headers)),
-        legacy=route.source,
-        legacy_kind=route.source_kind,
-    )
-    return config, migration
+    return config, config.migrations[0]
 
 
 def wait_for_stream(bridge: BridgeProcess, nats_url: str, stream: str, count: int) -> None:
@@ -94,3 +67,14 @@ def mirror(path: Path, nats_url: str, stream: str, count: int) -> None:
         assert bridge.terminate() == 0, bridge.tail()
     finally:
         bridge.stop()
+
+
+async def delete_and_inject(nats_url: str, stream: str, seq: int, subject: str) -> int:
+    """Delete message `seq` from `stream`, publish one of nobody's; the new one's seq."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        assert await js.delete_msg(stream, seq)
+        return int((await js.publish(subject, b"from no legacy broker", stream=stream)).seq)
+    finally:
+        await nc.close()

@@ -18,11 +18,17 @@ import nats
 import pika
 import pytest
 
+from natsbridge.bridge.errors import PermanentError
 from natsbridge.bridge.migrate.lag import lag
 from natsbridge.bridge.migrate.ledger import ledger_path
 from natsbridge.bridge.migrate.parity import close_tap, open_tap, parity
 from tests.e2e.bridge_process import BridgeProcess
-from tests.migrate.parity_helpers import migration_of, mirror_config, wait_for_stream
+from tests.migrate.parity_helpers import (
+    delete_and_inject,
+    migration_of,
+    mirror_config,
+    wait_for_stream,
+)
 
 pytestmark = [pytest.mark.amqp, pytest.mark.nats]
 
@@ -78,16 +84,6 @@ async def copy_with(nats_url: str, stream: str, payload: bytes) -> int:
         await nc.close()
 
 
-async def delete_and_inject(nats_url: str, stream: str, seq: int, subject: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        assert await js.delete_msg(stream, seq)
-        return int((await js.publish(subject, b"not from rabbitmq", stream=stream)).seq)
-    finally:
-        await nc.close()
-
-
 def test_amqp_parity_through_the_tap_ledger(tmp_path: Path, amqp_url: str, nats_url: str) -> None:
     tag = uuid.uuid4().hex[:8]
     name, exchange, stream = f"par-{tag}", f"parity-{tag}", f"PARITY_{tag}"
@@ -100,18 +96,16 @@ def test_amqp_parity_through_the_tap_ledger(tmp_path: Path, amqp_url: str, nats_
             "rabbit": {"kind": "amqp", "url": amqp_url},
             "nats": {"kind": "nats", "servers": [nats_url]},
         },
-        {
-            "connection": "nats",
-            "subject": f"parity.{tag}.{{{{routing_key}}}}",
-            "jetstream": {"stream": stream},
-        },
+        {"subject": f"parity.{tag}.{{{{routing_key}}}}", "stream": stream},
     )
     bridge = BridgeProcess(path, tmp_path / "data")
     bridge.start()  # binds the mirror's queue
     try:
         publish(amqp_url, exchange, 0, 1)  # before the tap: a copy without a ledger entry
         wait_for_stream(bridge, nats_url, stream, 1)
-        config, migration = migration_of(path, name, stream, ["trace"])
+        config, migration = migration_of(path)
+        with pytest.raises(PermanentError, match="no parity tap is recording"):
+            asyncio.run(parity(config, migration, 600))
         asyncio.run(open_tap(config, migration))
         publish(amqp_url, exchange, 1, MESSAGES)
         wait_for_stream(bridge, nats_url, stream, 1 + MESSAGES)

@@ -13,7 +13,7 @@ def record(partition: int, offset: int, payload: bytes, in_window: bool = True) 
     return Seen(
         group=f"t/{partition}",
         position=offset,
-        where={"topic": "t", "partition": partition, "offset": offset},
+        where=(("topic", "t"), ("partition", partition), ("offset", offset)),
         digest=digest,
         in_window=in_window,
         pair_key=("t", partition, offset),
@@ -25,7 +25,7 @@ def copy(seq: int, original: Seen, payload: bytes | None = None) -> Seen:
     return Seen(
         group=original.group,
         position=seq,
-        where={"stream": "S", "seq": seq},
+        where=(("stream", "S"), ("seq", seq)),
         digest=digest,
         in_window=original.in_window,
         pair_key=original.pair_key,
@@ -36,7 +36,7 @@ def unkeyed(seq: int, payload: bytes, group: str = "exchange x") -> Seen:
     return Seen(
         group=group,
         position=seq,
-        where={"stream": "S", "seq": seq},
+        where=(("stream", "S"), ("seq", seq)),
         digest=content_digest(None, payload, {}, ()),
     )
 
@@ -45,7 +45,7 @@ def ledger_entry(entry: int, payload: bytes) -> Seen:
     return Seen(
         group="exchange x",
         position=entry,
-        where={"tap": "ledger", "entry": entry},
+        where=(("tap", "ledger"), ("entry", entry)),
         digest=content_digest(None, payload, {}, ()),
     )
 
@@ -88,7 +88,7 @@ def test_a_copy_with_other_content_differs_and_a_second_copy_is_a_duplicate() ->
     copies = [copy(1, legacy[0]), copy(2, legacy[1], b"changed"), copy(3, legacy[2])]
     copies.append(copy(4, legacy[2]))
     report = compare("m", 60, legacy, copies)
-    assert report.differ == [{"legacy": legacy[1].where, "nats": copies[1].where}]
+    assert report.differ == [{"legacy": dict(legacy[1].where), "nats": dict(copies[1].where)}]
     assert report.duplicates == 1 and not report.ok
 
 
@@ -97,7 +97,7 @@ def test_copies_of_records_outside_the_window_are_context_not_extra() -> None:
     legacy = [before, record(0, 6, b"new")]
     report = compare("m", 60, legacy, [copy(1, before), copy(2, legacy[1])])
     assert report.ok and report.counts["legacy"] == {"t/0": 1}
-    forged = Seen("t/0", 3, {"seq": 3}, "0" * 32, pair_key=("t", 0, 99))  # beyond the read
+    forged = Seen("t/0", 3, (("seq", 3),), "0" * 32, pair_key=("t", 0, 99))  # beyond the read
     assert compare("m", 60, legacy, [copy(2, legacy[1]), forged]).ok
 
 

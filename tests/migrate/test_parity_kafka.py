@@ -9,6 +9,7 @@ records produced while the mirror is stopped are pending and count as lag.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import nats
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
+from natsbridge.bridge.cli import main
 from natsbridge.bridge.migrate.lag import lag
 from natsbridge.bridge.migrate.parity import parity
-from tests.migrate.parity_helpers import migration_of, mirror, mirror_config
+from tests.migrate.parity_helpers import delete_and_inject, migration_of, mirror, mirror_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.nats]
 
@@ -56,19 +58,8 @@ async def first_copy_of_partition(nats_url: str, stream: str, partition: int) ->
         await nc.close()
 
 
-async def delete_and_inject(nats_url: str, stream: str, seq: int, subject: str) -> int:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        assert await js.delete_msg(stream, seq)
-        ack = await js.publish(subject, b"not from kafka", stream=stream)
-        return int(ack.seq)
-    finally:
-        await nc.close()
-
-
 def test_kafka_parity_reports_a_deleted_copy_missing_and_an_injected_one_extra(
-    tmp_path: Path, kafka_bootstrap: str, nats_url: str
+    tmp_path: Path, kafka_bootstrap: str, nats_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     name, topic, stream = f"par-{tag}", f"parity-{tag}", f"PARITY_{tag}"
@@ -88,14 +79,10 @@ def test_kafka_parity_reports_a_deleted_copy_missing_and_an_injected_one_extra(
             "kafka": {"kind": "kafka", "bootstrap_servers": [kafka_bootstrap]},
             "nats": {"kind": "nats", "servers": [nats_url]},
         },
-        {
-            "connection": "nats",
-            "subject": f"parity.{tag}.{{{{partition}}}}",
-            "jetstream": {"stream": stream},
-        },
+        {"subject": f"parity.{tag}.{{{{partition}}}}", "stream": stream},
     )
     mirror(path, nats_url, stream, RECORDS)
-    config, migration = migration_of(path, name, stream, ["trace"])
+    config, migration = migration_of(path)
 
     report = asyncio.run(parity(config, migration, 600))
     assert report.ok, report.to_json()
@@ -107,6 +94,8 @@ def test_kafka_parity_reports_a_deleted_copy_missing_and_an_injected_one_extra(
     assert report.digests["legacy"] == report.digests["nats"]
     measured = asyncio.run(lag(config, migration))
     assert (measured.legacy, measured.nats) == (0, None)
+    assert main(["migrate", "verify", name, "-c", str(path), "--window", "10m"]) == 0
+    assert f"{name}: parity holds over the last 10m" in capsys.readouterr().out
 
     dropped = asyncio.run(first_copy_of_partition(nats_url, stream, 1))
     injected = asyncio.run(delete_and_inject(nats_url, stream, dropped["seq"], f"parity.{tag}.x"))
@@ -114,6 +103,13 @@ def test_kafka_parity_reports_a_deleted_copy_missing_and_an_injected_one_extra(
     assert report.missing == [{"topic": topic, "partition": 1, "offset": dropped["offset"]}]
     assert report.extra == [{"stream": stream, "seq": injected, "subject": f"parity.{tag}.x"}]
     assert not report.ok and not report.differ and report.pending == 0
+    assert main(["migrate", "verify", name, "-c", str(path), "--json"]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["missing"], printed["extra"]) == (report.missing, report.extra)
+    assert main(["migrate", "verify", name, "-c", str(path)]) == 1
+    text = capsys.readouterr().out
+    assert f"topic {topic} partition 1 offset {dropped['offset']}" in text
+    assert f"stream {stream} seq {injected} subject parity.{tag}.x" in text
 
     produce(kafka_bootstrap, topic, RECORDS, 4)  # the mirror is stopped: lag, not loss
     report = asyncio.run(parity(config, migration, 600))

@@ -4,7 +4,8 @@ A connector kind takes part in migrations by shipping a module named ``parity`` 
 its kind object (``natsbridge.connectors.kafka.parity`` for the kind registered as
 ``natsbridge.connectors.kafka:connector``), found through the registry like the kind
 itself, so that the core names no broker. A legacy kind's module provides the
-`LegacySide` functions, the NATS kind's the `StreamSide` functions.
+`LegacySide` functions, the NATS kind's the `StreamSide` functions, and both the
+`DrainAddresses` functions (`natsbridge drain --from CONNECTION:ADDRESS`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Headers
@@ -33,8 +34,9 @@ class StreamMessage:
     payload: bytes
 
 
-StreamReader = Callable[[float], Awaitable[list[StreamMessage]]]
-"""Reads the migration's stream from a time (epoch seconds) to its last message now."""
+StreamReader = Callable[[float, Callable[[StreamMessage], Seen]], Awaitable[list[Seen]]]
+"""Reads the migration's stream from a time (epoch seconds) to its last message now,
+converting each message as it arrives (payloads are not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +74,29 @@ class StreamSide(Protocol):
     """The NATS kind's `parity` module: the stream and its consumers."""
 
     async def read_stream(
-        self, name: str, connection: Model, stream: str, since: float
-    ) -> list[StreamMessage]:
-        """Every message of `stream` stored at or after `since`, in order."""
+        self,
+        name: str,
+        connection: Model,
+        stream: str,
+        since: float,
+        convert: Callable[[StreamMessage], Seen],
+    ) -> list[Seen]:
+        """Every message of `stream` stored at or after `since`, in order, converted."""
 
     async def consumer_pending(
         self, name: str, connection: Model, stream: str, durable: str
     ) -> int | None:
         """What `durable` has not had acked yet, or None when it does not exist."""
+
+
+class DrainAddresses(Protocol):
+    """How a kind reads `natsbridge drain`'s ADDRESS: a route's `from:`/`to:` fields."""
+
+    def drain_source(self, address: str, route: str) -> dict[str, Any]:
+        """`from:` fields (no `connection`) that read what sits at `address`."""
+
+    def drain_sink(self, address: str) -> dict[str, Any]:
+        """`to:` fields (no `connection`) that write to `address`."""
 
 
 def parity_module(kind: str) -> ModuleType:
@@ -104,3 +121,8 @@ def legacy_side(kind: str) -> LegacySide:
 def stream_side(kind: str) -> StreamSide:
     """The NATS side (`kind` is the NATS connection's)."""
     return cast(StreamSide, parity_module(kind))
+
+
+def drain_addresses(kind: str) -> DrainAddresses:
+    """How `kind` reads a drain address."""
+    return cast(DrainAddresses, parity_module(kind))
