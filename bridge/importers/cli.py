@@ -170,10 +170,8 @@ def _write(plan: ImportPlan, args: argparse.Namespace) -> int:
     where = "stdout" if args.output is None else args.output
     skipped = f", {len(plan.skipped)} skipped (see the comments)" if plan.skipped else ""
     count = len(plan.migrations)
-    print(
-        f"natsbridge import: {count} migration{'s' if count != 1 else ''} to {where}{skipped}",
-        file=sys.stderr,
-    )
+    what = ("route" if args.routes else "migration") + ("s" if count != 1 else "")
+    print(f"natsbridge import: {count} {what} to {where}{skipped}", file=sys.stderr)
     return 0
 
 

@@ -74,7 +74,8 @@ def _import(bootstrap: str, prefix: str, *extra: str) -> str:
         "import", "kafka", "--bootstrap", bootstrap, "--topics", f"{re.escape(prefix)}\\..*", *extra
     )
     assert result.returncode == 0, result.stderr
-    assert "natsbridge import: 5 migrations to " in result.stderr
+    what = "routes" if "--routes" in extra else "migrations"
+    assert f"natsbridge import: 5 {what} to " in result.stderr
     return result.stdout
 
 

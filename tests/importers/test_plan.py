@@ -188,6 +188,15 @@ def test_any_topics_give_a_config_that_validates(topics: list[TopicFacts]) -> No
     _loads_with_legacy_names_unchanged(plan)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.text(), st.text())
+def test_any_command_line_and_broker_text_stay_in_their_comments(vhost: str, reason: str) -> None:
+    topic = TopicFacts("t", 1, 1, {}, (), config_error=reason)
+    plan = plan_kafka([topic], "127.0.0.1:9092", "legacy", f"natsbridge import --vhost {vhost}")
+    for form in Form:
+        assert validate_text(render(plan, form), plan) == []
+
+
 @given(st.text())
 def test_a_scalar_reads_back_as_the_same_text(text: str) -> None:
     assert yaml.safe_load(f"value: {scalar(text)}")["value"] == text.replace("${", "$${")

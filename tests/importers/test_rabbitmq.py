@@ -117,7 +117,8 @@ def _import(definitions: Path, vhost: str, *extra: str) -> str:
         "import", "rabbitmq", "--definitions", str(definitions), "--vhost", vhost, *extra
     )
     assert result.returncode == 0, result.stderr
-    assert "natsbridge import: 7 migrations to " in result.stderr
+    what = "routes" if "--routes" in extra else "migrations"
+    assert f"natsbridge import: 7 {what} to " in result.stderr
     return result.stdout
 
 
