@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import re
 import shlex
@@ -19,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from natsbridge.bridge.config.units import parse_duration
 from natsbridge.bridge.errors import ConfigError
 from natsbridge.bridge.importers.names import check_subject_prefix
 from natsbridge.bridge.importers.plan import ImportFailed, ImportPlan
@@ -26,6 +26,7 @@ from natsbridge.bridge.importers.writer import Form, render
 
 DEFAULT_PREFIX = "legacy"
 DEFAULT_TIMEOUT_S = 15.0  # a Kafka admin request without an answer
+MAX_TIMEOUT_S = 3600.0
 
 
 def add_parsers(commands: Any) -> None:
@@ -50,9 +51,9 @@ def add_parsers(commands: Any) -> None:
     )
     kafka.add_argument(
         "--timeout",
-        type=_seconds,
+        type=_timeout,
         default=DEFAULT_TIMEOUT_S,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="give up on an unanswered request after this long (default: %(default)s)",
     )
     _common(kafka)
@@ -81,14 +82,15 @@ def _regex(text: str) -> re.Pattern[str]:
         raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
 
 
-def _seconds(text: str) -> float:
+def _timeout(text: str) -> float:
+    """A duration as the config writes them (`2`, `500ms`, `5s`, `1m`), up to an hour."""
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value <= 3600):
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, found {text!r}")
-    return value
+        seconds = float(parse_duration(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 0 < seconds <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 1h, found {text!r}")
+    return seconds
 
 
 def _prefix(text: str) -> str:
@@ -168,10 +170,8 @@ def _write(plan: ImportPlan, args: argparse.Namespace) -> int:
     where = "stdout" if args.output is None else args.output
     skipped = f", {len(plan.skipped)} skipped (see the comments)" if plan.skipped else ""
     count = len(plan.migrations)
-    print(
-        f"natsbridge import: {count} migration{'s' if count != 1 else ''} to {where}{skipped}",
-        file=sys.stderr,
-    )
+    what = ("route" if args.routes else "migration") + ("s" if count != 1 else "")
+    print(f"natsbridge import: {count} {what} to {where}{skipped}", file=sys.stderr)
     return 0
 
 

@@ -27,6 +27,7 @@ from natsbridge.bridge.importers.writer import shown
 
 NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024  # bytes: nats-server's max_payload unless configured
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # a 1 MiB record plus its batch header
+BRIDGE_GROUP_PREFIX = "natsbridge-"  # the default group_id of a bridge's kafka source
 _CONFIG_KEYS = ("retention.ms", "retention.bytes", "cleanup.policy", "max.message.bytes")
 
 
@@ -39,6 +40,8 @@ class TopicFacts:
     replication: int
     config: dict[str, str]
     groups: tuple[str, ...]  # consumer groups with committed offsets on the topic
+    config_error: str | None = None  # why `config` is empty, if it could not be read
+    metadata_error: str | None = None  # why the topic cannot be imported (no partitions…)
 
 
 def read_cluster(
@@ -67,36 +70,51 @@ def read_cluster(
         if not names:
             return []
         resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-        configs = {
-            resource.name: {
+        configs: dict[str, dict[str, str]] = {}
+        config_errors: dict[str, str] = {}
+        for resource, future in admin.describe_configs(resources).items():
+            try:
+                entries = future.result(timeout=timeout)
+            except KafkaException as exc:  # not allowed to describe it, deleted meanwhile…
+                config_errors[resource.name] = _reason(exc)
+                continue
+            configs[resource.name] = {
                 key: entry.value
-                for key, entry in future.result(timeout=timeout).items()
+                for key, entry in entries.items()
                 if key in _CONFIG_KEYS and entry.value is not None
             }
-            for resource, future in admin.describe_configs(resources).items()
-        }
         groups = _groups_by_topic(admin, set(names), timeout)
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else exc
-        reason = error.str() if hasattr(error, "str") else str(error)  # a KafkaError's text
-        raise ImportFailed(f"Kafka at {bootstrap}: {reason}") from None
-    return [
-        TopicFacts(
-            name=name,
-            partitions=len(metadata.topics[name].partitions),
-            replication=max(
-                (len(p.replicas) for p in metadata.topics[name].partitions.values()), default=0
-            ),
-            config=configs.get(name, {}),
-            groups=tuple(sorted(groups.get(name, ()))),
+    except (KafkaException, TimeoutError) as exc:
+        raise ImportFailed(f"Kafka at {bootstrap}: {_reason(exc)}") from None
+    facts = []
+    for name in names:
+        topic = metadata.topics[name]
+        facts.append(
+            TopicFacts(
+                name=name,
+                partitions=len(topic.partitions),
+                replication=max((len(p.replicas) for p in topic.partitions.values()), default=0),
+                config=configs.get(name, {}),
+                groups=tuple(sorted(groups.get(name, ()))),
+                config_error=config_errors.get(name),
+                metadata_error=_reason(topic.error) if topic.error else None,
+            )
         )
-        for name in names
-    ]
+    return facts
+
+
+def _reason(error: Any) -> str:
+    """The text of a KafkaException, KafkaError or timeout."""
+    if isinstance(error, TimeoutError):
+        return "no answer in time (--timeout)"
+    if error.args and hasattr(error.args[0], "str"):
+        error = error.args[0]  # a KafkaException carries a KafkaError
+    return str(error.str()) if hasattr(error, "str") else str(error)
 
 
 def _groups_by_topic(admin: Any, names: set[str], timeout: float) -> dict[str, set[str]]:
     """Each topic's consumer groups, from their committed offsets (one request per group)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 
     listing = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout)
     futures = [
@@ -108,7 +126,10 @@ def _groups_by_topic(admin: Any, names: set[str], timeout: float) -> dict[str, s
     ]
     by_topic: dict[str, set[str]] = {}
     for future in futures:
-        offsets = future.result(timeout=timeout)
+        try:
+            offsets = future.result(timeout=timeout)
+        except KafkaException:
+            continue  # a group deleted since it was listed: it consumes nothing
         for partition in offsets.topic_partitions or ():
             if partition.topic in names:
                 by_topic.setdefault(partition.topic, set()).add(offsets.group_id)
@@ -118,7 +139,10 @@ def _groups_by_topic(admin: Any, names: set[str], timeout: float) -> dict[str, s
 def plan_kafka(topics: list[TopicFacts], bootstrap: str, prefix: str, command: str) -> ImportPlan:
     """One migration per topic; ImportFailed when there is none."""
     if not topics:
-        raise ImportFailed(f"Kafka at {bootstrap}: no topic to import (internal __* topics never)")
+        raise ImportFailed(
+            f"Kafka at {bootstrap}: no topic to import (none matches --topics, or there are "
+            "only internal __* topics)"
+        )
     plan = ImportPlan(
         command=command,
         legacy_name="kafka",
@@ -133,14 +157,22 @@ def plan_kafka(topics: list[TopicFacts], bootstrap: str, prefix: str, command: s
     )
     namer = Namer()
     for topic in topics:
-        plan.migrations.append(_migration(topic, namer, prefix))
+        if topic.metadata_error or not topic.partitions:
+            reason = topic.metadata_error or "no partitions in the cluster's metadata"
+            plan.skipped.append(f"topic {shown(topic.name)}: {reason}")
+        else:
+            plan.migrations.append(_migration(topic, namer, prefix))
+    if not plan.migrations:
+        raise ImportFailed(f"Kafka at {bootstrap}: no topic to import ({plan.skipped[0]})")
     return plan
 
 
 def _migration(topic: TopicFacts, namer: Namer, prefix: str) -> Migration:
     name = namer.migration(topic.name)
     subject = f"{prefix}.{namer.token(topic.name)}"
-    consumers = ", ".join(map(shown, topic.groups)) or "none with committed offsets"
+    legacy_groups = [g for g in topic.groups if not g.startswith(BRIDGE_GROUP_PREFIX)]
+    bridge_groups = [g for g in topic.groups if g.startswith(BRIDGE_GROUP_PREFIX)]
+    consumers = ", ".join(map(shown, legacy_groups)) or "none with committed offsets"
     migration = Migration(
         name=name,
         legacy={"topics": [topic.name]},
@@ -154,6 +186,14 @@ def _migration(topic: TopicFacts, namer: Namer, prefix: str) -> Migration:
         ),
         limits=_limits(topic),
     )
+    if bridge_groups:
+        migration.notes.append(
+            f"natsbridge already reads this topic (group {', '.join(map(shown, bridge_groups))})."
+        )
+    if topic.config_error:
+        migration.notes.append(
+            f"its configs could not be read ({topic.config_error}): no stream limits derived."
+        )
     if topic.partitions > 1:
         migration.notes.append(
             f"one subject per partition ({subject}.0 … .{topic.partitions - 1}): Kafka orders "

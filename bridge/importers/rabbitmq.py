@@ -118,9 +118,11 @@ def plan_rabbitmq(
         if migration is not None:
             plan.migrations.append(migration)
     if not plan.migrations:
+        skipped = (
+            f" ({len(plan.skipped)} skipped, first: {plan.skipped[0]})" if plan.skipped else ""
+        )
         raise ImportFailed(
-            f"vhost {chosen!r} has no exchange with bindings and no queue to import"
-            + (f" (skipped: {'; '.join(plan.skipped)})" if plan.skipped else "")
+            f"vhost {chosen!r} has no exchange with bindings and no queue to import{skipped}"
         )
     return plan
 
@@ -136,7 +138,11 @@ def _vhost_plan(
     ]
     present = sorted(
         {str(item["vhost"]) for item in named if "vhost" in item}
-        | {str(item["name"]) for item in _list(definitions, "vhosts") if isinstance(item, dict)}
+        | {
+            str(v["name"])
+            for v in _list(definitions, "vhosts")
+            if isinstance(v, dict) and "name" in v
+        }
     )
     chosen = vhost if vhost is not None else "/"
     if vhost is None and present and chosen not in present:
@@ -286,7 +292,7 @@ def _policy_for(
     """The policy RabbitMQ applies to `queue`: the matching one of highest priority."""
     best: dict[str, Any] | None = None
     for policy in policies:
-        if policy.get("apply-to", "all") not in _QUEUE_POLICY_TARGETS:
+        if str(policy.get("apply-to", "all")) not in _QUEUE_POLICY_TARGETS:
             continue
         try:
             matches = re.search(str(policy.get("pattern", "")), queue) is not None

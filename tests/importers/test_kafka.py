@@ -6,16 +6,21 @@ reads through confluent-kafka's admin client), and the generated config is held 
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
+from tests.e2e.bridge_process import BridgeProcess
 from tests.importers.snapshots import assert_snapshot, natsbridge
 
 pytestmark = pytest.mark.kafka
@@ -69,7 +74,8 @@ def _import(bootstrap: str, prefix: str, *extra: str) -> str:
         "import", "kafka", "--bootstrap", bootstrap, "--topics", f"{re.escape(prefix)}\\..*", *extra
     )
     assert result.returncode == 0, result.stderr
-    assert "natsbridge import: 5 migrations to " in result.stderr
+    what = "routes" if "--routes" in extra else "migrations"
+    assert f"natsbridge import: 5 {what} to " in result.stderr
     return result.stdout
 
 
@@ -94,7 +100,7 @@ def test_import_of_five_topics_matches_the_snapshot_and_validates(
 
 def test_an_unreachable_cluster_is_one_line(unique_name: str) -> None:
     result = natsbridge(
-        "import", "kafka", "--bootstrap", "127.0.0.1:1", "--topics", unique_name, "--timeout", "2"
+        "import", "kafka", "--bootstrap", "127.0.0.1:1", "--topics", unique_name, "--timeout", "2s"
     )
     assert result.returncode == 1
     assert result.stderr.startswith("natsbridge: Kafka at 127.0.0.1:1: ")
@@ -107,3 +113,70 @@ def test_the_migrations_form_validates(kafka_bootstrap: str, prefix: str, tmp_pa
     _import(kafka_bootstrap, prefix, "-o", str(config))
     valid = natsbridge("validate", "-c", str(config))
     assert valid.returncode == 0, valid.stderr
+
+
+RECORDS = {"orders": 30, "clicks": 10}
+COPY_DEADLINE_S = 90.0  # a new consumer group joins and is assigned within this
+
+
+@pytest.mark.nats
+def test_the_imported_mirror_copies_each_partition_to_its_subject_and_leaves_groups_alone(
+    kafka_bootstrap: str, nats_url: str, prefix: str, tmp_path: Path
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    per_subject: Counter[str] = Counter()
+    for suffix, count in RECORDS.items():
+        for n in range(count):
+            sent = producer.send(f"{prefix}.{suffix}", key=str(n).encode(), value=b"payload")
+            partition = sent.get(timeout=30).partition
+            per_subject[
+                f"legacy.{prefix}%2E{suffix}" + (f".{partition}" if suffix == "orders" else "")
+            ] += 1
+    producer.close()
+    config = tmp_path / "routes.yaml"
+    _import(kafka_bootstrap, prefix, "--routes", "-o", str(config))
+    bridge = BridgeProcess(config, tmp_path / "data", env={"NATSBRIDGE_NATS_URL": nats_url})
+    try:
+        bridge.start()
+        copied = _subjects_once_copied(nats_url, prefix, per_subject)
+        assert copied == per_subject, bridge.tail()
+        assert len([s for s in copied if ".orders" in s or "%2Eorders" in s]) > 1  # partitions
+        assert bridge.terminate() == 0
+    finally:
+        bridge.stop()
+    # The legacy group's committed offsets did not move: the tap reads as its own group.
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        offsets = admin.list_group_offsets(f"{prefix}-billing")[f"{prefix}-billing"]
+    finally:
+        admin.close()
+    assert {tp.topic: meta.offset for tp, meta in offsets.items()} == {
+        f"{prefix}.orders": 0,
+        f"{prefix}.users": 0,
+    }
+
+
+def _subjects_once_copied(nats_url: str, prefix: str, expected: Counter[str]) -> Counter[str]:
+    """Messages per subject in the orders and clicks streams, once they match or time is up."""
+    streams = [f"{prefix.upper()}_{suffix.upper()}" for suffix in RECORDS]
+    deadline = time.monotonic() + COPY_DEADLINE_S
+    while True:
+        copied = asyncio.run(_subjects(nats_url, streams))
+        if copied == expected or time.monotonic() > deadline:
+            return copied
+        time.sleep(0.5)
+
+
+async def _subjects(nats_url: str, streams: list[str]) -> Counter[str]:
+    counted: Counter[str] = Counter()
+    nc = await nats.connect(nats_url)
+    try:
+        for stream in streams:
+            try:
+                info = await nc.jetstream().stream_info(stream, subjects_filter=">")
+            except nats.js.errors.NotFoundError:
+                continue
+            counted.update(info.state.subjects or {})
+    finally:
+        await nc.close()
+    return counted

@@ -102,6 +102,53 @@ def test_any_definitions_give_a_config_that_validates(defs: dict[str, Any]) -> N
     _loads_with_legacy_names_unchanged(plan)
 
 
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(["exchanges", "queues", "bindings", "policies", "vhosts", "parameters"])
+FIELDS = ["type", "destination", "destination_type", "routing_key", "arguments", "pattern"]
+FIELDS += ["definition", "priority", "apply-to", "internal", "vhost"]
+ENTRY = st.fixed_dictionaries(
+    {"name": st.sampled_from(["q", "e", "r"]), "source": st.sampled_from(["e", "q"])},
+    optional={
+        **{field: JSON for field in FIELDS},
+        "destination": st.sampled_from(["q", "e"]) | JSON,
+        "type": st.sampled_from(["topic", "headers"]) | JSON,
+        "destination_type": st.sampled_from(["queue", "exchange"]) | JSON,
+        "arguments": st.dictionaries(st.sampled_from(["x-max-length", "x-overflow"]), JSON),
+        "vhost": st.just("/") | JSON,
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "defs",
+    [{"queues": {}}, {"exchanges": [1]}, {"bindings": [{"source": 1}]}, {"policies": "x"}],
+)
+def test_definitions_of_the_wrong_shape_are_one_line(defs: dict[str, Any]) -> None:
+    with pytest.raises(ImportFailed, match=r"^definitions: "):
+        plan_rabbitmq(defs, None, "legacy", "natsbridge import rabbitmq")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(KEYS, st.lists(ENTRY, max_size=4)),
+    st.none() | st.sampled_from(["/", "x"]),
+)
+def test_malformed_definitions_are_one_line_never_a_traceback(
+    defs: dict[str, Any], vhost: str | None
+) -> None:
+    try:
+        plan = plan_rabbitmq(defs, vhost, "legacy", "natsbridge import rabbitmq")
+    except ImportFailed as exc:
+        assert "\n" not in str(exc)
+        return
+    for form in Form:
+        assert validate_text(render(plan, form), plan) == []
+
+
 TOPIC_NAMES = st.text(st.sampled_from(list("aZ09._-")), min_size=1, max_size=249).filter(
     lambda name: not name.startswith("__") and name not in (".", "..")  # Kafka refuses those
 )
@@ -113,7 +160,7 @@ TOPIC_NAMES = st.text(st.sampled_from(list("aZ09._-")), min_size=1, max_size=249
         st.builds(
             TopicFacts,
             name=TOPIC_NAMES,
-            partitions=st.integers(1, 64),
+            partitions=st.integers(0, 64),
             replication=st.integers(1, 3),
             config=st.fixed_dictionaries(
                 {},
@@ -123,7 +170,9 @@ TOPIC_NAMES = st.text(st.sampled_from(list("aZ09._-")), min_size=1, max_size=249
                     "cleanup.policy": st.sampled_from(["delete", "compact", "compact,delete"]),
                 },
             ),
-            groups=st.lists(NAMES, max_size=3).map(tuple),
+            groups=st.lists(NAMES | st.just("natsbridge-x.to-nats"), max_size=3).map(tuple),
+            config_error=st.none() | st.just("Broker: Topic authorization failed"),
+            metadata_error=st.none() | st.just("Broker: Leader not available"),
         ),
         min_size=1,
         max_size=5,
@@ -131,8 +180,21 @@ TOPIC_NAMES = st.text(st.sampled_from(list("aZ09._-")), min_size=1, max_size=249
     )
 )
 def test_any_topics_give_a_config_that_validates(topics: list[TopicFacts]) -> None:
-    plan = plan_kafka(topics, "127.0.0.1:9092", "legacy.kafka", "natsbridge import kafka")
+    try:
+        plan = plan_kafka(topics, "127.0.0.1:9092", "legacy.kafka", "natsbridge import kafka")
+    except ImportFailed as exc:
+        assert all(t.metadata_error or not t.partitions for t in topics), exc
+        return
     _loads_with_legacy_names_unchanged(plan)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(), st.text())
+def test_any_command_line_and_broker_text_stay_in_their_comments(vhost: str, reason: str) -> None:
+    topic = TopicFacts("t", 1, 1, {}, (), config_error=reason)
+    plan = plan_kafka([topic], "127.0.0.1:9092", "legacy", f"natsbridge import --vhost {vhost}")
+    for form in Form:
+        assert validate_text(render(plan, form), plan) == []
 
 
 @given(st.text())

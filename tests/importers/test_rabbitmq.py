@@ -8,17 +8,23 @@ ways the management API offers, and holds the generated config to a snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import re
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
+from tests.e2e.bridge_process import BridgeProcess
+from tests.e2e.jetstream import stream_count
 from tests.importers.snapshots import assert_snapshot, natsbridge
 
 pytestmark = pytest.mark.amqp
@@ -111,7 +117,8 @@ def _import(definitions: Path, vhost: str, *extra: str) -> str:
         "import", "rabbitmq", "--definitions", str(definitions), "--vhost", vhost, *extra
     )
     assert result.returncode == 0, result.stderr
-    assert "natsbridge import: 7 migrations to " in result.stderr
+    what = "routes" if "--routes" in extra else "migrations"
+    assert f"natsbridge import: 7 {what} to " in result.stderr
     return result.stdout
 
 
@@ -144,3 +151,65 @@ def test_the_migrations_form_validates(vhost: str, tmp_path: Path) -> None:
     _import(definitions, vhost, "-o", str(config))
     valid = natsbridge("validate", "-c", str(config))
     assert valid.returncode == 0, valid.stderr
+
+
+PUBLISHED = [  # exchange, routing key, headers, copies
+    ("orders", "eu.1", {}, 5),
+    ("orders", "us.west.2", {}, 4),
+    ("orders", "audit.3", {}, 3),
+    ("orders", "asia.4", {}, 2),  # bound to nothing: neither legacy queues nor the tap take it
+    ("notifications", "", {}, 6),
+    ("documents", "", {"type": "invoice"}, 2),
+    ("documents", "", {"type": "memo"}, 1),  # no legacy queue; the tap copies it (see NOTE)
+]
+STREAMS = {"ORDERS": 12, "AUDIT": 3, "NOTIFICATIONS": 6, "DOCUMENTS": 3, "PAYMENTS": 0}
+QUEUES_AFTER = {"orders.eu": 5, "orders.us": 4, "audit.log": 3, "notify.email": 6}
+QUEUES_AFTER |= {"notify.sms": 6, "documents.invoices": 2}
+COPY_DEADLINE_S = 60.0
+
+
+@pytest.mark.nats
+def test_the_imported_mirror_copies_each_flow_and_leaves_legacy_queues_alone(
+    vhost: str, amqp_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    definitions = tmp_path / "definitions.json"
+    definitions.write_text(json.dumps(_api("GET", f"definitions/{_q(vhost)}")))
+    tag = vhost.rsplit("-", 1)[-1]
+    routes = _import(definitions, vhost, "--routes", "--prefix", f"imp.{tag}")
+    # Stream names are per import; the shared NATS keeps every earlier run's streams.
+    routes = re.sub(r"stream: ([A-Z0-9_-]+)}", rf"stream: \1_{tag}}}", routes)
+    config = tmp_path / "routes.yaml"
+    config.write_text(routes)
+    url = amqp_url.rsplit("/", 1)[0] + "/" + _q(vhost)
+    bridge = BridgeProcess(
+        config, tmp_path / "data", env={"NATSBRIDGE_AMQP_URL": url, "NATSBRIDGE_NATS_URL": nats_url}
+    )
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        bridge.start()  # ready: every tap queue is bound
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for exchange, key, headers, copies in PUBLISHED:
+            for _ in range(copies):
+                properties = pika.BasicProperties(headers=headers or None, delivery_mode=2)
+                channel.basic_publish(exchange, key, b"payload", properties)
+        counts = _stream_counts_once_copied(nats_url, tag)
+        assert counts == STREAMS, bridge.tail()
+        depths = {
+            q: channel.queue_declare(q, passive=True).method.message_count for q in QUEUES_AFTER
+        }
+        assert depths == QUEUES_AFTER  # the legacy consumers' messages are all still there
+        assert bridge.terminate() == 0
+    finally:
+        bridge.stop()
+        connection.close()
+
+
+def _stream_counts_once_copied(nats_url: str, tag: str) -> dict[str, int]:
+    """Each stream's count, once they reach STREAMS or COPY_DEADLINE_S has passed."""
+    deadline = time.monotonic() + COPY_DEADLINE_S
+    while True:
+        counts = {name: asyncio.run(stream_count(nats_url, f"{name}_{tag}")) for name in STREAMS}
+        if counts == STREAMS or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
