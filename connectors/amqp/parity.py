@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -137,7 +138,7 @@ def seen_in_ledger(ledger: Ledger, since: float) -> list[Seen]:
     """The ledger's entries as Seen; those recorded before `since` are context."""
     return [
         Seen(
-            group=f"exchange {entry.exchange}",
+            group=sys.intern(f"exchange {entry.exchange}"),
             position=entry.id,
             where=(
                 ("tap", "ledger"),
@@ -161,7 +162,7 @@ def copy_reader(stream: str, since: float, names: Sequence[str]) -> Callable[[St
         routing_key = msg.headers.get(h.AMQP_ROUTING_KEY)
         group = f"exchange {h.decode_text_value(exchange[0])}" if exchange else f"stream {stream}"
         return Seen(
-            group=group,
+            group=sys.intern(group),
             position=msg.seq,
             where=(
                 ("stream", stream),

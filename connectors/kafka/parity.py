@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -171,9 +172,9 @@ def _seen_record(record: Any, names: Sequence[str]) -> Seen:
     value: bytes | None = record.value()
     headers = kafka_to_nats_headers(record.headers() or [])
     return Seen(
-        group=f"{topic}/{partition}",
+        group=sys.intern(f"{topic}/{partition}"),
         position=offset,
-        where=(("topic", topic), ("partition", partition), ("offset", offset)),
+        where=(),  # its pair key: topic, partition, offset
         digest=content_digest(key, value or b"", headers, names),
         pair_key=(topic, partition, offset),
     )
@@ -190,11 +191,11 @@ def copy_reader(
         where: Where = (("stream", stream), ("seq", msg.seq), ("subject", msg.subject))
         pair = _coordinates(msg)
         if pair is None:
-            group, in_window = f"stream {stream}", msg.time >= since
+            group, in_window = sys.intern(f"stream {stream}"), msg.time >= since
         else:
             topic, partition, offset = pair
             where += (("topic", topic), ("partition", partition), ("offset", offset))
-            group = f"{topic}/{partition}"
+            group = sys.intern(f"{topic}/{partition}")
             window = bounds.get((topic, partition))
             in_window = window is not None and window.start <= offset < window.end
         key = key_from_headers(msg.headers)
