@@ -100,7 +100,12 @@ class AdminServer:
         self.registry.register(RouteCollector(lambda: self.runners))
         token = settings.token.get_secret_value() if settings.token else None
         handler = _handler(self, token, settings.request_timeout)
-        self.httpd = _BoundedServer(parse_listen(settings.listen), handler, settings)
+        try:
+            self.httpd = _BoundedServer(parse_listen(settings.listen), handler, settings)
+        except OSError as exc:  # the port is taken, the address is not this host's
+            raise BridgeError(
+                f"bridge.admin.listen: cannot listen on {settings.listen}: {exc.strerror}"
+            ) from None
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="natsbridge-admin", daemon=True
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from natsbridge.bridge.importers.plan import ImportFailed, ImportPlan
 from natsbridge.bridge.importers.writer import Form, render
 
 DEFAULT_PREFIX = "legacy"
+DEFAULT_TIMEOUT_S = 15.0  # a Kafka admin request without an answer
 
 
 def add_parsers(commands: Any) -> None:
@@ -45,6 +47,13 @@ def add_parsers(commands: Any) -> None:
     kafka.add_argument("--bootstrap", required=True, metavar="HOST:PORT", help="a broker")
     kafka.add_argument(
         "--topics", type=_regex, metavar="REGEX", help="import the topics it matches in full"
+    )
+    kafka.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="give up on an unanswered request after this long (default: %(default)s)",
     )
     _common(kafka)
     kafka.set_defaults(func=_import_kafka)
@@ -72,6 +81,16 @@ def _regex(text: str) -> re.Pattern[str]:
         raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, found {text!r}")
+    return value
+
+
 def _prefix(text: str) -> str:
     try:
         return check_subject_prefix(text)
@@ -96,7 +115,7 @@ def _import_kafka(args: argparse.Namespace) -> int:
     command = ["natsbridge", "import", "kafka", "--bootstrap", args.bootstrap]
     if args.topics is not None:
         command += ["--topics", args.topics.pattern]
-    topics = read_cluster(args.bootstrap, args.topics)
+    topics = read_cluster(args.bootstrap, args.topics, args.timeout)
     return _write(plan_kafka(topics, args.bootstrap, args.prefix, _command(command, args)), args)
 
 
@@ -109,18 +128,9 @@ def _command(words: list[str], args: argparse.Namespace) -> str:
 
 
 def check(plan: ImportPlan) -> None:
-    """Raise ImportFailed unless the config loader accepts what `plan` renders to.
-
-    The routes form is always checked: it holds every endpoint, subject and name the
-    migrations form holds. The migrations form is checked too once the loader knows it.
-    """
-    from natsbridge.bridge.config.model import ConfigFile
-
-    forms = [Form.ROUTES]
-    if "migrations" in ConfigFile.model_fields:
-        forms.append(Form.MIGRATIONS)
-    for form in forms:
-        problems = validate_text(render(plan, form))
+    """Raise ImportFailed unless the config loader accepts both forms of `plan` (phase mirror)."""
+    for form in Form:
+        problems = validate_text(render(plan, form), plan)
         if problems:
             raise ImportFailed(
                 f"the generated config does not validate (a natsbridge bug, please report it): "
@@ -128,15 +138,21 @@ def check(plan: ImportPlan) -> None:
             )
 
 
-def validate_text(text: str) -> list[str]:
-    """The config loader's problems with `text` as a config file (none: it is valid)."""
-    from natsbridge.bridge.config import load_config
+def validate_text(text: str, plan: ImportPlan, phase: str = "mirror") -> list[str]:
+    """The config loader's problems with `text`, its migrations in `phase` (none: valid).
 
+    The phase is given, not read from a data dir's state: the check is the same wherever it
+    runs.
+    """
+    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.migrate.model import Phase
+
+    phases = {migration.name: Phase(phase) for migration in plan.migrations}
     with tempfile.TemporaryDirectory(prefix="natsbridge-import-") as scratch:
         path = Path(scratch, "imported.yaml")
         path.write_text(text, encoding="utf-8")
         try:
-            load_config(path, environ={})
+            load_config(path, environ={}, phases=phases)
         except ConfigError as exc:
             return exc.problems
     return []

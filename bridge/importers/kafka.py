@@ -25,7 +25,6 @@ from natsbridge.bridge.importers.names import Namer
 from natsbridge.bridge.importers.plan import ImportFailed, ImportPlan, Migration, StreamLimits
 from natsbridge.bridge.importers.writer import shown
 
-DEFAULT_TIMEOUT_S = 15.0
 NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024  # bytes: nats-server's max_payload unless configured
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # a 1 MiB record plus its batch header
 _CONFIG_KEYS = ("retention.ms", "retention.bytes", "cleanup.policy", "max.message.bytes")
@@ -43,7 +42,7 @@ class TopicFacts:
 
 
 def read_cluster(
-    bootstrap: str, topics: re.Pattern[str] | None, timeout: float = DEFAULT_TIMEOUT_S
+    bootstrap: str, topics: re.Pattern[str] | None, timeout: float
 ) -> list[TopicFacts]:
     """The facts of every topic `topics` matches in full; ImportFailed if Kafka does not answer."""
     from confluent_kafka import KafkaException
@@ -78,7 +77,9 @@ def read_cluster(
         }
         groups = _groups_by_topic(admin, set(names), timeout)
     except KafkaException as exc:
-        raise ImportFailed(f"Kafka at {bootstrap}: {exc.args[0]}") from None
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if hasattr(error, "str") else str(error)  # a KafkaError's text
+        raise ImportFailed(f"Kafka at {bootstrap}: {reason}") from None
     return [
         TopicFacts(
             name=name,

@@ -10,6 +10,7 @@ and `$`) escaped too, so two legacy names never share a token.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -57,9 +58,16 @@ class Namer:
         self._tokens: set[str] = set()
 
     def migration(self, legacy_name: str) -> str:
-        """A unique, valid migration name close to `legacy_name`."""
-        base = _NAME_UNSAFE.sub("-", legacy_name).strip("-._")[:MIGRATION_NAME_MAX] or "flow"
-        return _unique(base.rstrip("-._"), self._migrations, MIGRATION_NAME_MAX)
+        """A unique, valid migration name close to `legacy_name`.
+
+        A name too long keeps its start and ends in a hash of the whole name, so names that
+        differ only in their tails stay apart.
+        """
+        base = _NAME_UNSAFE.sub("-", legacy_name).strip("-._") or "flow"
+        if len(base) > MIGRATION_NAME_MAX:
+            digest = hashlib.sha256(legacy_name.encode("utf-8", "surrogatepass")).hexdigest()
+            base = base[: MIGRATION_NAME_MAX - 9].rstrip("-._") + "-" + digest[:8]
+        return _unique(base, self._migrations, MIGRATION_NAME_MAX)
 
     def stream(self, migration: str) -> str:
         """A unique JetStream stream name for a migration (upper case, no `.`)."""

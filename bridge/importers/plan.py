@@ -62,6 +62,7 @@ class Migration:
     title: str  # one line: what this flow is on the legacy side
     notes: list[str] = field(default_factory=list)  # what could not be mapped, and why
     limits: StreamLimits = StreamLimits()
+    back: dict[str, Any] | None = None  # sink keys for NATS -> legacy (phase cutover)
 
 
 @dataclass

@@ -330,7 +330,7 @@ def _exchange_migration(
     if not bindings:
         plan.skipped.append(f"exchange {shown(name)} ({kind}): no bindings, nothing consumes it")
         return None
-    keys = sorted({str(b.get("routing_key", "")) for b in bindings})
+    keys = keys_bound = sorted({str(b.get("routing_key", "")) for b in bindings})
     if not all(key == "" or printable(key) for key in keys):
         plan.skipped.append(f"exchange {shown(name)}: a binding key has control characters")
         return None
@@ -355,6 +355,17 @@ def _exchange_migration(
             [f"queue {shown(q)}" for q in queues] + [f"exchange {shown(x)}" for x in targets]
         ),
     )
+    if kind in ("fanout", "headers") or (kind == "topic" and set(keys_bound) == {"#"}):
+        # Every legacy consumer takes every routing key: the NATS subject will do as one.
+        migration.back = {"routing_key": "{{subject}}"}
+    else:
+        migration.notes.append(
+            "phase cutover needs back.routing_key (the routing key of what producers publish "
+            f"on NATS; legacy bindings: {', '.join(map(shown, keys_bound))}): a template "
+            f"cannot take the prefix {shown(subject + '.')} off a subject of any length, so "
+            "set it before `migrate advance` to cutover, e.g. "
+            '"{{header(Amqp-Routing-Key)}}" with NATS producers setting that header.'
+        )
     if kind == "headers":
         matched = sorted({json.dumps(_arguments(b), sort_keys=True) for b in bindings})
         migration.notes.append(
@@ -401,7 +412,17 @@ def _queue_migration(
         ],
         limits=_limits([settings]),
     )
+    if reads_as_template(name):
+        migration.notes.append(
+            "the queue's name holds '{{' or '}}', which phase cutover would read as a template "
+            "when it writes back through the default exchange: rename the queue before cutover."
+        )
     return migration
+
+
+def reads_as_template(name: str) -> bool:
+    """True when `name` used as a template (a routing key) would not be literal text."""
+    return "{{" in name or "}}" in name
 
 
 def _limits(queues: list[_QueueSettings]) -> StreamLimits:

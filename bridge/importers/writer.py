@@ -169,6 +169,9 @@ def _migration(plan: ImportPlan, migration: Migration) -> Iterator[str]:
     yield f"      connection: {NATS_CONNECTION}"
     yield f"      subject: {scalar(migration.subject)}"
     yield f"      stream: {scalar(migration.stream)}"
+    if migration.back:
+        back = ", ".join(f"{key}: {scalar(value)}" for key, value in migration.back.items())
+        yield f"    back: {{{back}}}"
     yield "    delivery: at_least_once"
     yield ""
 

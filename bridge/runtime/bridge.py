@@ -264,7 +264,7 @@ class Bridge:
                 log.error("route %s cannot start: %s", name, exc, extra={"event": "route_failed"})
                 continue
             if name in paused:
-                runner.pause()
+                await runner.pause()  # not started yet: returns at once
             running[name] = runner
             self._start(runner)
         if failed:
@@ -276,7 +276,7 @@ class Bridge:
 
     async def pause(self, name: str) -> dict[str, Any]:
         """Stop reading route `name`'s source; what it holds is still delivered."""
-        self._find(name).pause()
+        await self._find(name).pause()
         log.info("route %s paused", name, extra={"event": "paused", "route": name})
         return {"route": name, "paused": True}
 
@@ -305,8 +305,12 @@ class Bridge:
         """SIGHUP: reload in the background; the outcome goes to the log."""
 
         async def reload() -> None:
-            with contextlib.suppress(ControlError):  # refusals were logged
+            try:
                 await self.reload("SIGHUP")
+            except ControlError:
+                pass  # refusals were logged
+            except Exception:  # a bug must not end as "Task exception was never retrieved"
+                log.exception("reload (SIGHUP) failed", extra={"event": "reload_failed"})
 
         task = asyncio.create_task(reload())
         self._signalled.add(task)

@@ -29,6 +29,7 @@ log = logging.getLogger("natsbridge.route")
 
 RECEIVE_TIMEOUT_S = 0.5
 FULL_POLL_S = 0.1  # how often a full buffer is asked again for room
+PAUSE_WAIT_S = 10.0  # longest a pause waits for a read under way (a source slow to return)
 HEALTHY_AFTER_S = 10.0  # a connection up this long resets the reconnect back-off
 
 T = TypeVar("T")
@@ -57,6 +58,8 @@ class RouteEndpoints:
         self._stopping = asyncio.Event()
         self._reading = asyncio.Event()  # cleared while an operator paused the route
         self._reading.set()
+        self._between_reads = asyncio.Event()  # cleared while a receive() is under way
+        self._between_reads.set()
         self._ingest_done = asyncio.Event()
         self._sink_reconnecting = asyncio.Lock()
         self._sink_generation = 0  # bumped on every sink reconnect
@@ -110,28 +113,40 @@ class RouteEndpoints:
         """Whether an operator paused the route."""
         return not self._reading.is_set()
 
-    def pause(self) -> None:
-        """Stop reading the source after the current batch; buffered messages still go out.
+    async def pause(self) -> None:
+        """Stop reading the source; buffered messages still go out.
 
-        The source stays connected and holds what it did not hand out un-acked (its
-        prefetch or credit window), so nothing is lost and the broker keeps the rest.
+        Returns once a read under way has returned (at most RECEIVE_TIMEOUT_S, bounded
+        by PAUSE_WAIT_S), so nothing is read from the source after it. The source stays
+        connected and holds what it did not hand out un-acked (its prefetch or credit
+        window): nothing is lost, and the broker keeps the rest.
         """
         self._reading.clear()
         self.stats.paused = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._between_reads.wait(), PAUSE_WAIT_S)
 
     def resume(self) -> None:
         """Read the source again."""
         self._reading.set()
         self.stats.paused = False
 
-    async def _until_reading(self) -> None:
-        """Wait while the route is paused; return at once when it is stopping."""
-        waits = [asyncio.ensure_future(e.wait()) for e in (self._reading, self._stopping)]
+    async def _receive(self) -> Sequence[Incoming]:
+        """The source's next batch, after waiting while the route is paused ([] once stopping)."""
+        while self.paused and not self._stopping.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._reading, self._stopping)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self._stopping.is_set():
+            return []
+        self._between_reads.clear()
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
         finally:
-            for wait in waits:
-                wait.cancel()
+            self._between_reads.set()
 
     def _connection_of(self, role: str) -> str:
         return self.route.source.connection if role == "source" else self.route.sink.connection

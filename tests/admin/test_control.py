@@ -24,7 +24,7 @@ from natsbridge.bridge.admin.control import (
 )
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.model import Admin
-from natsbridge.bridge.errors import ConfigError
+from natsbridge.bridge.errors import BridgeError, ConfigError
 
 TOKEN = "s3cret-Zq7"
 PROBLEM = "bridge.yaml:7:5: routes[0].from.exchnage: unknown key 'exchnage'"
@@ -163,3 +163,10 @@ def test_the_cli_prints_problems_one_per_line(served: Any) -> None:
 def test_admin_url_of_the_settings(listen: str, tls: bool, url: str) -> None:
     settings = Admin(listen=listen, tls={"cert_file": "c", "key_file": "k"} if tls else None)
     assert admin_url(settings) == url
+
+
+def test_a_taken_port_is_one_line_not_a_traceback(served: Any) -> None:
+    server, _ = served
+    taken = "{}:{}".format(*server.address)
+    with pytest.raises(BridgeError, match=f"bridge.admin.listen: cannot listen on {taken}: "):
+        AdminServer(Admin(listen=taken), [])

@@ -139,7 +139,7 @@ async def _nats_consumer(args: argparse.Namespace, log: IO[str]) -> None:
     while not STOP:
         try:
             messages = await subscription.fetch(BATCH, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):
             continue
         for message in messages:
             log.write(f"{message.data.decode()}\n")

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from natsbridge.bridge.config.model import ConfigFile
 from tests.importers.snapshots import assert_snapshot, natsbridge
 
 pytestmark = pytest.mark.amqp
@@ -138,10 +137,6 @@ def test_import_of_a_vhost_export_matches_the_snapshot_and_validates(
     assert "orders.to-nats: rabbitmq:exchange orders audit.#,eu.*,us.#" in valid.stdout
 
 
-@pytest.mark.skipif(
-    "migrations" not in ConfigFile.model_fields,
-    reason="the config loader has no `migrations:` section yet (branch wip-phases)",
-)
 def test_the_migrations_form_validates(vhost: str, tmp_path: Path) -> None:
     definitions = tmp_path / "definitions.json"
     definitions.write_text(json.dumps(_api("GET", f"definitions/{_q(vhost)}")))

@@ -143,9 +143,11 @@ def test_retire_waits_for_the_legacy_side_to_drain(
     data_dir = config_file.parent / "data"
     with state.locked(data_dir):
         state.record(data_dir, "orders", Phase.MIRROR, Phase.CUTOVER, who="cli")
-    sides.lag = FakeLag(legacy=4, nats=0)
+    sides.lag = FakeLag(legacy=14, nats=0)
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
-    assert code == 1 and "the legacy side still has 4 messages not copied to NATS" in err
+    assert (
+        code == 1 and "the legacy side still has 14 messages not copied to NATS (max_lag 10)" in err
+    )
     assert sides.asked == ["lag"]  # parity is not what retire needs
     sides.lag = RuntimeError("connection refused")
     code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
@@ -153,6 +155,9 @@ def test_retire_waits_for_the_legacy_side_to_drain(
     sides.lag = FakeLag(legacy=0, nats=7)
     code, out, _ = run(capsys, "migrate", "advance", "orders", "-c", c, "--no-reload")
     assert code == 0 and "cutover -> retire" in out
+    sides.lag = FakeLag(legacy=1, nats=None)  # done: the legacy side drained, to the last
+    code, _, err = run(capsys, "migrate", "advance", "orders", "-c", c)
+    assert code == 1 and "blocked: the legacy side still has 1 messages not copied to NATS\n" in err
 
 
 def test_status_shows_phase_lag_parity_and_blockers(

@@ -29,6 +29,13 @@ def problems(tmp_path: Path, old: str, new: str) -> list[str]:
     return info.value.problems
 
 
+def test_the_example_validates_in_every_phase() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "migrate-orders.yaml"
+    for phase in Phase:
+        config = load_config(example, {}, phases={"orders": phase})
+        assert config.migrations[0].phase is phase and not config.warnings
+
+
 def test_mirror_derives_the_tap_route_only(config_file: Path) -> None:
     config = load_config(config_file, {})
     assert [route.name for route in config.routes] == ["orders.to-nats", "clicks.to-nats"]
