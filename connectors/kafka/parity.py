@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from natsbridge.bridge.errors import RetryableError
+from natsbridge.bridge.errors import PermanentError, RetryableError
 from natsbridge.bridge.migrate.compare import Seen, Where, content_digest
 from natsbridge.bridge.migrate.kinds import LegacyContext, StreamMessage, StreamReader
 from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSource
@@ -71,8 +71,13 @@ def client_settings(connection: KafkaConnection, **own: Any) -> dict[str, Any]:
 
 
 def _consumer(connection: KafkaConnection, group: str) -> Any:
-    from confluent_kafka import Consumer
-
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        raise PermanentError(
+            "kafka: parity and lag read the topic with confluent-kafka, which is not "
+            "installed: pip install 'natsbridge[kafka]' (or confluent-kafka)"
+        ) from None
     return Consumer(
         client_settings(
             connection,
