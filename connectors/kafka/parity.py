@@ -131,9 +131,9 @@ def read_window(
     connection: KafkaConnection, source: KafkaSource, since: float, headers: Sequence[str]
 ) -> tuple[list[Seen], list[PartitionRange]]:
     """Every record of the source's topics from `since` to the end as of now, as Seen."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
     consumer = _consumer(connection, f"natsbridge-verify-{uuid.uuid4().hex[:12]}")
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition  # _consumer checked
+
     try:
         try:
             ranges = _ranges(consumer, _topics(consumer, source), since)
@@ -228,9 +228,9 @@ def _coordinates(msg: StreamMessage) -> tuple[str, int, int] | None:
 
 def group_lag(connection: KafkaConnection, source: KafkaSource, group: str) -> int:
     """Records of the source's topics that `group` has not committed yet."""
-    from confluent_kafka import KafkaException, TopicPartition
-
     consumer = _consumer(connection, group)
+    from confluent_kafka import KafkaException, TopicPartition  # _consumer checked
+
     try:
         topics = _topics(consumer, source)
         partitions = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
