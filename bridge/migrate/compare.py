@@ -149,15 +149,17 @@ def compare(
             unpaired.append(copy)
     # Copies paired by digest only come from a tap that opened at some point: those stored
     # before the first paired one may have originals from before it (context, not extra).
-    extra = [
-        copy.coordinates()
+    context = {
+        id(copy)
         for copy in unpaired
-        if copy.pair_key is not None or first_paired is None or copy.position > first_paired
-    ]
+        if copy.pair_key is None and first_paired is not None and copy.position < first_paired
+    }
+    extra = [copy.coordinates() for copy in unpaired if id(copy) not in context]
     reached: dict[str, int] = {}
     for seen in legacy:
         if id(seen) in paired:
             reached[seen.group] = max(reached.get(seen.group, -1), seen.position)
+    copies = [copy for copy in nats if id(copy) not in context]
     missing: list[Coordinates] = []
     pending = 0
     for seen in legacy:
@@ -170,8 +172,8 @@ def compare(
     return ParityReport(
         migration=migration,
         window_s=window_s,
-        counts={"legacy": _counts(legacy), "nats": _counts(nats)},
-        digests={"legacy": _digests(legacy), "nats": _digests(nats)},
+        counts={"legacy": _counts(legacy), "nats": _counts(copies)},
+        digests={"legacy": _digests(legacy), "nats": _digests(copies)},
         missing=missing,
         extra=extra,
         differ=differ,
