@@ -39,10 +39,17 @@ class Seen:
 
     group: str  # "topic/partition", the tap queue: the unit in which the side keeps order
     position: int  # its order within the group (offset, ledger id, stream sequence)
-    where: Where  # what the report prints to find it
+    where: Where  # what the report prints to find it (the pair key's names when empty)
     digest: str
     in_window: bool = True
     pair_key: tuple[str, int, int] | None = None  # (topic, partition, offset) when known
+
+    def coordinates(self) -> Coordinates:
+        """Where the message is, by name."""
+        if not self.where and self.pair_key is not None:
+            topic, partition, offset = self.pair_key
+            return {"topic": topic, "partition": partition, "offset": offset}
+        return dict(self.where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,7 @@ def compare(
             continue
         paired.add(id(original))
         if original.digest != copy.digest and (original.in_window or copy.in_window):
-            differ.append({"legacy": dict(original.where), "nats": dict(copy.where)})
+            differ.append({"legacy": original.coordinates(), "nats": copy.coordinates()})
     # Messages without shared coordinates pair by digest, oldest with oldest.
     waiting: dict[str, list[Seen]] = defaultdict(list)
     for seen in sorted(legacy, key=lambda s: (s.group, s.position)):
@@ -142,29 +149,31 @@ def compare(
             unpaired.append(copy)
     # Copies paired by digest only come from a tap that opened at some point: those stored
     # before the first paired one may have originals from before it (context, not extra).
-    extra = [
-        dict(copy.where)
+    context = {
+        id(copy)
         for copy in unpaired
-        if copy.pair_key is not None or first_paired is None or copy.position > first_paired
-    ]
+        if copy.pair_key is None and first_paired is not None and copy.position < first_paired
+    }
+    extra = [copy.coordinates() for copy in unpaired if id(copy) not in context]
     reached: dict[str, int] = {}
     for seen in legacy:
         if id(seen) in paired:
             reached[seen.group] = max(reached.get(seen.group, -1), seen.position)
+    copies = [copy for copy in nats if id(copy) not in context]
     missing: list[Coordinates] = []
     pending = 0
     for seen in legacy:
         if id(seen) in paired or not seen.in_window:
             continue
         if seen.position < reached.get(seen.group, -1):
-            missing.append(dict(seen.where))
+            missing.append(seen.coordinates())
         else:
             pending += 1
     return ParityReport(
         migration=migration,
         window_s=window_s,
-        counts={"legacy": _counts(legacy), "nats": _counts(nats)},
-        digests={"legacy": _digests(legacy), "nats": _digests(nats)},
+        counts={"legacy": _counts(legacy), "nats": _counts(copies)},
+        digests={"legacy": _digests(legacy), "nats": _digests(copies)},
         missing=missing,
         extra=extra,
         differ=differ,

@@ -1,16 +1,18 @@
 """The legacy side of a RabbitMQ migration: a parity tap, its ledger, and queue depths.
 
-(bridge.migrate.kinds.LegacySide.)
-The tap is a durable queue of the bridge's own, ``natsbridge.<migration>.parity``, bound
-to the legacy exchange with the legacy binding keys (so it receives what the legacy
-consumers' queues and the mirror's own queue receive), with ``x-expires`` so that a tap
-nobody drains any more disappears by itself. `record` moves what it holds into the
-ledger (bridge.migrate.ledger). A legacy flow read from a queue on the default exchange
-cannot be tapped (nothing can bind there): parity says so in one line.
+(bridge.migrate.kinds.LegacySide.) The tap is a durable queue of the bridge's own,
+``natsbridge.<migration>.parity``, bound to the legacy exchange with the legacy binding
+keys (so it receives what the legacy consumers' queues and the mirror's own queue
+receive), with ``x-expires`` so that a tap nobody drains any more disappears by itself.
+`record` moves what it holds into the ledger (bridge.migrate.ledger). A legacy flow read
+from a queue on the default exchange cannot be tapped (nothing can bind there): parity
+says so in one line.
 
-Parity reads the stream first, then moves the tap into the ledger: every copy read has
-its original recorded. Lag: the depth of the
-queue the mirror consumes (passive declare: ready messages, not those in flight).
+Parity reads the stream first (from a little before the tap opened: the server's clock is
+not ours), then moves the tap into the ledger: every copy read has its original recorded,
+and copies of what was published before the tap opened, stored before the first copy that
+pairs, are context. Lag: the depth of the queue the mirror consumes (passive declare:
+ready messages, not those in flight).
 
 pika blocks: the async functions run it on a thread.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -33,6 +36,7 @@ from natsbridge.mappings import headers as h
 
 TAP_EXPIRES_MS = 7 * 24 * 3600 * 1000  # a tap not drained for a week deletes itself
 GET_BATCH = 500  # messages recorded per ledger commit
+CLOCK_MARGIN_S = 5.0  # the stream is read from this much before the tap opened (NATS's clock)
 
 
 def tap_queue(migration: str) -> str:
@@ -137,7 +141,7 @@ def seen_in_ledger(ledger: Ledger, since: float) -> list[Seen]:
     """The ledger's entries as Seen; those recorded before `since` are context."""
     return [
         Seen(
-            group=f"exchange {entry.exchange}",
+            group=sys.intern(f"exchange {entry.exchange}"),
             position=entry.id,
             where=(
                 ("tap", "ledger"),
@@ -161,7 +165,7 @@ def copy_reader(stream: str, since: float, names: Sequence[str]) -> Callable[[St
         routing_key = msg.headers.get(h.AMQP_ROUTING_KEY)
         group = f"exchange {h.decode_text_value(exchange[0])}" if exchange else f"stream {stream}"
         return Seen(
-            group=group,
+            group=sys.intern(group),
             position=msg.seq,
             where=(
                 ("stream", stream),
@@ -196,7 +200,7 @@ async def collect(
         )
     ledger = Ledger.open(context.data_dir, context.migration)
     try:
-        started = ledger.started or time.time()
+        started = (ledger.started or time.time()) - CLOCK_MARGIN_S
         copies = await read_stream(started, copy_reader(context.stream, since, context.headers))
         await asyncio.to_thread(
             record, connection, source.connection, context.migration, ledger, context.headers
@@ -208,17 +212,15 @@ async def collect(
 
 
 async def open_tap(context: LegacyContext) -> None:
-    """Declare and bind the tap queue and note when recording started."""
+    """Note when recording starts, then declare and bind the tap queue (in this order:
+    every message the tap receives was published, and copied, after that time)."""
     connection, source = _parts(context)
-    # Taken before the bind: a message published right after it is copied into the stream
-    # at once, and its copy must not be older than `started` (the stream is read from there).
-    opened = time.time()
-    await asyncio.to_thread(open_tap_queue, connection, source, context.migration)
     ledger = Ledger.open(context.data_dir, context.migration)
     try:
-        ledger.start(opened)
+        ledger.start()
     finally:
         ledger.close()
+    await asyncio.to_thread(open_tap_queue, connection, source, context.migration)
 
 
 async def close_tap(context: LegacyContext) -> None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from natsbridge.bridge.errors import RetryableError
+from natsbridge.bridge.errors import PermanentError, RetryableError
 from natsbridge.bridge.migrate.compare import Seen, Where, content_digest
 from natsbridge.bridge.migrate.kinds import LegacyContext, StreamMessage, StreamReader
 from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSource
@@ -70,8 +71,13 @@ def client_settings(connection: KafkaConnection, **own: Any) -> dict[str, Any]:
 
 
 def _consumer(connection: KafkaConnection, group: str) -> Any:
-    from confluent_kafka import Consumer
-
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        raise PermanentError(
+            "kafka: parity and lag read the topic with confluent-kafka, which is not "
+            "installed: pip install 'natsbridge[kafka]' (or confluent-kafka)"
+        ) from None
     return Consumer(
         client_settings(
             connection,
@@ -125,9 +131,9 @@ def read_window(
     connection: KafkaConnection, source: KafkaSource, since: float, headers: Sequence[str]
 ) -> tuple[list[Seen], list[PartitionRange]]:
     """Every record of the source's topics from `since` to the end as of now, as Seen."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
     consumer = _consumer(connection, f"natsbridge-verify-{uuid.uuid4().hex[:12]}")
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition  # _consumer checked
+
     try:
         try:
             ranges = _ranges(consumer, _topics(consumer, source), since)
@@ -171,9 +177,9 @@ def _seen_record(record: Any, names: Sequence[str]) -> Seen:
     value: bytes | None = record.value()
     headers = kafka_to_nats_headers(record.headers() or [])
     return Seen(
-        group=f"{topic}/{partition}",
+        group=sys.intern(f"{topic}/{partition}"),
         position=offset,
-        where=(("topic", topic), ("partition", partition), ("offset", offset)),
+        where=(),  # its pair key: topic, partition, offset
         digest=content_digest(key, value or b"", headers, names),
         pair_key=(topic, partition, offset),
     )
@@ -190,11 +196,11 @@ def copy_reader(
         where: Where = (("stream", stream), ("seq", msg.seq), ("subject", msg.subject))
         pair = _coordinates(msg)
         if pair is None:
-            group, in_window = f"stream {stream}", msg.time >= since
+            group, in_window = sys.intern(f"stream {stream}"), msg.time >= since
         else:
             topic, partition, offset = pair
             where += (("topic", topic), ("partition", partition), ("offset", offset))
-            group = f"{topic}/{partition}"
+            group = sys.intern(f"{topic}/{partition}")
             window = bounds.get((topic, partition))
             in_window = window is not None and window.start <= offset < window.end
         key = key_from_headers(msg.headers)
@@ -222,9 +228,9 @@ def _coordinates(msg: StreamMessage) -> tuple[str, int, int] | None:
 
 def group_lag(connection: KafkaConnection, source: KafkaSource, group: str) -> int:
     """Records of the source's topics that `group` has not committed yet."""
-    from confluent_kafka import KafkaException, TopicPartition
-
     consumer = _consumer(connection, group)
+    from confluent_kafka import KafkaException, TopicPartition  # _consumer checked
+
     try:
         topics = _topics(consumer, source)
         partitions = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]

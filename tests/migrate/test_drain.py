@@ -1,4 +1,5 @@
-"""`natsbridge drain` on the real brokers: a RabbitMQ queue into JetStream, and back.
+"""`natsbridge drain` on the real brokers: a RabbitMQ queue into JetStream and back, a
+Kafka topic into JetStream.
 
 Each run is a real `natsbridge drain … --until-empty` process; the counts are checked
 with the brokers' own clients (pika, nats-py): every message moved, the source empty.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pika
 import pytest
+from kafka import KafkaProducer
 
 from tests.e2e.bridge_process import write_config
 from tests.e2e.jetstream import stream_count
@@ -108,3 +110,33 @@ def test_drain_refuses_an_unknown_connection_in_one_line(tmp_path: Path, nats_ur
     ]
     done = drain(config, "nats", "nats:S/x")
     assert done.returncode == 1 and "--from takes CONNECTION:ADDRESS" in done.stderr
+
+
+@pytest.mark.kafka
+def test_drain_a_kafka_topic_into_jetstream(
+    tmp_path: Path, kafka_bootstrap: str, nats_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    topic, stream = f"drain-{tag}", f"DRAIN_{tag}"
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for i in range(MESSAGES):
+            producer.send(topic, key=b"k%d" % i, value=b"left over %d" % i)
+        producer.flush()
+    finally:
+        producer.close()
+    config = write_config(
+        tmp_path / "bridge.yaml",
+        {
+            "version": 1,
+            "bridge": {"id": "drainer", "data_dir": str(tmp_path / "data")},
+            "connections": {
+                "kafka": {"kind": "kafka", "bootstrap_servers": [kafka_bootstrap]},
+                "nats": {"kind": "nats", "servers": [nats_url]},
+            },
+        },
+    )
+    done = drain(config, f"kafka:{topic}", f"nats:{stream}/drained.{tag}.{{{{partition}}}}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"drained {MESSAGES} messages from kafka:{topic}")
+    assert asyncio.run(stream_count(nats_url, stream)) == MESSAGES

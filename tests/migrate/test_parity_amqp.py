@@ -2,10 +2,10 @@
 
 RabbitMQ forgets a message once a consumer acked it, so the legacy side is what the
 parity tap recorded in its ledger. A message published before the tap opened has a copy
-but no ledger entry, and is not read (the stream is read from when the tap opened); a
-copy deleted from the stream is missing with its ledger coordinates; a message injected
-into the stream is extra; messages published while the mirror is stopped are pending and
-count as the mirror queue's depth.
+but no ledger entry: it is read as context, neither counted nor extra. A copy deleted
+from the stream is missing with its ledger coordinates; a message injected into the
+stream is extra; messages published while the mirror is stopped are pending and count
+as the mirror queue's depth.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_amqp_parity_through_the_tap_ledger(tmp_path: Path, amqp_url: str, nats_
     report = asyncio.run(parity(config, migration, 600))
     assert report.ok, report.to_json()
     assert report.counts["legacy"] == {f"exchange {exchange}": MESSAGES}
-    assert report.counts["nats"] == {f"exchange {exchange}": MESSAGES}  # read from the tap's start
+    assert report.counts["nats"] == {f"exchange {exchange}": MESSAGES}  # not the pre-tap one
     assert asyncio.run(lag(config, migration)).legacy == 0
 
     dropped = asyncio.run(copy_with(nats_url, stream, b"order 3"))

@@ -126,3 +126,4 @@ def test_unpaired_copies_before_the_first_paired_one_predate_the_tap() -> None:
     copies.append(unkeyed(13, b"b"))
     report = compare("m", 60, legacy, copies)
     assert report.extra == [{"stream": "S", "seq": 12}] and not report.missing
+    assert report.counts == {"legacy": {"exchange x": 2}, "nats": {"exchange x": 3}}
