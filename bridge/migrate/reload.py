@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from natsbridge.bridge.admin.control import AdminUnavailable, admin_url, reload_bridge
+from natsbridge.bridge.admin.control import AdminUnavailable, reload_running
 from natsbridge.bridge.config.loader import Config
 from natsbridge.bridge.errors import ConfigError
 
@@ -11,12 +11,8 @@ LATER = "the new phase applies when the bridge starts (or on SIGHUP)"
 
 def reload_running_bridge(config: Config) -> str:
     """POST /api/reload to the config's admin endpoint; one line saying what happened."""
-    admin = config.bridge.admin
-    if not admin.enabled:
-        return f"admin endpoint disabled: {LATER}"
-    token = admin.token.get_secret_value() if admin.token else None
     try:
-        changed = reload_bridge(admin_url(admin), token)
+        changed = reload_running(config.bridge.admin)
     except AdminUnavailable as exc:
         return f"no running bridge reloaded ({exc}): {LATER}"
     except ConfigError as exc:
