@@ -173,3 +173,56 @@ def test_the_filter_matches_every_subject_the_template_renders(
     subject = ".".join([*prefix, *rendered, *suffix])
     assert match(stream_filter(template), subject) is not None
     assert stream_filter(".".join(prefix)) == ".".join(prefix)
+
+
+@pytest.mark.parametrize(
+    ("connection", "legacy", "written_back"),
+    [
+        (
+            "{kind: amqp, url: 'amqp://h/%2F'}",
+            "{queue: jobs}",
+            {"exchange": "", "routing_key": "jobs"},
+        ),
+        ("{kind: kafka, bootstrap_servers: [h:9092]}", "{topics: [a]}", {"topic": "a"}),
+        (
+            "{kind: stomp, url: 'stomp://h:61613', dialect: activemq}",
+            "{destination: /queue/q}",
+            {"destination": "/queue/q"},
+        ),
+        ("{kind: mqtt, url: 'mqtt://h:1883'}", "{topics: [s/t]}", {"topic": "s/t", "qos": 1}),
+    ],
+)
+def test_each_legacy_kind_is_written_back_where_it_is_read(
+    tmp_path: Path, connection: str, legacy: str, written_back: dict[str, object]
+) -> None:
+    text = (
+        "version: 1\nbridge: {id: b, data_dir: " + str(tmp_path / "data") + "}\n"
+        "connections:\n  old: "
+        + connection
+        + "\n  nats: {kind: nats, servers: ['nats://h:4222']}\n"
+        "migrations:\n  - name: m\n    phase: cutover\n"
+        "    legacy: {connection: old, " + legacy[1:] + "\n"
+        "    nats: {connection: nats, subject: 'legacy.m', stream: M}\n"
+    )
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    back = {route.name: route for route in load_config(path, {}).routes}["m.to-legacy"]
+    for key, value in written_back.items():
+        assert getattr(back.sink, key) == value
+
+
+def test_a_legacy_side_with_wildcards_needs_back(tmp_path: Path) -> None:
+    text = (
+        "version: 1\nbridge: {id: b, data_dir: " + str(tmp_path / "data") + "}\n"
+        "connections:\n  old: {kind: mqtt, url: 'mqtt://h:1883'}\n"
+        "  nats: {kind: nats, servers: ['nats://h:4222']}\n"
+        "migrations:\n  - name: m\n    phase: cutover\n"
+        "    legacy: {connection: old, topics: [s/+]}\n"
+        "    nats: {connection: nats, subject: 'legacy.m', stream: M}\n"
+    )
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    [problem] = info.value.problems
+    assert "migrations[0].back.topic: missing required key 'topic'" in problem
