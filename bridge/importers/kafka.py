@@ -48,12 +48,18 @@ def read_cluster(
     bootstrap: str, topics: re.Pattern[str] | None, timeout: float
 ) -> list[TopicFacts]:
     """The facts of every topic `topics` matches in full; ImportFailed if Kafka does not answer."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
-        AdminClient,
-        ConfigResource,
-        ResourceType,
-    )
+    try:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
+            AdminClient,
+            ConfigResource,
+            ResourceType,
+        )
+    except ImportError:
+        raise ImportFailed(
+            "import kafka reads the cluster with confluent-kafka, which is not installed "
+            "(pip install confluent-kafka)"
+        ) from None
 
     quiet = logging.getLogger("natsbridge.import.kafka")
     quiet.addHandler(logging.NullHandler())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 import uuid
 from collections import Counter
@@ -20,6 +21,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
+from natsbridge.bridge.importers.kafka import read_cluster
+from natsbridge.bridge.importers.plan import ImportFailed
 from tests.e2e.bridge_process import BridgeProcess
 from tests.importers.snapshots import assert_snapshot, natsbridge
 
@@ -96,6 +99,14 @@ def test_import_of_five_topics_matches_the_snapshot_and_validates(
     valid = natsbridge("validate", "-c", str(routes))
     assert valid.returncode == 0, valid.stderr
     assert "valid, bridge 'import-kafka', 5 routes" in valid.stdout
+
+
+def test_without_confluent_kafka_the_import_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails as if absent
+    with pytest.raises(ImportFailed, match=r"pip install confluent-kafka"):
+        read_cluster("127.0.0.1:1", None, 1.0)
 
 
 def test_an_unreachable_cluster_is_one_line(unique_name: str) -> None:

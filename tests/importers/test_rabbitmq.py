@@ -16,6 +16,7 @@ import re
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,9 @@ def _q(name: str) -> str:
 
 
 @pytest.fixture
-def vhost(amqp_url: str, unique_name: str) -> Iterator[str]:
+def vhost(amqp_url: str) -> Iterator[str]:
     """A vhost of this test's own, filled with the objects above; deleted afterwards."""
+    unique_name = f"imp{uuid.uuid4().hex[:8]}"  # short: the snapshot's comments wrap alike
     v = _q(unique_name)
     _api("PUT", f"vhosts/{v}", {})
     try:
@@ -174,7 +176,7 @@ def test_the_imported_mirror_copies_each_flow_and_leaves_legacy_queues_alone(
 ) -> None:
     definitions = tmp_path / "definitions.json"
     definitions.write_text(json.dumps(_api("GET", f"definitions/{_q(vhost)}")))
-    tag = vhost.rsplit("-", 1)[-1]
+    tag = vhost
     routes = _import(definitions, vhost, "--routes", "--prefix", f"imp.{tag}")
     # Stream names are per import; the shared NATS keeps every earlier run's streams.
     routes = re.sub(r"stream: ([A-Z0-9_-]+)}", rf"stream: \1_{tag}}}", routes)
