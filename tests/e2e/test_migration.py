@@ -128,7 +128,7 @@ class Flow:
             code, output = self.migrate(verb, self.name, *args)
             print(f"[{time.strftime('%X')}] {verb} -> {code}: {output.strip()[:300]}")
             if code == 0:
-                assert "the running bridge reloaded" in output, output
+                assert "the running bridge reloaded" in output and "FAILED" not in output, output
                 return output
             assert "blocked:" in output, output
             if time.monotonic() > deadline:
