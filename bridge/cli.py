@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING
 
 from natsbridge import __version__
 from natsbridge.bridge import secrets
+from natsbridge.bridge.admin.control import add_parsers as add_control_commands
 from natsbridge.bridge.admin.status import add_parsers as add_status_command
 from natsbridge.bridge.broker.commands import add_parsers as add_buffer_commands
 from natsbridge.bridge.errors import BridgeError, ConfigError
+from natsbridge.bridge.importers.cli import add_parsers as add_import_commands
 from natsbridge.bridge.logs import plural
+from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
+from natsbridge.bridge.migrate.drain import add_parsers as add_drain_commands
 
 if TYPE_CHECKING:
     from natsbridge.bridge.runtime.bridge import Bridge
@@ -62,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mapping.set_defaults(func=_map)
 
-    run = commands.add_parser("run", help="run the bridge until SIGTERM/SIGINT")
+    run = commands.add_parser(
+        "run", help="run the bridge until SIGTERM/SIGINT (SIGHUP reloads the config)"
+    )
     run.add_argument("-c", "--config", required=True, help="config file (YAML)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
@@ -87,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_status_command(commands)  # status: the routes table of a running bridge
     add_buffer_commands(commands)  # buffer (streams), dlq: the embedded buffer's operator view
+    add_control_commands(commands)  # reload, pause, resume: a running bridge
+    add_migrate_commands(commands)  # migrate status|advance|rollback|history|verify
+    add_drain_commands(commands)  # drain: move what sits in a queue/topic/stream, then stop
+    add_import_commands(commands)  # import rabbitmq|kafka: a starting migration config
 
     return parser
 
@@ -172,17 +182,25 @@ def _map(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import signal
     from dataclasses import replace
 
+    # Until the bridge handles it (a reload), a SIGHUP must not end the process (rc 129).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
     from natsbridge.bridge import logs
-    from natsbridge.bridge.config import load_config
+    from natsbridge.bridge.config import Config, load_config
     from natsbridge.bridge.config.describe import describe_route
     from natsbridge.bridge.runtime.bridge import Bridge, install_signal_handlers
 
-    config = load_config(args.config)
-    if args.admin_listen:
-        admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
-        config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
+    def load() -> Config:  # at start and on every reload (SIGHUP, POST /api/reload)
+        config = load_config(args.config)
+        if args.admin_listen:
+            admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
+            config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
+        return config
+
+    config = load()
     json_lines = logs.configure(
         args.log_level,
         None if args.log_format is None else args.log_format == "json",
@@ -203,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
     for route in config.routes:
         say(f"  {describe_route(route)}", event="route", route=route.name)
     sys.stdout.flush()
-    bridge = Bridge(config)
+    bridge = Bridge(config, load)
 
     async def main() -> None:
         install_signal_handlers(bridge)

@@ -37,7 +37,7 @@ import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Envelope, Origin
@@ -229,6 +229,14 @@ class ConnectorKind:
     def check_sink(self, sink: Endpoint, route: RouteSpec | None) -> Iterable[Finding]:
         """What is wrong with `sink` beyond its model; `route` as for check_source."""
         return ()
+
+    def writes_back(self, source: Model) -> dict[str, Any]:
+        """`to:` fields (no `connection`) of a sink writing where `source` reads, or {}.
+
+        A migration in cutover feeds the legacy consumers through such a sink; fields
+        missing here are taken from the migration's `back:` (or reported missing).
+        """
+        return {}
 
     def describe_source(self, source: Model) -> str:
         """Where `source` reads, without its connection name ("queue orders")."""

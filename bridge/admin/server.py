@@ -5,11 +5,16 @@
                       the routes that do not
     GET /metrics      Prometheus text exposition
     GET /api/routes   JSON: each route's state, ends, counters, buffer, rates, last error
+    POST /api/reload  read the config again and apply it (bridge.runtime.reload); 422
+                      with every problem when it is invalid (the running config stays)
+    POST /api/routes/NAME/pause, /resume    stop or restart reading one route's source
 
 HEAD works wherever GET does; other methods get 405 (with Allow), other paths 404, both
 as JSON. With `bridge.admin.token` set, every path but /healthz needs `Authorization:
 Bearer <token>` (scheme in any case; the token compared as UTF-8 bytes in constant time;
-401 otherwise). With `bridge.admin.tls`, it serves HTTPS.
+401 otherwise). A POST that carries an `Origin` header (a web page's script or form) is
+refused with 403, so that a page in an operator's browser cannot reach a loopback admin
+endpoint. With `bridge.admin.tls`, it serves HTTPS.
 
 Hostile clients cannot stall it: the accept loop never reads from a client. Each
 connection gets a thread of its own, at most `max_connections` at once (more are closed
@@ -26,6 +31,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -34,14 +40,15 @@ import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from natsbridge.bridge.admin.views import BuildInfo, RouteCollector, is_ready, route_view
 from natsbridge.bridge.config.model import Admin, AdminTls
-from natsbridge.bridge.errors import ConfigError
+from natsbridge.bridge.errors import BridgeError, ConfigError
 from natsbridge.bridge.runtime.route import RouteRunner
 
 if TYPE_CHECKING:
@@ -51,6 +58,26 @@ log = logging.getLogger("natsbridge.admin")
 
 MAX_REQUEST_BYTES = 16 * 1024  # request line + headers; real admin requests are < 1 KiB
 ALLOWED_METHODS = "GET, HEAD"
+ROUTE_ACTION = re.compile(r"/api/routes/([^/]+)/(pause|resume)")
+
+
+class ControlError(BridgeError):
+    """A control request (reload, pause, resume) that was refused: HTTP status and why."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problems = problems or []
+
+
+class Control(Protocol):
+    """What the admin endpoint controls: the running bridge (bridge.runtime.bridge)."""
+
+    def call(self, action: str, argument: str) -> dict[str, Any]:
+        """Run `action` (reload, pause, resume) on the bridge and wait for its outcome.
+
+        Called on an admin thread; raises ControlError when refused.
+        """
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -64,17 +91,25 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class AdminServer:
     """Serves the admin endpoint for a set of route runners until `close()`."""
 
-    def __init__(self, settings: Admin, runners: Sequence[RouteRunner]) -> None:
-        self.runners = runners
+    def __init__(
+        self, settings: Admin, runners: Sequence[RouteRunner], control: Control | None = None
+    ) -> None:
+        self.runners = runners  # replaced whole by a reload; read at request time
+        self.control = control
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(RouteCollector(runners))
+        self.registry.register(RouteCollector(lambda: self.runners))
         self.registry.register(BuildInfo())
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, …_memory_bytes
         PlatformCollector(registry=self.registry)  # python_info
         GCCollector(registry=self.registry)  # python_gc_*
         token = settings.token.get_secret_value() if settings.token else None
         handler = _handler(self, token, settings.request_timeout)
-        self.httpd = _BoundedServer(parse_listen(settings.listen), handler, settings)
+        try:
+            self.httpd = _BoundedServer(parse_listen(settings.listen), handler, settings)
+        except OSError as exc:  # the port is taken, the address is not this host's
+            raise BridgeError(
+                f"bridge.admin.listen: cannot listen on {settings.listen}: {exc.strerror}"
+            ) from None
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="natsbridge-admin", daemon=True
         )
@@ -225,19 +260,26 @@ def _handler(
 
         def respond(self) -> None:
             path = self.path.split("?", 1)[0]
+            allowed = ALLOWED_METHODS
             view: Callable[[], None] | None = {
                 "/healthz": self.healthz,
                 "/readyz": self.readyz,
                 "/metrics": self.metrics,
                 "/api/routes": self.routes,
             }.get(path)
+            action = ROUTE_ACTION.fullmatch(path)
+            if path == "/api/reload":
+                view, allowed = (lambda: self.control("reload", "api")), "POST"
+            elif action is not None:
+                name, verb = unquote(action[1]), action[2]
+                view, allowed = (lambda: self.control(verb, name)), "POST"
             if view is None:
                 self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
-            elif self.command not in ("GET", "HEAD"):
+            elif self.command not in allowed.split(", "):
                 self.send_json(
                     HTTPStatus.METHOD_NOT_ALLOWED,
-                    {"error": f"{self.command} is not allowed; use {ALLOWED_METHODS}"},
-                    {"Allow": ALLOWED_METHODS},
+                    {"error": f"{self.command} is not allowed; use {allowed}"},
+                    {"Allow": allowed},
                 )
             elif path != "/healthz" and not self.authorized():
                 self.send_json(
@@ -245,8 +287,29 @@ def _handler(
                     {"error": "a bearer token is required"},
                     {"WWW-Authenticate": 'Bearer realm="natsbridge"'},
                 )
+            elif self.command == "POST" and "Origin" in self.headers:
+                self.send_json(
+                    HTTPStatus.FORBIDDEN, {"error": "control requests from web pages are refused"}
+                )
             else:
                 view()
+
+        def control(self, action: str, argument: str) -> None:
+            if server.control is None:
+                self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no bridge to control"})
+                return
+            try:
+                outcome = server.control.call(action, argument)
+            except ControlError as exc:
+                body: dict[str, Any] = {"error": str(exc)}
+                if exc.problems:
+                    body["problems"] = exc.problems
+                self.send_json(HTTPStatus(exc.status), body)
+                return
+            except BridgeError as exc:  # a buffer that failed while routes were restarted
+                self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
+                return
+            self.send_json(HTTPStatus.OK, outcome)
 
         # Every method HTTP defines lands in respond(); unknown ones get a JSON 501.
         do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = respond

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
 
-from natsbridge.bridge.errors import BridgeError
+from natsbridge.bridge.admin.control import (
+    AdminUnavailable,
+    add_target_options,
+    admin_request,
+    target,
+)
 from natsbridge.bridge.logs import plural
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-DEFAULT_ADMIN = "http://127.0.0.1:7777"
 ERROR_WIDTH = 60  # characters of LAST ERROR shown without --wide
 CLEAR_SCREEN = "\033[H\033[2J"
 COLUMNS = ("ROUTE", "STATE", "IN/s", "OUT/s", "DELIVERED", "BUFFER", "OLDEST", "DEAD", "LAST ERROR")
@@ -45,48 +43,16 @@ BUFFER   messages buffered, not yet confirmed; OLDEST: the age of the oldest of 
 DEAD     messages dead-lettered (natsbridge dlq show)"""
 
 
-class AdminUnavailable(BridgeError):
-    """The admin endpoint could not be reached or refused the request."""
-
-
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `status` subcommand."""
     status = commands.add_parser("status", help="show a running bridge's routes")
-    where = status.add_mutually_exclusive_group()
-    where.add_argument(
-        "-c", "--config", help="config file whose bridge.admin (listen, token, tls) to use"
-    )
-    where.add_argument(
-        "--admin",
-        type=admin_url,
-        help=f"admin endpoint, HOST:PORT or URL (default: {DEFAULT_ADMIN})",
-    )
-    token = status.add_mutually_exclusive_group()
-    token.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
-    token.add_argument("--token-file", help="file holding the bearer token")
+    add_target_options(status)
     status.add_argument("--json", action="store_true", help="print /api/routes as JSON")
     status.add_argument(
         "--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C"
     )
     status.add_argument("--wide", action="store_true", help="show the whole last error")
     status.set_defaults(func=status_command)
-
-
-def admin_url(text: str) -> str:
-    """An http(s) URL with a host; `host:port` alone means http:// (argparse type)."""
-    bare = "://" not in text
-    url = f"http://{text}" if bare else text
-    try:
-        parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-        valid = valid and not (bare and parts.port is None)  # `foo` alone is no address
-    except ValueError:  # a bad port or IPv6 address
-        valid = False
-    if not valid:
-        raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT or http(s)://HOST:PORT, found {text!r}"
-        )
-    return url
 
 
 def _seconds(text: str) -> float:
@@ -100,51 +66,10 @@ def _seconds(text: str) -> float:
     return value
 
 
-def url_of_listen(listen: str, tls: bool) -> str:
-    """The URL a client uses for `bridge.admin.listen` (a wildcard address means loopback)."""
-    host, _, port = listen.rpartition(":")
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-    return f"{'https' if tls else 'http'}://{host}:{port}"
-
-
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The admin URL and bearer token the arguments (and config) ask for."""
-    from natsbridge.bridge.config.sections import read_admin
-
-    url, token = args.admin or DEFAULT_ADMIN, None
-    if args.config:
-        admin = read_admin(args.config)
-        if not admin.enabled:
-            raise BridgeError(f"{args.config}: bridge.admin.enabled is false: nothing to ask")
-        url = url_of_listen(admin.listen, admin.tls is not None)
-        token = admin.token.get_secret_value() if admin.token else None
-    if args.token_file:
-        try:
-            with open(args.token_file, encoding="utf-8") as file:
-                return url, file.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BridgeError(f"cannot read --token-file {args.token_file}: {exc}") from None
-    return url, args.token or os.environ.get("NATSBRIDGE_ADMIN_TOKEN") or token
-
-
 def fetch_routes(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
-    """GET `<admin_url>/api/routes` as JSON."""
-    request = urllib.request.Request(f"{admin_url.rstrip('/')}/api/routes")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    context = ssl.create_default_context() if admin_url.startswith("https:") else None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            result: dict[str, Any] = json.load(response)
-            return result
-    except urllib.error.HTTPError as exc:
-        hint = " (set --token or NATSBRIDGE_ADMIN_TOKEN)" if exc.code == 401 else ""
-        raise AdminUnavailable(f"{admin_url} answered {exc.code} {exc.reason}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AdminUnavailable(f"cannot reach the admin endpoint {admin_url}: {reason}") from None
-    except ValueError as exc:  # a token http.client cannot send, an answer that is not JSON
-        raise AdminUnavailable(f"{admin_url}: {exc}") from None
+    """GET `<admin_url>/api/routes` as JSON (AdminUnavailable when refused)."""
+    result: dict[str, Any] = admin_request(admin_url, "/api/routes", token, timeout=timeout)
+    return result
 
 
 def shorten(text: str, width: int = ERROR_WIDTH) -> str:
@@ -210,7 +135,7 @@ def _clock() -> str:
 
 def status_command(args: argparse.Namespace) -> int:
     """Print the routes once, or every `--watch` seconds until Ctrl-C."""
-    url, token = _target(args)
+    url, token = target(args)
     if not args.watch:
         body = fetch_routes(url, token)
         print(json.dumps(body, indent=1) if args.json else _screen(body, args.wide))

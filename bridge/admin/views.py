@@ -7,7 +7,7 @@ observability beyond incrementing plain integers.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import (
@@ -33,10 +33,14 @@ def is_ready(runner: RouteRunner) -> bool:
 def route_view(runner: RouteRunner) -> dict[str, Any]:
     """The JSON view of one route (`/api/routes`, `natsbridge status`)."""
     route, stats = runner.route, runner.stats
+    # An operator's pause shows while the route otherwise runs; trouble shows first.
+    paused = stats.paused and stats.state is RouteState.RUNNING
     return {
         "name": route.name,
-        "state": stats.state.value,
+        "state": "paused" if paused else stats.state.value,
         "ready": is_ready(runner),
+        "paused": stats.paused,
+        "started_at": stats.started_at,
         "delivery": route.spec.delivery.value,
         "request_reply": route.spec.request_reply is not None,
         "source": {
@@ -100,19 +104,20 @@ class BuildInfo(Collector):
 class RouteCollector(Collector):
     """Prometheus metrics of every route, built from their stats at scrape time."""
 
-    def __init__(self, runners: Sequence[RouteRunner]) -> None:
-        self.runners = runners
+    def __init__(self, runners: Callable[[], Sequence[RouteRunner]]) -> None:
+        self.runners = runners  # the routes running now (a reload replaces them)
 
     def collect(self) -> Iterable[Metric]:
         """Every natsbridge_* metric family."""
-        yield from _counters(self.runners)
-        yield from _gauges(self.runners)
+        runners = self.runners()
+        yield from _counters(runners)
+        yield from _gauges(runners)
         latency = HistogramMetricFamily(
             "natsbridge_latency_seconds",
             "End-to-end latency from the source's timestamp to the destination's confirm",
             labels=["route"],
         )
-        for runner in self.runners:
+        for runner in runners:
             histogram = runner.stats.latency
             cumulative, buckets = 0, []
             for bound, count in zip(
@@ -201,6 +206,11 @@ def _gauges(runners: Sequence[RouteRunner]) -> Iterator[Metric]:
     in_flight = GaugeMetricFamily(
         "natsbridge_in_flight", "Messages being sent right now", labels=["route"]
     )
+    paused = GaugeMetricFamily(
+        "natsbridge_route_paused",
+        "1 while an operator paused the route (its source is not read)",
+        labels=["route"],
+    )
     connected = GaugeMetricFamily(
         "natsbridge_connected",
         "1 while the connection is up",
@@ -213,10 +223,11 @@ def _gauges(runners: Sequence[RouteRunner]) -> Iterator[Metric]:
         size.add_metric([name], stats.buffer_bytes)
         age.add_metric([name], stats.buffer_oldest_age or 0.0)
         in_flight.add_metric([name], stats.in_flight)
+        paused.add_metric([name], float(stats.paused))
         connected.add_metric(
             [name, runner.route.source.connection, "in"], float(stats.source_connected)
         )
         connected.add_metric(
             [name, runner.route.sink.connection, "out"], float(stats.sink_connected)
         )
-    yield from (up, depth, size, age, in_flight, connected)
+    yield from (up, depth, size, age, in_flight, paused, connected)

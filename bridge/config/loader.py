@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,9 @@ from natsbridge.bridge.registry import all_kinds, available, did_you_mean, load_
 from natsbridge.mappings.subjects import validate_subject
 from natsbridge.mappings.templates import Template, compile_template
 
-if TYPE_CHECKING:  # bridge.kind imports the config models
+if TYPE_CHECKING:  # bridge.kind imports the config models; bridge.migrate this package
     from natsbridge.bridge.kind import ConnectorKind, Feature, Finding
+    from natsbridge.bridge.migrate.model import Migration, Phase
 
 _SECRET_KEYS = frozenset({"password", "passcode", "token", "sasl_password"})
 
@@ -70,10 +72,21 @@ class Config:
     connections: dict[str, Model]
     routes: list[Route]
     warnings: list[str] = field(default_factory=list)
+    migrations: list[Migration] = field(default_factory=list)
 
 
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    """Read, interpolate, validate and compile the config at `path`; raise ConfigError."""
+def load_config(
+    path: str | Path,
+    environ: dict[str, str] | None = None,
+    phases: Mapping[str, Phase] | None = None,
+    routes: list[dict[str, Any]] | None = None,
+) -> Config:
+    """Read, interpolate, validate and compile the config at `path`; raise ConfigError.
+
+    Migrations run their live phase (bridge.migrate.state), or the one `phases` names.
+    `routes` replaces the file's routes and migrations (`natsbridge drain` runs one route
+    over the file's connections).
+    """
     try:
         doc = read_document(path, environ)
     except OSError as exc:
@@ -81,14 +94,18 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     except YamlSyntaxError as exc:
         where = f"{path}:{exc.mark.line}:{exc.mark.column}" if exc.mark else str(path)
         raise ConfigError([f"{where}: {exc}"]) from None
-    return _Checker(doc).check()
+    if routes is not None and isinstance(doc.data, dict):
+        kept = {key: value for key, value in doc.data.items() if key != "migrations"}
+        doc.data = {**kept, "routes": routes}
+    return _Checker(doc, phases or {}).check()
 
 
 class _Checker:
     """Validates one document, collecting every problem before raising."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, phases: Mapping[str, Phase]) -> None:
         self.doc = doc
+        self.phases = phases
         self.problems = [
             _Problem(path, text, doc.value_marks.get(path) or doc.mark(path))
             for path, text in doc.problems
@@ -97,6 +114,8 @@ class _Checker:
         self.kinds: dict[str, str] = {}  # connection name -> kind, even if otherwise invalid
         self.installed = available()
         self.interpolated = {path for path, _ in doc.problems}
+        # Where a problem of a route derived from a migration is in the file (see fail()).
+        self.translate: Callable[[YamlPath], YamlPath] = same_path
         _register_secrets(doc.data)
 
     def check(self) -> Config:
@@ -111,7 +130,15 @@ class _Checker:
             BridgeSettings | None, self.validate(BridgeSettings, data.get("bridge"), ("bridge",))
         )
         connections = self.check_connections(data.get("connections"))
-        routes = self.check_routes(data.get("routes"), connections)
+        written = data.get("migrations")
+        routes = self.check_routes(data.get("routes"), connections, optional=bool(written))
+        migrations: list[Migration] = []
+        if isinstance(written, list):
+            from natsbridge.bridge.config.migrations import check_migrations
+
+            migrations = check_migrations(self, written, bridge, connections, routes)
+        elif written is not None:
+            self.fail(("migrations",), f"expected a list of migrations, found {_kind_of(written)}")
         if self.problems or bridge is None:
             raise self.error()
         return Config(
@@ -120,6 +147,7 @@ class _Checker:
             connections=connections,
             routes=routes,
             warnings=[w.render(self.doc.path) for w in self.warnings],
+            migrations=migrations,
         )
 
     # ------------------------------------------------------------ sections
@@ -154,19 +182,20 @@ class _Checker:
                 result[name] = connection
         return result
 
-    def check_routes(self, raw: Any, connections: dict[str, Model]) -> list[Route]:
+    def check_routes(
+        self, raw: Any, connections: dict[str, Model], optional: bool = False
+    ) -> list[Route]:
+        if optional and raw in (None, []):
+            return []
         if not isinstance(raw, list) or not raw:
-            self.fail(("routes",), f"expected a list of routes, found {_kind_of(raw)}")
+            expected = "a list of routes (or a `migrations` section)"
+            self.fail(("routes",), f"expected {expected}, found {_kind_of(raw)}")
             return []
         routes: list[Route] = []
         seen: dict[str, int] = {}
         for index, body in enumerate(raw):
             where: YamlPath = ("routes", index)
-            spec = typing.cast(RouteSpec | None, self.validate(RouteSpec, body, where))
-            endpoints = self.check_endpoints(body, where, connections)
-            templates = None
-            if endpoints is not None and self.check_kinds(spec, *endpoints, where):
-                templates = self.compile_templates(*endpoints, where)
+            route = self.check_route(body, where, connections)
             name = body.get("name") if isinstance(body, dict) else None
             if isinstance(name, str) and name in seen:
                 self.fail(
@@ -175,12 +204,24 @@ class _Checker:
                 )
             elif isinstance(name, str):
                 seen[name] = index
-            if spec is None or endpoints is None or templates is None:
-                continue
-            self.check_delivery(spec, *endpoints, where)
-            source, source_kind, sink, sink_kind = endpoints
-            routes.append(Route(spec, source, source_kind.name, sink, sink_kind.name, templates))
+            if route is not None:
+                routes.append(route)
         return routes
+
+    def check_route(
+        self, body: Any, where: YamlPath, connections: dict[str, Model]
+    ) -> Route | None:
+        """The route written (or derived) at `where`, or None after reporting its problems."""
+        spec = typing.cast(RouteSpec | None, self.validate(RouteSpec, body, where))
+        endpoints = self.check_endpoints(body, where, connections)
+        templates = None
+        if endpoints is not None and self.check_kinds(spec, *endpoints, where):
+            templates = self.compile_templates(*endpoints, where)
+        if spec is None or endpoints is None or templates is None:
+            return None
+        self.check_delivery(spec, *endpoints, where)
+        source, source_kind, sink, sink_kind = endpoints
+        return Route(spec, source, source_kind.name, sink, sink_kind.name, templates)
 
     def check_endpoints(
         self, body: Any, where: YamlPath, connections: dict[str, Model]
@@ -256,7 +297,7 @@ class _Checker:
         """Record `findings` about the route at `where`; False if one is a problem."""
         ok = True
         for finding in findings:
-            path = (*where, *finding.path)
+            path = self.translate((*where, *finding.path))
             if finding.warning:
                 self.warnings.append(_Problem(path, finding.message, self.doc.mark(path)))
             else:
@@ -376,6 +417,7 @@ class _Checker:
         self.fail(path, message)
 
     def fail(self, path: YamlPath, message: str, offset: int | None = None) -> None:
+        path = self.translate(path)
         mark = self.doc.mark(path)
         start = self.doc.value_marks.get(path)
         if offset is not None and start is not None:
@@ -386,7 +428,8 @@ class _Checker:
         ordered = sorted(
             self.problems, key=lambda p: (p.mark.line, p.mark.column) if p.mark else (0, 0)
         )
-        return ConfigError([p.render(self.doc.path) for p in ordered])
+        # Both routes a migration derives may find the same problem in it: shown once.
+        return ConfigError(list(dict.fromkeys(p.render(self.doc.path) for p in ordered)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +444,11 @@ class _Problem:
 
 
 # ---------------------------------------------------------------- pure helpers
+
+
+def same_path(path: YamlPath) -> YamlPath:
+    """The identity: a problem's path as it is written in the file."""
+    return path
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:

@@ -1,10 +1,11 @@
 """Version 1 of the config file format, declared once: validation, defaults and JSON Schema.
 
-A file has three sections: `bridge` (this bridge's id, data dir and admin endpoint),
-`connections` (named brokers, each with a `kind`) and `routes` (each `from` one
-connection `to` another, with a delivery guarantee). A connection and a route's `from`
-and `to` take the fields of their kind, declared by its connector (bridge.kind); the
-shared building blocks (Model, Endpoint, Name, Template, Tls, JsName …) are here.
+A file has four sections: `bridge` (this bridge's id, data dir and admin endpoint),
+`connections` (named brokers, each with a `kind`), `routes` (each `from` one
+connection `to` another, with a delivery guarantee) and `migrations` (flows moving from a
+legacy broker to NATS in phases, each turned into routes: bridge.migrate). A connection
+and a route's `from` and `to` take the fields of their kind, declared by its connector
+(bridge.kind); the shared building blocks (Model, Endpoint, Name, Template, Tls, JsName …) are here.
 Unknown keys are errors everywhere.
 """
 
@@ -205,4 +206,10 @@ class ConfigFile(Model):
     version: Literal[1]
     bridge: BridgeSettings
     connections: dict[Name, dict[str, Any]] = Field(min_length=1)
-    routes: list[RouteSpec] = Field(min_length=1)
+    routes: list[RouteSpec] = Field(
+        default_factory=list, description="May be empty when `migrations` is not"
+    )
+    migrations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Flows moving to NATS in phases (bridge.migrate.model.MigrationSpec)",
+    )

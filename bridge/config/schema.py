@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic.json_schema import models_json_schema
 
 from natsbridge.bridge.config.model import ConfigFile, Model
+from natsbridge.bridge.migrate.model import MigrationSpec
 from natsbridge.bridge.registry import all_kinds
 
 if TYPE_CHECKING:  # bridge.kind imports the config
@@ -26,7 +27,7 @@ def json_schema(kinds: Iterable[ConnectorKind] | None = None) -> dict[str, Any]:
     connections = [kind.connection_model for kind in kinds]
     sources = [kind.source_model for kind in kinds if kind.source_model is not None]
     sinks = [kind.sink_model for kind in kinds if kind.sink_model is not None]
-    models: list[type[Model]] = [ConfigFile, *connections, *sources, *sinks]
+    models: list[type[Model]] = [ConfigFile, MigrationSpec, *connections, *sources, *sinks]
     keys, top = models_json_schema([(m, "validation") for m in models])
     defs = top["$defs"]
     root: dict[str, Any] = defs.pop("ConfigFile")
@@ -42,6 +43,9 @@ def json_schema(kinds: Iterable[ConnectorKind] | None = None) -> dict[str, Any]:
     route = defs["RouteSpec"]["properties"]
     route["from"] = {**one_of(sources), "description": "Where messages come from"}
     route["to"] = {**one_of(sinks), "description": "Where messages go"}
+    migration = defs["MigrationSpec"]["properties"]
+    migration["legacy"] = {**one_of(sources), "description": migration["legacy"]["description"]}
+    root["properties"]["migrations"]["items"] = keys[(MigrationSpec, "validation")]
     return {
         "$schema": SCHEMA_DIALECT,
         "title": "natsbridge config, version 1",

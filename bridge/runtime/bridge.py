@@ -1,4 +1,10 @@
-"""The bridge process: every route of a config, started together and drained together."""
+"""The bridge process: every route of a config, started together and drained together.
+
+SIGHUP or `POST /api/reload` reads the config again and applies it to the running
+routes (bridge.runtime.reload says what changes what); `pause` and `resume` stop and
+restart one route's reading from its source. Both arrive on the admin server's threads
+or in a signal handler and run on the event loop, one reload at a time.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,23 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
 
-from natsbridge.bridge.admin.server import AdminServer
-from natsbridge.bridge.config.loader import Config, Route
+from natsbridge.bridge.admin.server import AdminServer, ControlError
+from natsbridge.bridge.config.loader import Config, Route, load_config
 from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.connector import Sink, Source
-from natsbridge.bridge.errors import StoreError
+from natsbridge.bridge.errors import BridgeError, ConfigError, StoreError
 from natsbridge.bridge.logs import plural
-from natsbridge.bridge.registry import load_connector
-from natsbridge.bridge.runtime.buffer import RouteBuffer
-from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
+from natsbridge.bridge.migrate.metrics import MigrationCollector
+from natsbridge.bridge.registry import did_you_mean, load_connector
+from natsbridge.bridge.runtime.embedded import EmbeddedBuffers, EmbeddedRouteBuffer
 from natsbridge.bridge.runtime.mapper import RouteMapper
+from natsbridge.bridge.runtime.reload import RouteDiff, diff_routes, fixed_setting_problems
 from natsbridge.bridge.runtime.route import RouteRunner
 
 log = logging.getLogger("natsbridge")
@@ -24,17 +36,30 @@ log = logging.getLogger("natsbridge")
 SAMPLE_INTERVAL_S = 1.0
 IDLE_CHECK_S = 1.0
 IDLE_ROUNDS_FOR_ONCE = 4  # --once stops after this many idle checks in a row
+CONTROL_MARGIN_S = 60.0  # an admin call waits for a reload's drains plus this much
+
+Endpoints = Callable[[], tuple[Source, Sink]]
 
 
 class Bridge:
-    """Runs all routes of `config` until stopped, then drains them within the grace period."""
+    """Runs all routes of `config` until stopped, then drains them within the grace period.
 
-    def __init__(self, config: Config) -> None:
+    `load` reads the config again for a reload (default: `load_config(config.path)`).
+    """
+
+    def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self._load = load or (lambda: load_config(config.path))
         self.buffers = EmbeddedBuffers(config.bridge.data_dir, config.bridge.buffer)
-        self.runners: list[RouteRunner] = []
+        self.runners: list[RouteRunner] = []  # in config order; replaced whole on reload
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._route_buffers: dict[str, EmbeddedRouteBuffer] = {}
+        self._reloading = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failure: BaseException | None = None  # a route task that ended by itself
+        self._signalled: set[asyncio.Task[Any]] = set()
 
     def stop(self) -> None:
         """Ask every route to stop reading and drain (idempotent, signal-safe)."""
@@ -42,41 +67,38 @@ class Bridge:
 
     async def run(self, once: bool = False) -> None:
         """Start every route, wait for `stop()` (or idleness with `once`), then drain."""
+        self._loop = asyncio.get_running_loop()
         await self.buffers.open()
         sampler: asyncio.Task[None] | None = None
         try:
             for route in self.config.routes:
-                self.runners.append(await self._build(route))
-                await _sample_backlog(self.runners[-1])  # right from the start, after a restart
+                runner = await self._runner(route, self._endpoints(route, self.config))
+                self.runners.append(runner)
+                await _sample_backlog(runner)  # right from the start, after a restart
             if self.config.bridge.admin.enabled:
-                self.admin = AdminServer(self.config.bridge.admin, self.runners)
+                self.admin = AdminServer(self.config.bridge.admin, self.runners, self)
+                self.admin.registry.register(MigrationCollector(lambda: self.config))
                 self.admin.start()
             sampler = asyncio.create_task(self._sample())
-            tasks = [asyncio.create_task(r.run(), name=r.route.name) for r in self.runners]
+            for runner in self.runners:
+                self._start(runner)
             log.info(
                 "bridge %s started with %s",
                 self.config.bridge.id,
-                plural(len(tasks), "route"),
+                plural(len(self.runners), "route"),
                 extra={"event": "started"},
             )
-            waiter = asyncio.create_task(self._idle() if once else self._stop.wait())
-            await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            for runner in self.runners:
-                runner.stop()
-            _, late = await asyncio.wait(tasks, timeout=self.config.bridge.drain_timeout)
-            for task in late:
-                log.warning(
-                    "route %s did not drain within %gs; its buffer keeps the rest",
-                    task.get_name(),
-                    self.config.bridge.drain_timeout,
-                    extra={"event": "drain_timeout", "route": task.get_name()},
-                )
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for task in tasks:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            waiters: list[asyncio.Task[Any]] = [asyncio.create_task(self._stop.wait())]
+            if once:
+                waiters.append(asyncio.create_task(self._idle()))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            self._stop.set()  # no reload starts from here on
+            async with self._reloading:  # one under way finishes first
+                await self._stop_routes(self.runners)
+            if self._failure is not None:
+                raise self._failure
         finally:
             if sampler is not None:
                 sampler.cancel()
@@ -84,24 +106,218 @@ class Bridge:
                 self.admin.close()
             await self.buffers.close()
 
-    async def _build(self, route: Route) -> RouteRunner:
-        connections = self.config.connections
+    # ------------------------------------------------------------ routes
+
+    def _endpoints(self, route: Route, config: Config) -> Endpoints:
+        """What builds a fresh source and sink of `route` (raises BridgeError: no driver)."""
+        connections = config.connections
 
         def endpoints() -> tuple[Source, Sink]:
             source = load_connector(route.source_kind).source(
-                route, connections[route.source.connection], self.config.bridge
+                route, connections[route.source.connection], config.bridge
             )
             sink = load_connector(route.sink_kind).sink(
-                route, connections[route.sink.connection], self.config.bridge
+                route, connections[route.sink.connection], config.bridge
             )
             return source, sink
 
+        return endpoints
+
+    async def _runner(self, route: Route, endpoints: Endpoints) -> RouteRunner:
         source, sink = endpoints()
-        mapper = RouteMapper(route, self.config.bridge, connections[route.sink.connection])
-        buffer: RouteBuffer | None = None
+        connection = self.config.connections[route.sink.connection]
+        mapper = RouteMapper(route, self.config.bridge, connection)
+        buffer: EmbeddedRouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
             buffer = await self.buffers.route(route)
+            self._route_buffers[route.name] = buffer
         return RouteRunner(route, source, sink, mapper, buffer, endpoints)
+
+    def _start(self, runner: RouteRunner) -> None:
+        runner.stats.started_at = time.time()
+        task = asyncio.create_task(runner.run(), name=runner.route.name)
+        self._tasks[runner.route.name] = task
+        task.add_done_callback(self._route_ended)
+
+    def _route_ended(self, task: asyncio.Task[None]) -> None:
+        """A route task that ends while nobody stopped it stops the bridge (as it always did)."""
+        if self._tasks.get(task.get_name()) is not task:
+            return  # stopped on purpose (reload or shutdown)
+        if not task.cancelled() and task.exception() is not None:
+            self._failure = self._failure or task.exception()
+        self.stop()
+
+    async def _stop_routes(self, runners: Iterable[RouteRunner]) -> None:
+        """Stop `runners` and wait for their drain, up to `drain_timeout`.
+
+        What a route had taken from its buffer and not settled is handed back at once,
+        so that the route started in its place (a reload) delivers it without waiting
+        for the buffer's ack wait.
+        """
+        runners = list(runners)
+        tasks = [self._tasks.pop(runner.route.name) for runner in runners]
+        for runner in runners:
+            runner.stop()
+        if not tasks:
+            return
+        timeout = self.config.bridge.drain_timeout
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            log.warning(
+                "route %s did not drain within %gs; its buffer keeps the rest",
+                task.get_name(),
+                timeout,
+                extra={"event": "drain_timeout", "route": task.get_name()},
+            )
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for runner in runners:
+            buffer = self._route_buffers.pop(runner.route.name, None)
+            if buffer is not None:
+                buffer.release()
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                self._failure = self._failure or task.exception()
+
+    def _find(self, name: str) -> RouteRunner:
+        runners = {runner.route.name: runner for runner in self.runners}
+        runner = runners.get(name)
+        if runner is None:
+            raise ControlError(404, f"no route named {name!r}{did_you_mean(name, runners)}")
+        return runner
+
+    # ------------------------------------------------------------ reload, pause, resume
+
+    async def reload(self, trigger: str) -> dict[str, Any]:
+        """Read the config again and apply it; nothing changes when it is invalid.
+
+        Returns what happened to each route (`added`, `removed`, `restarted`,
+        `unchanged`); raises ControlError (422 with every problem, positioned) for an
+        invalid config, 503 while the bridge stops.
+        """
+        async with self._reloading:
+            if self._stop.is_set():
+                raise ControlError(503, "the bridge is stopping")
+            try:
+                new = await asyncio.to_thread(self._load)
+                problems = fixed_setting_problems(self.config, new)
+                if problems:
+                    raise ConfigError(problems)
+                diff = diff_routes(self.config, new)
+                routes = {route.name: route for route in new.routes}
+                # Built before anything stops: a missing driver refuses the whole reload.
+                endpoints = {
+                    name: self._endpoints(routes[name], new) for name in diff.added + diff.changed
+                }
+                for build in endpoints.values():
+                    build()
+            except BridgeError as exc:
+                problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+                log.error(
+                    "reload (%s) refused, the running config stays: %s",
+                    trigger,
+                    "; ".join(problems),
+                    extra={"event": "reload_refused"},
+                )
+                raise ControlError(
+                    422, "config refused; the running config stays", problems
+                ) from None
+            failed = await self._apply(new, diff, routes, endpoints)
+            outcome: dict[str, Any] = {
+                "added": diff.added,
+                "removed": diff.removed,
+                "restarted": diff.changed,
+                "unchanged": diff.unchanged,
+                "failed": failed,
+            }
+            log.info(
+                "reloaded (%s): %d added, %d removed, %d restarted, %d unchanged, %d failed",
+                trigger,
+                *(len(names) for names in outcome.values()),
+                extra={"event": "reloaded", **outcome},
+            )
+            return outcome
+
+    async def _apply(
+        self,
+        new: Config,
+        diff: RouteDiff,
+        routes: dict[str, Route],
+        endpoints: dict[str, Endpoints],
+    ) -> dict[str, str]:
+        """Stop the removed and changed routes, start the added and changed ones.
+
+        Returns the routes that could not start (their buffer failed), with the reason;
+        they are left out of the running config, so that the next reload adds them.
+        """
+        old = {runner.route.name: runner for runner in self.runners}
+        paused = {name for name, runner in old.items() if runner.paused}
+        await self._stop_routes(old[name] for name in diff.removed + diff.changed)
+        self.config = new
+        self.buffers.limits = new.bridge.buffer
+        running = {name: old[name] for name in diff.unchanged}
+        failed: dict[str, str] = {}
+        for name in diff.added + diff.changed:
+            try:
+                runner = await self._runner(routes[name], endpoints[name])
+            except BridgeError as exc:
+                failed[name] = str(exc)
+                log.error("route %s cannot start: %s", name, exc, extra={"event": "route_failed"})
+                continue
+            if name in paused:
+                await runner.pause()  # not started yet: returns at once
+            running[name] = runner
+            self._start(runner)
+        if failed:
+            self.config = replace(new, routes=[r for r in new.routes if r.name not in failed])
+        self.runners = [running[route.name] for route in self.config.routes]
+        if self.admin is not None:
+            self.admin.runners = self.runners
+        return failed
+
+    async def pause(self, name: str) -> dict[str, Any]:
+        """Stop reading route `name`'s source; what it holds is still delivered."""
+        await self._find(name).pause()
+        log.info("route %s paused", name, extra={"event": "paused", "route": name})
+        return {"route": name, "paused": True}
+
+    async def resume(self, name: str) -> dict[str, Any]:
+        """Read route `name`'s source again."""
+        self._find(name).resume()
+        log.info("route %s resumed", name, extra={"event": "resumed", "route": name})
+        return {"route": name, "paused": False}
+
+    def call(self, action: str, argument: str) -> dict[str, Any]:
+        """From another thread (the admin server): run `action` on the loop, wait for it."""
+        method = {"reload": self.reload, "pause": self.pause, "resume": self.resume}[action]
+        try:
+            assert self._loop is not None, "run() first"
+            future: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(
+                method(argument), self._loop
+            )
+        except RuntimeError:  # the loop closed: the process is on its way out
+            raise ControlError(503, "the bridge is stopping") from None
+        try:
+            return future.result(timeout=2 * self.config.bridge.drain_timeout + CONTROL_MARGIN_S)
+        except TimeoutError:
+            raise ControlError(504, f"{action} still under way; see the log") from None
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: reload in the background; the outcome goes to the log."""
+
+        async def reload() -> None:
+            try:
+                await self.reload("SIGHUP")
+            except ControlError:
+                pass  # refusals were logged
+            except Exception:  # a bug must not end as "Task exception was never retrieved"
+                log.exception("reload (SIGHUP) failed", extra={"event": "reload_failed"})
+
+        task = asyncio.create_task(reload())
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
+
+    # ------------------------------------------------------------ sampling
 
     async def _sample(self) -> None:
         """Refresh every route's buffer backlog and rates, about once a second."""
@@ -140,8 +356,10 @@ async def _sample_backlog(runner: RouteRunner) -> None:
 
 
 def install_signal_handlers(bridge: Bridge) -> None:
-    """SIGTERM and SIGINT start a graceful drain."""
+    """SIGTERM and SIGINT start a graceful drain; SIGHUP reloads the config."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, bridge.stop)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, bridge.reload_on_signal)

@@ -15,7 +15,7 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.runtime.dead_letters import origin_text, reason_of
-from natsbridge.bridge.runtime.endpoints import RECEIVE_TIMEOUT_S, RouteEndpoints
+from natsbridge.bridge.runtime.endpoints import RouteEndpoints
 from natsbridge.bridge.runtime.mapper import LoopDetected
 from natsbridge.mappings.headers import NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE
 
@@ -31,7 +31,7 @@ class Direct(RouteEndpoints):
         tasks: set[asyncio.Task[None]] = set()
         while not self._stopping.is_set():
             try:
-                batch = await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
+                batch = await self._receive()
             except RetryableError as exc:
                 if not await self._reconnect(self.source, "source", exc):
                     break

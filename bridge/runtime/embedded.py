@@ -131,6 +131,16 @@ class EmbeddedRouteBuffer:
         for seq in seqs:
             self.taken.pop(seq).ack()
 
+    def release(self) -> None:
+        """Hand back every message taken and not settled: it is delivered again at once.
+
+        For a route stopped before its sends were settled (a reload's drain timed out),
+        so that the route started in its place need not wait for the ack wait.
+        """
+        for message in self.taken.values():
+            message.nak()
+        self.taken.clear()
+
     async def dead_letter(self, envelope: Envelope, reason: str, seq: int | None = None) -> None:
         """Move a taken message, or write an unbuffered one, to the dead letters."""
         if seq is not None:

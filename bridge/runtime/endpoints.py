@@ -30,6 +30,7 @@ log = logging.getLogger(logs.ROUTE_LOGGER)
 
 RECEIVE_TIMEOUT_S = 0.5
 FULL_POLL_S = 0.1  # how often a full buffer is asked again for room
+PAUSE_WAIT_S = 10.0  # longest a pause waits for a read under way (a source slow to return)
 HEALTHY_AFTER_S = 10.0  # a connection up this long resets the reconnect back-off
 
 T = TypeVar("T")
@@ -56,6 +57,10 @@ class RouteEndpoints:
         self.stats = RouteStats()
         self.batch = min(route.spec.max_in_flight, 1000)
         self._stopping = asyncio.Event()
+        self._reading = asyncio.Event()  # cleared while an operator paused the route
+        self._reading.set()
+        self._between_reads = asyncio.Event()  # cleared while a receive() is under way
+        self._between_reads.set()
         self._ingest_done = asyncio.Event()
         self._sink_reconnecting = asyncio.Lock()
         self._sink_generation = 0  # bumped on every sink reconnect
@@ -96,7 +101,7 @@ class RouteEndpoints:
                     exc,
                     extra={"event": "connect_failed", "connection": endpoint_connection},
                 )
-                await self._pause(delay)
+                await self._back_off(delay)
                 continue
             self._connected_at[role] = time.monotonic()
             setattr(self.stats, f"{role}_connected", True)
@@ -104,6 +109,46 @@ class RouteEndpoints:
                 self.stats.state = RouteState.RUNNING
             return True
         return False
+
+    @property
+    def paused(self) -> bool:
+        """Whether an operator paused the route."""
+        return not self._reading.is_set()
+
+    async def pause(self) -> None:
+        """Stop reading the source; buffered messages still go out.
+
+        Returns once a read under way has returned (at most RECEIVE_TIMEOUT_S, bounded
+        by PAUSE_WAIT_S), so nothing is read from the source after it. The source stays
+        connected and holds what it did not hand out un-acked (its prefetch or credit
+        window): nothing is lost, and the broker keeps the rest.
+        """
+        self._reading.clear()
+        self.stats.paused = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._between_reads.wait(), PAUSE_WAIT_S)
+
+    def resume(self) -> None:
+        """Read the source again."""
+        self._reading.set()
+        self.stats.paused = False
+
+    async def _receive(self) -> Sequence[Incoming]:
+        """The source's next batch, after waiting while the route is paused ([] once stopping)."""
+        while self.paused and not self._stopping.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._reading, self._stopping)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+        if self._stopping.is_set():
+            return []
+        self._between_reads.clear()
+        try:
+            return await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
+        finally:
+            self._between_reads.set()
 
     def _connection_of(self, role: str) -> str:
         return self.route.source.connection if role == "source" else self.route.sink.connection
@@ -134,10 +179,10 @@ class RouteEndpoints:
             exc,
             extra={"event": "reconnecting", "connection": self._connection_of(role)},
         )
-        await self._pause(delay)
+        await self._back_off(delay)
         return await self._connect(endpoint, role)
 
-    async def _pause(self, seconds: float) -> None:
+    async def _back_off(self, seconds: float) -> None:
         """A back-off delay; while draining only the sink retries, and without waking early."""
         await (asyncio.sleep(seconds) if self._stopping.is_set() else self._sleep(seconds))
 

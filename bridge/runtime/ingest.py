@@ -13,7 +13,7 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.bridge.runtime.dead_letters import origin_text, reason_of, storable
-from natsbridge.bridge.runtime.endpoints import RECEIVE_TIMEOUT_S, RouteEndpoints
+from natsbridge.bridge.runtime.endpoints import RouteEndpoints
 from natsbridge.bridge.runtime.mapper import LoopDetected
 
 
@@ -27,7 +27,7 @@ class Ingest(RouteEndpoints):
                 return
             while not self._stopping.is_set():
                 try:
-                    batch = await self.source.receive(self.batch, RECEIVE_TIMEOUT_S)
+                    batch = await self._receive()
                 except RetryableError as exc:
                     if not await self._reconnect(self.source, "source", exc):
                         return

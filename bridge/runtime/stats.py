@@ -64,6 +64,8 @@ class RouteStats:
     sink_connected: bool = False
     last_error: str | None = None
     last_error_at: float | None = None
+    paused: bool = False  # by an operator (`POST /api/routes/NAME/pause`): source not read
+    started_at: float | None = None  # Unix time this route (re)started: a reload shows here
     latency: Latency = field(default_factory=Latency)
     # Refreshed by the bridge's sampler about once a second:
     buffer_depth: int = 0

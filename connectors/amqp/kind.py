@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Envelope
@@ -102,6 +102,13 @@ class AmqpKind(ConnectorKind):
         """An exchange name that RabbitMQ would refuse as too long."""
         assert isinstance(sink, AmqpSink)
         yield from _long_names(("to", "exchange"), sink.exchange)
+
+    def writes_back(self, source: Model) -> dict[str, Any]:
+        """A queue: the default exchange with the queue's name; an exchange: itself."""
+        assert isinstance(source, AmqpSource)
+        if source.queue is not None:
+            return {"exchange": "", "routing_key": source.queue, "declare": False}
+        return {"exchange": source.exchange, "exchange_type": source.exchange_type}
 
     def describe_source(self, source: Model) -> str:
         """``queue Q`` or ``exchange X key1,key2``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.config.source import shorten
@@ -108,6 +108,11 @@ class KafkaKind(ConnectorKind):
                 "expected a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -, "
                 f"found {shorten(repr(topic), 80)}",
             )
+
+    def writes_back(self, source: Model) -> dict[str, Any]:
+        """The topic of a source of one topic (the record key comes with the message)."""
+        assert isinstance(source, KafkaSource)
+        return {"topic": source.topics[0]} if source.topics and len(source.topics) == 1 else {}
 
     def describe_source(self, source: Model) -> str:
         """``topics a,b`` or ``topics /regex/``."""

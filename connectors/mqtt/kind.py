@@ -7,7 +7,7 @@ Importing this module does not import paho-mqtt: `open_source` and `open_sink` d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from natsbridge.connectors.mqtt import topics
 from natsbridge.connectors.mqtt.config import MqttConnection, MqttSink, MqttSource
@@ -123,6 +123,13 @@ class MqttKind(ConnectorKind):
                 ("to", "qos"),
                 "qos 0 is never confirmed by the broker: use qos 1, or delivery: at_most_once",
             )
+
+    def writes_back(self, source: Model) -> dict[str, Any]:
+        """The topic of a source of one topic without wildcards."""
+        assert isinstance(source, MqttSource)
+        filters = source.topics
+        plain = len(filters) == 1 and not any(mark in filters[0] for mark in ("+", "#"))
+        return {"topic": filters[0], "qos": source.qos} if plain else {}
 
     def describe_source(self, source: Model) -> str:
         """``topics a/+, b/# qos 1``."""

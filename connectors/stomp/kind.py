@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
 from natsbridge.bridge.envelope import Envelope
@@ -80,6 +80,12 @@ class StompKind(ConnectorKind):
             stomp.parse_destination(destination, dialect)
 
         return check
+
+    def writes_back(self, source: Model) -> dict[str, Any]:
+        """The destination, unless it has wildcards."""
+        assert isinstance(source, StompSource)
+        wild = any(mark in source.destination for mark in ("*", ">", "#"))
+        return {} if wild else {"destination": source.destination}
 
     def describe_source(self, source: Model) -> str:
         """The destination."""

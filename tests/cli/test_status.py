@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from natsbridge.bridge.admin.control import parse_admin_url
 from natsbridge.bridge.admin.server import AdminServer
-from natsbridge.bridge.admin.status import ERROR_WIDTH, admin_url, render_table, shorten
+from natsbridge.bridge.admin.status import ERROR_WIDTH, render_table, shorten
 from natsbridge.bridge.cli import main
 from natsbridge.bridge.config.model import Admin
 from natsbridge.bridge.runtime.stats import RouteStats
@@ -110,7 +111,7 @@ def test_an_address_without_a_scheme_means_http(
 ) -> None:
     port = free_port()
     serve(port)
-    assert admin_url(f"127.0.0.1:{port}") == f"http://127.0.0.1:{port}"
+    assert parse_admin_url(f"127.0.0.1:{port}") == f"http://127.0.0.1:{port}"
     assert main(["status", "--admin", f"127.0.0.1:{port}", "--json"]) == 0
     assert '"routes": []' in capsys.readouterr().out
 

@@ -107,6 +107,10 @@ def test_stops_by_draining(unit: dict[str, dict[str, list[str]]]) -> None:
     assert last(service, "Restart") == "on-failure"
 
 
+def test_reload_is_sighup(unit: dict[str, dict[str, list[str]]]) -> None:
+    assert last(unit["Service"], "ExecReload") == "/bin/kill -HUP $MAINPID"
+
+
 def test_hardening(unit: dict[str, dict[str, list[str]]]) -> None:
     service = unit["Service"]
     for key, value in HARDENING.items():
@@ -130,10 +134,11 @@ def fake_root(tmp_path: Path) -> Path:
     shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system/natsbridge.service")
-    binary = root / "opt/natsbridge/bin/natsbridge"
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
+    for name in ("opt/natsbridge/bin/natsbridge", "bin/kill"):  # ExecStart, ExecReload
+        binary = root / name
+        binary.parent.mkdir(parents=True)
+        binary.write_text("#!/bin/sh\n")
+        binary.chmod(0o755)
     return root
 
 
