@@ -75,7 +75,12 @@ from natsbridge.connectors.kafka.client import (
     settings,
 )
 from natsbridge.connectors.kafka.config import TRANSACTIONS_NEED, KafkaConnection, KafkaSink
-from natsbridge.connectors.kafka.errors import RecordTooLarge, TopicMissing, describe, translate
+from natsbridge.connectors.kafka.errors import (
+    RecordTooLarge,
+    TopicMissing,
+    describe,
+    translate,
+)
 from natsbridge.connectors.kafka.message import Record, record_from_envelope
 from natsbridge.mappings.kafka import validate_topic
 
@@ -96,6 +101,18 @@ MISSING_TOPIC_RECHECK_S = 10.0
 RECORD_OVERHEAD = 61 + 32
 """Bytes a record batch of one record adds to key, value and headers (an upper bound)."""
 _STOP = object()
+
+
+def _refused_together(count: int, refused: BridgeError) -> ConnectionLost:
+    """A record the broker refused with others in one batch: which one was bad is unknown.
+
+    A ConnectionLost makes the runtime reconnect and send the oldest failed record alone,
+    then the rest: the bad one is then refused alone, and dead-lettered with its reason.
+    """
+    return ConnectionLost(
+        f"kafka: the broker refused a batch of {count} records ({refused}); they are sent "
+        "again to find the one it refuses"
+    )
 
 
 def record_size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
@@ -464,28 +481,40 @@ class _Producer:
         outcomes: list[BaseException | None],
         cause: BridgeError,
     ) -> None:
-        """Abort the open transaction: refused records fail for good, the rest are retried."""
-        error = cause if isinstance(cause, RetryableError) else ConnectionLost(str(cause))
+        """Abort the open transaction: refused records fail for good, the rest are retried.
+
+        The producer is spent either way (librdkafka may carry the aborted sequence
+        numbers over: the next transaction failed OUT_OF_ORDER_SEQUENCE_NUMBER), so every
+        later send fails with ConnectionLost until the runtime reconnects.
+        """
+        aborted = self.broken or ConnectionLost(
+            f"kafka: transaction aborted ({cause}); sent again on a new producer"
+        )
         if self.broken is None:
+            self.broken = aborted
+            log.warning("kafka sink %s: %s", self.sink.route_name, aborted)
             try:
                 producer.abort_transaction(TRANSACTION_TIMEOUT_S)
             except KafkaException as exc:
-                self.broken = ConnectionLost(
-                    f"kafka: the producer must be replaced: abort_transaction: {translate(exc)}"
-                )
+                log.debug("kafka sink %s: abort: %s", self.sink.route_name, translate(exc))
             deadline = time.monotonic() + CLOSE_TIMEOUT_S
             while transaction.reported < transaction.produced and time.monotonic() < deadline:
                 time.sleep(0.01)  # the aborted records' reports say which the broker refused
-        aborted = ConnectionLost(f"kafka: transaction aborted, sent again: {error}")
-        if self.broken is not None:
-            aborted = self.broken
+        refusals = {
+            index: refused
+            for index, reported in transaction.errors.items()
+            if isinstance(refused := translate(reported), PermanentError)
+        }
         for index, outcome in enumerate(outcomes):
             if outcome is not None:
                 continue  # refused before it was produced
-            reported = transaction.errors.get(index)
-            refused = translate(reported) if reported is not None else None
-            outcomes[index] = refused if isinstance(refused, PermanentError) else aborted
-        log.warning("kafka sink %s: %s", self.sink.route_name, aborted)
+            refused = refusals.get(index)
+            if refused is None:
+                outcomes[index] = aborted
+            elif len(refusals) == 1:
+                outcomes[index] = refused  # the broker refused this record alone
+            else:
+                outcomes[index] = _refused_together(len(refusals), refused)
 
     def _reported(
         self,
