@@ -16,7 +16,8 @@ Raw legs, each the best a Python client does with the guarantee the bridge gives
   are not awaited one by one: they leave in the client's flush batches).
 
 Whole bridge (``natsbridge run`` as a child process, embedded buffer, synchronous=FULL),
-timed from readiness until the destination holds all N:
+timed from the first message at the destination until it holds all N (start-up and the
+group join are not counted, as in the raw consume legs):
 
 * ``kafka_to_jetstream``: from the topic ``kafka_produce`` filled into a JetStream stream;
   ratio against min(kafka_consume, js_publish).
@@ -50,7 +51,7 @@ from bench.common import (
     preloaded_stream,
     raw_js_consume,
     raw_js_publish,
-    run_bridge,
+    run_bridge_from_first,
     stream_count,
 )
 
@@ -135,7 +136,8 @@ class Legs:
                 "jetstream": {"stream": stream},
             },
         }
-        rate, rss = run_bridge(self._config(route), lambda: stream_count(stream) >= count, count)
+        config = kc.bridge_config(f"bench-{self.tag}", route)
+        rate, rss = run_bridge_from_first(config, lambda: stream_count(stream), count)
         asyncio.run(delete_stream(stream))
         legs = {"kafka_consume": raw["kafka_consume"], "js_publish": raw["js_publish"]}
         result = bridge_result("kafka_to_jetstream", len(self.payload), count, legs, rate, rss)
@@ -155,7 +157,8 @@ class Legs:
             "to": {"connection": "kafka", "topic": topic, "key": "{{wildcard(1)}}"},
         }
         with kc.topic_size(topic) as size:
-            rate, rss = run_bridge(self._config(route), lambda: size() >= count, count)
+            config = kc.bridge_config(f"bench-{self.tag}", route)
+            rate, rss = run_bridge_from_first(config, size, count)
         asyncio.run(delete_stream(stream))
         kc.delete_topics(topic)
         legs = {"js_pull_ack": raw["js_pull_ack"], "kafka_produce": raw["kafka_produce"]}
@@ -203,17 +206,6 @@ class Legs:
         asyncio.run(delete_stream(stream))
         kc.delete_topics(topic)
         return rate
-
-    def _config(self, route: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "version": 1,
-            "bridge": {"id": f"bench-{self.tag}", "data_dir": "${env:NATSBRIDGE_DATA_DIR}"},
-            "connections": {
-                "kafka": {"kind": "kafka", "bootstrap_servers": [kc.BOOTSTRAP]},
-                "nats": {"kind": "nats", "servers": [NATS_URL]},
-            },
-            "routes": [route],
-        }
 
 
 def _versus(bridge: float, other: float) -> dict[str, Any]:

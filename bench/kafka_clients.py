@@ -14,9 +14,12 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.common import NATS_URL
 
 BOOTSTRAP = os.environ.get("NATSBRIDGE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 PARTITIONS = 6
@@ -139,3 +142,16 @@ def commit_group_at_start(topic: str, group: str) -> None:
         consumer.commit(offsets=offsets, asynchronous=False)
     finally:
         consumer.close()
+
+
+def bridge_config(bridge_id: str, route: dict[str, Any]) -> dict[str, Any]:
+    """A one-route bridge config with a `kafka` and a `nats` connection."""
+    return {
+        "version": 1,
+        "bridge": {"id": bridge_id, "data_dir": "${env:NATSBRIDGE_DATA_DIR}"},
+        "connections": {
+            "kafka": {"kind": "kafka", "bootstrap_servers": [BOOTSTRAP]},
+            "nats": {"kind": "nats", "servers": [NATS_URL]},
+        },
+        "routes": [route],
+    }

@@ -11,9 +11,9 @@ module's version list, which the proxy refuses for this module.
 `bench/kafka.py` runs each direction through the binary on the same brokers, in the same
 run, with the same messages as natsbridge. nats-kafka's own guarantees are weaker: its
 producer is Sarama's SyncProducer with the default acks (the leader only, not all
-replicas; with one broker the two are the same), one message at a time. Its rate is
-timed from the first message at the destination (its startup is not counted, which
-favours it), natsbridge's from its readiness.
+replicas; with one broker the two are the same), one message at a time. Both bridges are timed
+from the first message at the destination to the last (start-up and group joins are not
+counted, as in the raw consume legs).
 """
 
 from __future__ import annotations
@@ -24,18 +24,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import rate_from_first
 from tests.e2e.bridge_process import _die_with_parent
 
 MODULE = "github.com/nats-io/nats-kafka"
 VERSION = os.environ.get("NATS_KAFKA_VERSION", "v1.4.2")
 CACHE = Path(os.environ.get("NATSBRIDGE_CACHE_DIR", Path.home() / ".cache" / "natsbridge"))
 BINARY = CACHE / "nats-kafka" / "nats-kafka"
-TIMEOUT_S = 900
 
 
 def binary() -> Path | None:
@@ -94,7 +93,7 @@ def config(connector: dict[str, Any], nats_url: str) -> str:
 def run(connector: dict[str, Any], nats_url: str, count: int, done: Callable[[], int]) -> float:
     """Messages/s of nats-kafka moving `count` with one connector; `done()` counts arrivals.
 
-    Timed from the first message at the destination to the `count`-th.
+    Timed from the first message at the destination to the `count`-th, as natsbridge is.
     """
     path = binary()
     assert path is not None
@@ -109,28 +108,13 @@ def run(connector: dict[str, Any], nats_url: str, count: int, done: Callable[[],
                 preexec_fn=_die_with_parent,
             )
             try:
-                return _wait(process, count, done, Path(tmp) / "nats-kafka.log")
+                return rate_from_first(count, done, lambda: process.poll() is None)
+            except SystemExit as exc:
+                tail = (Path(tmp) / "nats-kafka.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"nats-kafka: {exc}\n{tail}") from None
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-
-
-def _wait(
-    process: subprocess.Popen[bytes], count: int, done: Callable[[], int], log: Path
-) -> float:
-    launched = time.perf_counter()
-    first = 0.0
-    while True:
-        arrived = done()
-        now = time.perf_counter()
-        if arrived and not first:
-            first = now
-        if arrived >= count:
-            return count / (now - first)
-        if process.poll() is not None or now - launched > TIMEOUT_S:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"nats-kafka moved {arrived}/{count} and stopped:\n{tail}")
-        time.sleep(0.05)
 
 
 def main(argv: list[str]) -> int:
