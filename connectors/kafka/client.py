@@ -9,8 +9,8 @@ Every consumer, producer and admin client of this connector gets its settings fr
 * then the connection's ``librdkafka:`` pass-through map (config.py refuses the keys
   natsbridge owns), then the caller's own keys (which win).
 
-librdkafka's log lines go to the logger ``natsbridge.kafka.librdkafka`` (at DEBUG: the
-connector reports what matters itself), through the handler that redacts secrets. Its
+librdkafka's log lines go to the logger ``natsbridge.kafka.librdkafka`` (its errors as
+warnings, at most once a minute each, the rest at DEBUG), secrets redacted. Its
 error callback feeds a `ClientErrors`, which tells why a client could not reach the
 cluster: a refused SASL login is a permanent KafkaAuthenticationFailed naming the user,
 a broker certificate the CA does not vouch for a permanent KafkaTlsFailed naming the CA
@@ -22,6 +22,9 @@ Blocking: every function here blocks; callers run them on their own thread.
 from __future__ import annotations
 
 import logging
+import re
+import threading
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -46,15 +49,36 @@ CONNECT_TIMEOUT_S = 10.0
 """How long a client may try to reach the cluster when it starts."""
 ADMIN_TIMEOUT_S = 15.0
 """How long a topic creation or a config lookup may take."""
+REPEAT_AFTER_S = 60.0
+"""How long the same librdkafka warning is logged at DEBUG only after it was logged."""
+_NUMBERS = re.compile(r"\d+")
 
 
 class _LibrdkafkaLog:
-    """The `logger` librdkafka writes to: every line at DEBUG on natsbridge.kafka.librdkafka."""
+    """The `logger` librdkafka writes to: natsbridge.kafka.librdkafka, secrets redacted.
+
+    librdkafka logs a failed connection attempt as an error each time it retries (tens a
+    second while a broker is down): its errors become warnings, once a minute for the
+    same text (numbers aside); the repeats and everything below warning go to DEBUG.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
 
     def log(self, level: int, message: str, *args: Any) -> None:
-        if librdkafka_log.isEnabledFor(logging.DEBUG):
-            text = message % args if args else message
-            librdkafka_log.debug("%s", redact(text))
+        text = redact(message % args if args else message)
+        if level >= logging.WARNING:
+            shape = _NUMBERS.sub("#", text)
+            now = time.monotonic()
+            with self.lock:
+                if now - self.seen.get(shape, -REPEAT_AFTER_S) >= REPEAT_AFTER_S:
+                    if len(self.seen) > 1000:
+                        self.seen.clear()
+                    self.seen[shape] = now
+                    librdkafka_log.warning("%s", text)
+                    return
+        librdkafka_log.debug("%s", text)
 
 
 LIBRDKAFKA_LOG = _LibrdkafkaLog()

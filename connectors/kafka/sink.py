@@ -14,20 +14,11 @@ a partition. A record counts as sent when the broker acknowledged it. A send tha
 after the delivery timeout (120 s) is a BridgeTimeout and the runtime sends it again; that
 resend is a new record to Kafka, so it can duplicate one that was in fact written.
 
-Exactly once (`delivery: exactly_once`): the producer is transactional, with
-``transactional.id`` = ``<bridge id>.<route>``; `init_transactions()` at connect fences
-any earlier producer with that id (a previous incarnation of this bridge, killed or
-not) and aborts its open transaction. Each `send_batch()` (one delivery window of the
-runtime) is one transaction: begin, produce every record, commit; the window's futures
-resolve only after the commit, so the runtime settles the buffer only for committed
-records. When the commit fails the transaction is aborted and every record of the
-window fails with a RetryableError (a record the broker refused for good fails with its
-own PermanentError and is dead-lettered), and so does every window queued behind it
-before the runtime saw the failure, so that windows commit in buffer order; the runtime
-sends them again. Consumers with ``isolation.level=read_committed`` never see an aborted
-record. A fenced or otherwise fatal producer is a ConnectionLost: the runtime reconnects,
-which makes a new producer. The remaining gap: a kill between a commit and the buffer's
-settle sends that window again (see the README's Known limits).
+Exactly once (`delivery: exactly_once`): the producer is transactional, each
+`send_batch()` one transaction committed before its futures resolve, with a marker that
+lets a restarted bridge skip what was committed and not yet settled
+(connectors/kafka/transactions.py). Consumers with ``isolation.level=read_committed``
+see each record once.
 
 Topics: the topic is the rendered `to.topic` (envelope.subject). A topic is checked with
 the admin client before the producer first writes to it (the producer itself never
@@ -46,7 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -60,7 +51,6 @@ from natsbridge.bridge.errors import (
     ConnectionLost,
     MessageRejected,
     PermanentError,
-    RetryableError,
 )
 from natsbridge.bridge.threads import Completions, Confirms, DriverThread, Outcome, failed
 from natsbridge.connectors.kafka.client import (
@@ -74,7 +64,7 @@ from natsbridge.connectors.kafka.client import (
     reach,
     settings,
 )
-from natsbridge.connectors.kafka.config import TRANSACTIONS_NEED, KafkaConnection, KafkaSink
+from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSink
 from natsbridge.connectors.kafka.errors import (
     RecordTooLarge,
     TopicMissing,
@@ -82,6 +72,7 @@ from natsbridge.connectors.kafka.errors import (
     translate,
 )
 from natsbridge.connectors.kafka.message import Record, record_from_envelope
+from natsbridge.connectors.kafka.transactions import TRANSACTION_TIMEOUT_S, Transactions
 from natsbridge.mappings.kafka import validate_topic
 
 log = logging.getLogger("natsbridge.kafka")
@@ -94,25 +85,11 @@ DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
 """The producer's limit on one record (and request), unless the route's max_payload is larger."""
 CLOSE_TIMEOUT_S = 10.0
 """How long close() waits for outstanding acknowledgements."""
-TRANSACTION_TIMEOUT_S = 60.0
-"""How long init_transactions, commit_transaction and abort_transaction may take."""
 MISSING_TOPIC_RECHECK_S = 10.0
 """How long a templated topic found missing is remembered as missing."""
 RECORD_OVERHEAD = 61 + 32
 """Bytes a record batch of one record adds to key, value and headers (an upper bound)."""
 _STOP = object()
-
-
-def _refused_together(count: int, refused: BridgeError) -> ConnectionLost:
-    """A record the broker refused with others in one batch: which one was bad is unknown.
-
-    A ConnectionLost makes the runtime reconnect and send the oldest failed record alone,
-    then the rest: the bad one is then refused alone, and dead-lettered with its reason.
-    """
-    return ConnectionLost(
-        f"kafka: the broker refused a batch of {count} records ({refused}); they are sent "
-        "again to find the one it refuses"
-    )
 
 
 def record_size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
@@ -130,15 +107,6 @@ class _Batch:
     envelopes: Sequence[Envelope]
     futures: list[asyncio.Future[None]]
     fresh: bool
-
-
-@dataclass(slots=True)
-class _Transaction:
-    """The delivery reports of one transaction's records, filled by the poll thread."""
-
-    produced: int = 0
-    reported: int = 0
-    errors: dict[int, KafkaError] = field(default_factory=dict)
 
 
 class KafkaTopicSink:
@@ -252,7 +220,7 @@ class _Producer:
         self.limits: dict[str, int | None] = {}  # topic -> its max.message.bytes
         self.missing: dict[str, float] = {}  # topic -> when it was found missing
         self.broken: BridgeError | None = None  # set when the producer must be replaced
-        self.aborted = False  # the last transaction was aborted (exactly_once)
+        self.transactions: Transactions | None = None  # under exactly_once
         self.polling = threading.Event()
         self.completions = Completions()
         self._complete = self.completions.settle
@@ -304,18 +272,10 @@ class _Producer:
             target=self._poll, name=f"kafka sink {sink.route_name} reports", daemon=True
         ).start()
         if sink.transactional_id is not None:
-            self._init_transactions(producer, sink.transactional_id)
-
-    def _init_transactions(self, producer: Producer, transactional_id: str) -> None:
-        """Fence earlier producers of `transactional_id`; a clear error when the cluster cannot."""
-        try:
-            producer.init_transactions(TRANSACTION_TIMEOUT_S)
-        except KafkaException as exc:
-            error = translate(exc)
-            raise type(error)(
-                f"kafka: init_transactions for transactional.id {transactional_id!r} failed: "
-                f"{error}; {TRANSACTIONS_NEED}"
-            ) from None
+            self.transactions = Transactions(
+                sink.config, sink.transactional_id, sink.literal_topic, sink.route_name
+            )
+            self.transactions.open(producer)
 
     def _poll(self) -> None:
         """The delivery-report thread: serves the producer's callbacks until the close."""
@@ -355,13 +315,12 @@ class _Producer:
         )
 
     def _produce(self) -> None:
-        transactional = self.sink.transactional_id is not None
         while True:
             item = self.outbox.get()
             if item is _STOP:
                 return
-            if transactional:
-                self._transact(item)
+            if self.transactions is not None:
+                self._transact(self.transactions, item)
             else:
                 for future, envelope in zip(item.futures, item.envelopes, strict=True):
                     error = self._send(envelope, partial(self._delivered, future))
@@ -433,105 +392,12 @@ class _Producer:
 
     # ------------------------------------------------------------ exactly once
 
-    def _transact(self, batch: _Batch) -> None:
+    def _transact(self, transactions: Transactions, batch: _Batch) -> None:
         """One batch as one transaction; its futures settle after the commit (or the abort)."""
-        futures = batch.futures
-        if self.aborted and not batch.fresh:
-            retry = RetryableError(
-                "kafka: an earlier window's transaction was aborted; sent again in order"
-            )
-            self.completions.settle_all((future, retry) for future in futures)
-            return
-        self.aborted = False
         producer = self.producer
         assert producer is not None
-        outcomes: list[BaseException | None] = [None] * len(futures)
-        transaction = _Transaction()
-        try:
-            if self.broken is not None:
-                raise self.broken
-            producer.begin_transaction()
-            for index, envelope in enumerate(batch.envelopes):
-                error = self._send(envelope, partial(self._reported, transaction, index))
-                if error is None:
-                    transaction.produced += 1
-                else:
-                    outcomes[index] = error
-            self._commit(producer)
-        except BaseException as exc:
-            self.aborted = True
-            self._abort(producer, transaction, outcomes, translate(exc))
-        self.completions.settle_all(zip(futures, outcomes, strict=True))
-
-    def _commit(self, producer: Producer) -> None:
-        deadline = time.monotonic() + TRANSACTION_TIMEOUT_S
-        while True:
-            try:
-                producer.commit_transaction(TRANSACTION_TIMEOUT_S)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not error.retriable() or time.monotonic() >= deadline:
-                    raise
-
-    def _abort(
-        self,
-        producer: Producer,
-        transaction: _Transaction,
-        outcomes: list[BaseException | None],
-        cause: BridgeError,
-    ) -> None:
-        """Abort the open transaction: refused records fail for good, the rest are retried.
-
-        The producer is spent either way (librdkafka may carry the aborted sequence
-        numbers over: the next transaction failed OUT_OF_ORDER_SEQUENCE_NUMBER), so every
-        later send fails with ConnectionLost until the runtime reconnects.
-        """
-        aborted = self.broken or ConnectionLost(
-            f"kafka: transaction aborted ({cause}); sent again on a new producer"
-        )
-        if self.broken is None:
-            self.broken = aborted
-            log.warning("kafka sink %s: %s", self.sink.route_name, aborted)
-            try:
-                producer.abort_transaction(TRANSACTION_TIMEOUT_S)
-            except KafkaException as exc:
-                log.debug("kafka sink %s: abort: %s", self.sink.route_name, translate(exc))
-            deadline = time.monotonic() + CLOSE_TIMEOUT_S
-            while transaction.reported < transaction.produced and time.monotonic() < deadline:
-                time.sleep(0.01)  # the aborted records' reports say which the broker refused
-        refusals = {
-            index: refused
-            for index, reported in transaction.errors.items()
-            if isinstance(refused := translate(reported), PermanentError)
-        }
-        for index, outcome in enumerate(outcomes):
-            if outcome is not None:
-                continue  # refused before it was produced
-            refused = refusals.get(index)
-            if refused is None:
-                outcomes[index] = aborted
-            elif len(refusals) == 1:
-                outcomes[index] = refused  # the broker refused this record alone
-            else:
-                outcomes[index] = _refused_together(len(refusals), refused)
-
-    def _reported(
-        self,
-        transaction: _Transaction,
-        index: int,
-        size: int,
-        error: KafkaError | None,
-        _message: Any,
-    ) -> None:
-        """A delivery report of a transactional record (on the poll thread)."""
-        if error is not None:
-            transaction.errors[index] = error
-            if error.fatal() and self.broken is None:
-                self.broken = ConnectionLost(
-                    f"kafka: the producer must be replaced: {describe(error)}"
-                )
-        transaction.reported += 1
+        outcomes = transactions.run(producer, batch.envelopes, batch.fresh, self._send)
+        self.completions.settle_all(zip(batch.futures, outcomes, strict=True))
 
     # ------------------------------------------------------------ closing
 
@@ -549,6 +415,9 @@ class _Producer:
             except Exception as exc:
                 log.debug("kafka sink %s: close: %s", self.sink.route_name, exc)
         self.polling.clear()
+        if self.transactions is not None:
+            with contextlib.suppress(Exception):
+                self.transactions.close()
         self.producer = None
         self.admin = None
 

@@ -33,8 +33,10 @@ not settled by then are read again by the new owner (at least once; `exactly_onc
 JetStream drops them again through `Nats-Msg-Id`). Lost partitions are forgotten
 without a commit. Assigned partitions start from the group's committed offset.
 
-Backpressure. When more than the route's `max_in_flight` records are unsettled, every
-assigned partition is paused (`Consumer.pause`); they resume once fewer than half are.
+Backpressure. While more than the route's `max_in_flight` records are unsettled the
+session stops calling `consume()` and waits for acks (librdkafka's bounded prefetch
+queue fills meanwhile); after a second of that every assigned partition is paused
+(`Consumer.pause`, which drops the prefetched records), until fewer than half are.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ log = logging.getLogger("natsbridge.kafka")
 POLL_TIMEOUT_S = 0.1
 """Longest wait in one consume(); also the longest delay before acks are seen when idle."""
 PAUSED_POLL_S = 0.02
-"""While paused for backpressure, the consume() timeout (acks are applied between them)."""
+"""While held or paused for backpressure, the longest wait before acks are applied."""
+PAUSE_AFTER_S = 1.0
+"""How long over max_in_flight unsettled records before the partitions are paused."""
 COMMIT_INTERVAL_S = 0.2
 """How often a moved watermark is committed, in seconds."""
 # Every watermark is committed again this often even when it did not move: a commit that
@@ -132,6 +136,7 @@ class _Session:
         self.stop = threading.Event()
         self.partitions: dict[Key, _Partition] = {}
         self.unsettled = 0
+        self.over_since: float | None = None  # since when more than max_in_flight are unsettled
         self.paused = False
         self.inbox: Inbox[Incoming] = Inbox()
         self.driver = DriverThread(f"kafka source {source.route_name}", self._run)
@@ -201,10 +206,19 @@ class _Session:
                 next_commit = now + COMMIT_INTERVAL_S
                 if again:
                     next_recommit = now + RECOMMIT_INTERVAL_S
-            self._flow(consumer)
+            if self._flow(consumer, now):
+                self._wait_for_settles(PAUSED_POLL_S)  # librdkafka keeps fetching ahead
+                continue
             records = consumer.consume(batch, PAUSED_POLL_S if self.paused else POLL_TIMEOUT_S)
             if records:
                 self._hand_over(records)
+
+    def _wait_for_settles(self, timeout: float) -> None:
+        self.waiting = True
+        if not self.settles:
+            self.wake.wait(timeout)
+        self.waiting = False
+        self.wake.clear()
 
     def _hand_over(self, records: list[Any]) -> None:
         connection = self.source.connection_name
@@ -314,15 +328,27 @@ class _Session:
             if part is not None and part.committed == tp.offset:
                 part.committed = None
 
-    def _flow(self, consumer: Consumer) -> None:
-        """Pause above max_in_flight unsettled records, resume below half."""
+    def _flow(self, consumer: Consumer, now: float) -> bool:
+        """True to hold off consume(): over max_in_flight unsettled records.
+
+        A short hold only waits for acks (librdkafka's prefetch queue keeps filling, up to
+        its own limits): pausing costs a refetch of what was prefetched, which made every
+        buffer commit a round trip. Held for `PAUSE_AFTER_S`, the partitions are paused
+        (consume() then only serves the group) until fewer than half are unsettled.
+        """
         limit = self.source.max_in_flight
-        if not self.paused and self.unsettled > limit:
+        if self.unsettled <= limit:
+            self.over_since = None
+            if self.paused and self.unsettled <= limit // 2:
+                self.paused = False
+                consumer.resume(consumer.assignment())
+            return False
+        if self.over_since is None:
+            self.over_since = now
+        if not self.paused and now - self.over_since >= PAUSE_AFTER_S:
             self.paused = True
             consumer.pause(consumer.assignment())
-        elif self.paused and self.unsettled <= limit // 2:
-            self.paused = False
-            consumer.resume(consumer.assignment())
+        return not self.paused
 
     def _shutdown(self, consumer: Consumer) -> None:
         """Commit what the acks given so far allow, then leave the group and close."""
@@ -379,10 +405,7 @@ class _Session:
             waiting = sum(self.partitions[k].unsettled() for k in keys if k in self.partitions)
             if not waiting or time.monotonic() >= deadline:
                 break
-            self.waiting = True
-            self.wake.wait(0.02)
-            self.waiting = False
-            self.wake.clear()
+            self._wait_for_settles(0.02)
         offsets: list[TopicPartition] = []
         for key in keys:
             part = self.partitions.pop(key, None)

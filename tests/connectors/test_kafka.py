@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
@@ -24,6 +27,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.connector import Incoming, Source, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
+    ConfigError,
     ConnectionLost,
     HeaderError,
     MessageRejected,
@@ -32,7 +36,7 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.connectors.kafka import connector
-from natsbridge.connectors.kafka.config import KafkaConnection
+from natsbridge.connectors.kafka.config import OWNED_PROPERTIES, KafkaConnection
 from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, TopicMissing
 from natsbridge.connectors.kafka.sink import KafkaTopicSink
 from natsbridge.connectors.kafka.source import KafkaTopicSource
@@ -778,3 +782,40 @@ def test_kafka_restart_source_and_sink_resume(
         )
 
     run(scenario())
+
+
+# ---------------------------------------------------------------- librdkafka pass-through
+
+
+def test_librdkafka_properties_pass_through_to_both_clients(tmp_path: Path) -> None:
+    extra = {"socket.keepalive.enable": True, "fetch.max.bytes": 10485760}
+    source = source_for(tmp_path, "127.0.0.1:9092", "g", {"librdkafka": extra}, topics=["t"])
+    sink = sink_for(tmp_path, "127.0.0.1:9092", {"librdkafka": extra}, topic="t")
+    for options in (source.consumer_options(), sink.producer_options()):
+        assert options["socket.keepalive.enable"] is True
+        assert options["fetch.max.bytes"] == 10485760
+    assert source.consumer_options()["partition.assignment.strategy"] == "cooperative-sticky"
+    assert sink.producer_options()["acks"] == "all"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    key=st.sampled_from(sorted(OWNED_PROPERTIES)),
+    shout=st.lists(st.booleans(), min_size=60, max_size=60),
+    pad=st.sampled_from(["", " ", "  "]),
+)
+def test_properties_natsbridge_owns_are_refused_naming_what_to_use(
+    key: str, shout: list[bool], pad: str
+) -> None:
+    spelled = pad + "".join(c.upper() if up else c for c, up in zip(key, shout, strict=False))
+    with pytest.raises(ConfigError) as caught, tempfile.TemporaryDirectory() as directory:
+        load_route(
+            Path(directory),
+            "127.0.0.1:9092",
+            {"connection": "nats", "subject": "in.*"},
+            {"connection": "kafka", "topic": "t"},
+            {"librdkafka": {spelled: "x"}},
+        )
+    [problem] = caught.value.problems
+    assert "connections.kafka.librdkafka" in problem
+    assert f"librdkafka: {spelled!r} is set by natsbridge ({OWNED_PROPERTIES[key]})" in problem

@@ -66,8 +66,12 @@ def read_committed(bootstrap: str, topic: str, settle: float = 3.0) -> list[Any]
 
 
 def batch(topic: str, *payloads: bytes, timestamp: float | None = None) -> list[Envelope]:
+    """Envelopes as the runtime sends them under exactly_once (msg_id = the dedup id)."""
     stamp = time.time() if timestamp is None else timestamp
-    return [Envelope(subject=topic, payload=p, timestamp=stamp) for p in payloads]
+    return [
+        Envelope(subject=topic, payload=p, timestamp=stamp, msg_id=f"id-{p.decode()}")
+        for p in payloads
+    ]
 
 
 def test_each_batch_is_one_committed_transaction(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -126,6 +130,46 @@ def test_a_refused_record_aborts_its_window_and_the_window_queued_behind_it(
             await sink.close()
         records = await asyncio.to_thread(read_committed, kafka_bootstrap, topic)
         assert [r.value for r in records] == [b"x1", b"x2", b"y1", b"y2"]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("settled", "again"),
+    [
+        (0, ["m1", "m2", "m3", "m4", "m5"]),  # killed before either window was settled
+        (2, ["m3", "m4", "m5"]),  # the first window was settled, the second not
+        (4, ["m5"]),  # both settled: nothing is skipped
+    ],
+)
+def test_a_restarted_bridge_skips_what_was_committed_and_not_settled(
+    kafka_bootstrap: str, tmp_path: Path, settled: int, again: list[str]
+) -> None:
+    """The buffer gives the unsettled windows again; the marker says they were committed."""
+
+    async def scenario() -> None:
+        topic = unique("eos-resume")
+        create_topic(kafka_bootstrap, topic)
+        bridge = unique("bridge")
+        before = transactional_sink(tmp_path, kafka_bootstrap, topic, bridge)
+        await before.connect()
+        try:
+            assert await before.send_batch(batch(topic, b"m1", b"m2")) == [None, None]
+            assert await before.send_batch(batch(topic, b"m3", b"m4")) == [None, None]
+        finally:
+            await before.close()  # as if killed: the buffer settled `settled` of them
+        after = transactional_sink(tmp_path, kafka_bootstrap, topic, bridge)
+        await after.connect()
+        try:
+            payloads = [p.encode() for p in again]
+            outcomes = await after.send_batch(batch(topic, *payloads))
+            assert outcomes == [None] * len(again)
+            assert await after.send_batch(batch(topic, b"m6")) == [None]
+        finally:
+            await after.close()
+        records = await asyncio.to_thread(read_committed, kafka_bootstrap, topic)
+        assert [r.value for r in records] == [f"m{i}".encode() for i in range(1, 7)]
+        assert settled + len(again) == 5
 
     run(scenario())
 
