@@ -1,9 +1,9 @@
 """Kafka's SASL listeners of deploy/dev/services.sh, through `natsbridge run` with real routes.
 
-One bridge per listener, its Kafka connection on that listener only: NATS -> Kafka (the
-sink logs in) and Kafka -> JetStream (the source logs in), chained through one topic.
-The test's oracle is kafka-python on the PLAINTEXT listener of the same broker, so what
-the bridge wrote is checked by a client that did not log in the same way.
+One bridge per listener, its Kafka connection on that listener only, with two routes:
+NATS -> Kafka (the sink logs in) and Kafka -> JetStream (the source logs in). The test's
+oracle is kafka-python on the PLAINTEXT listener of the same broker: it reads what the
+sink wrote and writes what the source reads.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import nats
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from tests.conftest import HINT, in_ci
 from tests.e2e.bridge_process import BridgeProcess, write_config
@@ -78,12 +78,12 @@ def test_routes_in_and_out_of_kafka_over_the_listener(
     bridge: list[BridgeProcess],
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    topic, stream = f"e2e-sasl-{tag}", f"SASL_{tag}"
+    # two topics: a record the bridge wrote would come back to it as a loop and be dropped
+    written, read, stream = f"e2e-sasl-out-{tag}", f"e2e-sasl-in-{tag}", f"SASL_{tag}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
-        admin.create_topics(
-            {topic: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True
-        )
+        spec = {"num_partitions": 1, "replication_factor": 1}
+        admin.create_topics({written: spec, read: spec}, wait_for_metadata=True)
     finally:
         admin.close()
     config = {
@@ -94,11 +94,11 @@ def test_routes_in_and_out_of_kafka_over_the_listener(
             {
                 "name": "nats-to-kafka",
                 "from": {"connection": "nats", "subject": f"in{tag}.*"},
-                "to": {"connection": "kafka", "topic": topic, "key": "{{wildcard(1)}}"},
+                "to": {"connection": "kafka", "topic": written, "key": "{{wildcard(1)}}"},
             },
             {
                 "name": "kafka-to-js",
-                "from": {"connection": "kafka", "topics": [topic], "group_id": f"g-{tag}"},
+                "from": {"connection": "kafka", "topics": [read], "group_id": f"g-{tag}"},
                 "to": {
                     "connection": "nats",
                     "subject": f"out{tag}.x",
@@ -120,14 +120,29 @@ def test_routes_in_and_out_of_kafka_over_the_listener(
         await nc.close()
 
     asyncio.run(publish())
-    records = _read(kafka_bootstrap, topic, COUNT)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for value in sent:
+        producer.send(read, value=value)
+    producer.flush()
+    producer.close()
+    records = _read(kafka_bootstrap, written, COUNT)
     assert [r.value for r in records] == sent
     assert all(r.key == b"k" + r.value[-1:] for r in records)
     if not _eventually(lambda: asyncio.run(stream_count(nats_url, stream)) >= COUNT):
         raise AssertionError(f"not {COUNT} in {stream}; the bridge's log:\n{process.tail()}")
-    assert asyncio.run(stream_count(nats_url, stream)) == COUNT
+    assert asyncio.run(_stream_payloads(nats_url, stream)) == sent
     assert process.terminate() == 0
-    _delete(kafka_bootstrap, topic, nats_url, stream)
+    _delete(kafka_bootstrap, [written, read], nats_url, stream)
+
+
+async def _stream_payloads(nats_url: str, stream: str) -> list[bytes]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        total = (await js.stream_info(stream)).state.messages
+        return [(await js.get_msg(stream, seq)).data or b"" for seq in range(1, total + 1)]
+    finally:
+        await nc.close()
 
 
 def _read(bootstrap: str, topic: str, count: int) -> list[Any]:
@@ -156,10 +171,10 @@ def _eventually(check: Any) -> bool:
     return False
 
 
-def _delete(bootstrap: str, topic: str, nats_url: str, stream: str) -> None:
+def _delete(bootstrap: str, topics: list[str], nats_url: str, stream: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.delete_topics([topic])
+        admin.delete_topics(topics)
     finally:
         admin.close()
 
