@@ -29,14 +29,14 @@ LINGER_MS = 5
 
 def create_topic(topic: str, partitions: int = PARTITIONS) -> None:
     """Create `topic` and wait until the broker confirms it."""
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
     futures = admin.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=30)
     futures[topic].result(timeout=60)
 
 
 def delete_topics(*topics: str) -> None:
     """Delete benchmark topics (best effort: they are uniquely named anyway)."""
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP, "log_level": 4})
     for future in admin.delete_topics(list(topics), operation_timeout=30).values():
         with contextlib.suppress(KafkaException):
             future.result(timeout=60)
