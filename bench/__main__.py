@@ -7,7 +7,8 @@ Every benchmark module has `main(argv: Sequence[str]) -> int`, runs the same way
 runs the benchmark N times in a row and writes ``bench/results/NAME-runs.json``: every
 run's report and, per leg, the ratios of all runs and their median. The brokers share
 the machine's cores with the bridge and the benchmark, so one run's ratio moves with the
-noise of its raw legs; the median of three is the figure to judge a goal by.
+noise of its raw legs; the median of three is the figure to judge a goal by. Legs run
+side by side with another bridge (kafka: nats-kafka) get the median of `vs_nats_kafka` too.
 """
 
 from __future__ import annotations
@@ -52,19 +53,24 @@ def medians(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     legs: dict[str, dict[str, list[float]]] = {}
     for report in reports:
         for leg in report["results"]:
-            runs = legs.setdefault(leg["name"], {"ratio": [], "bridge": [], "raw": []})
+            runs = legs.setdefault(leg["name"], {"ratio": [], "bridge": [], "raw": [], "vs": []})
             runs["ratio"].append(leg["ratio"])
             runs["bridge"].append(leg["bridge_msgs_per_s"])
             runs["raw"].append(leg["raw_msgs_per_s"])
-    return {
-        name: {
+            if "vs_nats_kafka" in leg:
+                runs["vs"].append(leg["vs_nats_kafka"])
+    summary: dict[str, dict[str, Any]] = {}
+    for name, runs in legs.items():
+        summary[name] = {
             "ratios": runs["ratio"],
             "median_ratio": round(statistics.median(runs["ratio"]), 3),
             "median_bridge_msgs_per_s": round(statistics.median(runs["bridge"])),
             "median_raw_msgs_per_s": round(statistics.median(runs["raw"])),
         }
-        for name, runs in legs.items()
-    }
+        if runs["vs"]:
+            summary[name]["vs_nats_kafka"] = runs["vs"]
+            summary[name]["median_vs_nats_kafka"] = round(statistics.median(runs["vs"]), 2)
+    return summary
 
 
 raise SystemExit(main(sys.argv[1:]))

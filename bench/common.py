@@ -101,6 +101,47 @@ def run_bridge_until(
     return count / elapsed, rss
 
 
+def rate_from_first(
+    count: int, arrived: Callable[[], int], alive: Callable[[], bool], timeout: float = 900
+) -> float:
+    """Messages/s from the first arrival to the `count`-th; `arrived()` counts them so far.
+
+    Start-up (a consumer group's join, a process's connects) is not counted, as in the raw
+    consume legs, which are timed from their first record. SystemExit when `alive()` turns
+    false or `timeout` passes first.
+    """
+    launched = time.perf_counter()
+    first = 0.0
+    while True:
+        now_arrived = arrived()
+        now = time.perf_counter()
+        if now_arrived and not first:
+            first = now
+        if now_arrived >= count:
+            return count / (now - first)
+        if not alive() or now - launched > timeout:
+            raise SystemExit(f"moved {now_arrived} of {count}, then stopped")
+        time.sleep(0.05)
+
+
+def run_bridge_from_first(
+    config: dict[str, Any], arrived: Callable[[], int], count: int
+) -> tuple[float, float]:
+    """(messages/s from the first arrival, peak RSS MB) of a bridge moving `count`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
+        process.start(wait_ready=False)
+        assert process.process is not None
+        try:
+            rate = rate_from_first(count, arrived, lambda: process.process.poll() is None)
+            rss = peak_rss_mb(process.process.pid)
+        except SystemExit as exc:
+            raise SystemExit(f"bridge: {exc}\n{process.tail()}") from None
+        finally:
+            process.terminate()
+    return rate, rss
+
+
 def delivered_at_least(count: int) -> Callable[[BridgeProcess], bool]:
     """A `run_bridge_until` test: the bridge's routes counted `count` delivered (confirmed)."""
 
@@ -129,8 +170,13 @@ def bridge_result(
 
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory (VmHWM) of process `pid`, this one by default, in MB."""
+    return status_mb(pid, "VmHWM")
+
+
+def status_mb(pid: int | str, field: str) -> float:
+    """A memory field of /proc/PID/status (VmRSS, VmHWM, ...) in MB; 0 if absent."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 

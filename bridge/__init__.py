@@ -1,5 +1,5 @@
 """natsbridge core: config, envelope, embedded broker and runtime.
 
-Importing this package never imports a broker client library (pika, kafka-python,
+Importing this package never imports a broker client library (pika, confluent-kafka,
 stomp.py); connectors are resolved lazily by name.
 """

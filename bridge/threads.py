@@ -1,6 +1,6 @@
 """The seam between a blocking driver's threads and the event loop, for every connector.
 
-A driver (pika, kafka-python, stomp.py) runs on threads of its own; the bridge runs on
+A driver (pika, confluent-kafka, stomp.py) runs on threads of its own; the bridge runs on
 one asyncio loop. Crossing costs a wake-up of the other side, so every crossing here
 is batched: whatever a driver thread hands over during one burst reaches the loop with
 ONE `call_soon_threadsafe`, never one per message, and nothing creates a task per

@@ -1,18 +1,20 @@
-"""kafka-python clients built from a KafkaConnection: options, TLS, SASL, admin helpers.
+"""confluent-kafka clients built from a KafkaConnection: settings, TLS, SASL, logs, admin helpers.
 
-Every consumer, producer and admin client of this connector is made by `build()`, which
+Every consumer, producer and admin client of this connector gets its settings from
+`settings()`:
 
-* derives the options from the connection (bootstrap servers, client id, security
-  protocol, TLS context, SASL PLAIN / SCRAM credentials: the password only through
-  `.get_secret_value()`, never in a log line or an error);
-* hands kafka-python a network-client factory that remembers the network client it
-  made. kafka-python 3 starts that client's I/O thread before it bootstraps, and when
-  the bootstrap fails (broker down, wrong password, untrusted certificate) the
-  constructor raises a bare "Unable to bootstrap" and leaves the thread running. The
-  factory lets `build()` close it, and read the SASL or TLS failure the network client
-  recorded, so that a wrong password is a clear, permanent KafkaAuthenticationFailed and
-  a broker certificate the CA does not vouch for a permanent KafkaTlsFailed, rather than
-  an endless retry.
+* the connection's keys as librdkafka properties (bootstrap servers, client id, security
+  protocol, TLS files, SASL mechanism and credentials: the password only through
+  `.get_secret_value()`, registered for redaction, never in a log line or an error);
+* then the connection's ``librdkafka:`` pass-through map (config.py refuses the keys
+  natsbridge owns), then the caller's own keys (which win).
+
+librdkafka's log lines go to the logger ``natsbridge.kafka.librdkafka`` (its errors as
+warnings, at most once a minute each, the rest at DEBUG), secrets redacted. Its
+error callback feeds a `ClientErrors`, which tells why a client could not reach the
+cluster: a refused SASL login is a permanent KafkaAuthenticationFailed naming the user,
+a broker certificate the CA does not vouch for a permanent KafkaTlsFailed naming the CA
+file, anything else a retryable ConnectionLost naming the bootstrap servers.
 
 Blocking: every function here blocks; callers run them on their own thread.
 """
@@ -20,205 +22,216 @@ Blocking: every function here blocks; callers run them on their own thread.
 from __future__ import annotations
 
 import logging
-import ssl
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+import re
+import threading
+import time
+from typing import Any
 
-import kafka
-import kafka.codec
-import kafka.errors as ke
-from kafka import KafkaAdminClient
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from natsbridge.bridge.errors import ConnectionLost, PermanentError, RetryableError
+from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, register
 from natsbridge.bridge.tls import tls_context
 from natsbridge.connectors.kafka.config import KafkaConnection, KafkaTopicCreation
-from natsbridge.connectors.kafka.driver import NetClients
-from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, KafkaTlsFailed, translate
-
-try:
-    from kafka.record import util as _record_util
-
-    HAVE_C_CRC32C = getattr(_record_util, "crc32c_c", None) is not None
-except ImportError:  # pragma: no cover
-    HAVE_C_CRC32C = False
-"""Whether kafka-python found the `crc32c` C extension (else it checksums in pure Python)."""
+from natsbridge.connectors.kafka.errors import (
+    KafkaAuthenticationFailed,
+    KafkaTlsFailed,
+    describe,
+    error_of,
+    translate,
+)
 
 log = logging.getLogger("natsbridge.kafka")
+librdkafka_log = logging.getLogger("natsbridge.kafka.librdkafka")
 
-DEFAULT_BOOTSTRAP_TIMEOUT_MS = 10_000
-"""How long a client may try to reach a bootstrap server when it starts, in milliseconds."""
-DEFAULT_ADMIN_TIMEOUT_MS = 15_000
-"""How long a topic creation may take, in milliseconds."""
-UNKNOWN_TOPIC_OR_PARTITION = 3
-"""Kafka's error code for a topic that does not exist."""
-
-_CODECS: dict[str, tuple[Callable[[], bool], str]] = {
-    "gzip": (kafka.codec.has_gzip, "(built in)"),
-    "snappy": (kafka.codec.has_snappy, "python-snappy"),
-    "lz4": (kafka.codec.has_lz4, "lz4"),
-    "zstd": (kafka.codec.has_zstd, "zstandard"),
-}
-
-T = TypeVar("T")
+CONNECT_TIMEOUT_S = 10.0
+"""How long a client may try to reach the cluster when it starts."""
+ADMIN_TIMEOUT_S = 15.0
+"""How long a topic creation or a config lookup may take."""
+REPEAT_AFTER_S = 60.0
+"""How long the same librdkafka warning is logged at DEBUG only after it was logged."""
+_NUMBERS = re.compile(r"\d+")
 
 
-class _RedactSecrets(logging.Filter):
-    """Hides registered secrets in records of kafka-python loggers that print configurations."""
+class _LibrdkafkaLog:
+    """The `logger` librdkafka writes to: natsbridge.kafka.librdkafka, secrets redacted.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        hidden = redact(message)
-        if hidden != message:
-            record.msg, record.args = hidden, ()
-        return True
+    librdkafka logs a failed connection attempt as an error each time it retries (tens a
+    second while a broker is down): its errors become warnings, once a minute for the
+    same text (numbers aside); the repeats and everything below warning go to DEBUG.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        text = redact(message % args if args else message)
+        if level >= logging.WARNING:
+            shape = _NUMBERS.sub("#", text)
+            now = time.monotonic()
+            with self.lock:
+                if now - self.seen.get(shape, -REPEAT_AFTER_S) >= REPEAT_AFTER_S:
+                    if len(self.seen) > 1000:
+                        self.seen.clear()
+                    self.seen[shape] = now
+                    librdkafka_log.warning("%s", text)
+                    return
+        librdkafka_log.debug("%s", text)
 
 
-# KafkaAdminClient logs its whole configuration, SASL password included, at DEBUG level.
-for _name in ("kafka.admin.client", "kafka.producer.kafka", "kafka.consumer.group"):
-    logging.getLogger(_name).addFilter(_RedactSecrets())
+LIBRDKAFKA_LOG = _LibrdkafkaLog()
 
 
-def describe(config: KafkaConnection) -> str:
+class ClientErrors:
+    """The errors librdkafka reported through `error_cb`; the first SASL and TLS ones kept."""
+
+    def __init__(self) -> None:
+        self.authentication: KafkaError | None = None
+        self.tls: KafkaError | None = None
+        self.last: KafkaError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        code = error.code()
+        if code == KafkaError._AUTHENTICATION and self.authentication is None:
+            self.authentication = error
+        elif code == KafkaError._SSL and self.tls is None:
+            self.tls = error
+        self.last = error
+        librdkafka_log.debug("error: %s", describe(error))
+
+    def why_unreachable(self, config: KafkaConnection, cause: BaseException) -> BridgeError:
+        """The error for a client that could not reach the cluster of `config`."""
+        where = f"kafka: {bootstrap(config)}"
+        if self.authentication is not None:
+            return KafkaAuthenticationFailed(
+                f"{where}: authentication failed for user {config.sasl_username!r} "
+                f"({config.sasl_mechanism}): {describe(self.authentication)}"
+            )
+        if self.tls is not None:
+            text = describe(self.tls)
+            if "verify" not in text:
+                return ConnectionLost(
+                    f"{where}: TLS handshake failed: {text}; "
+                    f"does this listener speak {config.security_protocol}?"
+                )
+            ca = (
+                f"tls.ca_file {config.tls.ca_file!r}" if config.tls and config.tls.ca_file else None
+            )
+            trusted = ca or "the system's CA certificates (no tls.ca_file)"
+            return KafkaTlsFailed(
+                f"{where}: the broker's TLS certificate was not accepted: {text}; it must be "
+                f"signed by a CA in {trusted} and name the host in bootstrap_servers"
+            )
+        error = translate(cause)
+        if isinstance(error, ConnectionLost | PermanentError) and self.last is not None:
+            error = type(error)(f"{error} ({describe(self.last)})")
+        return type(error)(f"{error} (bootstrap servers {bootstrap(config)})")
+
+
+def bootstrap(config: KafkaConnection) -> str:
     """The bootstrap servers, for messages (they carry no credentials)."""
     return ",".join(config.bootstrap_servers)
 
 
-def client_options(
-    config: KafkaConnection, overrides: Mapping[str, Any] | None = None, **own: Any
-) -> dict[str, Any]:
-    """The options every kafka-python client of `config` shares, plus `own`, then `overrides`."""
+def settings(config: KafkaConnection, errors: ClientErrors, **own: Any) -> dict[str, Any]:
+    """The librdkafka settings of a client of `config`: connection, pass-through, then `own`."""
     options: dict[str, Any] = {
-        "bootstrap_servers": list(config.bootstrap_servers),
-        "client_id": config.client_id,
-        "security_protocol": config.security_protocol,
-        "bootstrap_timeout_ms": DEFAULT_BOOTSTRAP_TIMEOUT_MS,
+        "bootstrap.servers": bootstrap(config),
+        "client.id": config.client_id,
+        "security.protocol": config.security_protocol.lower(),
+        "logger": LIBRDKAFKA_LOG,
+        "error_cb": errors,
     }
     if config.security_protocol in ("SSL", "SASL_SSL"):
-        # kafka-python uses this context as it is (its ssl_cafile, ssl_certfile,
-        # ssl_keyfile and ssl_check_hostname options only build one when none is given).
-        options["ssl_context"] = tls_context(config.tls, "kafka")
+        tls = config.tls
+        tls_context(tls, "kafka")  # the same file checks and messages as every connector
+        if tls is not None:
+            if tls.ca_file:
+                options["ssl.ca.location"] = tls.ca_file
+            if tls.cert_file:
+                options["ssl.certificate.location"] = tls.cert_file
+                options["ssl.key.location"] = tls.key_file or tls.cert_file
+            if not tls.verify:
+                options["enable.ssl.certificate.verification"] = False
+                options["ssl.endpoint.identification.algorithm"] = "none"
+        if options.get("enable.ssl.certificate.verification", True):
+            options["ssl.endpoint.identification.algorithm"] = "https"
     if config.sasl_mechanism is not None:
         assert config.sasl_password is not None  # the model checks that SASL is complete
-        options["sasl_mechanism"] = config.sasl_mechanism
-        options["sasl_plain_username"] = config.sasl_username
         password = config.sasl_password.get_secret_value()
         register(password)  # redacted from every message and log line from now on
-        options["sasl_plain_password"] = password
+        options["sasl.mechanism"] = config.sasl_mechanism
+        options["sasl.username"] = config.sasl_username
+        options["sasl.password"] = password
+    options.update(config.librdkafka)
     options.update(own)
-    options.update(overrides or {})
     return options
 
 
-def tls_error(config: KafkaConnection, exc: ssl.SSLError) -> PermanentError | ConnectionLost:
-    """The error for a failed TLS handshake with the brokers of `config`.
-
-    A certificate that does not verify is permanent (the CA or the broker's certificate
-    must change); another handshake failure (e.g. a listener that does not speak TLS) is
-    retried, but says what happened.
-    """
-    where = f"kafka: {describe(config)}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        ca = f"tls.ca_file {config.tls.ca_file!r}" if config.tls and config.tls.ca_file else None
-        trusted = ca or "the system's CA certificates (no tls.ca_file)"
-        return KafkaTlsFailed(
-            f"{where}: the broker's TLS certificate was not accepted: "
-            f"{exc.verify_message or exc.reason}; it must be signed by a CA in {trusted} "
-            "and name the host in bootstrap_servers"
-        )
-    return ConnectionLost(
-        f"{where}: TLS handshake failed: {exc.reason or exc}; "
-        f"does this listener speak {config.security_protocol}?"
-    )
-
-
-def check_compression(compression: str) -> str | None:
-    """kafka-python's compression_type for the config value; PermanentError if unavailable."""
-    if compression == "none":
-        return None
-    available, package = _CODECS[compression]
-    if not available():
-        raise PermanentError(
-            f"kafka: compression {compression!r} needs the Python package {package!r} "
-            f"(pip install {package})"
-        )
-    return compression
-
-
-def build(make: Callable[..., T], options: dict[str, Any], config: KafkaConnection) -> T:
-    """`make(**options)` (a KafkaConsumer, KafkaProducer or KafkaAdminClient), errors translated."""
-    clients = NetClients(sasl=config.sasl_mechanism is not None)
+def reach(client: Any, errors: ClientErrors, config: KafkaConnection) -> Any:
+    """The cluster's metadata through `client`; the clear error when it cannot be reached."""
     try:
-        made = make(kafka_client=clients, **options)
-        clients.watching = False
-        return made
-    except BaseException as exc:
-        failure = clients.auth_failure()
-        tls_failure = clients.tls_failure()
-        clients.close()  # the constructor failed: nobody else will stop its I/O thread
-        if failure is not None:
-            raise KafkaAuthenticationFailed(
-                f"kafka: {describe(config)}: authentication failed for user "
-                f"{config.sasl_username!r} ({config.sasl_mechanism}): {redact(str(failure))}"
-            ) from None
-        if tls_failure is not None:
-            raise tls_error(config, tls_failure) from None
-        error = translate(exc)
-        if isinstance(error, RetryableError):  # say where it could not connect
-            error = type(error)(f"{error} (bootstrap servers {describe(config)})")
-        raise error from exc
+        return client.list_topics(timeout=CONNECT_TIMEOUT_S)
+    except KafkaException as exc:
+        serve = getattr(client, "poll", None)
+        if serve is not None:
+            serve(0)  # error_cb runs in poll(): it knows whether SASL or TLS failed
+        raise errors.why_unreachable(config, exc) from None
 
 
-def admin(config: KafkaConnection) -> KafkaAdminClient:
-    """A KafkaAdminClient for `config` (blocking)."""
-    return build(KafkaAdminClient, client_options(config), config)
+def admin(config: KafkaConnection) -> AdminClient:
+    """An AdminClient for `config` that reached the cluster (blocking)."""
+    errors = ClientErrors()
+    try:
+        # (an AdminClient asks for metadata as a producer, auto-creating topics by default)
+        client = AdminClient(settings(config, errors, **{"allow.auto.create.topics": False}))
+    except KafkaException as exc:
+        raise PermanentError(f"kafka: configuration: {translate(exc)}") from None
+    reach(client, errors, config)
+    return client
 
 
-def partition_count(client: KafkaAdminClient, topic: str) -> int | None:
+def partition_count(client: Any, topic: str) -> int | None:
     """How many partitions `topic` has, or None when it does not exist (never creates it)."""
     try:
-        [described] = client.describe_topics([topic])
-    except Exception as exc:
+        metadata = client.list_topics(topic, timeout=CONNECT_TIMEOUT_S)
+    except KafkaException as exc:
         raise translate(exc) from exc
-    code = described.get("error_code", 0)
-    if code == UNKNOWN_TOPIC_OR_PARTITION:
+    described = metadata.topics.get(topic)
+    if described is None:
         return None
-    if code:
-        raise translate(ke.for_code(code)(f"describing topic {topic!r}"))
-    return len(described.get("partitions") or ())
+    error = described.error
+    if error is not None:
+        if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            return None
+        raise translate(error)
+    return len(described.partitions)
 
 
-def max_message_bytes(client: KafkaAdminClient, topic: str) -> int | None:
+def max_message_bytes(client: AdminClient, topic: str) -> int | None:
     """The topic's ``max.message.bytes`` (its own or the broker default), or None if unknown."""
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=["max.message.bytes"])
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
-        described = client.describe_configs([resource])
-        value = described["topic"][topic]["max.message.bytes"]["value"]
-        return int(value)
+        [future] = client.describe_configs([resource], request_timeout=ADMIN_TIMEOUT_S).values()
+        entry = future.result(timeout=ADMIN_TIMEOUT_S).get("max.message.bytes")
+        return int(entry.value) if entry is not None and entry.value is not None else None
     except Exception as exc:  # an old broker or a missing permission: rely on the broker
         log.debug("kafka: cannot read max.message.bytes of %r: %s", topic, exc)
         return None
 
 
-def create_topic(client: KafkaAdminClient, topic: str, creation: KafkaTopicCreation) -> bool:
+def create_topic(client: AdminClient, topic: str, creation: KafkaTopicCreation) -> bool:
     """Create `topic` as `creation` says; False if it existed already. Waits until it is usable."""
-    spec = {
-        topic: {
-            "num_partitions": creation.partitions,
-            "replication_factor": creation.replication_factor,
-        }
-    }
+    spec = NewTopic(topic, creation.partitions, creation.replication_factor)
+    [future] = client.create_topics([spec], request_timeout=ADMIN_TIMEOUT_S).values()
     try:
-        client.create_topics(spec, timeout_ms=DEFAULT_ADMIN_TIMEOUT_MS)
-    except ke.TopicAlreadyExistsError:
-        return False
-    except Exception as exc:
-        raise translate(exc) from exc
-    try:
-        client.wait_for_topics([topic], timeout_ms=DEFAULT_ADMIN_TIMEOUT_MS)
-    except Exception as exc:
+        future.result(timeout=ADMIN_TIMEOUT_S)
+    except KafkaException as exc:
+        error = error_of(exc)
+        if error is not None and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
         raise translate(exc) from exc
     log.info(
         "kafka: created topic %r (%d partitions, replication factor %d)",

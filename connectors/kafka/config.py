@@ -8,9 +8,58 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from natsbridge.bridge.config.model import Endpoint, Model, Template, Tls
+
+TRANSACTIONS_NEED = (
+    "exactly_once into Kafka needs Kafka transactions: brokers of Kafka 2.5 or later, "
+    "transaction.state.log.replication.factor and transaction.state.log.min.isr that the "
+    "cluster's brokers can meet, and (with ACLs) WRITE and DESCRIBE on the TransactionalId "
+    "'<bridge id>.<route>'"
+)
+"""What `natsbridge validate` and a failed init_transactions say such a route needs."""
+
+OWNED_PROPERTIES: dict[str, str] = {
+    "bootstrap.servers": "use bootstrap_servers",
+    "metadata.broker.list": "use bootstrap_servers",
+    "client.id": "use client_id",
+    "security.protocol": "use security_protocol",
+    "sasl.mechanism": "use sasl_mechanism",
+    "sasl.mechanisms": "use sasl_mechanism",
+    "sasl.username": "use sasl_username",
+    "sasl.password": "use sasl_password",
+    "ssl.ca.location": "use tls.ca_file",
+    "ssl.certificate.location": "use tls.cert_file",
+    "ssl.key.location": "use tls.key_file",
+    "enable.ssl.certificate.verification": "use tls.verify",
+    "ssl.endpoint.identification.algorithm": "use tls.verify",
+    "group.id": "use from.group_id",
+    "auto.offset.reset": "use from.auto_offset_reset",
+    "enable.auto.commit": "offsets are committed once durable in the buffer",
+    "enable.auto.offset.store": "offsets are committed once durable in the buffer",
+    "partition.assignment.strategy": "cooperative-sticky",
+    "enable.partition.eof": "the source reads on",
+    "acks": "acks=all",
+    "request.required.acks": "acks=all",
+    "enable.idempotence": "the producer is idempotent",
+    "transactional.id": "derived from bridge id and route under exactly_once",
+    "compression.type": "use to.compression",
+    "compression.codec": "use to.compression",
+    "message.max.bytes": "derived from the route's max_payload",
+    "error_cb": "the connector's error handling",
+    "logger": "logs go to natsbridge.kafka.librdkafka",
+    "on_commit": "the source's commit watermark",
+    "on_delivery": "the sink's delivery reports",
+    "dr_cb": "the sink's delivery reports",
+    "dr_msg_cb": "the sink's delivery reports",
+}
+"""librdkafka properties the `librdkafka:` map may not set, and why (what to use instead)."""
+
+
+def owned_by(key: str) -> str | None:
+    """Why natsbridge owns the librdkafka property `key`, or None if the map may set it."""
+    return OWNED_PROPERTIES.get(key.strip().lower())
 
 
 class KafkaConnection(Model):
@@ -24,6 +73,22 @@ class KafkaConnection(Model):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     tls: Tls | None = None
+    librdkafka: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="More librdkafka properties (https://docs.confluent.io/platform/current/"
+        "clients/librdkafka/html/md_CONFIGURATION.html), except those natsbridge sets",
+    )
+
+    @field_validator("librdkafka")
+    @classmethod
+    def _not_ours(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        for key in value:
+            owner = owned_by(key)
+            if owner is not None:
+                raise ValueError(f"librdkafka: {key!r} is set by natsbridge ({owner}); remove it")
+        return value
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> KafkaConnection:

@@ -6,12 +6,17 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from natsbridge.bridge.config.model import Endpoint, Model
+from natsbridge.bridge.config.model import Delivery, Endpoint, Model
 from natsbridge.bridge.config.source import shorten
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import TemplateError
 from natsbridge.bridge.kind import ConnectorKind, Finding, Placeholder
-from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSink, KafkaSource
+from natsbridge.connectors.kafka.config import (
+    TRANSACTIONS_NEED,
+    KafkaConnection,
+    KafkaSink,
+    KafkaSource,
+)
 from natsbridge.mappings import kafka
 from natsbridge.mappings.escaping import escape_bytes_words
 from natsbridge.mappings.headers import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
@@ -78,7 +83,7 @@ class KafkaKind(ConnectorKind):
         "key": Placeholder(_key, _key_tokens),
     }
     coordinate_headers = (KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET)
-    drivers = ("kafka",)
+    drivers = ("confluent_kafka",)
     extra = "kafka"
     exactly_once = "a Kafka sink"
 
@@ -99,8 +104,10 @@ class KafkaKind(ConnectorKind):
         return super().dedup_id(envelope)
 
     def check_sink(self, sink: Endpoint, route: RouteSpec | None) -> Iterator[Finding]:
-        """A literal topic that is not a Kafka topic name."""
+        """A literal topic that is not a Kafka topic name; what exactly_once needs (a remark)."""
         assert isinstance(sink, KafkaSink)
+        if route is not None and route.delivery is Delivery.EXACTLY_ONCE:
+            yield Finding(("delivery",), TRANSACTIONS_NEED, warning=True)
         topic = sink.topic
         if "{{" not in topic and (not _TOPIC.fullmatch(topic) or topic in (".", "..")):
             yield Finding(
@@ -140,11 +147,14 @@ class KafkaKind(ConnectorKind):
         return KafkaTopicSource(route, connection, route.source.connection)
 
     def open_sink(self, route: Route, connection: Model, bridge: BridgeSettings) -> Sink:
-        """An idempotent producer (connectors/kafka/sink.py)."""
+        """An idempotent producer; a transactional one (``<bridge id>.<route>``) under
+        exactly_once (connectors/kafka/sink.py)."""
         from natsbridge.connectors.kafka.sink import KafkaTopicSink
 
         assert isinstance(connection, KafkaConnection)
-        return KafkaTopicSink(route, connection, route.sink.connection)
+        once = route.spec.delivery is Delivery.EXACTLY_ONCE
+        transactional_id = f"{bridge.id}.{route.name}" if once else None
+        return KafkaTopicSink(route, connection, route.sink.connection, None, transactional_id)
 
 
 connector = KafkaKind()

@@ -15,11 +15,12 @@ Sink side (`record_from_envelope`): the inverse: headers through
 when Kafka takes it (`record_timestamp_ms`), else the producer's clock.
 
 Header names that are not UTF-8. The Kafka protocol defines a header name as a UTF-8
-string, but brokers store whatever bytes a client sends (librdkafka sends any), and
-kafka-python's strict reader failed on them. Such a name is read with ``surrogateescape``
-(connectors.kafka.driver), which the NATS header escaping carries reversibly. A
-sink never writes one: a record whose name is not UTF-8 would break every strict
-consumer downstream, so that message is dead-lettered (`HeaderError`) instead.
+string, but brokers store whatever bytes a client sends. confluent-kafka decodes names
+strictly and offers no raw access (and crashes on one: connectors.kafka.driver), so the
+source hands such a record over as unreadable (`HeaderError`): the runtime dead-letters
+it with its value, key and coordinates and commits past it. A sink never writes one
+either: a record whose name is not UTF-8 would break every strict consumer downstream,
+so that message is dead-lettered instead.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import math
 import time
 from typing import Any, NamedTuple
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import HeaderError
+from natsbridge.connectors.kafka.driver import record_headers
 from natsbridge.connectors.kafka.kind import KafkaOrigin as Origin
 from natsbridge.mappings.headers import KAFKA_HEADER_ORDER
 from natsbridge.mappings.kafka import (
@@ -41,12 +45,17 @@ from natsbridge.mappings.kafka import (
 
 
 def envelope_from_record(record: Any, connection: str) -> Envelope:
-    """The Envelope of a kafka-python ConsumerRecord read through `connection`."""
-    topic: str = record.topic
-    partition: int = record.partition
-    offset: int = record.offset
-    key: bytes | None = record.key
-    headers = kafka_to_nats_headers(record.headers) if record.headers else {}
+    """The Envelope of a confluent-kafka Message read through `connection`."""
+    topic: str = record.topic()
+    partition: int = record.partition()
+    offset: int = record.offset()
+    key: bytes | None = record.key()
+    raw_headers = record_headers(record)
+    headers = (
+        kafka_to_nats_headers([(name, value or b"") for name, value in raw_headers])
+        if raw_headers
+        else {}
+    )
     coordinates = coordinate_headers(topic, partition, offset, key)
     order = headers.get(KAFKA_HEADER_ORDER)
     headers.update(coordinates)
@@ -55,14 +64,12 @@ def envelope_from_record(record: Any, connection: str) -> Envelope:
         # the coordinates follow the record's own headers.
         names = [*json.loads(order[0]), *coordinates]
         headers[KAFKA_HEADER_ORDER] = [json.dumps(names, separators=(",", ":"))]
-    timestamp = (
-        record.timestamp / 1000
-        if record.timestamp is not None and record.timestamp >= 0
-        else time.time()
-    )
+    kind, stamp = record.timestamp()
+    timestamp = stamp / 1000 if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 else time.time()
+    value = record.value()
     return Envelope(
         subject=topic,
-        payload=record.value if record.value is not None else b"",
+        payload=value if value is not None else b"",
         headers=headers,
         origin=Origin(connection, "kafka", topic=topic, partition=partition, offset=offset),
         timestamp=timestamp,
@@ -72,16 +79,15 @@ def envelope_from_record(record: Any, connection: str) -> Envelope:
 
 def undecodable_record(record: Any, connection: str) -> Envelope:
     """The Envelope of a record whose headers cannot be converted: value, key, coordinates."""
-    topic: str = record.topic
-    value = record.value
+    topic: str = record.topic()
+    value, key = record.value(), record.key()
+    partition, offset = record.partition(), record.offset()
     return Envelope(
         subject=topic,
         payload=value if isinstance(value, bytes) else b"",
-        headers=coordinate_headers(topic, record.partition, record.offset),
-        origin=Origin(
-            connection, "kafka", topic=topic, partition=record.partition, offset=record.offset
-        ),
-        key=record.key if isinstance(record.key, bytes) else None,
+        headers=coordinate_headers(topic, partition, offset),
+        origin=Origin(connection, "kafka", topic=topic, partition=partition, offset=offset),
+        key=key if isinstance(key, bytes) else None,
     )
 
 
@@ -106,12 +112,11 @@ MAX_FUTURE_MS = 60_000
 def record_timestamp_ms(timestamp: float, now: float) -> int | None:
     """The record timestamp for a source timestamp (seconds), or None for the producer's clock.
 
-    Kafka refuses what does not fit: a timestamp outside int64 milliseconds kills
-    kafka-python's sender thread (struct.error), a negative one is not a time, and a
-    broker refuses one too far ahead (``message.timestamp.after.max.ms``, one hour by
-    default since Kafka 4.0), which also makes kafka-python's idempotent producer fail
-    every later record of the partition. The original stays in the header that carried
-    it (``Amqp-Timestamp``, STOMP ``timestamp``).
+    Kafka refuses what does not fit: a timestamp outside int64 milliseconds cannot be
+    written, a negative one is not a time, and a broker refuses one too far ahead
+    (``message.timestamp.after.max.ms``, one hour by default since Kafka 4.0), which
+    also costs an idempotent producer its sequence for the partition. The original stays
+    in the header that carried it (``Amqp-Timestamp``, STOMP ``timestamp``).
     """
     if not math.isfinite(timestamp) or timestamp < 0:
         return None
@@ -120,7 +125,7 @@ def record_timestamp_ms(timestamp: float, now: float) -> int | None:
 
 
 class Record(NamedTuple):
-    """What KafkaProducer.send() takes for one envelope."""
+    """What Producer.produce() takes for one envelope."""
 
     topic: str
     value: bytes

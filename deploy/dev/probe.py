@@ -9,15 +9,24 @@ connect, so "ready" means the broker actually serves clients:
   stomp HOST:PORT [U P]      CONNECT, SUBSCRIBE + SEND + MESSAGE on a throwaway topic
   kafka HOST:PORT [CAFILE]   Metadata request answered with a live broker and a controller
                              (over TLS, verifying the broker against CAFILE, when given)
-  kafka-sasl HOST:PORT MECH  SaslHandshake answered with MECH enabled
+  kafka-sasl HOST:PORT MECH [USER PASSWORD [CAFILE]]
+                             SaslHandshake answered with MECH enabled; with USER, a full
+                             login (PLAIN or SCRAM) that the broker accepts (over TLS with CAFILE)
+  kafka-add-scram HOST:PORT MECH USER PASSWORD
+                             not a probe: upsert a SCRAM credential (AlterUserScramCredentials
+                             over the unauthenticated PLAINTEXT listener)
 
 Exit status 0 when ready; 1 with a one-line reason on stderr otherwise.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
+import os
 import socket
 import ssl
 import struct
@@ -255,9 +264,7 @@ def probe_kafka(addr: str, ca_file: str | None = None) -> str:
         if ca_file is None:
             resp = _kafka_request(sock, 3, 1, struct.pack(">i", -1))
         else:
-            context = ssl.create_default_context(cafile=ca_file)
-            host = addr.rpartition(":")[0] or "127.0.0.1"
-            with context.wrap_socket(sock, server_hostname=host) as tls:
+            with _kafka_tls(sock, addr, ca_file) as tls:
                 resp = _kafka_request(tls, 3, 1, struct.pack(">i", -1))
     (nbrokers,) = struct.unpack(">i", resp[:4])
     pos = 4
@@ -276,15 +283,105 @@ def probe_kafka(addr: str, ca_file: str | None = None) -> str:
     return f"kafka brokers {brokers}, controller {controller}"
 
 
-def probe_kafka_sasl(addr: str, mechanism: str = "SCRAM-SHA-256") -> str:
-    """SaslHandshake v1: the listener speaks SASL and has MECHANISM enabled."""
-    mech = mechanism.encode()
-    with _connect(addr) as sock:
-        resp = _kafka_request(sock, 17, 1, struct.pack(">h", len(mech)) + mech)
+def _kafka_tls(sock: socket.socket, addr: str, ca_file: str) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=ca_file)
+    return context.wrap_socket(sock, server_hostname=addr.rpartition(":")[0] or "127.0.0.1")
+
+
+SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+
+
+def _hmac(key: bytes, msg: bytes, hash_name: str) -> bytes:
+    return hmac.new(key, msg, hash_name).digest()
+
+
+def _sasl_authenticate(sock: socket.socket, token: bytes) -> bytes:
+    """SaslAuthenticate v0: send one token, return the broker's answer token."""
+    resp = _kafka_request(sock, 36, 0, struct.pack(">i", len(token)) + token)
     (error,) = struct.unpack(">h", resp[:2])
+    message, pos = _kafka_string(resp, 2)
     if error != 0:
-        raise ProbeError(f"SaslHandshake error {error} for {mechanism}")
-    return f"kafka SASL listener offers {mechanism}"
+        raise ProbeError(f"login refused (error {error}: {message})")
+    (n,) = struct.unpack(">i", resp[pos : pos + 4])
+    return resp[pos + 4 : pos + 4 + max(n, 0)]
+
+
+def _scram_login(sock: socket.socket, mechanism: str, user: str, password: str) -> None:
+    """RFC 5802 client exchange; the server's final signature is checked too."""
+    hash_name = SCRAM_HASHES[mechanism]
+    first_bare = f"n={user},r={base64.b64encode(os.urandom(18)).decode()}"
+    server_first = _sasl_authenticate(sock, b"n,," + first_bare.encode()).decode()
+    fields = dict(item.split("=", 1) for item in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(
+        hash_name, password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+    )
+    final_bare = f"c=biws,r={fields['r']}"
+    auth_message = f"{first_bare},{server_first},{final_bare}".encode()
+    client_key = _hmac(salted, b"Client Key", hash_name)
+    signature = _hmac(hashlib.new(hash_name, client_key).digest(), auth_message, hash_name)
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True)))
+    server_final = _sasl_authenticate(sock, f"{final_bare},p={proof.decode()}".encode())
+    expected = _hmac(_hmac(salted, b"Server Key", hash_name), auth_message, hash_name)
+    if server_final.decode() != "v=" + base64.b64encode(expected).decode():
+        raise ProbeError("the broker's SCRAM server signature does not verify")
+
+
+def probe_kafka_sasl(
+    addr: str,
+    mechanism: str = "SCRAM-SHA-256",
+    user: str | None = None,
+    password: str = "",
+    ca_file: str | None = None,
+) -> str:
+    """SaslHandshake v1: MECHANISM is enabled; with USER, a full login the broker accepts."""
+    mech = mechanism.encode()
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(_connect(addr))
+        if ca_file:
+            sock = stack.enter_context(_kafka_tls(sock, addr, ca_file))
+        resp = _kafka_request(sock, 17, 1, struct.pack(">h", len(mech)) + mech)
+        (error,) = struct.unpack(">h", resp[:2])
+        if error != 0:
+            raise ProbeError(f"SaslHandshake error {error} for {mechanism}")
+        if user is None:
+            return f"kafka SASL listener offers {mechanism}"
+        if mechanism == "PLAIN":
+            _sasl_authenticate(sock, f"\0{user}\0{password}".encode())
+        else:
+            _scram_login(sock, mechanism, user, password)
+    return f"kafka {mechanism} login as {user!r} accepted"
+
+
+def _compact(data: bytes) -> bytes:
+    return bytes([len(data) + 1]) + data  # uvarint length + 1; fine below 127 bytes
+
+
+def kafka_add_scram(addr: str, mechanism: str, user: str, password: str) -> str:
+    """AlterUserScramCredentials v0 (flexible): create or replace USER's MECHANISM credential."""
+    iterations = 4096
+    salt = os.urandom(32)
+    salted = hashlib.pbkdf2_hmac(SCRAM_HASHES[mechanism], password.encode(), salt, iterations)
+    upsert = (
+        _compact(user.encode())
+        + struct.pack(">bi", 1 if mechanism == "SCRAM-SHA-256" else 2, iterations)
+        + _compact(salt)
+        + _compact(salted)
+        + b"\x00"
+    )
+    client = b"natsbridge-probe"
+    header = struct.pack(">hhih", 51, 0, 7, len(client)) + client + b"\x00"
+    msg = header + b"\x01" + b"\x02" + upsert + b"\x00"  # no deletions, one upsertion
+    with _connect(addr) as sock:
+        sock.sendall(struct.pack(">i", len(msg)) + msg)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        resp = _recv_exact(sock, size)
+    # correlation id, header tags, throttle ms, results array (1 entry): user, error code
+    pos = 4 + 1 + 4 + 1
+    pos += resp[pos]  # compact user string (length + 1)
+    (error,) = struct.unpack(">h", resp[pos : pos + 2])
+    if error != 0:
+        raise ProbeError(f"AlterUserScramCredentials error {error} for {user!r}")
+    return f"kafka {mechanism} credential for {user!r} stored"
 
 
 PROBES = {
@@ -293,6 +390,7 @@ PROBES = {
     "stomp": probe_stomp,
     "kafka": probe_kafka,
     "kafka-sasl": probe_kafka_sasl,
+    "kafka-add-scram": kafka_add_scram,
 }
 
 

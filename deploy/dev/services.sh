@@ -17,8 +17,11 @@
 #          github.com/nats-io/natscli/nats (optional, for `nats bench`; NATSBRIDGE_NATSCLI=0 skips)
 #   maven: org.apache.kafka:kafka_2.13 and its runtime dependencies (deploy/dev/kafka/pom.xml)
 # Broker data and logs live in $NATSBRIDGE_SERVICES_DIR (default ~/.cache/natsbridge/services)
-# and survive stop/start/restart/down. Kafka's TLS listener uses a self-signed CA made once
+# and survive stop/start/restart/down. Kafka's TLS listeners use a self-signed CA made once
 # with openssl in $NATSBRIDGE_SERVICES_DIR/kafka/tls (ca.pem is what clients trust).
+# Kafka's SASL listeners: SCRAM-SHA-256 (9094), SCRAM-SHA-512 (9096), SASL_SSL with
+# SCRAM-SHA-512 over TLS (9097) and PLAIN (9098), one user for all; the SCRAM credentials
+# are (re)stored at start when a login fails, so an existing data dir gains them too.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +49,9 @@ KAFKA_PORT=9092
 KAFKA_CONTROLLER_PORT=9093
 KAFKA_SCRAM_PORT=9094
 KAFKA_TLS_PORT=9095
+KAFKA_SCRAM512_PORT=9096
+KAFKA_SASL_SSL_PORT=9097
+KAFKA_PLAIN_PORT=9098
 MQTT_PORT=1883
 MQTT_AUTH_PORT=1884
 MQTT_TLS_PORT=8883
@@ -352,16 +358,25 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT,SSL://$HOST:$KAFKA_TLS_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT,SSL://$HOST:$KAFKA_TLS_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT,SSL://$HOST:$KAFKA_TLS_PORT,SCRAM512://$HOST:$KAFKA_SCRAM512_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT,PLAIN://$HOST:$KAFKA_PLAIN_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SCRAM_PORT,SSL://$HOST:$KAFKA_TLS_PORT,SCRAM512://$HOST:$KAFKA_SCRAM512_PORT,SASL_SSL://$HOST:$KAFKA_SASL_SSL_PORT,PLAIN://$HOST:$KAFKA_PLAIN_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SCRAM512:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,PLAIN:SASL_PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-256
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.scram512.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.scram512.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.plain.sasl.enabled.mechanisms=PLAIN
+listener.name.plain.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SCRAM_USER="$KAFKA_SCRAM_PASSWORD";
 listener.name.ssl.ssl.keystore.type=PEM
 listener.name.ssl.ssl.keystore.location=$d/tls/keystore.pem
 listener.name.ssl.ssl.client.auth=none
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$d/tls/keystore.pem
+listener.name.sasl_ssl.ssl.client.auth=none
 log.dirs=$d/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -439,6 +454,7 @@ format_kafka() {
   [ -f "$d/cluster.id" ] || kafka_java kafka.tools.StorageTool random-uuid >"$d/cluster.id"
   kafka_java kafka.tools.StorageTool format -t "$(cat "$d/cluster.id")" -c "$d/server.properties" \
     --add-scram "SCRAM-SHA-256=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" \
     >>"$d/format.log" 2>&1 || {
     tail -n 20 "$d/format.log" >&2
     die "kafka storage format failed"
@@ -485,7 +501,7 @@ service_ports() {
   nats) echo "$NATS_PORT $NATS_MONITOR_PORT" ;;
   rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
   activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
-  kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT" ;;
+  kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT $KAFKA_SCRAM512_PORT $KAFKA_SASL_SSL_PORT $KAFKA_PLAIN_PORT" ;;
   mosquitto) echo "$MQTT_PORT $MQTT_AUTH_PORT $MQTT_TLS_PORT" ;;
   esac
 }
@@ -561,11 +577,26 @@ probe() { # NAME: one readiness round trip per endpoint, quiet
   activemq) "$PY" "$PROBE" stomp "$HOST:$ACTIVEMQ_STOMP_PORT" "$ACTIVEMQ_USER" "$ACTIVEMQ_PASSWORD" ;;
   kafka)
     "$PY" "$PROBE" kafka "$HOST:$KAFKA_PORT" &&
-      "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_SCRAM_PORT" SCRAM-SHA-256 &&
+      kafka_login SCRAM-SHA-256 "$KAFKA_SCRAM_PORT" &&
+      kafka_login SCRAM-SHA-512 "$KAFKA_SCRAM512_PORT" &&
+      kafka_login SCRAM-SHA-512 "$KAFKA_SASL_SSL_PORT" "$STATE/kafka/tls/ca.pem" &&
+      "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_PLAIN_PORT" PLAIN "$KAFKA_SCRAM_USER" "$KAFKA_SCRAM_PASSWORD" &&
       "$PY" "$PROBE" kafka "$HOST:$KAFKA_TLS_PORT" "$STATE/kafka/tls/ca.pem"
     ;;
   mosquitto) probe_mqtt "$HOST" "$MQTT_PORT" ;;
   esac
+}
+
+# A SCRAM login on PORT; when the broker refuses it (a data dir formatted before this
+# mechanism was configured), store the user's credential and log in again.
+kafka_login() { # MECH PORT [CAFILE]
+  local mech="$1" addr="$HOST:$2"
+  shift 2
+  "$PY" "$PROBE" kafka-sasl "$addr" "$mech" "$KAFKA_SCRAM_USER" "$KAFKA_SCRAM_PASSWORD" "$@" 2>/dev/null ||
+    {
+      "$PY" "$PROBE" kafka-add-scram "$HOST:$KAFKA_PORT" "$mech" "$KAFKA_SCRAM_USER" "$KAFKA_SCRAM_PASSWORD" >/dev/null &&
+        "$PY" "$PROBE" kafka-sasl "$addr" "$mech" "$KAFKA_SCRAM_USER" "$KAFKA_SCRAM_PASSWORD" "$@"
+    }
 }
 
 # MQTT 3.1.1 CONNECT (clean session, client id "probe") answered by a CONNACK that accepts it.
@@ -678,7 +709,7 @@ nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MON
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
 mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT; TLS mqtts://$HOST:$MQTT_TLS_PORT, CA $STATE/kafka/tls/ca.pem)
-kafka     $HOST:$KAFKA_PORT  (SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
+kafka     $HOST:$KAFKA_PORT  (user $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD on: SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT, SCRAM-SHA-512 $HOST:$KAFKA_SCRAM512_PORT, PLAIN $HOST:$KAFKA_PLAIN_PORT; SASL_SSL SCRAM-SHA-512 $HOST:$KAFKA_SASL_SSL_PORT; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
 EOF
 }
 
@@ -698,6 +729,11 @@ export NATSBRIDGE_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
 export NATSBRIDGE_KAFKA_SCRAM_PASSWORD='$KAFKA_SCRAM_PASSWORD'
 export NATSBRIDGE_KAFKA_TLS_BOOTSTRAP='$HOST:$KAFKA_TLS_PORT'
 export NATSBRIDGE_KAFKA_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
+export NATSBRIDGE_KAFKA_SCRAM512_BOOTSTRAP='$HOST:$KAFKA_SCRAM512_PORT'
+export NATSBRIDGE_KAFKA_SASL_SSL_BOOTSTRAP='$HOST:$KAFKA_SASL_SSL_PORT'
+export NATSBRIDGE_KAFKA_PLAIN_BOOTSTRAP='$HOST:$KAFKA_PLAIN_PORT'
+export NATSBRIDGE_KAFKA_SASL_USER='$KAFKA_SCRAM_USER'
+export NATSBRIDGE_KAFKA_SASL_PASSWORD='$KAFKA_SCRAM_PASSWORD'
 export NATSBRIDGE_MQTT_URL='mqtt://$HOST:$MQTT_PORT'
 export NATSBRIDGE_MQTT_AUTH_URL='mqtt://$HOST:$MQTT_AUTH_PORT'
 export NATSBRIDGE_MQTT_USER='$MQTT_USER'

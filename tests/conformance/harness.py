@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import json
+import os
 import socket
 import uuid
 from collections.abc import Sequence
@@ -208,34 +208,35 @@ class Kicker:
     """Drops the TCP connections this process opened to a broker after it was created.
 
     Sockets open at creation (an oracle's subscription) are spared; the rest, found
-    through the garbage collector, are shut down both ways, so that the client sees the
-    connection end as when the broker or the network drops it. Shared brokers are never
-    restarted.
+    through /proc/self/fd (so that a C library's sockets count too: librdkafka's), are
+    shut down both ways, so that the client sees the connection end as when the broker
+    or the network drops it. Shared brokers are never restarted.
     """
 
     def __init__(self, ports: set[int]) -> None:
         self.ports = ports
-        self.spared = {id(s) for s in self._sockets()}
+        self.spared = set(self._sockets())
 
-    def _sockets(self) -> list[socket.socket]:
-        found = []
-        for obj in gc.get_objects():
-            if (
-                isinstance(obj, socket.socket)
-                and obj.family in (socket.AF_INET, socket.AF_INET6)
-                and obj.fileno() >= 0
-            ):
-                with contextlib.suppress(OSError):
-                    if obj.getpeername()[1] in self.ports:
-                        found.append(obj)
+    def _sockets(self) -> dict[str, int]:
+        """The open TCP sockets to `ports`: their inode ("socket:[n]") and descriptor."""
+        found: dict[str, int] = {}
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/self/fd/{name}")
+                if not target.startswith("socket:"):
+                    continue
+                with socket.socket(fileno=os.dup(int(name))) as sock:
+                    inet = sock.family in (socket.AF_INET, socket.AF_INET6)
+                    if inet and sock.getpeername()[1] in self.ports:
+                        found[target] = int(name)
         return found
 
     def kick(self) -> int:
         """Shut down the connector's broker sockets; how many there were."""
         kicked = 0
-        for sock in self._sockets():
-            if id(sock) not in self.spared:
-                with contextlib.suppress(OSError):
+        for target, fd in self._sockets().items():
+            if target not in self.spared:
+                with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
                     sock.shutdown(socket.SHUT_RDWR)
                     kicked += 1
         return kicked

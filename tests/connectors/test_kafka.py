@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
@@ -24,6 +27,7 @@ from natsbridge.bridge.config.loader import Route
 from natsbridge.bridge.connector import Incoming, Source, send_one
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
+    ConfigError,
     ConnectionLost,
     HeaderError,
     MessageRejected,
@@ -32,7 +36,7 @@ from natsbridge.bridge.errors import (
     RetryableError,
 )
 from natsbridge.connectors.kafka import connector
-from natsbridge.connectors.kafka.config import KafkaConnection
+from natsbridge.connectors.kafka.config import OWNED_PROPERTIES, KafkaConnection
 from natsbridge.connectors.kafka.errors import KafkaAuthenticationFailed, TopicMissing
 from natsbridge.connectors.kafka.sink import KafkaTopicSink
 from natsbridge.connectors.kafka.source import KafkaTopicSource
@@ -47,9 +51,9 @@ from tests.connectors.helpers import (
 pytestmark = pytest.mark.kafka
 
 FAST_GROUP = {
-    "session_timeout_ms": 6000,  # the broker's group.min.session.timeout.ms
-    "heartbeat_interval_ms": 500,
-    "max_poll_interval_ms": 10000,
+    "session.timeout.ms": 6000,  # the broker's group.min.session.timeout.ms
+    "heartbeat.interval.ms": 500,
+    "max.poll.interval.ms": 10000,
 }
 
 
@@ -579,13 +583,14 @@ class _RawName(str):
         return str.encode(self, encoding, "surrogateescape")
 
 
-def test_header_names_that_are_not_utf8_are_read_and_never_written(
+def test_header_names_that_are_not_utf8_are_dead_lettered_and_never_written(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """kafka-python read names as strict UTF-8: CorruptRecordError, and the bridge exited.
+    """confluent-kafka cannot read such a name (its Message.headers() crashed the process).
 
-    The source now reads such a name (escaped on NATS); a sink refuses to write one, which
-    would break every strict consumer downstream: that message is dead-lettered.
+    The source hands such a record over as unreadable, with its value, key and coordinates
+    (the runtime dead-letters it with the reason and acks it) and reads on; a sink refuses
+    to write one, which would break every strict consumer downstream.
     """
 
     async def scenario() -> None:
@@ -595,7 +600,7 @@ def test_header_names_that_are_not_utf8_are_read_and_never_written(
         records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = [
             (b"k", b"raw name", [("a", b"1"), (raw_name, b"v")]),
             (b"k", b"plain", [("a", b"2")]),
-            (b"k", b"raw again", [(raw_name, b"w")]),  # read over the same lenient copy
+            (b"k", b"raw again", [(raw_name, b"w")]),
         ]
         await asyncio.to_thread(produce_raw, kafka_bootstrap, topic_in, records)
         group = f"g-{topic_in}"
@@ -605,20 +610,22 @@ def test_header_names_that_are_not_utf8_are_read_and_never_written(
         await sink.connect()
         try:
             received = await receive_n(source, 3)
-            assert [m.error for m in received] == [None, None, None]
-            first = received[0].envelope
-            assert first.headers["n%ED%B3%BF%ED%B3%BE"] == ["v"]
-            assert received[2].envelope.headers["n%ED%B3%BF%ED%B3%BE"] == ["w"]
-            refused = []
-            for message in received:
-                message.envelope.subject = topic_out
-                try:
-                    await send_one(sink, message.envelope)
-                except HeaderError as exc:
-                    refused.append((message.envelope.payload, str(exc)))
-                message.ack(None)  # the runtime acks a message once it is dead-lettered
-            assert [payload for payload, _ in refused] == [b"raw name", b"raw again"]
-            assert "is not UTF-8 text" in refused[0][1]
+            assert [m.envelope.payload for m in received] == [r[1] for r in records]
+            unreadable = [m for m in received if m.error is not None]
+            assert [m.envelope.payload for m in unreadable] == [b"raw name", b"raw again"]
+            for message in unreadable:
+                assert isinstance(message.error, HeaderError)
+                assert "not UTF-8" in str(message.error)
+                assert message.envelope.key == b"k"
+                assert message.envelope.headers[KAFKA_TOPIC] == [topic_in]
+            plain = received[1].envelope
+            assert plain.headers["a"] == ["2"]
+            plain.subject = topic_out
+            await send_one(sink, plain)
+            escaped = {"n%ED%B3%BF%ED%B3%BE": ["v"]}  # the NATS form of that name
+            with pytest.raises(HeaderError, match="is not UTF-8 text"):
+                await send_one(sink, Envelope(subject=topic_out, payload=b"x", headers=escaped))
+            ack_all(received)  # the runtime acks a message once it is dead-lettered
             await eventually(lambda: committed(kafka_bootstrap, group, topic_in, 1) == [3])
             await send_one(sink, Envelope(subject=topic_out, payload=b"after"))
             out = await asyncio.to_thread(consume_raw, kafka_bootstrap, topic_out, 2)
@@ -775,3 +782,40 @@ def test_kafka_restart_source_and_sink_resume(
         )
 
     run(scenario())
+
+
+# ---------------------------------------------------------------- librdkafka pass-through
+
+
+def test_librdkafka_properties_pass_through_to_both_clients(tmp_path: Path) -> None:
+    extra = {"socket.keepalive.enable": True, "fetch.max.bytes": 10485760}
+    source = source_for(tmp_path, "127.0.0.1:9092", "g", {"librdkafka": extra}, topics=["t"])
+    sink = sink_for(tmp_path, "127.0.0.1:9092", {"librdkafka": extra}, topic="t")
+    for options in (source.consumer_options(), sink.producer_options()):
+        assert options["socket.keepalive.enable"] is True
+        assert options["fetch.max.bytes"] == 10485760
+    assert source.consumer_options()["partition.assignment.strategy"] == "cooperative-sticky"
+    assert sink.producer_options()["acks"] == "all"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    key=st.sampled_from(sorted(OWNED_PROPERTIES)),
+    shout=st.lists(st.booleans(), min_size=60, max_size=60),
+    pad=st.sampled_from(["", " ", "  "]),
+)
+def test_properties_natsbridge_owns_are_refused_naming_what_to_use(
+    key: str, shout: list[bool], pad: str
+) -> None:
+    spelled = pad + "".join(c.upper() if up else c for c, up in zip(key, shout, strict=False))
+    with pytest.raises(ConfigError) as caught, tempfile.TemporaryDirectory() as directory:
+        load_route(
+            Path(directory),
+            "127.0.0.1:9092",
+            {"connection": "nats", "subject": "in.*"},
+            {"connection": "kafka", "topic": "t"},
+            {"librdkafka": {spelled: "x"}},
+        )
+    [problem] = caught.value.problems
+    assert "connections.kafka.librdkafka" in problem
+    assert f"librdkafka: {spelled!r} is set by natsbridge ({OWNED_PROPERTIES[key]})" in problem
