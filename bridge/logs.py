@@ -5,7 +5,8 @@ the route (`route_context`, set by the route's task; a connector's threads inher
 started through bridge.threads) and the connect attempt under way (`connect_attempt`).
 The records of a connect attempt that fails are dropped below ERROR: the route logs the
 failure once, with its cause. Client libraries ("drivers") log at their kind's quiet
-levels (`ConnectorKind.driver_loggers`) unless `--driver-logs` lets them follow the level.
+levels (`ConnectorKind.driver_loggers`) unless `--driver-logs` lets them follow the level
+(and keeps what a failed connect logged).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _route: contextvars.ContextVar[str | None] = contextvars.ContextVar("route", def
 _attempt: contextvars.ContextVar[ConnectAttempt | None] = contextvars.ContextVar(
     "connect_attempt", default=None
 )
+_everything = False  # --driver-logs: a failed connect's records are logged, not dropped
 
 
 def plural(count: int, noun: str) -> str:
@@ -85,7 +87,8 @@ class RouteContext(logging.Filter):
                 record.route = route
         attempt = _attempt.get()
         if (
-            attempt is None
+            _everything
+            or attempt is None
             or attempt.state is _Attempt.CONNECTED
             or record.levelno >= logging.ERROR
             or record.name == ROUTE_LOGGER
@@ -160,9 +163,13 @@ def configure(
     """Send natsbridge's logs to stderr; JSON lines unless stderr is a terminal.
 
     Returns whether the lines are JSON. With `driver_logs`, client libraries log at
-    `level` too; without, at the levels their kinds declare (quiet).
+    `level` too, and what a failed connect logged is kept; without, they log at the levels
+    their kinds declare (quiet).
     """
     from natsbridge.bridge.registry import all_kinds
+
+    global _everything
+    _everything = driver_logs
 
     if json_lines is None:
         json_lines = not sys.stderr.isatty()

@@ -44,6 +44,7 @@ from natsbridge.connectors.kafka.errors import (
 
 log = logging.getLogger("natsbridge.kafka")
 librdkafka_log = logging.getLogger("natsbridge.kafka.librdkafka")
+LIBRDKAFKA_DEBUG = "broker,security"  # librdkafka's debug contexts under --driver-logs
 
 CONNECT_TIMEOUT_S = 10.0
 """How long a client may try to reach the cluster when it starts."""
@@ -158,6 +159,8 @@ def settings(config: KafkaConnection, errors: ClientErrors, **own: Any) -> dict[
                 options["ssl.endpoint.identification.algorithm"] = "none"
         if options.get("enable.ssl.certificate.verification", True):
             options["ssl.endpoint.identification.algorithm"] = "https"
+    if librdkafka_log.isEnabledFor(logging.DEBUG):  # --log-level debug --driver-logs
+        options["debug"] = LIBRDKAFKA_DEBUG
     if config.sasl_mechanism is not None:
         assert config.sasl_password is not None  # the model checks that SASL is complete
         password = config.sasl_password.get_secret_value()

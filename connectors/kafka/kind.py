@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -86,6 +87,11 @@ class KafkaKind(ConnectorKind):
     drivers = ("confluent_kafka",)
     extra = "kafka"
     exactly_once = "a Kafka sink"
+
+    def driver_loggers(self) -> Mapping[str, int]:
+        """librdkafka speaks through the connector's logger (connectors/kafka/client.py);
+        with ``--log-level debug --driver-logs`` its debug contexts are turned on too."""
+        return {"natsbridge.kafka.librdkafka": logging.WARNING}
 
     def source_patterns(self, source: Model) -> tuple[str, ...]:
         """The listed topics (names, matched exactly); a topic_pattern source takes all."""

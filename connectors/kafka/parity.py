@@ -45,43 +45,22 @@ class PartitionRange:
     end: int
 
 
-def client_settings(connection: KafkaConnection, **own: Any) -> dict[str, Any]:
-    """librdkafka settings for `connection` (secrets unwrapped here only)."""
-    options: dict[str, Any] = {
-        "bootstrap.servers": ",".join(connection.bootstrap_servers),
-        "client.id": f"{connection.client_id}-verify",
-        "security.protocol": connection.security_protocol.lower(),
-    }
-    tls = connection.tls
-    if tls is not None:
-        if tls.ca_file:
-            options["ssl.ca.location"] = tls.ca_file
-        if tls.cert_file:
-            options["ssl.certificate.location"] = tls.cert_file
-            options["ssl.key.location"] = tls.key_file or tls.cert_file
-        if not tls.verify:
-            options["enable.ssl.certificate.verification"] = False
-            options["ssl.endpoint.identification.algorithm"] = "none"
-    if connection.sasl_mechanism is not None and connection.sasl_password is not None:
-        options["sasl.mechanism"] = connection.sasl_mechanism
-        options["sasl.username"] = connection.sasl_username
-        options["sasl.password"] = connection.sasl_password.get_secret_value()
-    options.update(own)
-    return options
-
-
 def _consumer(connection: KafkaConnection, group: str) -> Any:
     try:
         from confluent_kafka import Consumer
+
+        from natsbridge.connectors.kafka.client import ClientErrors, settings
     except ImportError:
         raise PermanentError(
             "kafka: parity and lag read the topic with confluent-kafka, which is not "
             "installed: pip install 'natsbridge[kafka]' (or confluent-kafka)"
         ) from None
     return Consumer(
-        client_settings(
+        settings(
             connection,
+            ClientErrors(),
             **{
+                "client.id": f"{connection.client_id}-verify",
                 "group.id": group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,

@@ -51,7 +51,9 @@ def test_text_lines_for_terminals(capsys: pytest.CaptureFixture[str]) -> None:
     assert line.endswith("natsbridge [r2 started] hello")
 
 
-@pytest.mark.parametrize("driver", ["pika", "pika.channel", "stomp.py", "kafka.conn", "nats"])
+@pytest.mark.parametrize(
+    "driver", ["pika", "pika.channel", "stomp.py", "natsbridge.kafka.librdkafka", "nats"]
+)
 def test_driver_debug_only_with_driver_logs(
     driver: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,7 +75,10 @@ def test_a_kind_declares_its_driver_loggers() -> None:
     from natsbridge.bridge.registry import load_connector
 
     assert load_connector("stomp").driver_loggers() == {"stomp.py": logging.WARNING}
-    assert load_connector("kafka").driver_loggers() == {"kafka": logging.WARNING}  # default
+    assert load_connector("mqtt").driver_loggers() == {"paho": logging.WARNING}  # default
+    assert load_connector("kafka").driver_loggers() == {
+        "natsbridge.kafka.librdkafka": logging.WARNING
+    }
     assert load_connector("amqp").driver_loggers()["pika.adapters"] == logging.CRITICAL
 
 
@@ -151,7 +156,7 @@ def test_driver_records_hide_a_secret_in_every_escaped_form(
     logs.configure("debug", json_lines=True, driver_logs=True)
     stomp_escaped = SECRET.replace("\\", "\\\\").replace(":", "\\c")
     logging.getLogger("pika.connection").debug("params %r", {"password": SECRET})
-    logging.getLogger("kafka.conn").debug("sasl %s", SECRET.encode())
+    logging.getLogger("natsbridge.kafka.librdkafka").debug("sasl %s", SECRET.encode())
     logging.getLogger("stomp.py").debug("Sending frame: %s", [f"passcode:{stomp_escaped}".encode()])
     logging.getLogger("nats.aio.client").debug("connect %s", json.dumps({"pass": SECRET}))
     try:
@@ -189,7 +194,7 @@ def test_debug_logs_of_real_drivers_never_show_an_escaped_secret(
     unique_name: str,
     tmp_path: Path,
 ) -> None:
-    """pika, the STOMP client and kafka-python log at debug while each is refused this password."""
+    """pika, the STOMP client and librdkafka log at debug while each is refused this password."""
     amqp = urlsplit(amqp_url)
     wrong_amqp = amqp._replace(netloc=f"guest:{quote(SECRET, safe='')}@{amqp.hostname}:{amqp.port}")
     nats = {"connection": "nats", "subject": f"{unique_name}.x"}
