@@ -5,7 +5,9 @@
 #   services.sh down               stop everything this script started (data is kept)
 #   services.sh status             one line per broker; exit 1 if any is down
 #   services.sh env                `export NATSBRIDGE_...` lines: eval "$(services.sh env)"
-#   services.sh start|stop|restart NAME    one broker: nats | rabbitmq | activemq | kafka | mosquitto
+#   services.sh start|stop|restart NAME... brokers: nats | rabbitmq | activemq | kafka | mosquitto
+#                                  | nats-1 | nats-2 | nats-3 (the JetStream cluster's nodes: a lone
+#                                  node is not ready before a second one runs, so start them together)
 #   services.sh pid NAME           the broker's main PID (for SIGSTOP/SIGCONT fault tests)
 #   services.sh logs NAME          tail the broker's log
 #   services.sh rabbitmqctl ARGS   rabbitmqctl against the dev node
@@ -16,6 +18,9 @@
 #   go:    github.com/nats-io/nats-server/v2 (Debian's nats-server if the build fails),
 #          github.com/nats-io/natscli/nats (optional, for `nats bench`; NATSBRIDGE_NATSCLI=0 skips)
 #   maven: org.apache.kafka:kafka_2.13 and its runtime dependencies (deploy/dev/kafka/pom.xml)
+# The 3-node NATS cluster (nats-1..3, JetStream R3-capable, client ports 4231-4233, routes
+# 6231-6233, monitoring 8231-8233) is separate from the single `nats` on 4222; its nodes
+# are started, stopped and restarted by name like any broker.
 # Broker data and logs live in $NATSBRIDGE_SERVICES_DIR (default ~/.cache/natsbridge/services)
 # and survive stop/start/restart/down. Kafka's TLS listeners use a self-signed CA made once
 # with openssl in $NATSBRIDGE_SERVICES_DIR/kafka/tls (ca.pem is what clients trust).
@@ -39,6 +44,11 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
 HOST=127.0.0.1
 NATS_PORT=4222
 NATS_MONITOR_PORT=8222
+NATS_CLUSTER_NODES=3
+# node N of the cluster serves clients on CLIENT_BASE+N, routes on ROUTE_BASE+N, monitoring on MONITOR_BASE+N
+NATS_CLUSTER_CLIENT_BASE=4230
+NATS_CLUSTER_ROUTE_BASE=6230
+NATS_CLUSTER_MONITOR_BASE=8230
 AMQP_PORT=5672
 RABBIT_STOMP_PORT=61613
 RABBIT_MGMT_PORT=15672
@@ -62,7 +72,7 @@ KAFKA_SCRAM_PASSWORD=natsbridge-secret
 ACTIVEMQ_USER="admin"
 ACTIVEMQ_PASSWORD="admin"
 
-SERVICES=(nats rabbitmq activemq kafka mosquitto)
+SERVICES=(nats nats-1 nats-2 nats-3 rabbitmq activemq kafka mosquitto)
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 ACTIVEMQ_HOME=/usr/share/activemq
 KAFKA_LIBS="$CACHE/kafka-libs/$KAFKA_VERSION"
@@ -170,10 +180,10 @@ install_missing() {
   fi
   if [ ${#pkgs[@]} -gt 0 ]; then bg_task apt apt_install "${pkgs[@]}"; fi
 
-  if [[ $want == *" nats "* ]] && [ ! -x "$(tool_path nats-server "$NATS_SERVER_VERSION")" ]; then
+  if [[ $want == *" nats"[-\ ]* ]] && [ ! -x "$(tool_path nats-server "$NATS_SERVER_VERSION")" ]; then
     bg_task nats-server go_install github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION" nats-server
   fi
-  if [[ $want == *" nats "* ]] && [ "${NATSBRIDGE_NATSCLI:-1}" != 0 ] &&
+  if [[ $want == *" nats"[-\ ]* ]] && [ "${NATSBRIDGE_NATSCLI:-1}" != 0 ] &&
     [ ! -x "$(tool_path nats "$NATSCLI_VERSION")" ] && [ ! -f "$BIN/.natscli-$NATSCLI_VERSION-failed" ]; then
     bg_task natscli go_install github.com/nats-io/natscli/nats "$NATSCLI_VERSION" nats
   fi
@@ -220,6 +230,43 @@ jetstream {
   max_file_store: 20GB
 }
 EOF
+}
+
+# Node N of the cluster: its own JetStream store, routes to every node (its own address
+# included: nats-server skips it), so that a node restarted alone rejoins the others.
+write_nats_cluster_config() { # N
+  local n="$1" d="$STATE/nats-$1" i routes=""
+  mkdir -p "$d/jetstream"
+  for i in $(seq 1 "$NATS_CLUSTER_NODES"); do
+    routes+="    nats-route://$HOST:$((NATS_CLUSTER_ROUTE_BASE + i))"$'\n'
+  done
+  cat >"$d/nats.conf" <<EOF
+# written by deploy/dev/services.sh
+server_name: natsbridge_cluster_$n
+listen: $HOST:$((NATS_CLUSTER_CLIENT_BASE + n))
+http: $HOST:$((NATS_CLUSTER_MONITOR_BASE + n))
+max_payload: 1MB
+jetstream {
+  store_dir: "$d/jetstream"
+  max_memory_store: 256MB
+  max_file_store: 8GB
+}
+cluster {
+  name: natsbridge_dev_cluster
+  listen: $HOST:$((NATS_CLUSTER_ROUTE_BASE + n))
+  routes: [
+$routes  ]
+}
+EOF
+}
+
+cluster_urls() {
+  local i urls=()
+  for i in $(seq 1 "$NATS_CLUSTER_NODES"); do urls+=("nats://$HOST:$((NATS_CLUSTER_CLIENT_BASE + i))"); done
+  (
+    IFS=,
+    echo "${urls[*]}"
+  )
 }
 
 rabbit_env() {
@@ -499,6 +546,7 @@ port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 service_ports() {
   case "$1" in
   nats) echo "$NATS_PORT $NATS_MONITOR_PORT" ;;
+  nats-[1-9]) echo "$((NATS_CLUSTER_CLIENT_BASE + ${1#nats-})) $((NATS_CLUSTER_ROUTE_BASE + ${1#nats-})) $((NATS_CLUSTER_MONITOR_BASE + ${1#nats-}))" ;;
   rabbitmq) echo "$AMQP_PORT $RABBIT_STOMP_PORT $RABBIT_MGMT_PORT $RABBIT_DIST_PORT" ;;
   activemq) echo "$ACTIVEMQ_STOMP_PORT $ACTIVEMQ_OPENWIRE_PORT" ;;
   kafka) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT $KAFKA_SCRAM_PORT $KAFKA_TLS_PORT $KAFKA_SCRAM512_PORT $KAFKA_SASL_SSL_PORT $KAFKA_PLAIN_PORT" ;;
@@ -525,6 +573,13 @@ start_process() { # NAME: launch without waiting
     [ -n "$b" ] || die "nats-server is not installed; run: $0 up"
     write_nats_config
     launch nats "$b" -c "$STATE/nats/nats.conf" -l "$STATE/nats/nats.log"
+    ;;
+  nats-[1-9])
+    local b
+    b="$(nats_server_bin)"
+    [ -n "$b" ] || die "nats-server is not installed; run: $0 up"
+    write_nats_cluster_config "${name#nats-}"
+    launch "$name" "$b" -c "$STATE/$name/nats.conf" -l "$STATE/$name/nats.log"
     ;;
   rabbitmq)
     [ -x "$RABBIT_BIN/rabbitmq-server" ] || die "rabbitmq-server is not installed; run: $0 up"
@@ -570,6 +625,7 @@ start_process() { # NAME: launch without waiting
 probe() { # NAME: one readiness round trip per endpoint, quiet
   case "$1" in
   nats) "$PY" "$PROBE" nats "$HOST:$NATS_PORT" ;;
+  nats-[1-9]) "$PY" "$PROBE" nats "$HOST:$((NATS_CLUSTER_CLIENT_BASE + ${1#nats-}))" ;;
   rabbitmq)
     "$PY" "$PROBE" amqp "$HOST:$AMQP_PORT" guest guest &&
       "$PY" "$PROBE" stomp "$HOST:$RABBIT_STOMP_PORT" guest guest
@@ -615,6 +671,7 @@ EOF
 service_log() {
   case "$1" in
   nats) echo "$STATE/nats/nats.log" ;;
+  nats-[1-9]) echo "$STATE/$1/nats.log" ;;
   rabbitmq) echo "$STATE/rabbitmq/log/natsbridge@localhost.log" ;;
   activemq) echo "$STATE/activemq/data/activemq.log" ;;
   kafka) echo "$STATE/kafka/server.log" ;;
@@ -701,11 +758,18 @@ check_name() {
   die "unknown service '${1:-}' (one of: ${SERVICES[*]})"
 }
 
+check_names() { # NAME...: at least one, each known
+  [ $# -gt 0 ] || check_name ""
+  local n
+  for n in "$@"; do check_name "$n"; done
+}
+
 # --------------------------------------------------------------------------- commands
 
 endpoints() {
   cat <<EOF
 nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MONITOR_PORT)
+nats-1..3 $(cluster_urls)  (a JetStream cluster; monitoring http://$HOST:$((NATS_CLUSTER_MONITOR_BASE + 1)) ...)
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
 mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT; TLS mqtts://$HOST:$MQTT_TLS_PORT, CA $STATE/kafka/tls/ca.pem)
@@ -717,6 +781,7 @@ cmd_env() {
   cat <<EOF
 export NATSBRIDGE_NATS_URL='nats://$HOST:$NATS_PORT'
 export NATSBRIDGE_NATS_MONITOR_URL='http://$HOST:$NATS_MONITOR_PORT'
+export NATSBRIDGE_NATS_CLUSTER_URLS='$(cluster_urls)'
 export NATSBRIDGE_AMQP_URL='amqp://guest:guest@$HOST:$AMQP_PORT/%2F'
 export NATSBRIDGE_RABBITMQ_MANAGEMENT_URL='http://$HOST:$RABBIT_MGMT_PORT'
 export NATSBRIDGE_STOMP_RABBITMQ='stomp://$HOST:$RABBIT_STOMP_PORT'
@@ -791,7 +856,7 @@ take_lock() {
 }
 
 main() {
-  local cmd="${1:-}"
+  local cmd="${1:-}" name
   shift || true
   case "$cmd" in
   up | down | start | stop | restart | clean) take_lock ;;
@@ -803,19 +868,19 @@ main() {
   env) cmd_env ;;
   endpoints) endpoints ;;
   start)
-    check_name "${1:-}"
+    check_names "$@"
     mkdir -p "$STATE"
-    install_missing "$1"
-    start_services "$1"
+    install_missing "$@"
+    start_services "$@"
     ;;
   stop)
-    check_name "${1:-}"
-    stop_service "$1"
+    check_names "$@"
+    for name in "$@"; do stop_service "$name"; done
     ;;
   restart)
-    check_name "${1:-}"
-    stop_service "$1"
-    start_services "$1"
+    check_names "$@"
+    for name in "$@"; do stop_service "$name"; done
+    start_services "$@"
     ;;
   pid)
     check_name "${1:-}"
@@ -835,7 +900,7 @@ main() {
     log "removed $STATE"
     ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
   esac
