@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from natsbridge.bridge.config.loader import Route
     from natsbridge.bridge.config.model import BridgeSettings, RouteSpec
     from natsbridge.bridge.connector import Sink, Source
+    from natsbridge.bridge.runtime.buffer import Buffers
 
 Feature = Literal["exactly_once", "request_reply"]
 Side = Literal["from", "to"]
@@ -170,6 +171,9 @@ class ConnectorKind:
     """How errors name the (source, sink) of this kind that carry request_reply ("an amqp
     source", "an amqp sink"): a source that answers (a Responder), a sink that asks (a
     Requester); None: it cannot."""
+    holds_buffers: ClassVar[bool] = False
+    """A connection of this kind can hold route buffers (``buffer: {mode: jetstream,
+    connection: <it>}``): `open_buffers` returns the backend (bridge.runtime.buffer)."""
 
     # ------------------------------------------------------------ addresses
 
@@ -271,6 +275,10 @@ class ConnectorKind:
     def open_sink(self, route: Route, connection: Model, bridge: BridgeSettings) -> Sink:
         """Build the sink (import the driver here); no I/O until its connect()."""
         raise ConfigError([f"kind {self.name} cannot be a sink"])
+
+    def open_buffers(self, name: str, connection: Model, bridge: BridgeSettings) -> Buffers:
+        """The buffer backend on connection `name` (no I/O until its open())."""
+        raise ConfigError([f"a {self.name} connection cannot hold a buffer"])
 
     def driver_loggers(self) -> Mapping[str, int]:
         """The client library's loggers and the level each keeps unless ``--driver-logs``.

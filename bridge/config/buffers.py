@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 from natsbridge.bridge.config.model import Buffer, BufferMode, RouteSpec
 from natsbridge.bridge.config.source import YamlPath
+from natsbridge.bridge.errors import ConfigError
+from natsbridge.bridge.registry import all_kinds, load_connector
 
 if TYPE_CHECKING:
     from natsbridge.bridge.config.loader import _Checker
-
-STREAM_HOLDER_KIND = "nats"
 
 
 def check_bridge_buffer(checker: _Checker, buffer: Buffer) -> None:
@@ -41,7 +41,13 @@ def _check(checker: _Checker, buffer: Buffer, where: YamlPath) -> None:
     if kind is None:
         known = ", ".join(sorted(checker.kinds)) or "none"
         checker.fail(at, f"unknown connection '{buffer.connection}' (connections: {known})")
-    elif kind != STREAM_HOLDER_KIND:
-        checker.fail(
-            at, f"a {kind} connection cannot hold a buffer: expected a {STREAM_HOLDER_KIND} one"
-        )
+    elif not _holds_buffers(kind):
+        holders = " or ".join(name for name, k in all_kinds().items() if k.holds_buffers)
+        checker.fail(at, f"a {kind} connection cannot hold a buffer: expected a {holders} one")
+
+
+def _holds_buffers(kind: str) -> bool:
+    try:
+        return load_connector(kind).holds_buffers
+    except ConfigError:  # reported where the connection is
+        return False

@@ -26,7 +26,8 @@ from natsbridge.bridge.errors import BridgeError, ConfigError, StoreError
 from natsbridge.bridge.logs import plural
 from natsbridge.bridge.migrate.metrics import MigrationCollector
 from natsbridge.bridge.registry import did_you_mean, load_connector
-from natsbridge.bridge.runtime.embedded import EmbeddedBuffers, EmbeddedRouteBuffer
+from natsbridge.bridge.runtime.buffer import RouteBuffer
+from natsbridge.bridge.runtime.buffers import RouteBuffers
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.reload import RouteDiff, diff_routes, fixed_setting_problems
 from natsbridge.bridge.runtime.route import RouteRunner
@@ -50,12 +51,12 @@ class Bridge:
     def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
         self.config = config
         self._load = load or (lambda: load_config(config.path))
-        self.buffers = EmbeddedBuffers(config.bridge.data_dir)
+        self.buffers = RouteBuffers(config)
         self.runners: list[RouteRunner] = []  # in config order; replaced whole on reload
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._route_buffers: dict[str, EmbeddedRouteBuffer] = {}
+        self._route_buffers: dict[str, RouteBuffer] = {}
         self._reloading = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: BaseException | None = None  # a route task that ended by itself
@@ -68,7 +69,6 @@ class Bridge:
     async def run(self, once: bool = False) -> None:
         """Start every route, wait for `stop()` (or idleness with `once`), then drain."""
         self._loop = asyncio.get_running_loop()
-        await self.buffers.open()
         sampler: asyncio.Task[None] | None = None
         try:
             for route in self.config.routes:
@@ -127,7 +127,7 @@ class Bridge:
         source, sink = endpoints()
         connection = self.config.connections[route.sink.connection]
         mapper = RouteMapper(route, self.config.bridge, connection)
-        buffer: EmbeddedRouteBuffer | None = None
+        buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
             buffer = await self.buffers.route(route)
             self._route_buffers[route.name] = buffer
@@ -253,7 +253,7 @@ class Bridge:
         old = {runner.route.name: runner for runner in self.runners}
         paused = {name for name, runner in old.items() if runner.paused}
         await self._stop_routes(old[name] for name in diff.removed + diff.changed)
-        self.config = new
+        self.config = self.buffers.config = new
         running = {name: old[name] for name in diff.unchanged}
         failed: dict[str, str] = {}
         for name in diff.added + diff.changed:

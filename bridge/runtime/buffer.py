@@ -1,17 +1,22 @@
 """What a route needs from its durable buffer, whichever backend holds it.
 
-The embedded broker (bridge.broker, SQLite on local disk) is the default backend;
-an external JetStream can take its place. A route's buffer holds the mapped envelopes
-between the source's ack and the sink's confirm, and its dead letters.
+The embedded broker (bridge.broker, SQLite on local disk; bridge.runtime.embedded) is
+the default backend; a stream in a JetStream cluster (`buffer: jetstream`, offered by a
+kind that `holds_buffers`: connectors.nats.buffer) can take its place. A route's buffer
+holds the mapped envelopes between the source's ack and the sink's confirm, and its
+dead letters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from natsbridge.bridge.envelope import Envelope
+
+if TYPE_CHECKING:
+    from natsbridge.bridge.config.loader import Route
 
 
 @dataclass(slots=True)
@@ -58,3 +63,23 @@ class RouteBuffer(Protocol):
 
     async def backlog(self) -> Backlog:
         """How many messages wait for delivery, and how old the oldest is."""
+
+    def release(self) -> None:
+        """Hand back every message taken and not settled, to be delivered again at once.
+
+        For a route stopped before its sends were settled (a reload's drain timed out),
+        so that the route started in its place need not wait for the ack wait.
+        """
+
+
+class Buffers(Protocol):
+    """A buffer backend: opened once, it hands each route that uses it its buffer."""
+
+    async def open(self) -> None:
+        """Connect or open the store; StoreError with the cause when it cannot."""
+
+    async def route(self, route: Route) -> RouteBuffer:
+        """The buffer of `route`, created on first use and kept across restarts."""
+
+    async def close(self) -> None:
+        """Make what is pending durable and let go of the store."""

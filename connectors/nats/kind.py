@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from natsbridge.bridge.config.loader import Route
     from natsbridge.bridge.config.model import BridgeSettings, RouteSpec
     from natsbridge.bridge.connector import Sink, Source
+    from natsbridge.bridge.runtime.buffer import Buffers
 
 
 class NatsOrigin(NamedTuple):
@@ -48,6 +49,7 @@ class NatsKind(ConnectorKind):
     drivers = ("nats",)
     exactly_once = "a JetStream sink (to.jetstream)"
     request_reply = ("a core NATS source", "a core NATS sink")
+    holds_buffers = True
 
     def source_patterns(self, source: Model) -> tuple[str, ...]:
         """The subscribed subject pattern."""
@@ -166,6 +168,14 @@ class NatsKind(ConnectorKind):
         if route.sink.jetstream is not None:
             return JetStreamSink(route, connection, bridge)
         return CoreSink(route, connection, bridge)
+
+    def open_buffers(self, name: str, connection: Model, bridge: BridgeSettings) -> Buffers:
+        """Route buffers as streams in this connection's JetStream (connectors.nats.buffer)."""
+        self.require_driver()
+        from natsbridge.connectors.nats.buffer import JetStreamBuffers
+
+        assert isinstance(connection, NatsConnection)
+        return JetStreamBuffers(name, connection, bridge)
 
 
 connector = NatsKind()
