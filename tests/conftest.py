@@ -195,6 +195,18 @@ def nats_url(_containers: _Containers) -> str:
 
 
 @pytest.fixture(scope="session")
+def nats_cluster_urls() -> list[str]:
+    """The client URLs of the 3-node JetStream cluster (services.sh nats-1..3)."""
+    urls = os.environ.get("NATSBRIDGE_NATS_CLUSTER_URLS", "").strip()
+    if not urls:
+        message = f"NATSBRIDGE_NATS_CLUSTER_URLS is not set, so there is no NATS cluster: {HINT}"
+        if in_ci():
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+    return urls.split(",")
+
+
+@pytest.fixture(scope="session")
 def amqp_url(_containers: _Containers) -> str:
     """amqp:// URL (with guest credentials and vhost) of RabbitMQ."""
     return _endpoint("NATSBRIDGE_AMQP_URL", "RabbitMQ", _containers, "rabbitmq", "amqp")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -28,20 +27,6 @@ from natsbridge.connectors.nats.buffer import (
     dead_letter_stream,
     stream_name,
 )
-from tests.conftest import HINT, in_ci
-
-CLUSTER_VAR = "NATSBRIDGE_NATS_CLUSTER_URLS"
-
-
-@pytest.fixture(scope="session")
-def cluster_urls() -> list[str]:
-    urls = os.environ.get(CLUSTER_VAR, "").strip()
-    if not urls:
-        message = f"{CLUSTER_VAR} is not set, so there is no NATS cluster: {HINT}"
-        if in_ci():
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
-    return urls.split(",")
 
 
 def config_of(tmp_path: Path, urls: list[str], bridge_id: str, buffer: str) -> Config:
@@ -61,10 +46,10 @@ Opened = Callable[[], Awaitable[tuple[JetStreamBuffers, JetStreamRouteBuffer]]]
 
 
 @pytest.fixture
-def replica(tmp_path: Path, cluster_urls: list[str], unique_name: str) -> Iterator[Opened]:
+def replica(tmp_path: Path, nats_cluster_urls: list[str], unique_name: str) -> Iterator[Opened]:
     """Opens a replica's buffer of one route; the streams are deleted after the test."""
     buffer = "{mode: jetstream, connection: cluster, replicas: 3, ack_wait: 1s, max_msgs: 3}"
-    config = config_of(tmp_path, cluster_urls, unique_name, buffer)
+    config = config_of(tmp_path, nats_cluster_urls, unique_name, buffer)
     [route] = config.routes
 
     async def open_one() -> tuple[JetStreamBuffers, JetStreamRouteBuffer]:
@@ -75,7 +60,7 @@ def replica(tmp_path: Path, cluster_urls: list[str], unique_name: str) -> Iterat
     yield open_one
 
     async def delete() -> None:
-        client = await nats.connect(servers=cluster_urls)
+        client = await nats.connect(servers=nats_cluster_urls)
         stream = stream_name(unique_name, route.name)
         for name in (stream, dead_letter_stream(stream)):
             await client.jetstream().delete_stream(name)
@@ -121,7 +106,7 @@ def test_a_dead_replica_strands_nothing(replica: Opened) -> None:
 
 
 def test_dead_letters_keep_the_reason_and_leave_the_backlog(
-    replica: Opened, cluster_urls: list[str], unique_name: str
+    replica: Opened, nats_cluster_urls: list[str], unique_name: str
 ) -> None:
     async def scenario() -> tuple[int, int, int, dict[str, str]]:
         buffers, buffer = await replica()
