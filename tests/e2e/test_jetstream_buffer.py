@@ -3,9 +3,9 @@
 Three `natsbridge run` processes with one config (one bridge id) share three routes:
 RabbitMQ -> JetStream, JetStream -> RabbitMQ and Kafka -> JetStream, COUNT messages
 each, every route's buffer an R3 stream on the 3-node cluster (services.sh nats-1..3).
-Mid-run one replica is kill -9'ed and not restarted, then one cluster node is kill -9'ed
-and started again. Nothing may be lost; the duplicates are counted and must stay within
-the README's bound (Scale out).
+Mid-run one replica is kill -9'ed and not restarted, then the cluster node leading a
+route's buffer is kill -9'ed and started again. Nothing may be lost; the duplicates are
+counted and must stay within the README's bound (Scale out).
 
 COUNT is 100,000 (NATSBRIDGE_E2E_SCALE_COUNT sets another).
 """
@@ -40,7 +40,6 @@ COUNT = int(os.environ.get("NATSBRIDGE_E2E_SCALE_COUNT", "100000"))
 REPLICAS = 3
 MAX_IN_FLIGHT = 1000
 WAIT_S = 240.0
-NODE = "nats-2"  # the cluster node kill -9'ed and restarted
 # README, Scale out: per route, a replica's death repeats at most what it had taken from
 # the buffer and read ahead from the source (max_in_flight each), a node's failure at
 # most one put and one settle in flight per replica (max_in_flight each).
@@ -228,12 +227,23 @@ def kafka_preload(bootstrap: str, tag: str) -> None:
     assert not failed, failed[:3]
 
 
-def kill_node() -> None:
-    """kill -9 one cluster node, then start it again (services.sh; its data is kept)."""
-    pid = int(subprocess.check_output(["bash", str(SERVICES_SH), "pid", NODE], text=True))
+async def buffer_leader(cluster: list[str], tag: str) -> str:
+    """The services.sh name of the node leading the RabbitMQ -> JetStream route's buffer."""
+    nc = await nats.connect(cluster)
+    try:
+        info = await nc.jetstream().stream_info(f"natsbridge~scale-{tag}~rabbit-js-{tag}")
+    finally:
+        await nc.close()
+    assert info.cluster is not None and info.cluster.leader is not None
+    return "nats-" + info.cluster.leader.rsplit("_", 1)[1]  # natsbridge_cluster_<n>
+
+
+def kill_node(name: str) -> None:
+    """kill -9 cluster node `name`, then start it again (services.sh; its data is kept)."""
+    pid = int(subprocess.check_output(["bash", str(SERVICES_SH), "pid", name], text=True))
     os.kill(pid, signal.SIGKILL)
-    time.sleep(1)  # down for a moment: the streams elect leaders among the other two
-    subprocess.run(["bash", str(SERVICES_SH), "start", NODE], check=True, capture_output=True)
+    time.sleep(1)  # down for a moment: its streams elect leaders among the other two
+    subprocess.run(["bash", str(SERVICES_SH), "start", name], check=True, capture_output=True)
 
 
 # ---------------------------------------------------------------- the test
@@ -290,7 +300,7 @@ def test_three_replicas_lose_nothing_through_a_replica_and_a_node_kill(
         wait_until(COUNT // 2, "a sixth of the messages")
         replicas[0].kill()  # and not restarted
         wait_until(COUNT, "a third of the messages")
-        kill_node()
+        kill_node(asyncio.run(buffer_leader(nats_cluster_urls, tag)))
         wait_until(3 * COUNT, "every message")
         for publisher in publishers:
             publisher.join(timeout=WAIT_S)
