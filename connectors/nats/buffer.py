@@ -46,7 +46,11 @@ from natsbridge.bridge.config.model import BridgeSettings
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import StoreError, StreamFull
 from natsbridge.bridge.runtime.buffer import Backlog, Buffered
-from natsbridge.connectors.nats.client import connect_options
+from natsbridge.connectors.nats.client import (
+    DEFAULT_CONNECT_ATTEMPTS,
+    DEFAULT_MAX_RECONNECT_ATTEMPTS,
+    connect_options,
+)
 from natsbridge.connectors.nats.config import NatsConnection
 from natsbridge.mappings.headers import decode_value, encode_value
 
@@ -84,11 +88,14 @@ class JetStreamBuffers:
     async def open(self) -> None:
         """Connect (StoreError when no server answers); nats-py reconnects from then on."""
         options = connect_options(self.connection, f"{self.bridge_id}:buffers")
-        options["max_reconnect_attempts"] = -1
+        # The first connect tries each server twice and gives up (nats-py would retry an
+        # unreachable cluster forever, deaf to SIGTERM); once connected, it reconnects.
+        options["max_reconnect_attempts"] = DEFAULT_CONNECT_ATTEMPTS
         try:
             self.client = await nats.connect(**options, error_cb=self._error)
         except Exception as exc:
             raise StoreError(f"JetStream buffer '{self.name}': cannot connect: {exc}") from exc
+        self.client.options["max_reconnect_attempts"] = DEFAULT_MAX_RECONNECT_ATTEMPTS
         self.js = self.client.jetstream(publish_async_max_pending=20_000)
 
     async def route(self, route: Route) -> JetStreamRouteBuffer:
