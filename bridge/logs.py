@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _FIELDS = ("route", "connection", "event")
+_JSON_FIELDS = (*_FIELDS, "worker", "signal", "routes")  # the text lines say these in words
 ROUTE_LOGGER = "natsbridge.route"  # the runtime's own lines about a route
 
 
@@ -50,9 +51,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def route_context(name: str) -> None:
+def route_context(name: str | None) -> None:
     """Every record logged from here on in this task (and what it starts) names route `name`."""
     _route.set(name)
+
+
+def current_route() -> str | None:
+    """The route that records logged here name (for a thread started without this context)."""
+    return _route.get()
 
 
 @contextmanager
@@ -134,7 +140,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for name in _FIELDS:
+        for name in _JSON_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 event[name] = value
