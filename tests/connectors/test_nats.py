@@ -124,6 +124,40 @@ async def read_stream(url: str, stream: str, count: int) -> list[Envelope]:
 # ---------------------------------------------------------------- core source and responder
 
 
+def test_replicas_of_a_core_source_share_its_messages(nats_url: str, tmp_path: Path) -> None:
+    """Two processes of one config (same bridge id and route) take each message once."""
+
+    async def scenario() -> None:
+        address = unique("replicas")
+        route, conn, bridge = load_route(
+            tmp_path, [nats_url], {"subject": f"{address}.>"}, {"subject": "out"}
+        )
+        replicas = [connector.source(route, conn, bridge) for _ in range(2)]
+        for replica in replicas:
+            await replica.connect()
+        nc = await raw(nats_url)
+        try:
+            for i in range(200):
+                await nc.publish(f"{address}.{i}", str(i).encode())
+            await nc.flush()
+            taken: list[list[bytes]] = [[], []]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while sum(map(len, taken)) < 200 and loop.time() < deadline:
+                for replica, got in zip(replicas, taken, strict=True):
+                    got.extend(m.envelope.payload for m in await replica.receive(200, 0.1))
+            for replica in replicas:
+                await receive_nothing(replica, 0.5)
+            assert sorted(taken[0] + taken[1]) == sorted(str(i).encode() for i in range(200))
+            assert taken[0] and taken[1], "one replica took everything"
+        finally:
+            await nc.close()
+            for replica in replicas:
+                await replica.close()
+
+    run(scenario())
+
+
 def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         address = unique("core")
