@@ -8,6 +8,8 @@ in the child (`worker_settings`):
 
 * its embedded buffer lives in `<data_dir>/worker-I`, so that a restarted worker takes
   up its own buffer again (a data dir is locked by the one process that writes it);
+* its replica name (`bridge.replica`) is `worker-I` (or `<replica>-worker-I`): kinds
+  whose clients need a unique identity use it (MQTT client ids);
 * its admin endpoint listens on the configured port + I - 1 (worker 1 on the port of
   the config, worker 2 on the next one, ...); `status --admin` reads one worker.
 
@@ -55,8 +57,12 @@ def parse_worker(text: str) -> tuple[int, int]:
 
 
 def worker_settings(bridge: BridgeSettings, index: int) -> BridgeSettings:
-    """`bridge` as worker `index` sees it: its own data dir and admin port."""
-    update: dict[str, object] = {"data_dir": f"{bridge.data_dir.rstrip('/')}/worker-{index}"}
+    """`bridge` as worker `index` sees it: its own data dir, replica name and admin port."""
+    worker = f"worker-{index}"
+    update: dict[str, object] = {
+        "data_dir": f"{bridge.data_dir.rstrip('/')}/{worker}",
+        "replica": f"{bridge.replica}-{worker}" if bridge.replica else worker,
+    }
     admin = bridge.admin
     if admin.enabled:
         host, _, port = admin.listen.rpartition(":")
