@@ -211,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
         None if args.log_format is None else args.log_format == "json",
         args.driver_logs,
     )
+    if args.worker is not None:
+        logs.set_worker(args.worker[0])
     # In JSON mode every line is a JSON log record; on a terminal, the banner as text.
     log = logging.getLogger("natsbridge")
     say = (lambda text, **extra: log.info(text, extra=extra)) if json_lines else _print

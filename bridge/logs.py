@@ -83,10 +83,21 @@ def connect_attempt() -> Iterator[None]:
         logging.getLogger(record.name).handle(record)
 
 
+_worker: int | None = None  # this process's number under `run --workers`
+
+
+def set_worker(index: int) -> None:
+    """Every record of this process names worker `index` (`run --workers`)."""
+    global _worker
+    _worker = index
+
+
 class RouteContext(logging.Filter):
     """Adds the route from the context to records without one; holds a connect's records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _worker is not None:
+            record.worker = _worker
         if getattr(record, "route", None) is None:
             route = _route.get()
             if route is not None:

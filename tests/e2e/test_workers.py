@@ -10,6 +10,7 @@ again. Once the stream exists, every message must arrive.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -23,7 +24,9 @@ import pika
 import pytest
 
 from tests.e2e.bridge_process import BridgeProcess, write_config
+from tests.e2e.jetstream import stream_count
 from tests.e2e.rabbitmq_admin import delete_queues
+from tests.e2e.test_kafka_bridge import create_topic, produce
 from tests.e2e.test_rabbitmq_bridge import Rabbit, stream_messages, wait_for
 
 pytestmark = [pytest.mark.amqp, pytest.mark.nats]
@@ -153,3 +156,84 @@ async def create_stream(nats_url: str, name: str, subjects: str) -> None:
         await nc.jetstream().add_stream(name=name, subjects=[subjects])
     finally:
         await nc.close()
+
+
+# ---------------------------------------------------------------- Kafka: order per partition
+
+
+def assignments(bridge: BridgeProcess) -> dict[int, set[str]]:
+    """Worker -> the partitions it holds, from its `assigned` / `revoked` / `lost` lines."""
+    held: dict[int, set[str]] = {}
+    for line in bridge.log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        words = record["msg"].split()
+        if "worker" not in record or words[:2] != ["kafka", "source"] or len(words) < 5:
+            continue
+        mine = held.setdefault(record["worker"], set())
+        parts = {p.strip(",") for p in words[4:] if "[" in p}
+        if words[3] == "assigned":
+            mine |= parts
+        elif words[3] in ("revoked", "lost"):
+            mine -= parts
+    return held
+
+
+@pytest.mark.kafka
+def test_three_workers_share_a_consumer_group_and_keep_each_partitions_order(
+    kafka_bootstrap: str, nats_url: str, tag: str, tmp_path: Path
+) -> None:
+    topic, partitions, count = f"workers-{tag}", 6, 6000
+    create_topic(kafka_bootstrap, topic, partitions)
+    config = {
+        "version": 1,
+        "bridge": {"id": f"workers-{tag}", "data_dir": "${env:NATSBRIDGE_DATA_DIR}"},
+        "connections": {
+            "kafka": {"kind": "kafka", "bootstrap_servers": [kafka_bootstrap]},
+            "nats": {"kind": "nats", "servers": [nats_url]},
+        },
+        "routes": [
+            {
+                "name": f"k-{tag}",
+                "from": {"connection": "kafka", "topics": [topic]},
+                "to": {
+                    "connection": "nats",
+                    "subject": f"kw{tag}.{{{{partition}}}}",
+                    "jetstream": {"stream": f"KW_{tag}"},
+                },
+            }
+        ],
+    }
+    path = write_config(tmp_path / "kafka.yaml", config)
+    bridge = BridgeProcess(path, tmp_path / "data", extra_args=("--workers", str(WORKERS)))
+    every = {f"{topic}[{p}]" for p in range(partitions)}
+    try:
+        bridge.start()
+
+        def stable() -> bool:  # each worker holds partitions, together all of them
+            held = assignments(bridge)
+            return (
+                len(held) == WORKERS and all(held.values()) and set().union(*held.values()) == every
+            )
+
+        wait_for(stable, what=f"partitions spread over {WORKERS} workers: {assignments(bridge)}")
+        records = [(b"k%d" % (i % 24), b"k%d:%d" % (i % 24, i), []) for i in range(count)]
+        produce(kafka_bootstrap, topic, records)  # type: ignore[arg-type]
+        wait_for(
+            lambda: asyncio.run(stream_count(nats_url, f"KW_{tag}")) >= count,
+            what=f"{count} in the stream",
+        )
+        held = assignments(bridge)
+        stored = asyncio.run(stream_messages(nats_url, f"KW_{tag}", timeout=60))
+        assert held == assignments(bridge) and stable(), "a rebalance during the run"
+        last: dict[str, int] = {}
+        for message in stored:  # stream order
+            partition = message.headers["Kafka-Partition"]
+            offset = int(message.headers["Kafka-Offset"])
+            assert offset > last.get(partition, -1), f"partition {partition} out of order"
+            last[partition] = offset
+        assert {m.data for m in stored} == {value for _, value, _ in records}
+        assert bridge.terminate(timeout=60) == 0, bridge.tail()
+    finally:
+        bridge.stop()
