@@ -222,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             print(f"warning: {warning}", file=sys.stderr)
     if args.workers > 1:
+        worker_settings(config.bridge, args.workers)  # every worker's port fits (or one line)
         say(
             f"natsbridge {__version__}: bridge '{config.bridge.id}', {args.workers} workers, "
             f"data in {config.bridge.data_dir}/worker-1..{args.workers}",

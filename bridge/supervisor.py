@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from natsbridge.bridge.errors import ConfigError
+
 if TYPE_CHECKING:
     from natsbridge.bridge.config.model import BridgeSettings
 
@@ -45,6 +47,7 @@ RESTART_MAX_S = 30.0
 RESTART_RESET_AFTER_S = 30.0  # a worker up this long restarts after RESTART_MIN_S again
 POLL_S = 0.2
 MAX_WORKERS = 64
+MAX_PORT = 65535
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -66,7 +69,15 @@ def worker_settings(bridge: BridgeSettings, index: int) -> BridgeSettings:
     admin = bridge.admin
     if admin.enabled:
         host, _, port = admin.listen.rpartition(":")
-        listen = f"{host}:{int(port) + index - 1}" if int(port) else admin.listen
+        mine = int(port) + index - 1 if int(port) else 0  # port 0: any free port
+        if mine > MAX_PORT:
+            raise ConfigError(
+                [
+                    f"bridge.admin.listen: worker {index} would listen on port {mine}, "
+                    f"beyond {MAX_PORT}: choose a lower port"
+                ]
+            )
+        listen = f"{host}:{mine}"
         update["admin"] = admin.model_copy(update={"listen": listen})
     return bridge.model_copy(update=update)
 

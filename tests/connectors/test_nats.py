@@ -158,6 +158,49 @@ def test_replicas_of_a_core_source_share_its_messages(nats_url: str, tmp_path: P
     run(scenario())
 
 
+def test_replicas_of_a_jetstream_source_share_its_durable(nats_url: str, tmp_path: Path) -> None:
+    """Two processes of one config pull from one durable consumer: each message once."""
+
+    async def scenario() -> None:
+        address = unique("jsreplicas")
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": address, "jetstream": {"stream": stream_name(address)}},
+            {"subject": "out"},
+            max_in_flight=10,
+        )
+        replicas = [connector.source(route, conn, bridge) for _ in range(2)]
+        for replica in replicas:
+            await replica.connect()
+        nc = await raw(nats_url)
+        try:
+            js = nc.jetstream()
+            for start in range(0, 200, 50):
+                await asyncio.gather(
+                    *(js.publish(address, b"%d" % i) for i in range(start, start + 50))
+                )
+            taken: list[list[bytes]] = [[], []]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while sum(map(len, taken)) < 200 and loop.time() < deadline:
+                for replica, got in zip(replicas, taken, strict=True):
+                    batch = await replica.receive(10, 0.1)
+                    for message in batch:
+                        message.ack(None)
+                    got.extend(message.envelope.payload for message in batch)
+            for replica in replicas:
+                await receive_nothing(replica, 0.5)
+            assert sorted(taken[0] + taken[1]) == sorted(b"%d" % i for i in range(200))
+            assert taken[0] and taken[1], "one replica took everything"
+        finally:
+            await nc.close()
+            for replica in replicas:
+                await replica.close()
+
+    run(scenario())
+
+
 def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         address = unique("core")
