@@ -17,6 +17,7 @@ from natsbridge.connectors.mqtt import connector
 from natsbridge.connectors.mqtt.sink import MqttTopicSink
 from natsbridge.connectors.mqtt.source import MqttTopicSource
 from natsbridge.sdk import Envelope, Incoming
+from tests.connectors.helpers import take_shared
 from tests.connectors.mqtt_helpers import mqtt_auth, mqtt_tls, mqtt_url, raw_client
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
@@ -373,17 +374,7 @@ async def test_replicas_share_a_route_through_a_shared_subscription(
     try:
         sent = [Envelope(subject=f"{unique_name}/{i}", payload=b"%d" % i) for i in range(200)]
         assert await sink.send_batch(sent) == [None] * 200
-        taken: list[list[bytes]] = [[], []]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while sum(map(len, taken)) < 200 and loop.time() < deadline:
-            for replica, got in zip(replicas, taken, strict=True):
-                batch = await replica.receive(200, 0.1)
-                for incoming in batch:
-                    incoming.ack(None)
-                got.extend(incoming.envelope.payload for incoming in batch)
-        for replica in replicas:
-            await nothing_more(replica)  # type: ignore[arg-type]
+        taken = await take_shared(replicas, 200)
         assert sorted(taken[0] + taken[1]) == sorted(e.payload for e in sent)
         assert taken[0] and taken[1], "one replica took everything"
     finally:

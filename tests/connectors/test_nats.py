@@ -47,6 +47,7 @@ from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
+    take_shared,
     unique,
 )
 
@@ -140,14 +141,7 @@ def test_replicas_of_a_core_source_share_its_messages(nats_url: str, tmp_path: P
             for i in range(200):
                 await nc.publish(f"{address}.{i}", str(i).encode())
             await nc.flush()
-            taken: list[list[bytes]] = [[], []]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
-            while sum(map(len, taken)) < 200 and loop.time() < deadline:
-                for replica, got in zip(replicas, taken, strict=True):
-                    got.extend(m.envelope.payload for m in await replica.receive(200, 0.1))
-            for replica in replicas:
-                await receive_nothing(replica, 0.5)
+            taken = await take_shared(replicas, 200)
             assert sorted(taken[0] + taken[1]) == sorted(str(i).encode() for i in range(200))
             assert taken[0] and taken[1], "one replica took everything"
         finally:
@@ -180,17 +174,7 @@ def test_replicas_of_a_jetstream_source_share_its_durable(nats_url: str, tmp_pat
                 await asyncio.gather(
                     *(js.publish(address, b"%d" % i) for i in range(start, start + 50))
                 )
-            taken: list[list[bytes]] = [[], []]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
-            while sum(map(len, taken)) < 200 and loop.time() < deadline:
-                for replica, got in zip(replicas, taken, strict=True):
-                    batch = await replica.receive(10, 0.1)
-                    for message in batch:
-                        message.ack(None)
-                    got.extend(message.envelope.payload for message in batch)
-            for replica in replicas:
-                await receive_nothing(replica, 0.5)
+            taken = await take_shared(replicas, 200, batch=10)
             assert sorted(taken[0] + taken[1]) == sorted(b"%d" % i for i in range(200))
             assert taken[0] and taken[1], "one replica took everything"
         finally:

@@ -72,6 +72,7 @@ from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
+    take_shared,
     unique,
 )
 
@@ -1244,17 +1245,7 @@ def test_replicas_of_a_route_share_its_messages(
         try:
             payloads = [b"%d" % i for i in range(100)]
             await asyncio.to_thread(raw_send, broker, send_to, payloads)
-            taken: list[list[bytes]] = [[], []]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
-            while sum(map(len, taken)) < len(payloads) and loop.time() < deadline:
-                for replica, got in zip(replicas, taken, strict=True):
-                    batch = await replica.receive(100, 0.1)
-                    for message in batch:
-                        message.ack(None)
-                    got.extend(message.envelope.payload for message in batch)
-            for replica in replicas:
-                await receive_nothing(replica, 0.5)
+            taken = await take_shared(replicas, len(payloads))
             assert sorted(taken[0] + taken[1]) == sorted(payloads)
             assert taken[0] and taken[1], "one replica took everything"
         finally:
