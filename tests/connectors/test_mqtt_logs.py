@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from natsbridge.bridge import logs
+from natsbridge.bridge.registry import all_kinds
 from natsbridge.connectors.mqtt.client import MqttClient
 from natsbridge.connectors.mqtt.config import MqttConnection
 from tests.connectors.mqtt_helpers import mqtt_url
@@ -16,6 +19,22 @@ from tests.connectors.mqtt_helpers import mqtt_url
 pytestmark = [pytest.mark.mqtt]
 
 
+@pytest.fixture
+def restored_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Logging as it was: later tests' driver threads must not write to this test's stderr."""
+    monkeypatch.setattr(logs, "_everything", logs._everything)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    names = [name for kind in all_kinds().values() for name in kind.driver_loggers()]
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
+
+
+@pytest.mark.usefixtures("restored_logging")
 def test_paho_network_thread_lines_carry_the_route(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("debug", json_lines=True, driver_logs=True)
     config = MqttConnection(kind="mqtt", url=mqtt_url())
