@@ -23,6 +23,7 @@ from natsbridge.bridge.importers.cli import add_parsers as add_import_commands
 from natsbridge.bridge.logs import plural
 from natsbridge.bridge.migrate.cli import add_parsers as add_migrate_commands
 from natsbridge.bridge.migrate.drain import add_parsers as add_drain_commands
+from natsbridge.bridge.supervisor import add_worker_options
 
 if TYPE_CHECKING:
     from natsbridge.bridge.runtime.bridge import Bridge
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop (and drain) once every route has been idle and every buffer is empty",
     )
+    add_worker_options(run)  # --workers N: supervised replicas (bridge.supervisor)
     run.set_defaults(func=_run)
 
     add_status_command(commands)  # status: the routes table of a running bridge
@@ -192,12 +194,15 @@ def _run(args: argparse.Namespace) -> int:
     from natsbridge.bridge.config import Config, load_config
     from natsbridge.bridge.config.describe import describe_route
     from natsbridge.bridge.runtime.bridge import Bridge, install_signal_handlers
+    from natsbridge.bridge.supervisor import Supervisor, worker_command, worker_settings
 
     def load() -> Config:  # at start and on every reload (SIGHUP, POST /api/reload)
         config = load_config(args.config)
         if args.admin_listen:
             admin = config.bridge.admin.model_copy(update={"listen": args.admin_listen})
             config = replace(config, bridge=config.bridge.model_copy(update={"admin": admin}))
+        if args.worker is not None:  # one of `--workers N`: its own data dir and admin port
+            config = replace(config, bridge=worker_settings(config.bridge, args.worker[0]))
         return config
 
     config = load()
@@ -206,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
         None if args.log_format is None else args.log_format == "json",
         args.driver_logs,
     )
+    if args.worker is not None:
+        logs.set_worker(args.worker[0])
     # In JSON mode every line is a JSON log record; on a terminal, the banner as text.
     log = logging.getLogger("natsbridge")
     say = (lambda text, **extra: log.info(text, extra=extra)) if json_lines else _print
@@ -214,8 +221,19 @@ def _run(args: argparse.Namespace) -> int:
             log.warning(warning, extra={"event": "config_warning"})
         else:
             print(f"warning: {warning}", file=sys.stderr)
+    if args.workers > 1:
+        worker_settings(config.bridge, args.workers)  # every worker's port fits (or one line)
+        say(
+            f"natsbridge {__version__}: bridge '{config.bridge.id}', {args.workers} workers, "
+            f"data in {config.bridge.data_dir}/worker-1..{args.workers}",
+            event="starting",
+        )
+        sys.stdout.flush()
+        return Supervisor(worker_command(args), args.workers).run()
+    worker = "" if args.worker is None else f" (worker {args.worker[0]}/{args.worker[1]})"
     say(
-        f"natsbridge {__version__}: bridge '{config.bridge.id}', data in {config.bridge.data_dir}",
+        f"natsbridge {__version__}: bridge '{config.bridge.id}'{worker}, "
+        f"data in {config.bridge.data_dir}",
         event="starting",
     )
     for route in config.routes:

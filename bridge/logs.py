@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _FIELDS = ("route", "connection", "event")
+_JSON_FIELDS = (*_FIELDS, "worker", "signal", "routes")  # the text lines say these in words
 ROUTE_LOGGER = "natsbridge.route"  # the runtime's own lines about a route
 
 
@@ -50,9 +51,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def route_context(name: str) -> None:
+def route_context(name: str | None) -> None:
     """Every record logged from here on in this task (and what it starts) names route `name`."""
     _route.set(name)
+
+
+def current_route() -> str | None:
+    """The route that records logged here name (for a thread started without this context)."""
+    return _route.get()
 
 
 @contextmanager
@@ -77,10 +83,21 @@ def connect_attempt() -> Iterator[None]:
         logging.getLogger(record.name).handle(record)
 
 
+_worker: int | None = None  # this process's number under `run --workers`
+
+
+def set_worker(index: int) -> None:
+    """Every record of this process names worker `index` (`run --workers`)."""
+    global _worker
+    _worker = index
+
+
 class RouteContext(logging.Filter):
     """Adds the route from the context to records without one; holds a connect's records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _worker is not None:
+            record.worker = _worker
         if getattr(record, "route", None) is None:
             route = _route.get()
             if route is not None:
@@ -134,7 +151,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for name in _FIELDS:
+        for name in _JSON_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 event[name] = value

@@ -205,6 +205,12 @@ class BridgeSettings(Model):
 
     id: Name = Field(description="Names this bridge in loop-prevention headers")
     data_dir: str = Field("./natsbridge-data", description="Where the embedded buffer lives")
+    replica: Name | None = Field(
+        None,
+        description="This process's name among replicas of one config (stable across its "
+        "restarts); run --workers appends -worker-I. Kinds whose clients need a unique "
+        "identity use it (MQTT: client ids and shared subscriptions)",
+    )
     admin: Admin = Admin()
     drain_timeout: Seconds = Field(30.0, gt=0, description="Grace period on SIGTERM")
     hop_limit: int = Field(

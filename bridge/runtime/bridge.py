@@ -38,6 +38,7 @@ SAMPLE_INTERVAL_S = 1.0
 IDLE_CHECK_S = 1.0
 IDLE_ROUNDS_FOR_ONCE = 4  # --once stops after this many idle checks in a row
 CONTROL_MARGIN_S = 60.0  # an admin call waits for a reload's drains plus this much
+DRAIN_REPORT_S = 2.0  # a drain logs its progress this often
 
 Endpoints = Callable[[], tuple[Source, Sink]]
 
@@ -161,7 +162,16 @@ class Bridge:
         if not tasks:
             return
         timeout = self.config.bridge.drain_timeout
-        _, late = await asyncio.wait(tasks, timeout=timeout)
+        progress = DrainProgress(runners)
+        progress.report("draining %s (up to %gs): %s", plural(len(runners), "route"), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        late = set(tasks)
+        while late and loop.time() < deadline:
+            wait = min(DRAIN_REPORT_S, deadline - loop.time())
+            _, late = await asyncio.wait(late, timeout=wait)
+            if late and loop.time() < deadline:
+                progress.report("still draining %s: %s", plural(len(late), "route"))
         for task in late:
             log.warning(
                 "route %s did not drain within %gs; its buffer keeps the rest",
@@ -171,6 +181,9 @@ class Bridge:
             )
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for runner in runners:
+            await _sample_backlog(runner)  # what stays in the buffer, for the last report
+        progress.report("drained %s: %s", plural(len(runners), "route"), event="drained")
         for runner in runners:
             buffer = self._route_buffers.pop(runner.route.name, None)
             if buffer is not None:
@@ -354,11 +367,38 @@ async def _sample_backlog(runner: RouteRunner) -> None:
     runner.stats.buffer_bytes = backlog.bytes
 
 
+class DrainProgress:
+    """The drain's log lines: per route, what was delivered since it began and what is left."""
+
+    def __init__(self, runners: list[RouteRunner]) -> None:
+        self.runners = runners
+        self.delivered_before = {id(runner): runner.stats.delivered for runner in runners}
+
+    def report(self, message: str, *args: object, event: str = "draining") -> None:
+        """Log `message` % (*args, the counts), with the counts as fields too."""
+        counts = {
+            runner.route.name: {
+                "delivered": runner.stats.delivered - self.delivered_before[id(runner)],
+                "left": runner.stats.buffer_depth,
+            }
+            for runner in self.runners
+        }
+        delivered = sum(count["delivered"] for count in counts.values())
+        left = sum(count["left"] for count in counts.values())
+        summary = f"{delivered} delivered since the drain began, {left} left in the buffer"
+        log.info(message, *args, summary, extra={"event": event, "routes": counts})
+
+
 def install_signal_handlers(bridge: Bridge) -> None:
     """SIGTERM and SIGINT start a graceful drain; SIGHUP reloads the config."""
     loop = asyncio.get_running_loop()
+
+    def stop(signum: signal.Signals) -> None:
+        log.info("%s: stopping", signum.name, extra={"event": "signal", "signal": signum.name})
+        bridge.stop()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, bridge.stop)
+            loop.add_signal_handler(signum, stop, signum)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, bridge.reload_on_signal)

@@ -31,6 +31,7 @@ log = logging.getLogger(logs.ROUTE_LOGGER)
 RECEIVE_TIMEOUT_S = 0.5
 FULL_POLL_S = 0.1  # how often a full buffer is asked again for room
 PAUSE_WAIT_S = 10.0  # longest a pause waits for a read under way (a source slow to return)
+DRAIN_POLL_S = 0.25  # while draining, how often a sink's back-off checks for work left
 HEALTHY_AFTER_S = 10.0  # a connection up this long resets the reconnect back-off
 
 T = TypeVar("T")
@@ -94,6 +95,16 @@ class RouteEndpoints:
                     delay = self.route.spec.retry.max
                     self.stats.state = RouteState.FAILED
                     log = self._log.error
+                if self._stopping.is_set() and not isinstance(exc, RetryableError):
+                    # Draining, and the sink refused for good: nothing can move, so the
+                    # drain ends now instead of at drain_timeout; the buffer keeps the rest.
+                    self._log.error(
+                        "cannot connect the %s while draining, giving up: %s",
+                        role,
+                        exc,
+                        extra={"event": "drain_gave_up", "connection": endpoint_connection},
+                    )
+                    return False
                 log(
                     "cannot connect the %s, retrying in %.1fs: %s",
                     role,
@@ -101,7 +112,7 @@ class RouteEndpoints:
                     exc,
                     extra={"event": "connect_failed", "connection": endpoint_connection},
                 )
-                await self._back_off(delay)
+                await self._back_off(delay, role)
                 continue
             self._connected_at[role] = time.monotonic()
             setattr(self.stats, f"{role}_connected", True)
@@ -179,12 +190,18 @@ class RouteEndpoints:
             exc,
             extra={"event": "reconnecting", "connection": self._connection_of(role)},
         )
-        await self._back_off(delay)
+        await self._back_off(delay, role)
         return await self._connect(endpoint, role)
 
-    async def _back_off(self, seconds: float) -> None:
-        """A back-off delay; while draining only the sink retries, and without waking early."""
-        await (asyncio.sleep(seconds) if self._stopping.is_set() else self._sleep(seconds))
+    async def _back_off(self, seconds: float, role: str) -> None:
+        """A back-off delay, cut short by `stop()`; while draining only the sink waits,
+        and only while buffered messages are left for it."""
+        if not self._stopping.is_set():
+            await self._sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while role == "sink" and self._work_left() and time.monotonic() < deadline:
+            await asyncio.sleep(min(DRAIN_POLL_S, max(deadline - time.monotonic(), 0.0)))
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when the route is stopped."""

@@ -36,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from natsbridge.bridge import logs
 from natsbridge.bridge.secrets import redact_url
 from natsbridge.connectors.mqtt.config import MqttConnection
 from natsbridge.sdk import (
@@ -51,6 +52,7 @@ from natsbridge.sdk import (
 )
 
 log = logging.getLogger("natsbridge.mqtt")
+paho_log = logging.getLogger("paho.mqtt.client")  # paho's own lines, with --driver-logs
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -124,6 +126,20 @@ def puback_error(topic: str, code: ReasonCode) -> BridgeError:
     return MessageRejected(text)
 
 
+def in_route(route: str | None, callback: Callable[..., None]) -> Callable[..., None]:
+    """`callback`, setting the route's log context in the thread that calls it first."""
+
+    def call(*args: Any) -> None:
+        logs.route_context(route)
+        callback(*args)
+
+    return call
+
+
+def _paho_line(client: paho.Client, userdata: Any, level: int, line: str) -> None:
+    paho_log.log(paho.LOGGING_LEVEL[level], line)
+
+
 class MqttClient:
     """One MQTT connection; see the module docstring for its threads and lifecycle."""
 
@@ -179,12 +195,17 @@ class MqttClient:
             client.tls_insecure_set(config.tls is not None and not config.tls.verify)
         client.connect_timeout = config.connect_timeout
         client.max_inflight_messages_set(self.receive_max)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        client.on_unsubscribe = self._on_subscribe
+        # paho's network thread starts with an empty context: each callback names the route
+        # before it runs, so that its lines and paho's own carry `route`.
+        route = logs.current_route()
+        if paho_log.isEnabledFor(logging.DEBUG):  # --log-level debug --driver-logs
+            client.on_log = in_route(route, _paho_line)  # before the CONNACK's callback
+        client.on_connect = in_route(route, self._on_connect)
+        client.on_disconnect = in_route(route, self._on_disconnect)
+        client.on_message = in_route(route, self._on_message)
+        client.on_publish = in_route(route, self._on_publish)
+        client.on_subscribe = in_route(route, self._on_subscribe)
+        client.on_unsubscribe = client.on_subscribe
         return client
 
     # ------------------------------------------------------------ asyncio side

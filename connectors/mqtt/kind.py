@@ -52,10 +52,17 @@ def _topic_tokens(env: Envelope) -> str:
 def client_id(connection: MqttConnection, bridge: BridgeSettings, route: str, role: str) -> str:
     """The fixed client id of a route's source ("in") or sink ("out") on `connection`.
 
-    One per route and role: two clients with one id would keep taking the session from
-    each other. Route names hold no ':', so the ids of different routes never collide.
+    One per route and role, and per replica (`bridge.replica`): two clients with one id
+    would keep taking the session from each other. Names hold no ':', so the ids of
+    different routes and replicas never collide.
     """
-    return f"{connection.client_id or f'natsbridge-{bridge.id}'}:{route}:{role}"
+    prefix = connection.client_id or f"natsbridge-{bridge.id}"
+    return f"{prefix}:{route}:{role}" + (f":{bridge.replica}" if bridge.replica else "")
+
+
+def share_group(bridge: BridgeSettings, route: str) -> str | None:
+    """The shared-subscription group of a route's replicas; None for a lone process."""
+    return f"natsbridge-{bridge.id}-{route}" if bridge.replica else None
 
 
 class MqttKind(ConnectorKind):
@@ -151,7 +158,12 @@ class MqttKind(ConnectorKind):
         from natsbridge.connectors.mqtt.source import MqttTopicSource
 
         assert isinstance(connection, MqttConnection)
-        return MqttTopicSource(route, connection, client_id(connection, bridge, route.name, "in"))
+        return MqttTopicSource(
+            route,
+            connection,
+            client_id(connection, bridge, route.name, "in"),
+            share_group(bridge, route.name),
+        )
 
     def open_sink(self, route: Route, connection: Model, bridge: BridgeSettings) -> Sink:
         """PUBACK-confirmed publishes (connectors/mqtt/sink.py)."""

@@ -18,6 +18,11 @@ Settling:
 A QoS 0 message needs no settling (at most once: the config refuses QoS 0 under
 ``at_least_once``).
 
+Replicas (``bridge.replica`` set, as `run --workers` does): the client id ends in
+``:<replica>`` and each filter is subscribed as ``$share/natsbridge-<bridge id>-<route>/
+<filter>``, so the broker hands each message to one replica. A replica's unacked messages
+stay in its own session until that replica (the same name) comes back.
+
 The session: client id ``<client_id>:<route>:in``, ``clean_start``/``clean_session``
 false, MQTT 5 session expiry ``session_expiry``; while the bridge is away the broker
 keeps the subscriptions and queues QoS 1 messages for it, and sends them, together with
@@ -84,12 +89,18 @@ class AckOrder:
 class MqttTopicSource:
     """Source subscribed to `from.topics`; see the module docstring."""
 
-    def __init__(self, route: Route, connection: MqttConnection, client_id: str) -> None:
+    def __init__(
+        self, route: Route, connection: MqttConnection, client_id: str, share: str | None = None
+    ) -> None:
         spec = route.source
         assert isinstance(spec, MqttSource)
         self._config = connection
         self._route_name = route.name
         self.filters = list(spec.topics)
+        # Replicas subscribe as one shared-subscription group: each message goes to one.
+        self.subscriptions = (
+            [f"$share/{share}/{f}" for f in self.filters] if share else self.filters
+        )
         self.qos = spec.qos
         self.client_id = client_id
         self.receive_max = route.spec.max_in_flight
@@ -117,7 +128,7 @@ class MqttTopicSource:
         self._client, self._inbox = client, inbox
         try:
             await client.open()
-            granted = await client.subscribe(self.filters, self.qos)
+            granted = await client.subscribe(self.subscriptions, self.qos)
         except BaseException:
             self._client = self._inbox = None
             await client.close()
@@ -132,7 +143,7 @@ class MqttTopicSource:
         log.info(
             "%s: subscribed to %s at QoS %d as %r (%s session)",
             self.what,
-            ", ".join(self.filters),
+            ", ".join(self.subscriptions),
             self.qos,
             self.client_id,
             "resumed" if client.session_present else "new",

@@ -18,7 +18,8 @@ Connection
     every second, and restores subscriptions.
 
 Sources (`from:`)
-    core       subject (a pattern: `*`, `>`), optional queue_group. Messages go through a
+    core       subject (a pattern: `*`, `>`) in a queue group (`queue_group`, default
+               natsbridge-<bridge id>-<route>, so that replicas share it). Messages go through a
                bounded queue to the runtime; the Envelope keeps subject, payload, headers
                and the reply subject; Origin(kind="nats", subject=…). Acks are no-ops:
                core NATS cannot redeliver. Core NATS has no backpressure: if the bridge

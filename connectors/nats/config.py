@@ -51,7 +51,9 @@ class NatsSource(Endpoint):
     """Subscribe to a core NATS subject pattern, or consume a JetStream stream."""
 
     subject: str
-    queue_group: str | None = None
+    queue_group: str | None = Field(
+        None, description="Core NATS queue group; default natsbridge-<bridge id>-<route>"
+    )
     jetstream: JetStreamSource | None = None
 
 

@@ -60,7 +60,7 @@ def _noop_ack(error: BaseException | None) -> None:
 
 
 class CoreSource:
-    """Subscribes to a core NATS subject pattern (optionally in a queue group).
+    """Subscribes to a core NATS subject pattern in a queue group (default per bridge and route).
 
     nats-py delivers each message to a callback that puts it in a bounded queue;
     `receive()` takes batches from it. Core NATS has no backpressure: when the bridge
@@ -80,6 +80,9 @@ class CoreSource:
         self._inbox: Inbox[Msg] | None = None
         self._sub: Subscription | None = None
         self._origins: dict[str, Origin] = {}
+        # Replicas (same config, same bridge id) share the subject instead of each
+        # taking every message.
+        self.queue_group = route.source.queue_group or f"natsbridge-{bridge.id}-{route.name}"
 
     async def connect(self) -> None:
         """Connect and subscribe; ConnectionLost when no server answers."""
@@ -98,7 +101,7 @@ class CoreSource:
             with translate(f"subscribing to NATS subject '{self.config.subject}'"):
                 self._sub = await link.client.subscribe(
                     self.config.subject,
-                    queue=self.config.queue_group or "",
+                    queue=self.queue_group,
                     cb=on_message,
                     pending_msgs_limit=DEFAULT_PENDING_MSGS,
                     pending_bytes_limit=DEFAULT_PENDING_BYTES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from natsbridge.bridge.connector import Incoming, Source
@@ -42,3 +42,24 @@ async def receive_nothing(source: Source, wait: float = 1.0) -> None:
     """Assert that `source` delivers nothing within `wait` seconds."""
     extra = await source.receive(10, wait)
     assert not extra, f"unexpected messages: {[m.envelope.payload for m in extra]}"
+
+
+async def take_shared(
+    replicas: Sequence[Source], count: int, batch: int = 100
+) -> list[list[bytes]]:
+    """`count` messages from `replicas` read in turn (each acked): the payloads each took.
+
+    Then asserts that none of them has anything more: a message taken twice shows up as
+    a duplicate payload, one taken by nobody as a missing one.
+    """
+    taken: list[list[bytes]] = [[] for _ in replicas]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while sum(map(len, taken)) < count and loop.time() < deadline:
+        for replica, got in zip(replicas, taken, strict=True):
+            for message in await replica.receive(batch, 0.1):
+                message.ack(None)
+                got.append(message.envelope.payload)
+    for replica in replicas:
+        await receive_nothing(replica, 0.5)
+    return taken

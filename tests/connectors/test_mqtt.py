@@ -17,6 +17,7 @@ from natsbridge.connectors.mqtt import connector
 from natsbridge.connectors.mqtt.sink import MqttTopicSink
 from natsbridge.connectors.mqtt.source import MqttTopicSource
 from natsbridge.sdk import Envelope, Incoming
+from tests.connectors.helpers import take_shared
 from tests.connectors.mqtt_helpers import mqtt_auth, mqtt_tls, mqtt_url, raw_client
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
@@ -346,3 +347,37 @@ async def test_tls_with_the_ca_file_and_a_refusal_without_it(
     finally:
         await sink.close()
         await source.close()
+
+
+@scenario
+async def test_replicas_share_a_route_through_a_shared_subscription(
+    tmp_path: Path, url: str, unique_name: str
+) -> None:
+    """Two replicas of one config (bridge.replica a and b): each message goes to one."""
+    body = {
+        "name": unique_name,
+        "from": {"connection": "mqtt", "topics": [f"{unique_name}/#"], "qos": 1},
+        "to": {"connection": "nats", "subject": "out.{{topic}}"},
+    }
+    route, connection, bridge = _load(tmp_path, url, body)
+    replicas = [
+        connector.source(route, connection, bridge.model_copy(update={"replica": name}))
+        for name in ("a", "b")
+    ]
+    assert [r.client_id for r in replicas] == [  # type: ignore[attr-defined]
+        f"natsbridge-test-bridge:{unique_name}:in:{name}" for name in ("a", "b")
+    ]
+    sink = make_sink(tmp_path, url, f"{unique_name}-out")
+    for replica in replicas:
+        await replica.connect()
+    await sink.connect()
+    try:
+        sent = [Envelope(subject=f"{unique_name}/{i}", payload=b"%d" % i) for i in range(200)]
+        assert await sink.send_batch(sent) == [None] * 200
+        taken = await take_shared(replicas, 200)
+        assert sorted(taken[0] + taken[1]) == sorted(e.payload for e in sent)
+        assert taken[0] and taken[1], "one replica took everything"
+    finally:
+        await sink.close()
+        for replica in replicas:
+            await replica.close()

@@ -47,6 +47,7 @@ from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
+    take_shared,
     unique,
 )
 
@@ -122,6 +123,66 @@ async def read_stream(url: str, stream: str, count: int) -> list[Envelope]:
 
 
 # ---------------------------------------------------------------- core source and responder
+
+
+def test_replicas_of_a_core_source_share_its_messages(nats_url: str, tmp_path: Path) -> None:
+    """Two processes of one config (same bridge id and route) take each message once."""
+
+    async def scenario() -> None:
+        address = unique("replicas")
+        route, conn, bridge = load_route(
+            tmp_path, [nats_url], {"subject": f"{address}.>"}, {"subject": "out"}
+        )
+        replicas = [connector.source(route, conn, bridge) for _ in range(2)]
+        for replica in replicas:
+            await replica.connect()
+        nc = await raw(nats_url)
+        try:
+            for i in range(200):
+                await nc.publish(f"{address}.{i}", str(i).encode())
+            await nc.flush()
+            taken = await take_shared(replicas, 200)
+            assert sorted(taken[0] + taken[1]) == sorted(str(i).encode() for i in range(200))
+            assert taken[0] and taken[1], "one replica took everything"
+        finally:
+            await nc.close()
+            for replica in replicas:
+                await replica.close()
+
+    run(scenario())
+
+
+def test_replicas_of_a_jetstream_source_share_its_durable(nats_url: str, tmp_path: Path) -> None:
+    """Two processes of one config pull from one durable consumer: each message once."""
+
+    async def scenario() -> None:
+        address = unique("jsreplicas")
+        route, conn, bridge = load_route(
+            tmp_path,
+            [nats_url],
+            {"subject": address, "jetstream": {"stream": stream_name(address)}},
+            {"subject": "out"},
+            max_in_flight=10,
+        )
+        replicas = [connector.source(route, conn, bridge) for _ in range(2)]
+        for replica in replicas:
+            await replica.connect()
+        nc = await raw(nats_url)
+        try:
+            js = nc.jetstream()
+            for start in range(0, 200, 50):
+                await asyncio.gather(
+                    *(js.publish(address, b"%d" % i) for i in range(start, start + 50))
+                )
+            taken = await take_shared(replicas, 200, batch=10)
+            assert sorted(taken[0] + taken[1]) == sorted(b"%d" % i for i in range(200))
+            assert taken[0] and taken[1], "one replica took everything"
+        finally:
+            await nc.close()
+            for replica in replicas:
+                await replica.close()
+
+    run(scenario())
 
 
 def test_core_source_receives_headers_reply_and_responds(nats_url: str, tmp_path: Path) -> None:

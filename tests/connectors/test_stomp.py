@@ -72,6 +72,7 @@ from tests.connectors.helpers import (
     receive_n,
     receive_nothing,
     run,
+    take_shared,
     unique,
 )
 
@@ -1200,5 +1201,55 @@ def test_receive_waits_out_its_timeout_after_stale_wakeups(broker: Broker, tmp_p
             assert loop.time() - start >= 0.45
         finally:
             await source.close()
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- replicas
+
+
+@pytest.mark.parametrize(
+    ("broker_name", "kind"),
+    [
+        ("rabbitmq", "queue"),
+        ("rabbitmq", "durable topic"),
+        ("activemq", "queue"),
+        ("activemq", "virtual topic"),
+    ],
+)
+def test_replicas_of_a_route_share_its_messages(
+    broker_name: str,
+    kind: str,
+    tmp_path: Path,
+    durables: list[tuple[Broker, str, str]],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two replicas (same route): each message goes to one (README: Workers and replicas)."""
+    broker: Broker = request.getfixturevalue(broker_name)
+    name = unique("r")
+    tree = unique("shared")
+    if kind == "queue":
+        destination = send_to = queue_name("shared")
+    elif kind == "durable topic":
+        destination, send_to = broker.topic(tree), f"/topic/{tree}.a"
+    else:
+        destination = f"/queue/Consumer.{name}.VirtualTopic.{tree}"
+        send_to = f"/topic/VirtualTopic.{tree}"
+
+    async def scenario() -> None:
+        replicas = [make_source(tmp_path, broker, destination, name=name) for _ in range(2)]
+        if kind == "durable topic":
+            durables.append((broker, destination, replicas[0].subscription))
+        for replica in replicas:
+            await replica.connect()
+        try:
+            payloads = [b"%d" % i for i in range(100)]
+            await asyncio.to_thread(raw_send, broker, send_to, payloads)
+            taken = await take_shared(replicas, len(payloads))
+            assert sorted(taken[0] + taken[1]) == sorted(payloads)
+            assert taken[0] and taken[1], "one replica took everything"
+        finally:
+            for replica in replicas:
+                await replica.close()
 
     run(scenario())
