@@ -147,6 +147,11 @@ class BridgeSettings(Model):
     buffer: BufferLimits = Field(
         BufferLimits(), description="Every route's, unless it sets its own"
     )
+    strict_declarations: bool = Field(
+        False,
+        description="A stream/queue/exchange/topic that exists with other settings than "
+        "the config's fails its route (default: a warning)",
+    )
 
 
 # ---------------------------------------------------------------- connections

@@ -47,8 +47,13 @@ class RouteEndpoints:
         mapper: RouteMapper,
         buffer: RouteBuffer | None,
         endpoints: Callable[[], tuple[Source, Sink]] | None = None,
+        check_declared: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.route = route
+        # Compares a side's declared resources with the broker (bridge.declare.check),
+        # once per side before its first successful connect.
+        self._check_declared = check_declared
+        self._declared_checked: set[str] = set()
         self.source = source
         self.sink = sink
         self._endpoints = endpoints  # fresh source and sink for a restart after a failure
@@ -84,6 +89,9 @@ class RouteEndpoints:
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
                 with logs.connect_attempt():  # the one line about a failure is the one below
+                    if self._check_declared and role not in self._declared_checked:
+                        await self._check_declared(role)  # strict: a PermanentError
+                        self._declared_checked.add(role)
                     await endpoint.connect()
             except BridgeError as exc:
                 self.stats.error(exc)
