@@ -106,11 +106,8 @@ def dry_run(config: Config, say: Callable[[str], None]) -> int:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        say(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-            + "  "
-            + row[4]
-        )
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        say(f"{line}  {row[4]}".rstrip())
     strict = config.bridge.strict_declarations
     bad = failing(planned, strict)
     differing = sum(p.state == "differs" for p in planned)
