@@ -93,7 +93,7 @@ _said: set[tuple[object, ...]] = set()
 
 
 def _once(*key: object) -> bool:
-    """True the first time `key` is seen in this process (a line is logged once)."""
+    """True the first time `key` is seen in this process (a warning is logged once)."""
     if key in _said:
         return False
     _said.add(key)
@@ -101,17 +101,20 @@ def _once(*key: object) -> bool:
 
 
 def log_created(declaration: Declaration) -> None:
-    """One INFO line: the resource was created now, with its settings."""
-    if _once("created", *declaration.identity):
-        settings = declaration.describe_settings()
-        log.info(
-            "created %s '%s' on connection '%s'%s",
-            declaration.resource,
-            declaration.name,
-            declaration.connection,
-            f" ({settings})" if settings else "",
-            extra={"event": "declared", "connection": declaration.connection},
-        )
+    """One INFO line: the resource was created now, with its settings.
+
+    Called only by the connect that created it (one that finds it, or loses a race to
+    create it, says nothing): a resource deleted and created again is logged again.
+    """
+    settings = declaration.describe_settings()
+    log.info(
+        "created %s '%s' on connection '%s'%s",
+        declaration.resource,
+        declaration.name,
+        declaration.connection,
+        f" ({settings})" if settings else "",
+        extra={"event": "declared", "connection": declaration.connection},
+    )
 
 
 def refusal(declaration: Declaration, found: Sequence[Difference]) -> str:
@@ -147,10 +150,11 @@ def report(declaration: Declaration, observed: Observed, strict: bool) -> None:
             )
 
 
-async def check(route: Route, side: Side, config: Config) -> None:
+async def check(route: Route, side: Side, config: Config) -> bool:
     """Compare what `side` of `route` declares with the broker (before its first connect).
 
-    A broker that cannot be asked is left to the connect that follows (it reports why).
+    False when the broker could not be asked: the connect that follows reports why, and
+    the next connect asks again (so strict is not skipped by a broker that was down).
     """
     from natsbridge.bridge.registry import load_connector
 
@@ -159,16 +163,17 @@ async def check(route: Route, side: Side, config: Config) -> None:
     kind = load_connector(kind_name)
     declared = kind.declarations(route, side)
     if not declared:
-        return
+        return True
     try:
         observed = await kind.observe(config.connections[endpoint.connection], declared)
     except NotImplementedError:
-        return
+        return True
     except Exception as exc:  # the connect right after says it better, once
         log.debug("cannot compare the declared resources of route %s: %s", route.name, exc)
-        return
+        return False
     for declaration, seen in zip(declared, observed, strict=True):
         report(declaration, seen, config.bridge.strict_declarations)
+    return True
 
 
 def _shown(value: object) -> str:

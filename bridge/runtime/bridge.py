@@ -134,8 +134,8 @@ class Bridge:
             self._route_buffers[route.name] = buffer
         config = self.config
 
-        async def check_declared(role: str) -> None:
-            await declare.check(route, "from" if role == "source" else "to", config)
+        async def check_declared(role: str) -> bool:
+            return await declare.check(route, "from" if role == "source" else "to", config)
 
         return RouteRunner(route, source, sink, mapper, buffer, endpoints, check_declared)
 

@@ -47,11 +47,11 @@ class RouteEndpoints:
         mapper: RouteMapper,
         buffer: RouteBuffer | None,
         endpoints: Callable[[], tuple[Source, Sink]] | None = None,
-        check_declared: Callable[[str], Awaitable[None]] | None = None,
+        check_declared: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.route = route
-        # Compares a side's declared resources with the broker (bridge.declare.check),
-        # once per side before its first successful connect.
+        # Compares a side's declared resources with the broker (bridge.declare.check)
+        # before its connects, until the broker could be asked once.
         self._check_declared = check_declared
         self._declared_checked: set[str] = set()
         self.source = source
@@ -89,9 +89,7 @@ class RouteEndpoints:
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
                 with logs.connect_attempt():  # the one line about a failure is the one below
-                    if self._check_declared and role not in self._declared_checked:
-                        await self._check_declared(role)  # strict: a PermanentError
-                        self._declared_checked.add(role)
+                    await self._compare_declared(role)  # strict: a PermanentError
                     await endpoint.connect()
             except BridgeError as exc:
                 self.stats.error(exc)
@@ -117,6 +115,13 @@ class RouteEndpoints:
                 self.stats.state = RouteState.RUNNING
             return True
         return False
+
+    async def _compare_declared(self, role: str) -> None:
+        """Compare `role`'s declared resources with its broker, until it could be asked."""
+        if self._check_declared is None or role in self._declared_checked:
+            return
+        if await self._check_declared(role):
+            self._declared_checked.add(role)
 
     @property
     def paused(self) -> bool:

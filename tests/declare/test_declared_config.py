@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from natsbridge.bridge.config import load_config
-from natsbridge.bridge.declare import Declaration, differences, refusal, report
+from natsbridge.bridge.declare import Declaration, check, differences, refusal, report
 from natsbridge.bridge.errors import ConfigError, PermanentError
 from natsbridge.bridge.registry import load_connector
 
@@ -181,3 +182,22 @@ def test_strict_refuses_with_one_line_naming_where_the_key_lives() -> None:
     assert "bridge.strict_declarations is true" in str(caught.value)
     assert "route 'r' to.jetstream" in str(caught.value)
     report(ours, None, strict=True)  # missing: nothing to compare (the route creates it)
+
+
+def test_a_broker_that_cannot_be_asked_is_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under strict, a broker down at the first connect must not skip the comparison."""
+    config = load(tmp_path, js_route("max_msgs: 100"), strict=True)
+    answers: list[object] = [ConnectionError("down"), [{"max_msgs": 5}]]
+
+    async def observe(connection: object, declarations: object) -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(load_connector("nats"), "observe", observe)
+    assert asyncio.run(check(config.routes[0], "to", config)) is False
+    with pytest.raises(PermanentError, match="max_msgs ours 100, broker's 5"):
+        asyncio.run(check(config.routes[0], "to", config))
