@@ -112,7 +112,7 @@ def dry_run(config: Config, say: Callable[[str], None]) -> int:
     bad = failing(planned, strict)
     differing = sum(p.state == "differs" for p in planned)
     say(
-        f"dry run: {len(planned)} resources, nothing created; "
+        f"dry run: {len(planned)} resource{'' if len(planned) == 1 else 's'}, nothing created; "
         + (f"{len(bad)} would stop a route" if bad else "no route would fail")
         + (
             f" ({differing} differ, {'refused' if strict else 'warned'} as "

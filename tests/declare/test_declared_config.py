@@ -15,6 +15,7 @@ from natsbridge.bridge.config import load_config
 from natsbridge.bridge.declare import Declaration, check, differences, refusal, report
 from natsbridge.bridge.errors import ConfigError, PermanentError
 from natsbridge.bridge.registry import load_connector
+from natsbridge.bridge.runtime.dry_run import dry_run
 
 HEAD = """version: 1
 bridge: {id: t, data_dir: DATA}
@@ -201,3 +202,17 @@ def test_a_broker_that_cannot_be_asked_is_asked_again(
     assert asyncio.run(check(config.routes[0], "to", config)) is False
     with pytest.raises(PermanentError, match="max_msgs ours 100, broker's 5"):
         asyncio.run(check(config.routes[0], "to", config))
+
+
+def test_dry_run_says_which_broker_it_could_not_ask_and_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "down.yaml"
+    text = HEAD.replace("DATA", str(tmp_path / "data")) + js_route("max_msgs: 100")
+    path.write_text(text.replace("nats://127.0.0.1:4222", "nats://127.0.0.1:1"))
+    config = load_config(path)
+    said: list[str] = []
+    assert dry_run(config, said.append) == 1
+    [header, *rows, summary] = said
+    assert header.split() == ["ROUTE", "CONNECTION", "RESOURCE", "STATE", "DETAIL"]
+    stream = next(row for row in rows if "JetStream stream S" in row)
+    assert "unknown" in stream and "cannot ask:" in stream and "nats" in stream
+    assert summary.startswith("dry run: 2 resources, nothing created; ")
