@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from natsbridge.bridge import logs
 from natsbridge.bridge.errors import PermanentError
 
 if TYPE_CHECKING:
@@ -165,7 +166,8 @@ async def check(route: Route, side: Side, config: Config) -> bool:
     if not declared:
         return True
     try:
-        observed = await kind.observe(config.connections[endpoint.connection], declared)
+        with logs.connect_attempt():  # the driver's lines of a failed ask are dropped
+            observed = await kind.observe(config.connections[endpoint.connection], declared)
     except NotImplementedError:
         return True
     except Exception as exc:  # the connect right after says it better, once

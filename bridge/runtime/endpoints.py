@@ -88,8 +88,8 @@ class RouteEndpoints:
         endpoint_connection = self._connection_of(role)
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
+                await self._compare_declared(role)  # warns at once; strict: a PermanentError
                 with logs.connect_attempt():  # the one line about a failure is the one below
-                    await self._compare_declared(role)  # strict: a PermanentError
                     await endpoint.connect()
             except BridgeError as exc:
                 self.stats.error(exc)
