@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop (and drain) once every route has been idle and every buffer is empty",
     )
     add_worker_options(run)  # --workers N: supervised replicas (bridge.supervisor)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="connect, create nothing, list the streams/queues/exchanges/topics the routes "
+        "would declare and their state; exit 1 if a route would fail",
+    )
     run.set_defaults(func=_run)
 
     add_status_command(commands)  # status: the routes table of a running bridge
@@ -206,6 +212,11 @@ def _run(args: argparse.Namespace) -> int:
         return config
 
     config = load()
+    if args.dry_run:
+        from natsbridge.bridge.runtime.dry_run import dry_run
+
+        logs.configure("warning", False, args.driver_logs)
+        return dry_run(config, _print)
     json_lines = logs.configure(
         args.log_level,
         None if args.log_format is None else args.log_format == "json",

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from natsbridge.bridge.config.loader import Route
     from natsbridge.bridge.config.model import BridgeSettings, RouteSpec
     from natsbridge.bridge.connector import Sink, Source
+    from natsbridge.bridge.declare import Declaration, Observed
     from natsbridge.bridge.runtime.buffer import Buffers
 
 Feature = Literal["exactly_once", "request_reply"]
@@ -255,6 +256,26 @@ class ConnectorKind:
     ) -> Origin | None:
         """The Origin of a message from `address` for ``natsbridge map`` (no broker)."""
         return None
+
+    # ------------------------------------------------------------ declared resources
+
+    def declarations(self, route: Route, side: Side) -> list[Declaration]:
+        """The resources `side` of `route` creates when missing or needs (no I/O).
+
+        The core logs each one created (`bridge.declare.log_created`, which the connector
+        calls when it creates one), compares an existing one's settings with these before
+        the route's first connect, and lists them in ``run --dry-run``. Default: none.
+        """
+        return []
+
+    async def observe(self, connection: Model, declarations: list[Declaration]) -> list[Observed]:
+        """What the broker of `connection` has for each of `declarations`, in order: its
+        settings (the declarations' names for them), or None when it does not exist.
+
+        Opens its own short connection and creates nothing. NotImplementedError (the
+        default): this kind cannot say.
+        """
+        raise NotImplementedError
 
     # ------------------------------------------------------------ runtime
 

@@ -36,6 +36,7 @@ from natsbridge.bridge.connector import (
     send_one,
     unreadable,
 )
+from natsbridge.bridge.declare import Declaration, Observed, log_created
 from natsbridge.bridge.drivers import DriverVersionError, require
 from natsbridge.bridge.envelope import Envelope, Headers, Origin
 from natsbridge.bridge.errors import (
@@ -91,6 +92,7 @@ __all__ = [
     "Confirms",
     "ConnectionLost",
     "ConnectorKind",
+    "Declaration",
     "Delivery",
     "DriverThread",
     "DriverVersionError",
@@ -109,6 +111,7 @@ __all__ = [
     "MessageRejected",
     "Model",
     "Name",
+    "Observed",
     "Origin",
     "PayloadTooLarge",
     "PermanentError",
@@ -130,6 +133,7 @@ __all__ = [
     "escape_words",
     "failed",
     "first_match",
+    "log_created",
     "origin_value",
     "receive",
     "remembered",

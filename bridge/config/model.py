@@ -217,6 +217,11 @@ class BridgeSettings(Model):
         8, ge=1, le=255, description="Drop a message that crossed this many bridges"
     )
     buffer: Buffer = Field(Buffer(), description="Every route's, unless it sets its own")
+    strict_declarations: bool = Field(
+        False,
+        description="A stream/queue/exchange/topic that exists with other settings than "
+        "the config's fails its route (default: a warning)",
+    )
 
 
 # ---------------------------------------------------------------- connections

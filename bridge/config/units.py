@@ -73,6 +73,26 @@ Seconds = Annotated[
 ]
 """A duration in seconds, written as a number or with a unit (ms, s, m, h)."""
 
+
+def _bounded_age(value: float) -> float:
+    if not (math.isfinite(value) and 0 < value <= MAX_AGE_SECONDS):
+        raise ValueError(f"expected a duration above 0, up to {MAX_AGE_SECONDS // 3600:.0f}h")
+    return value
+
+
+MAX_AGE_SECONDS = 10 * 365 * 86400.0
+"""The longest retention age accepted: ten years."""
+
+Age = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_bounded_age),
+    WithJsonSchema(
+        {"anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}]}
+    ),
+]
+"""How long something is kept (a stream's max_age), like Seconds but up to ten years."""
+
 Bytes = Annotated[
     int,
     BeforeValidator(parse_size),

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from natsbridge.bridge import declare
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
 from natsbridge.bridge.config.model import Delivery
@@ -132,7 +133,12 @@ class Bridge:
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
             buffer = await self.buffers.route(route)
             self._route_buffers[route.name] = buffer
-        return RouteRunner(route, source, sink, mapper, buffer, endpoints)
+        config = self.config
+
+        async def check_declared(role: str) -> bool:
+            return await declare.check(route, "from" if role == "source" else "to", config)
+
+        return RouteRunner(route, source, sink, mapper, buffer, endpoints, check_declared)
 
     def _start(self, runner: RouteRunner) -> None:
         runner.stats.started_at = time.time()

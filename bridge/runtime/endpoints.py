@@ -48,8 +48,13 @@ class RouteEndpoints:
         mapper: RouteMapper,
         buffer: RouteBuffer | None,
         endpoints: Callable[[], tuple[Source, Sink]] | None = None,
+        check_declared: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.route = route
+        # Compares a side's declared resources with the broker (bridge.declare.check)
+        # before its connects, until the broker could be asked once.
+        self._check_declared = check_declared
+        self._declared_checked: set[str] = set()
         self.source = source
         self.sink = sink
         self._endpoints = endpoints  # fresh source and sink for a restart after a failure
@@ -84,6 +89,7 @@ class RouteEndpoints:
         endpoint_connection = self._connection_of(role)
         while not self._stopping.is_set() or (role == "sink" and self._work_left()):
             try:
+                await self._compare_declared(role)  # warns at once; strict: a PermanentError
                 with logs.connect_attempt():  # the one line about a failure is the one below
                     await endpoint.connect()
             except BridgeError as exc:
@@ -120,6 +126,13 @@ class RouteEndpoints:
                 self.stats.state = RouteState.RUNNING
             return True
         return False
+
+    async def _compare_declared(self, role: str) -> None:
+        """Compare `role`'s declared resources with its broker, until it could be asked."""
+        if self._check_declared is None or role in self._declared_checked:
+            return
+        if await self._check_declared(role):
+            self._declared_checked.add(role)
 
     @property
     def paused(self) -> bool:

@@ -38,6 +38,7 @@ import pika
 from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 
+from natsbridge.bridge.declare import Declaration, log_created
 from natsbridge.bridge.errors import BridgeError, BridgeTimeout, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, redact_url
 from natsbridge.bridge.threads import settle, spawn
@@ -200,8 +201,9 @@ class AmqpClient:
         """Op: open a fresh channel (after a broker closed the last one) as `self.channel`."""
         self._open_channel(lambda: done(self.channel))
 
-    def ensure_exchange(self, name: str, kind: str) -> Steps:
-        """Steps: declare exchange `name` (durable, of `kind`) unless it already exists."""
+    def ensure_exchange(self, declaration: Declaration) -> Steps:
+        """Steps: declare the exchange (durable, of its type) unless it already exists."""
+        name, kind = declaration.name, str(declaration.settings["type"])
         try:
             yield lambda done: self.ch.exchange_declare(name, passive=True, callback=done)
         except AmqpNotFound:
@@ -209,14 +211,17 @@ class AmqpClient:
             yield lambda done: self.ch.exchange_declare(
                 name, exchange_type=kind, durable=True, callback=done
             )
+            log_created(declaration)
 
-    def ensure_queue(self, name: str) -> Steps:
-        """Steps: declare queue `name` (durable) unless it already exists, whatever its args."""
+    def ensure_queue(self, declaration: Declaration) -> Steps:
+        """Steps: declare the queue (durable) unless it already exists, whatever its args."""
+        name = declaration.name
         try:
             yield lambda done: self.ch.queue_declare(name, passive=True, callback=done)
         except AmqpNotFound:
             yield self.reopen_channel
             yield lambda done: self.ch.queue_declare(name, durable=True, callback=done)
+            log_created(declaration)
 
     @property
     def ch(self) -> Channel:

@@ -7,16 +7,20 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Endpoint, Model
+from natsbridge.bridge.declare import Declaration, Observed
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.kind import (
     ConnectorKind,
     Finding,
     Matcher,
     Placeholder,
+    Side,
     first_match,
     origin_value,
 )
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSink, AmqpSource
+from natsbridge.connectors.amqp.declare import declarations as declared_by
+from natsbridge.connectors.amqp.declare import observe as observe_declared
 from natsbridge.mappings import amqp
 from natsbridge.mappings.headers import AMQP_EXCHANGE, AMQP_QUEUE, AMQP_ROUTING_KEY
 
@@ -132,6 +136,15 @@ class AmqpKind(ConnectorKind):
             routing_key=address,
             queue=source.queue,
         )
+
+    def declarations(self, route: Route, side: Side) -> list[Declaration]:
+        """The source's exchange and queue, the sink's exchange (connectors/amqp/declare.py)."""
+        return declared_by(route, side)
+
+    async def observe(self, connection: Model, declarations: list[Declaration]) -> list[Observed]:
+        """Passive declares (None: missing), then a same-settings declare reads differences."""
+        assert isinstance(connection, AmqpConnection)
+        return await observe_declared(connection, declarations)
 
     def open_source(self, route: Route, connection: Model, bridge: BridgeSettings) -> Source:
         """A queue consumer (connectors/amqp/source.py)."""

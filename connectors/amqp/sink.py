@@ -44,6 +44,7 @@ from natsbridge.bridge.errors import (
 from natsbridge.bridge.threads import Completions, Confirms, settle
 from natsbridge.connectors.amqp.client import DEFAULT_CLOSE_TIMEOUT_S, AmqpClient, Steps, url_user
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSink
+from natsbridge.connectors.amqp.declare import declarations
 from natsbridge.connectors.amqp.driver import FramePublisher
 from natsbridge.connectors.amqp.errors import translate
 from natsbridge.connectors.amqp.message import EnvelopeReader, check_routing_key, properties_for
@@ -67,6 +68,7 @@ class AmqpExchangeSink:
         self._config = connection
         self._route_name = route.name
         self._exchange = spec.exchange
+        self._declared = declarations(route, "to")
         self._mandatory = spec.mandatory
         self._persistent = spec.persistent
         self._user = url_user(connection.url)
@@ -219,8 +221,9 @@ class AmqpExchangeSink:
     # ------------------------------------------------------------ pika thread
 
     def _setup(self, client: AmqpClient) -> Steps:
-        if self._spec.declare and self._exchange:
-            yield from client.ensure_exchange(self._exchange, self._spec.exchange_type)
+        for declaration in self._declared:  # the exchange, when to.declare
+            if declaration.create:
+                yield from client.ensure_exchange(declaration)
         generation = self._generation
 
         def on_confirm(frame: Method) -> None:

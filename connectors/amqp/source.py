@@ -38,6 +38,7 @@ from natsbridge.bridge.errors import (
 from natsbridge.bridge.threads import Inbox, receive, settle
 from natsbridge.connectors.amqp.client import AmqpClient, Steps, url_user
 from natsbridge.connectors.amqp.config import AmqpConnection, AmqpSource
+from natsbridge.connectors.amqp.declare import declarations, source_queue
 from natsbridge.connectors.amqp.errors import translating
 from natsbridge.connectors.amqp.message import EnvelopeReader, properties_for
 from natsbridge.mappings.amqp_properties import PROPERTY_HEADERS
@@ -59,7 +60,8 @@ class AmqpQueueSource:
         self._config = connection
         self._connection_name = connection_name
         self._route_name = route.name
-        self.queue = spec.queue if spec.queue is not None else f"natsbridge.{route.name}"
+        self.queue = source_queue(route)
+        self._declared = declarations(route, "from")  # [exchange,] queue
         self.prefetch = min(spec.prefetch or route.spec.max_in_flight, MAX_PREFETCH)
         self._client: AmqpClient | None = None
         self._generation = 0
@@ -149,9 +151,10 @@ class AmqpQueueSource:
 
     def _setup(self, client: AmqpClient, inbox: Inbox[Incoming]) -> Steps:
         spec = self._spec
-        if spec.exchange:  # "" is the default exchange: it exists and takes no bindings
-            yield from client.ensure_exchange(spec.exchange, spec.exchange_type)
-        yield from client.ensure_queue(self.queue)
+        *exchange, queue = self._declared  # "" is the default exchange: never declared
+        for declaration in exchange:
+            yield from client.ensure_exchange(declaration)
+        yield from client.ensure_queue(queue)
         if spec.exchange:
             for key in spec.binding_keys:
                 yield functools.partial(self._bind, client, spec.exchange, key)

@@ -77,9 +77,10 @@ Sink (``to:``; connectors/kafka/sink.py, connectors/kafka/transactions.py)
     envelope's key, e.g. the Kafka key of a Kafka source), ``partition`` (default
     librdkafka's partitioner, consistent_random: a hash of the key), ``compression`` none
     (default), gzip, snappy, lz4 or zstd (all built into librdkafka),
-    ``create_topic: {partitions, replication_factor}`` to create a missing topic, else a
-    missing topic is a TopicMissing error naming it (at connect for a literal topic, per
-    message for a templated one). The producer is idempotent with acks=all: its own
+    a missing topic is created (``create``, default true) with ``create_topic:
+    {partitions, replication_factor}`` (default 1 and 1; connectors/kafka/declare.py);
+    with ``create: false`` it is a TopicMissing error naming it (at connect for a literal
+    topic, per message for a templated one). The producer is idempotent with acks=all: its own
     retries keep order and write no duplicates. A message counts as sent when the broker
     acknowledged its record (delivery reports are served by a thread of the sink); many
     are in flight at once. Headers go back through mappings.kafka (the inverse of the

@@ -30,10 +30,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from natsbridge.bridge.declare import Declaration, log_created
 from natsbridge.bridge.errors import BridgeError, ConnectionLost, PermanentError
 from natsbridge.bridge.secrets import redact, register
 from natsbridge.bridge.tls import tls_context
-from natsbridge.connectors.kafka.config import KafkaConnection, KafkaTopicCreation
+from natsbridge.connectors.kafka.config import KafkaConnection
 from natsbridge.connectors.kafka.errors import (
     KafkaAuthenticationFailed,
     KafkaTlsFailed,
@@ -225,9 +226,15 @@ def max_message_bytes(client: AdminClient, topic: str) -> int | None:
         return None
 
 
-def create_topic(client: AdminClient, topic: str, creation: KafkaTopicCreation) -> bool:
-    """Create `topic` as `creation` says; False if it existed already. Waits until it is usable."""
-    spec = NewTopic(topic, creation.partitions, creation.replication_factor)
+def create_topic(client: AdminClient, declaration: Declaration) -> bool:
+    """Create the declared topic with its partitions and replication factor; False if it
+    existed already. Waits until it is usable; a topic created here is logged once."""
+    settings = declaration.settings
+    spec = NewTopic(
+        declaration.name,
+        int(settings["partitions"]),  # type: ignore[call-overload]
+        int(settings["replication_factor"]),  # type: ignore[call-overload]
+    )
     [future] = client.create_topics([spec], request_timeout=ADMIN_TIMEOUT_S).values()
     try:
         future.result(timeout=ADMIN_TIMEOUT_S)
@@ -236,10 +243,5 @@ def create_topic(client: AdminClient, topic: str, creation: KafkaTopicCreation) 
         if error is not None and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
             return False
         raise translate(exc) from exc
-    log.info(
-        "kafka: created topic %r (%d partitions, replication factor %d)",
-        topic,
-        creation.partitions,
-        creation.replication_factor,
-    )
+    log_created(declaration)
     return True

@@ -123,7 +123,7 @@ class KafkaSource(Endpoint):
 
 
 class KafkaTopicCreation(Model):
-    """How to create a missing Kafka topic."""
+    """How to create a missing Kafka topic; the keys set are compared with an existing one."""
 
     partitions: int = Field(1, ge=1)
     replication_factor: int = Field(1, ge=1)
@@ -136,4 +136,20 @@ class KafkaSink(Endpoint):
     key: Template | None = None
     partition: int | None = Field(None, ge=0, description="Default: Kafka's partitioner by key")
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
-    create_topic: KafkaTopicCreation | None = None
+    create: bool = Field(True, description="Create a missing topic (as create_topic says)")
+    create_topic: KafkaTopicCreation | None = Field(
+        None, description="Default: 1 partition, replication factor 1"
+    )
+
+    @model_validator(mode="after")
+    def _create_topic_needs_create(self) -> KafkaSink:
+        if self.create_topic is not None and not self.create:
+            raise ValueError("create_topic needs create: true (or remove create_topic)")
+        return self
+
+    @property
+    def topic_creation(self) -> KafkaTopicCreation | None:
+        """How a missing topic is created, or None when the route must not create it."""
+        if not self.create:
+            return None
+        return self.create_topic or KafkaTopicCreation()

@@ -9,15 +9,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Delivery, Endpoint, Model
 from natsbridge.bridge.config.source import shorten
+from natsbridge.bridge.declare import Declaration, Observed
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import TemplateError
-from natsbridge.bridge.kind import ConnectorKind, Finding, Placeholder
+from natsbridge.bridge.kind import ConnectorKind, Finding, Placeholder, Side
 from natsbridge.connectors.kafka.config import (
     TRANSACTIONS_NEED,
     KafkaConnection,
     KafkaSink,
     KafkaSource,
 )
+from natsbridge.connectors.kafka.declare import declarations as declared_by
+from natsbridge.connectors.kafka.declare import observe as observe_topics
 from natsbridge.mappings import kafka
 from natsbridge.mappings.escaping import escape_bytes_words
 from natsbridge.mappings.headers import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
@@ -144,6 +147,15 @@ class KafkaKind(ConnectorKind):
         return KafkaOrigin(
             source.connection, "kafka", topic=address, partition=partition or 0, offset=0
         )
+
+    def declarations(self, route: Route, side: Side) -> list[Declaration]:
+        """The sink's literal topic; the source's named topics (connectors/kafka/declare.py)."""
+        return declared_by(route, side)
+
+    async def observe(self, connection: Model, declarations: list[Declaration]) -> list[Observed]:
+        """Each topic's partitions and replication factor (metadata), None where missing."""
+        assert isinstance(connection, KafkaConnection)
+        return await observe_topics(connection, declarations)
 
     def open_source(self, route: Route, connection: Model, bridge: BridgeSettings) -> Source:
         """A consumer-group source (connectors/kafka/source.py)."""

@@ -22,10 +22,11 @@ see each record once.
 
 Topics: the topic is the rendered `to.topic` (envelope.subject). A topic is checked with
 the admin client before the producer first writes to it (the producer itself never
-creates one: ``allow.auto.create.topics`` is off). A missing topic is created with
-`to.create_topic` (partitions, replication factor), else it is a TopicMissing error naming
-it: at connect() for a literal topic (the route cannot work), at send_batch() for a
-templated one (that message is dead-lettered).
+creates one: ``allow.auto.create.topics`` is off). A missing topic is created (logged
+once) with `to.create_topic` (partitions, replication factor; default 1 and 1), unless
+``to.create: false``: then it is a TopicMissing error naming it: at connect() for a
+literal topic (the route cannot work), at send_batch() for a templated one (that
+message is dead-lettered).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from natsbridge.connectors.kafka.client import (
     settings,
 )
 from natsbridge.connectors.kafka.config import KafkaConnection, KafkaSink
+from natsbridge.connectors.kafka.declare import topic_declaration
 from natsbridge.connectors.kafka.errors import (
     RecordTooLarge,
     TopicMissing,
@@ -296,12 +298,12 @@ class _Producer:
         missing_since = self.missing.get(topic)
         if missing_since is not None and time.monotonic() - missing_since < MISSING_TOPIC_RECHECK_S:
             raise self._missing(topic)
-        creation = self.sink.spec.create_topic
+        declaration = topic_declaration(self.sink.spec, topic, self.sink.route_name)
         if partition_count(self._admin(), topic) is None:
-            if creation is None:
+            if not declaration.create:
                 self.missing[topic] = time.monotonic()
                 raise self._missing(topic)
-            create_topic(self._admin(), topic, creation)
+            create_topic(self._admin(), declaration)
         self.missing.pop(topic, None)
         self.limits[topic] = max_message_bytes(self._admin(), topic)
         self.known.add(topic)
@@ -309,8 +311,8 @@ class _Producer:
     def _missing(self, topic: str) -> TopicMissing:
         return TopicMissing(
             topic,
-            f"route {self.sink.route_name!r} does not create it (set to.create_topic with "
-            f"partitions and replication_factor, or create it) — bootstrap servers "
+            f"route {self.sink.route_name!r} does not create it (to.create is false: set it "
+            f"true, or create the topic) — bootstrap servers "
             f"{bootstrap(self.sink.config)}",
         )
 

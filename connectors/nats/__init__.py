@@ -27,7 +27,10 @@ Sources (`from:`)
                fills, then nats-py's per-subscription buffer (65,536 messages / 64 MiB),
                then nats-py drops messages and the connector logs "slow consumer" with a
                running count. A Responder: replies go to the request's reply subject.
-    jetstream  {stream, durable, create, ack_wait, max_deliver}: a durable pull consumer
+    jetstream  {stream, durable, create, ack_wait, max_deliver, + the stream settings
+               replicas, storage, retention, max_msgs, max_bytes, max_age, discard, which
+               create a missing stream and are compared with an existing one (declare.py)}:
+               a durable pull consumer
                (default name natsbridge-<route>) filtered on `subject`, bound if it exists,
                else created (with the stream, subjects [subject]) when `create`; an
                existing push consumer is refused. A streaming pull: one private inbox,
@@ -55,7 +58,8 @@ Sinks (`to:`)
                confirms every send buffered before it. A Requester: `request()` returns the
                first reply, BridgeTimeout on timeout, NoResponders (retryable) when nobody
                listens.
-    jetstream  {stream, create, subjects, duplicate_window}: publish and wait for the PubAck,
+    jetstream  {stream, create, subjects, duplicate_window, + the stream settings}:
+               publish and wait for the PubAck,
                pipelined (many sends in flight at once, in call order on the wire).
                Nats-Msg-Id from envelope.msg_id, so `exactly_once` redeliveries are dropped
                by the stream's duplicate window (a duplicate PubAck counts as success). The

@@ -20,6 +20,7 @@ import nats.errors
 from nats.js.api import StreamConfig, StreamInfo
 from nats.js.manager import JetStreamManager
 
+from natsbridge.bridge.declare import Declaration, log_created
 from natsbridge.bridge.errors import ConnectionLost, MessageRejected, PermanentError
 from natsbridge.bridge.tls import tls_context
 from natsbridge.connectors.nats.config import NatsConnection
@@ -211,32 +212,34 @@ class NatsLink:
 
 async def ensure_stream(
     jsm: JetStreamManager,
-    name: str,
+    declaration: Declaration,
     context: str,
-    create: tuple[str, bool],
     config: Callable[[], StreamConfig],
 ) -> StreamInfo:
-    """The info of JetStream stream `name`, created as `config()` says when missing and allowed.
+    """The info of the declared JetStream stream, created as `config()` says when missing.
 
-    `create` is the config key that allows it and its value (("to.jetstream.create",
-    True)): when it is false a missing stream is a StreamMissing error naming the key. A
-    stream that another bridge created between the look-up and the create is fine.
+    When the declaration may not create it, a missing stream is a StreamMissing error
+    naming the key (``to.jetstream.create``). A stream created here is logged once with
+    its settings; one that another bridge created between the look-up and the create is
+    fine.
     """
+    name = declaration.name
     try:
         with translate(context):
             return await jsm.stream_info(name)
     except StreamMissing:
-        key, allowed = create
-        if not allowed:
+        if not declaration.create:
             raise StreamMissing(
-                f"{context} does not exist and {key} is false: create the stream or set "
-                "create: true"
+                f"{context} does not exist and {declaration.why_not_created}: create the "
+                "stream or set create: true"
             ) from None
     stream = config()
     try:
         with translate(f"{context}: creating it with subjects {stream.subjects}"):
-            return await jsm.add_stream(stream)
+            info = await jsm.add_stream(stream)
     except MessageRejected as exc:
         with contextlib.suppress(StreamMissing), translate(context):
             return await jsm.stream_info(name)
         raise PermanentError(str(exc)) from exc
+    log_created(declaration)
+    return info

@@ -18,7 +18,7 @@ from natsbridge.bridge.config.model import (
     Tls,
     url_with_scheme,
 )
-from natsbridge.bridge.config.units import Seconds
+from natsbridge.bridge.config.units import Age, Bytes, Seconds
 
 NatsUrl = Annotated[str, url_with_scheme("nats", "tls", "ws", "wss")]
 
@@ -37,7 +37,23 @@ class NatsConnection(Model):
     tls: Tls | None = None
 
 
-class JetStreamSource(Model):
+class StreamSettings(Model):
+    """How the bridge creates a missing stream; those set are compared with an existing one."""
+
+    replicas: int = Field(1, ge=1, le=5, description="num_replicas (a cluster needs >= that)")
+    storage: Literal["file", "memory"] = "file"
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    max_msgs: int | None = Field(None, ge=1, description="Default: unlimited")
+    max_bytes: Bytes | None = Field(None, description="Default: unlimited")
+    max_age: Age | None = Field(None, description="Default: unlimited (a duration: 24h)")
+    discard: Literal["old", "new"] = Field("old", description="At a limit: drop old or refuse")
+
+
+STREAM_SETTINGS = tuple(StreamSettings.model_fields)
+"""The stream settings keys, in config order."""
+
+
+class JetStreamSource(StreamSettings):
     """Consume a JetStream stream through a durable pull consumer."""
 
     stream: JsName
@@ -57,7 +73,7 @@ class NatsSource(Endpoint):
     jetstream: JetStreamSource | None = None
 
 
-class JetStreamSink(Model):
+class JetStreamSink(StreamSettings):
     """Publish into a JetStream stream and wait for its PubAck."""
 
     stream: JsName

@@ -6,10 +6,13 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Delivery, Endpoint, Model
+from natsbridge.bridge.declare import Declaration, Observed
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import SubjectError, TemplateError
 from natsbridge.bridge.kind import ConnectorKind, Feature, Finding, Matcher, Placeholder, Side
 from natsbridge.connectors.nats.config import NatsConnection, NatsSink, NatsSource
+from natsbridge.connectors.nats.declare import observe as observe_streams
+from natsbridge.connectors.nats.declare import stream_declaration
 from natsbridge.mappings.subjects import validate_pattern
 from natsbridge.mappings.templates import subject_matcher
 
@@ -150,6 +153,16 @@ class NatsKind(ConnectorKind):
     def preview_origin(self, source: Endpoint, address: str, partition: int | None) -> NatsOrigin:
         """A message published on subject `address`."""
         return NatsOrigin(source.connection, "nats", subject=address)
+
+    def declarations(self, route: Route, side: Side) -> list[Declaration]:
+        """The JetStream stream of ``from.jetstream`` / ``to.jetstream`` (none: core NATS)."""
+        declaration = stream_declaration(route, side)
+        return [] if declaration is None else [declaration]
+
+    async def observe(self, connection: Model, declarations: list[Declaration]) -> list[Observed]:
+        """Each stream's settings on the server (stream info), None where missing."""
+        assert isinstance(connection, NatsConnection)
+        return await observe_streams(connection, declarations)
 
     def open_source(self, route: Route, connection: Model, bridge: BridgeSettings) -> Source:
         """A core subscription, or a JetStream pull consumer with ``from.jetstream``."""

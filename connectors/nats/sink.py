@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import StreamConfig, StreamInfo
+from nats.js.api import StreamInfo
 from nats.js.errors import APIError
 
 from natsbridge.bridge.config.loader import Route
@@ -28,6 +28,7 @@ from natsbridge.bridge.threads import Confirms, failed
 from natsbridge.connectors.nats.client import NatsLink, ensure_stream
 from natsbridge.connectors.nats.config import JetStreamSink as JetStreamSinkConfig
 from natsbridge.connectors.nats.config import NatsConnection, NatsSink
+from natsbridge.connectors.nats.declare import sink_subjects, stream_config, stream_declaration
 from natsbridge.connectors.nats.driver import NatsClient
 from natsbridge.connectors.nats.errors import (
     NoResponders,
@@ -397,33 +398,17 @@ class JetStreamSink(_Sink):
         if max_msg_size is not None and max_msg_size > 0 and self.link is not None:
             self.limit = min(self.payload_limit(self.link.max_payload), max_msg_size)
 
-    def _subjects_to_create(self) -> list[str]:
-        if self.js_config.subjects:
-            return list(self.js_config.subjects)
-        template = self.route.templates.get("subject")
-        if template is not None:
-            derived = derived_stream_subjects(template.text, template.is_literal)
-        else:
-            derived = derived_stream_subjects(self.config.subject, "{{" not in self.config.subject)
-        if derived == [">"]:
-            # A stream on ">" would also capture every reply inbox, PubAcks included.
-            raise PermanentError(
-                f"route '{self.route.name}': cannot derive the subjects of JetStream stream "
-                f"'{self.js_config.stream}' from '{self.config.subject}' (no literal prefix); "
-                "set to.jetstream.subjects"
-            )
-        return derived
-
     async def _ensure_stream(self, client: NatsClient) -> StreamInfo:
+        declaration = stream_declaration(self.route, "to")
+        assert declaration is not None
         name = self.js_config.stream
         return await ensure_stream(
             client.jsm(),
-            name,
+            declaration,
             f"route '{self.route.name}': JetStream stream '{name}'",
-            ("to.jetstream.create", self.js_config.create),
-            lambda: StreamConfig(
-                name=name,
-                subjects=self._subjects_to_create(),
+            lambda: stream_config(
+                declaration,
+                subjects=sink_subjects(self.route),  # raises when none can be derived
                 duplicate_window=float(self.js_config.duplicate_window),
             ),
         )

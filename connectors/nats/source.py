@@ -15,7 +15,7 @@ from typing import NamedTuple
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from natsbridge.bridge.config.loader import Route
@@ -32,6 +32,7 @@ from natsbridge.bridge.threads import Inbox, LoopPoster, take_up_to
 from natsbridge.connectors.nats.client import NatsLink, ensure_stream
 from natsbridge.connectors.nats.config import JetStreamSource as JetStreamSourceConfig
 from natsbridge.connectors.nats.config import NatsConnection, NatsSource
+from natsbridge.connectors.nats.declare import stream_config, stream_declaration
 from natsbridge.connectors.nats.errors import StreamMissing, translate
 from natsbridge.connectors.nats.kind import NatsOrigin as Origin
 from natsbridge.connectors.nats.message import (
@@ -415,12 +416,13 @@ class JetStreamSource:
         self._settler = _Settler(self.route, link)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
+        declaration = stream_declaration(self.route, "from")
+        assert declaration is not None
         await ensure_stream(
             js,
-            self.js_config.stream,
+            declaration,
             f"route '{self.route.name}': JetStream stream '{self.js_config.stream}'",
-            ("from.jetstream.create", self.js_config.create),
-            lambda: StreamConfig(name=self.js_config.stream, subjects=[self.config.subject]),
+            lambda: stream_config(declaration, [self.config.subject]),
         )
 
     async def _ensure_consumer(self, js: JetStreamContext) -> None:

@@ -422,14 +422,14 @@ def test_missing_source_topic_is_a_clear_error(kafka_bootstrap: str, tmp_path: P
 # ---------------------------------------------------------------- sink
 
 
-def test_missing_sink_topic_without_create_topic(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_missing_sink_topic_with_create_false(kafka_bootstrap: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         topic = unique("missing-sink")
-        sink = sink_for(tmp_path, kafka_bootstrap, topic=topic)
+        sink = sink_for(tmp_path, kafka_bootstrap, topic=topic, create=False)
         with pytest.raises(TopicMissing, match=f"'{topic}' does not exist"):
             await sink.connect()
         # A templated topic: connect works, the message naming a missing topic fails for good.
-        templated = sink_for(tmp_path, kafka_bootstrap, topic="t.{{wildcard(1)}}")
+        templated = sink_for(tmp_path, kafka_bootstrap, topic="t.{{wildcard(1)}}", create=False)
         await templated.connect()
         try:
             with pytest.raises(TopicMissing, match=topic):
