@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -56,6 +56,7 @@ class Route:
     sink: Endpoint
     sink_kind: str
     templates: dict[str, Template]
+    dead_letters: Route | None = None  # this route with `dead_letters:` as its sink
 
     @property
     def name(self) -> str:
@@ -221,7 +222,37 @@ class _Checker:
             return None
         self.check_delivery(spec, *endpoints, where)
         source, source_kind, sink, sink_kind = endpoints
-        return Route(spec, source, source_kind.name, sink, sink_kind.name, templates)
+        route = Route(spec, source, source_kind.name, sink, sink_kind.name, templates)
+        if not isinstance(body, dict) or body.get("dead_letters") is None:
+            return route
+        dead_letters = self.check_dead_letters(route, source_kind, body, where, connections)
+        return None if dead_letters is None else replace(route, dead_letters=dead_letters)
+
+    def check_dead_letters(
+        self,
+        route: Route,
+        source_kind: ConnectorKind,
+        body: dict[str, Any],
+        where: YamlPath,
+        connections: dict[str, Model],
+    ) -> Route | None:
+        """`dead_letters:` checked as a `to` of its connection's kind: `route` writing there."""
+        path: YamlPath = (*where, "dead_letters")
+        written = body["dead_letters"]
+        if not isinstance(written, dict):
+            self.fail(
+                path, f"expected a `to` mapping with a 'connection', found {_kind_of(written)}"
+            )
+            return None
+        name = self.connection_kind(written, path, connections)
+        checked = self.check_endpoint(name, written, path) if name else None
+        if checked is None:
+            return None
+        sink, sink_kind = checked
+        self.report(sink_kind.check_sink(sink, route.spec), path)
+        templates = self.compile_templates(route.source, source_kind, sink, sink_kind, path, "")
+        spec = route.spec.model_copy(update={"delivery": Delivery.AT_LEAST_ONCE})
+        return Route(spec, route.source, route.source_kind, sink, sink_kind.name, templates)
 
     def check_endpoints(
         self, body: Any, where: YamlPath, connections: dict[str, Model]
@@ -312,14 +343,16 @@ class _Checker:
         sink: Endpoint,
         sink_kind: ConnectorKind,
         where: YamlPath,
+        key: str = "to",
     ) -> dict[str, Template]:
+        """The sink's templates at `where`/`key` (`key` "" for `dead_letters`), compiled."""
         patterns = source_kind.source_patterns(source)
         compiled: dict[str, Template] = {}
         for name in sink_kind.sink_templates:
             text = getattr(sink, name)
             if text is None:
                 continue
-            path = (*where, "to", name)
+            path = (*where, key, name) if key else (*where, name)
             try:
                 compiled[name] = compile_template(
                     text,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -22,10 +23,14 @@ from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
 from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.connector import Sink, Source
-from natsbridge.bridge.errors import BridgeError, ConfigError, StoreError
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import BridgeError, ConfigError, NotFound, StoreError
 from natsbridge.bridge.logs import plural
 from natsbridge.bridge.migrate.metrics import MigrationCollector
 from natsbridge.bridge.registry import did_you_mean, load_connector
+from natsbridge.bridge.runtime.buffer import RouteBuffer
+from natsbridge.bridge.runtime.dead_letter_admin import DeadLetterAdmin
+from natsbridge.bridge.runtime.dead_letter_destination import DestinationDeadLetters
 from natsbridge.bridge.runtime.embedded import EmbeddedBuffers, EmbeddedRouteBuffer
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.reload import RouteDiff, diff_routes, fixed_setting_problems
@@ -127,11 +132,20 @@ class Bridge:
         source, sink = endpoints()
         connection = self.config.connections[route.sink.connection]
         mapper = RouteMapper(route, self.config.bridge, connection)
-        buffer: EmbeddedRouteBuffer | None = None
+        buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
-            buffer = await self.buffers.route(route)
-            self._route_buffers[route.name] = buffer
+            buffer = self._route_buffers[route.name] = await self.buffers.route(route)
+            if route.dead_letters is not None:
+                buffer = self._dead_letters(route, buffer)
         return RouteRunner(route, source, sink, mapper, buffer, endpoints)
+
+    def _dead_letters(self, route: Route, buffer: EmbeddedRouteBuffer) -> DestinationDeadLetters:
+        """`buffer` with its dead letters going to `route.dead_letters` (a sink of its kind)."""
+        target = route.dead_letters
+        assert target is not None
+        connection = self.config.connections[target.sink.connection]
+        sink = load_connector(target.sink_kind).sink(target, connection, self.config.bridge)
+        return DestinationDeadLetters(buffer, route, sink)
 
     def _start(self, runner: RouteRunner) -> None:
         runner.stats.started_at = time.time()
@@ -175,6 +189,8 @@ class Bridge:
             buffer = self._route_buffers.pop(runner.route.name, None)
             if buffer is not None:
                 buffer.release()
+            if isinstance(runner.buffer, DestinationDeadLetters):
+                await runner.buffer.close()
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 self._failure = self._failure or task.exception()
@@ -287,9 +303,29 @@ class Bridge:
         log.info("route %s resumed", name, extra={"event": "resumed", "route": name})
         return {"route": name, "paused": False}
 
+    async def dead_letters(self, request: str) -> dict[str, Any]:
+        """A `natsbridge dlq` operation (JSON `request`) on the running buffer."""
+        assert self.buffers.broker is not None, "run() first"
+        try:
+            return await DeadLetterAdmin(self.buffers.broker, self._remap).run(json.loads(request))
+        except NotFound as exc:
+            raise ControlError(404, str(exc)) from None
+
+    async def _remap(self, route: str, envelope: Envelope) -> None:
+        """Map an intake dead letter again with route `route`'s mapping, and buffer it."""
+        runner = self._find(route)
+        if runner.buffer is None:
+            raise BridgeError(f"route {route!r} has no buffer now (at_most_once)")
+        await runner.buffer.put([runner.mapper.map(envelope)])
+
     def call(self, action: str, argument: str) -> dict[str, Any]:
         """From another thread (the admin server): run `action` on the loop, wait for it."""
-        method = {"reload": self.reload, "pause": self.pause, "resume": self.resume}[action]
+        method = {
+            "reload": self.reload,
+            "pause": self.pause,
+            "resume": self.resume,
+            "dlq": self.dead_letters,
+        }[action]
         try:
             assert self._loop is not None, "run() first"
             future: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(

@@ -149,10 +149,16 @@ def test_dlq_ls_and_show(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 0
+    """The buffered dead letter goes back; the intake one cannot while the bridge is
+    stopped, and `--all` says why and exits 1 (it said "nothing replayed" and exited 0)."""
+    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 1
     out = capsys.readouterr().out
     assert "replayed 1 message from orders.dlq into orders" in out
-    assert "1 dead letter left" in out
+    assert "not replayed: #2: never buffered" in out
+    assert "only the running bridge does: start it and replay again" in out
+    assert "1 dead letter left in orders.dlq" in out
+    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--seq", "9") == 1
+    assert "not replayed: #9: no dead letter #9 in orders.dlq" in capsys.readouterr().out
     store = Store.open(data_dir, read_only=True)
     try:
         replayed = store.get_message("orders", 5)
@@ -164,6 +170,15 @@ def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         )
     finally:
         store.close()
+
+
+def test_dlq_purge(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("dlq", "purge", "orders", "--data-dir", str(data_dir), "--seq", "2") == 0
+    assert "purged 1 dead letter from orders.dlq, 1 left" in capsys.readouterr().out
+    assert cli("dlq", "purge", "orders.dlq", "--data-dir", str(data_dir), "--all", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"stream": "orders.dlq", "purged": 1, "left": 0}
+    assert cli("dlq", "ls", "--data-dir", str(data_dir)) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["orders", "orders.dlq", "0"]
 
 
 def test_replay_refuses_while_the_bridge_runs(
