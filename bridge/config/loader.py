@@ -251,7 +251,10 @@ class _Checker:
         sink, sink_kind = checked
         self.report(sink_kind.check_sink(sink, route.spec), path)
         templates = self.compile_templates(route.source, source_kind, sink, sink_kind, path, "")
-        spec = route.spec.model_copy(update={"delivery": Delivery.AT_LEAST_ONCE})
+        # A dead letter may be what broke the route's limits; it is sent once, confirmed.
+        spec = route.spec.model_copy(
+            update={"delivery": Delivery.AT_LEAST_ONCE, "max_payload": None}
+        )
         return Route(spec, route.source, route.source_kind, sink, sink_kind.name, templates)
 
     def check_endpoints(

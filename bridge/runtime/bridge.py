@@ -144,8 +144,9 @@ class Bridge:
         target = route.dead_letters
         assert target is not None
         connection = self.config.connections[target.sink.connection]
-        sink = load_connector(target.sink_kind).sink(target, connection, self.config.bridge)
-        return DestinationDeadLetters(buffer, route, sink)
+        kind = load_connector(target.sink_kind)
+        bridge = self.config.bridge
+        return DestinationDeadLetters(buffer, route, lambda: kind.sink(target, connection, bridge))
 
     def _start(self, runner: RouteRunner) -> None:
         runner.stats.started_at = time.time()

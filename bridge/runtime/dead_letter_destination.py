@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from natsbridge.bridge.config.loader import Route
@@ -51,16 +51,18 @@ class DeadLetterUnavailable(StoreError):
 class DestinationDeadLetters:
     """A route's buffer whose dead letters go to the route's `dead_letters:` destination."""
 
-    def __init__(self, buffer: EmbeddedRouteBuffer, route: Route, sink: Sink) -> None:
+    def __init__(
+        self, buffer: EmbeddedRouteBuffer, route: Route, make_sink: Callable[[], Sink]
+    ) -> None:
         assert route.dead_letters is not None
         self.buffer = buffer
         self.route = route
         self.target = route.dead_letters
-        self.sink = sink
+        self.make_sink = make_sink  # a fresh one after a failure: closed ones stay closed
+        self.sink: Sink | None = None
         kind = load_connector(self.target.sink_kind)
         self.address = self.target.templates[kind.sink_templates[0]]
         self.key = self.target.templates.get("key")
-        self.connected = False
         self.failed_at: dict[int, float] = {}  # id(envelope) -> first failure, while retried
 
     def where(self) -> str:
@@ -85,9 +87,9 @@ class DestinationDeadLetters:
         failed_at = self.failed_at.setdefault(id(envelope), time.time())
         try:
             letter = self.letter(envelope, reason, seq is None, failed_at)
-            if not self.connected:
+            if self.sink is None:
+                self.sink = self.make_sink()
                 await self.sink.connect()
-                self.connected = True
             [result] = await self.sink.send_batch([letter])
         except Exception as exc:  # rendering, connecting: the message waits either way
             result = exc
@@ -126,9 +128,10 @@ class DestinationDeadLetters:
         await self._disconnect()
 
     async def _disconnect(self) -> None:
-        self.connected = False
-        with contextlib.suppress(Exception):  # connected again for the next dead letter
-            await self.sink.close()
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            with contextlib.suppress(Exception):  # a new one for the next dead letter
+                await sink.close()
 
 
 def source_text(envelope: Envelope) -> str:
