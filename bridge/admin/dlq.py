@@ -3,6 +3,7 @@
     natsbridge dlq ls      (-c FILE | --admin URL | --data-dir DIR) [--json]
     natsbridge dlq show    STREAM (...) [--from-seq N] [--limit N] [--json]
     natsbridge dlq replay  STREAM (...) (--seq N ... | --all) [--json]
+    natsbridge dlq replay  ROUTE (-c FILE | --admin URL) --destination [--limit N]
     natsbridge dlq purge   STREAM (...) (--seq N ... | --all) [--json]
 
 With `-c FILE` the bridge's admin endpoint (`bridge.admin`, its token) is asked; when no
@@ -13,7 +14,9 @@ is a route's stream (its dead-letter stream is used) or a dead-letter stream.
 
 `replay` puts a dead letter that was buffered back into its stream, and maps an intake
 dead letter (one that could not be mapped: fix the config, reload, then replay) again
-through its route, which only a running bridge can do. Exit codes: 0 done; 1 when a
+through its route, which only a running bridge can do. `replay --destination` reads a
+route's `dead_letters:` destination back into the route (bridge.runtime.dead_letter_replay),
+also only while it runs. Exit codes: 0 done; 1 when a
 dead letter asked for was not replayed (each with the reason) or on any failure.
 """
 
@@ -76,6 +79,15 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         which = action.add_mutually_exclusive_group(required=True)
         which.add_argument("--seq", type=int, action="append", help="a dead letter's sequence")
         which.add_argument("--all", action="store_true", help="every dead letter")
+        if verb == "replay":
+            which.add_argument(
+                "--destination",
+                action="store_true",
+                help="from ROUTE's dead_letters: destination (JetStream stream, Kafka topic)",
+            )
+            action.add_argument(
+                "--limit", type=int, default=10_000, help="with --destination: most to move"
+            )
 
 
 def _options(parser: argparse.ArgumentParser, stream: bool = False) -> None:
@@ -104,7 +116,7 @@ def dlq_command(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2))
     else:
         print(_PRINTERS[asked["action"]](answer))
-    refused = answer.get("not_replayed")
+    refused = answer.get("not_replayed") or answer.get("stopped")
     return EXIT_FAILED if refused else EXIT_OK
 
 
@@ -113,6 +125,8 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
     asked: dict[str, Any] = {"action": action}
     if action == "show":
         asked.update(stream=args.stream, from_seq=args.from_seq, limit=args.limit)
+    elif getattr(args, "destination", False):
+        asked.update(stream=args.stream, destination=True, limit=args.limit)
     elif action in WRITES:
         asked.update(stream=args.stream, seqs=None if args.all else args.seq)
     return asked
@@ -147,6 +161,8 @@ def _path(asked: dict[str, Any]) -> str:
     stream = urllib.parse.quote(asked["stream"], safe="")
     if action == "show":
         return f"/api/dlq/{stream}?from_seq={asked['from_seq']}&limit={asked['limit']}"
+    if asked.get("destination"):
+        return f"/api/dlq/{stream}/replay?destination=1&limit={asked['limit']}"
     seqs = asked["seqs"]
     query = "all=1" if seqs is None else urllib.parse.urlencode({"seq": seqs}, doseq=True)
     return f"/api/dlq/{stream}/{action}?{query}"
@@ -197,6 +213,12 @@ def _print_show(answer: dict[str, Any]) -> str:
 
 
 def _print_replay(answer: dict[str, Any]) -> str:
+    if "route" in answer:  # from the route's dead_letters: destination
+        moved = plural(answer["replayed"], "dead letter")
+        lines = [f"replayed {moved} from {answer['route']}'s dead_letters destination"]
+        if "stopped" in answer:
+            lines.append(f"stopped at one that cannot be replayed: {answer['stopped']}")
+        return "\n".join(lines)
     dlq = answer["stream"]
     lines = [
         f"replayed {plural(count, 'message')} from {dlq} into {into}"

@@ -10,6 +10,7 @@
     POST /api/routes/NAME/pause, /resume    stop or restart reading one route's source
     GET /api/dlq, /api/dlq/STREAM             dead letters: each stream's, or one's
     POST /api/dlq/STREAM/replay|purge         ?seq=N (repeated) or ?all=1
+    POST /api/dlq/ROUTE/replay?destination=1  the route's dead_letters: destination [&limit=N]
 
 HEAD works wherever GET does; other methods get 405 (with Allow), other paths 404, both
 as JSON. With `bridge.admin.token` set, every path but /healthz needs `Authorization:
@@ -61,6 +62,7 @@ log = logging.getLogger("natsbridge.admin")
 MAX_REQUEST_BYTES = 16 * 1024  # request line + headers; real admin requests are < 1 KiB
 ALLOWED_METHODS = "GET, HEAD"
 ROUTE_ACTION = re.compile(r"/api/routes/([^/]+)/(pause|resume)")
+DESTINATION_REPLAY_LIMIT = 10_000  # dead letters one replay of a destination moves at most
 DLQ_PATH = re.compile(r"/api/dlq(?:/([^/]+)(?:/(replay|purge))?)?")
 
 
@@ -394,7 +396,7 @@ def dlq_request(stream: str | None, verb: str | None, target: str) -> str:
 
     def number(name: str, default: int) -> int:
         values = query.get(name)
-        return int(values[0]) if values and values[0].isdigit() else default
+        return int(values[0]) if values and values[0].isdecimal() else default
 
     if stream is None:
         return json.dumps({"action": "ls"})
@@ -402,6 +404,9 @@ def dlq_request(stream: str | None, verb: str | None, target: str) -> str:
     if verb is None:
         asked = {"from_seq": number("from_seq", 1), "limit": number("limit", 20)}
         return json.dumps({"action": "show", "stream": name, **asked})
+    if verb == "replay" and query.get("destination") == ["1"]:
+        asked = {"destination": True, "limit": number("limit", DESTINATION_REPLAY_LIMIT)}
+        return json.dumps({"action": verb, "stream": name, **asked})
     every = query.get("all") == ["1"]
-    seqs = None if every else [int(v) for v in query.get("seq", []) if v.isdigit()]
+    seqs = None if every else [int(v) for v in query.get("seq", []) if v.isdecimal()]
     return json.dumps({"action": verb, "stream": name, "seqs": seqs})

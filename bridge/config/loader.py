@@ -238,12 +238,7 @@ class _Checker:
     ) -> Route | None:
         """`dead_letters:` checked as a `to` of its connection's kind: `route` writing there."""
         path: YamlPath = (*where, "dead_letters")
-        written = body["dead_letters"]
-        if not isinstance(written, dict):
-            self.fail(
-                path, f"expected a `to` mapping with a 'connection', found {_kind_of(written)}"
-            )
-            return None
+        written = body["dead_letters"]  # a mapping: RouteSpec checked that
         name = self.connection_kind(written, path, connections)
         checked = self.check_endpoint(name, written, path) if name else None
         if checked is None:

@@ -31,6 +31,7 @@ from natsbridge.bridge.registry import did_you_mean, load_connector
 from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.dead_letter_admin import DeadLetterAdmin
 from natsbridge.bridge.runtime.dead_letter_destination import DestinationDeadLetters
+from natsbridge.bridge.runtime.dead_letter_replay import replay_destination, replay_reader
 from natsbridge.bridge.runtime.embedded import EmbeddedBuffers, EmbeddedRouteBuffer
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.reload import RouteDiff, diff_routes, fixed_setting_problems
@@ -307,8 +308,13 @@ class Bridge:
     async def dead_letters(self, request: str) -> dict[str, Any]:
         """A `natsbridge dlq` operation (JSON `request`) on the running buffer."""
         assert self.buffers.broker is not None, "run() first"
+        asked = json.loads(request)
         try:
-            return await DeadLetterAdmin(self.buffers.broker, self._remap).run(json.loads(request))
+            if asked.get("destination"):
+                runner = self._find(asked["stream"])
+                reader = replay_reader(runner.route, self.config)
+                return await replay_destination(runner, reader, asked["limit"])
+            return await DeadLetterAdmin(self.buffers.broker, self._remap).run(asked)
         except NotFound as exc:
             raise ControlError(404, str(exc)) from None
 

@@ -20,7 +20,7 @@ from natsbridge.bridge.broker.config import PubAck, StoredMessage, StreamInfo
 from natsbridge.bridge.broker.schema import CHUNK
 from natsbridge.bridge.broker.store import Store
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.bridge.errors import NotFound
+from natsbridge.bridge.errors import BridgeError, NotFound
 from natsbridge.mappings.headers import (
     BRIDGE_BUFFER_KEY,
     BRIDGE_BUFFER_TIME,
@@ -89,6 +89,11 @@ class DeadLetterAdmin:
             return await self.ls()
         if action == "show":
             return await self.show(asked["stream"], asked["from_seq"], asked["limit"])
+        if action == "replay" and asked.get("destination"):
+            raise BridgeError(
+                "replaying a dead_letters: destination needs the running bridge "
+                "(-c FILE or --admin URL)"
+            )
         if action == "replay":
             return await self.replay(asked["stream"], asked["seqs"])
         if action == "purge":

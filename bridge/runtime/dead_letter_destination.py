@@ -10,6 +10,7 @@ dead letter carries, as headers every kind's header mapping passes on:
     Natsbridge-Dlq-Stage      intake (never buffered: a replay maps it again) or delivery
     Natsbridge-Dlq-Source     where it came from (the source's coordinates)
     Natsbridge-Dlq-Failed-At  when it first failed (ISO 8601, UTC)
+    Natsbridge-Dlq-Subject    the address it had (a replay puts it back there)
 
 `DestinationDeadLetters` wraps the route's buffer: everything but `dead_letter` goes to
 the buffer. A dead letter is settled in the buffer (or acked at its source, by the
@@ -39,7 +40,8 @@ DLQ_ROUTE = "Natsbridge-Dlq-Route"
 DLQ_STAGE = "Natsbridge-Dlq-Stage"
 DLQ_SOURCE = "Natsbridge-Dlq-Source"
 DLQ_FAILED_AT = "Natsbridge-Dlq-Failed-At"
-DLQ_HEADERS = (DLQ_REASON, DLQ_ROUTE, DLQ_STAGE, DLQ_SOURCE, DLQ_FAILED_AT)
+DLQ_SUBJECT = "Natsbridge-Dlq-Subject"
+DLQ_HEADERS = (DLQ_REASON, DLQ_ROUTE, DLQ_STAGE, DLQ_SOURCE, DLQ_FAILED_AT, DLQ_SUBJECT)
 INTAKE = "intake"
 DELIVERY = "delivery"
 
@@ -112,6 +114,7 @@ class DestinationDeadLetters:
         headers[DLQ_STAGE] = [INTAKE if intake else DELIVERY]
         headers[DLQ_SOURCE] = [source_text(envelope)]
         headers[DLQ_FAILED_AT] = [datetime.fromtimestamp(failed_at, UTC).isoformat()]
+        headers[DLQ_SUBJECT] = [envelope.subject]
         key = envelope.key
         if self.key is not None:
             key = self.key.render(envelope).encode("utf-8", "surrogateescape")

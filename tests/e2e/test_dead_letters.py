@@ -1,6 +1,7 @@
 """Dead letters, first-class: to a JetStream stream or a Kafka topic (`dead_letters:`),
-held un-acked while that destination fails, one warning line per burst, and
-`natsbridge dlq ls|show|replay|purge` on the running bridge (issue 20, item 2).
+held un-acked while that destination fails, replayed from there while running, one
+warning line per burst, and `natsbridge dlq ls|show|replay|purge` on the running bridge
+(issue 20, item 2).
 
 Dead letters are made the simplest way any source allows: `max_payload` refuses the big
 messages at intake (PayloadTooLarge); raising it and reloading makes them mappable again.
@@ -91,6 +92,28 @@ def dlq(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def reload_raising_the_limit(bridge: BridgeProcess, written: dict[str, Any]) -> None:
+    """Make the dead letters mappable: raise max_payload and reload the running bridge."""
+    written["routes"][0]["max_payload"] = 10 * LIMIT
+    write_config(bridge.config, written)
+    reload = subprocess.run(
+        [sys.executable, "-m", "natsbridge", "reload", "--admin", bridge.admin],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert reload.returncode == 0, reload.stderr
+
+
+def replay_destination(bridge: BridgeProcess, route: str, replayed: int) -> None:
+    """`dlq replay ROUTE --destination` moves `replayed` dead letters, then none."""
+    for expected in (replayed, 0):
+        answer = dlq("replay", route, "--destination", "--admin", bridge.admin)
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        assert f"replayed {expected} dead letter" in answer.stdout, answer.stdout
+
+
 @pytest.fixture
 def bridge_of(tmp_path: Path) -> Any:
     started: list[BridgeProcess] = []
@@ -128,7 +151,8 @@ def test_dead_letters_to_a_jetstream_stream_wait_until_it_exists(
     }
     try:
         asyncio.run(add_stream(nats_url, f"SRC_{tag}", [f"src.{tag}.>"]))
-        bridge = bridge_of(config(tag, nats_url, target), ready=False)
+        written = config(tag, nats_url, target)
+        bridge = bridge_of(written, ready=False)
         bridge.wait_ready()
         payloads = [BIG if i % 4 == 0 else SMALL for i in range(40)]  # 10 big, 30 small
         asyncio.run(publish(nats_url, tag, payloads))
@@ -154,6 +178,11 @@ def test_dead_letters_to_a_jetstream_stream_wait_until_it_exists(
         assert f"subject 'src.{tag}.0'" in headers["Natsbridge-Dlq-Source"]
         datetime.fromisoformat(headers["Natsbridge-Dlq-Failed-At"])
         wait_for(lambda: counters(bridge, route)["acked"] == 40, what="all 40 acked")
+
+        reload_raising_the_limit(bridge, written)
+        replay_destination(bridge, route, 10)
+        wait_for(lambda: counters(bridge, route)["delivered"] == 10, what="10 replayed delivered")
+        assert asyncio.run(stream_count(nats_url, dlq_stream)) == 10  # read, not removed
     finally:
         asyncio.run(delete_streams(nats_url, f"SRC_{tag}", dlq_stream))
 
@@ -178,6 +207,10 @@ def test_dead_letters_to_a_kafka_topic(nats_url: str, kafka_bootstrap: str, brid
         assert headers["Natsbridge-Dlq-Route"] == route
         assert headers["Natsbridge-Dlq-Reason"].startswith("PayloadTooLarge")
         assert headers["Natsbridge-Dlq-Stage"] == "intake"
+
+        reload_raising_the_limit(bridge, written)
+        replay_destination(bridge, route, 10)
+        wait_for(lambda: counters(bridge, route)["delivered"] == 10, what="10 replayed delivered")
     finally:
         asyncio.run(delete_streams(nats_url, f"SRC_{tag}"))
 
