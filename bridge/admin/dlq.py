@@ -40,11 +40,11 @@ from natsbridge.bridge.broker.commands import (
     EXIT_FAILED,
     EXIT_OK,
     PREVIEW_BYTES,
-    _data_dir,
-    _guarded,
-    _table,
     age,
+    data_dir_of,
+    guarded,
     size,
+    text_table,
 )
 from natsbridge.bridge.broker.config import StoredMessage
 from natsbridge.bridge.broker.store import Store
@@ -103,7 +103,7 @@ def _options(parser: argparse.ArgumentParser, stream: bool = False) -> None:
     token.add_argument("--token", help="bearer token (default: $NATSBRIDGE_ADMIN_TOKEN)")
     token.add_argument("--token-file", help="file holding the bearer token")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(func=_guarded(dlq_command))
+    parser.set_defaults(func=guarded(dlq_command))
 
 
 def dlq_command(args: argparse.Namespace) -> int:
@@ -171,9 +171,9 @@ def _path(asked: dict[str, Any]) -> str:
 async def _local(args: argparse.Namespace, asked: dict[str, Any]) -> dict[str, Any]:
     writes = asked["action"] in WRITES
     store = (
-        Store.open(_data_dir(args), create=False)
+        Store.open(data_dir_of(args), create=False)
         if writes
-        else Store.open(_data_dir(args), read_only=True)
+        else Store.open(data_dir_of(args), read_only=True)
     )
     try:
         return await DeadLetterAdmin(LocalStore(store)).run(asked)
@@ -199,7 +199,7 @@ def _print_ls(answer: dict[str, Any]) -> str:
                 age(e["oldest_age"]),
             ]
         )
-    return _table(rows)
+    return text_table(rows)
 
 
 def _print_show(answer: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         buffer.add_argument(
             "--check", action="store_true", help="run SQLite's integrity check on the buffer"
         )
-        buffer.set_defaults(func=_guarded(buffer_command), deprecated_name=name == "streams")
+        buffer.set_defaults(func=guarded(buffer_command), deprecated_name=name == "streams")
 
     from natsbridge.bridge.admin.dlq import add_parsers as add_dlq_parsers
 
@@ -57,7 +57,7 @@ def _where(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-c", "--config", help="config file whose bridge.data_dir to use")
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
+def data_dir_of(args: argparse.Namespace) -> Path:
     if args.data_dir:
         return Path(args.data_dir)
     from natsbridge.bridge.config.sections import read_data_dir
@@ -65,7 +65,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return read_data_dir(args.config)
 
 
-def _guarded(command: Command) -> Command:
+def guarded(command: Command) -> Command:
     """Report BridgeError as one line on stderr and exit 1 (as the main CLI does).
 
     A ConfigError (from `-c`) goes on to the main CLI, which prints each of its problems.
@@ -111,7 +111,7 @@ def size(n: int) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def _table(rows: list[list[str]]) -> str:
+def text_table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -147,7 +147,7 @@ def format_streams(infos: list[StreamInfo]) -> str:
                 f"dead-lettered {c.num_dead_lettered}, oldest unacked {age(c.oldest_age)}"
             )
     out = []
-    header, *body = _table(rows).splitlines()
+    header, *body = text_table(rows).splitlines()
     out.append(header)
     for info, line in zip(infos, body, strict=True):
         out.append(line)
@@ -159,7 +159,7 @@ def format_streams(infos: list[StreamInfo]) -> str:
 
 
 def _read_only(args: argparse.Namespace) -> Store:
-    return Store.open(_data_dir(args), read_only=True)
+    return Store.open(data_dir_of(args), read_only=True)
 
 
 def buffer_command(args: argparse.Namespace) -> int:
