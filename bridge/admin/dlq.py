@@ -58,6 +58,8 @@ from natsbridge.mappings.headers import (
 )
 
 WRITES = ("replay", "purge")
+ADMIN_TIMEOUT_S = 60.0  # a replay of many dead letters through the buffer
+DESTINATION_TIMEOUT_S = 600.0  # a replay from a destination: a Kafka group join, the reads
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,9 +145,9 @@ def _ask_bridge(args: argparse.Namespace, asked: dict[str, Any]) -> dict[str, An
             return None
     url, token = target(args)
     try:
-        answer: dict[str, Any] = admin_request(
-            url, _path(asked), token, "POST" if asked["action"] in WRITES else "GET"
-        )
+        method = "POST" if asked["action"] in WRITES else "GET"
+        timeout = DESTINATION_TIMEOUT_S if asked.get("destination") else ADMIN_TIMEOUT_S
+        answer: dict[str, Any] = admin_request(url, _path(asked), token, method, timeout)
     except AdminUnreachable:
         if args.admin:
             raise

@@ -6,12 +6,14 @@ with a consumer named after the route, so a replay goes on where the last one st
 Each dead letter loses its Natsbridge-Dlq-* headers; an intake one (the source's
 message) is mapped again by the route, a delivery one goes back to the address it had
 (`Natsbridge-Dlq-Subject`); then it is buffered, and only then acked at the destination.
-A dead letter that cannot be mapped stops the replay there, un-acked, with the reason.
+A dead letter that cannot be mapped stops the replay there, un-acked, with the reason;
+so does one written after the replay began (it failed again: no loop).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from natsbridge.bridge.config.loader import Config, Route
@@ -20,6 +22,7 @@ from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import BridgeError
 from natsbridge.bridge.registry import load_connector
 from natsbridge.bridge.runtime.dead_letter_destination import (
+    DLQ_FAILED_AT,
     DLQ_HEADERS,
     DLQ_STAGE,
     DLQ_SUBJECT,
@@ -54,10 +57,15 @@ def replay_reader(route: Route, config: Config) -> Source:
 
 
 async def replay_destination(runner: RouteRunner, source: Source, limit: int) -> dict[str, Any]:
-    """Move up to `limit` dead letters from `source` into `runner`'s buffer."""
+    """Move up to `limit` dead letters from `source` into `runner`'s buffer.
+
+    It ends at the first dead letter written after it began: one that failed again
+    while replayed waits for the next replay, instead of going round in a loop.
+    """
     buffer = runner.buffer
     if buffer is None:
         raise BridgeError(f"route {runner.route.name!r} has no buffer now (at_most_once)")
+    began = datetime.now(UTC)
     replayed, idle = 0, 0
     stopped: str | None = None
     await source.connect()
@@ -67,6 +75,9 @@ async def replay_destination(runner: RouteRunner, source: Source, limit: int) ->
             idle = 0 if batch else idle + 1
             ready: list[tuple[Incoming, Envelope]] = []
             for incoming in batch:
+                if _failed_at(incoming.envelope) >= began:
+                    idle = IDLE_ROUNDS  # the rest is newer still
+                    break
                 try:
                     ready.append((incoming, _restored(runner, incoming)))
                 except Exception as exc:  # this one waits at the destination, and so do the rest
@@ -83,6 +94,15 @@ async def replay_destination(runner: RouteRunner, source: Source, limit: int) ->
     if stopped is not None:
         answer["stopped"] = stopped
     return answer
+
+
+def _failed_at(letter: Envelope) -> datetime:
+    """When a dead letter was written (a letter without the header counts as old)."""
+    written = letter.header(DLQ_FAILED_AT)
+    try:
+        return datetime.fromisoformat(written) if written else datetime.min.replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _restored(runner: RouteRunner, incoming: Incoming) -> Envelope:

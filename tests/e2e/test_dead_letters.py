@@ -21,6 +21,7 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.api import StreamConfig
 
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.jetstream import stream_count
@@ -64,10 +65,18 @@ async def publish(nats_url: str, tag: str, payloads: list[bytes]) -> None:
         await nc.close()
 
 
-async def add_stream(nats_url: str, name: str, subjects: list[str]) -> None:
+async def add_stream(nats_url: str, name: str, subjects: list[str], max_msg_size: int = -1) -> None:
+    """Create stream `name`, or change its max_msg_size when it exists."""
     nc = await nats.connect(nats_url)
     try:
-        await nc.jetstream().add_stream(name=name, subjects=subjects)
+        js = nc.jetstream()
+        settings = StreamConfig(name=name, subjects=subjects, max_msg_size=max_msg_size)
+        try:
+            await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(settings)
+        else:
+            await js.update_stream(settings)
     finally:
         await nc.close()
 
@@ -185,6 +194,43 @@ def test_dead_letters_to_a_jetstream_stream_wait_until_it_exists(
         assert asyncio.run(stream_count(nats_url, dlq_stream)) == 10  # read, not removed
     finally:
         asyncio.run(delete_streams(nats_url, f"SRC_{tag}", dlq_stream))
+
+
+@pytest.mark.nats
+def test_refused_at_delivery_and_replayed_to_the_address_it_had(
+    nats_url: str, bridge_of: Any
+) -> None:
+    """The destination stream refuses the big messages (max_msg_size): dead letters of the
+    delivery stage, with the mapped address; once the stream takes them, a replay from the
+    DLQ stream delivers them there, without the Natsbridge-Dlq-* headers."""
+    tag = uuid.uuid4().hex[:8]
+    route, dlq_stream, out = f"dl-{tag}", f"DLQ_{tag}", f"OUT_{tag}"
+    written = config(tag, nats_url, {"connection": "nats", "subject": f"dlq.{tag}"})
+    written["routes"][0].pop("max_payload")
+    written["routes"][0]["dead_letters"]["jetstream"] = {"stream": dlq_stream}
+    written["routes"][0]["to"]["jetstream"] = {"stream": out, "create": False}
+    try:
+        asyncio.run(add_stream(nats_url, f"SRC_{tag}", [f"src.{tag}.>"]))
+        asyncio.run(add_stream(nats_url, out, [f"out.{tag}"], max_msg_size=3 * LIMIT))
+        bridge = bridge_of(written)
+        asyncio.run(publish(nats_url, tag, [BIG, SMALL, BIG, SMALL]))
+        wait_for(lambda: counters(bridge, route)["delivered"] == 2, what="2 delivered")
+        wait_for(lambda: asyncio.run(stream_count(nats_url, dlq_stream)) == 2, what="2 dead")
+        [letter, _] = asyncio.run(stream_messages(nats_url, dlq_stream))
+        assert letter.headers["Natsbridge-Dlq-Stage"] == "delivery"
+        assert letter.headers["Natsbridge-Dlq-Subject"] == f"out.{tag}"
+        assert letter.headers["Natsbridge-Dlq-Reason"].startswith("PayloadTooLarge")
+
+        asyncio.run(add_stream(nats_url, out, [f"out.{tag}"], max_msg_size=-1))
+        bridge.terminate()  # the sink reads the stream's limits when it connects
+        bridge.start()
+        replay_destination(bridge, route, 2)
+        wait_for(lambda: asyncio.run(stream_count(nats_url, out)) == 4, what="4 in the stream")
+        stored = asyncio.run(stream_messages(nats_url, out))
+        assert sorted(m.data for m in stored) == sorted([BIG, SMALL, BIG, SMALL])
+        assert not any(k.startswith("Natsbridge-Dlq") for m in stored for k in m.headers or {})
+    finally:
+        asyncio.run(delete_streams(nats_url, f"SRC_{tag}", dlq_stream, out))
 
 
 @pytest.mark.nats
