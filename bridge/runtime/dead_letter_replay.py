@@ -46,8 +46,9 @@ def replay_reader(route: Route, config: Config) -> Source:
     fields = kind.reads_back(target.sink, name)
     if not fields or kind.source_model is None:
         raise BridgeError(
-            f"route {route.name!r}: a {kind.name} dead_letters destination "
-            f"({kind.describe_sink(target.sink)}) cannot be read back"
+            f"route {route.name!r}: its dead_letters destination ({kind.name} "
+            f"{kind.describe_sink(target.sink)}) cannot be read back by the bridge: "
+            "read the dead letters where that destination routes them"
         )
     source = kind.source_model.model_validate({"connection": target.sink.connection, **fields})
     spec = route.spec.model_copy(update={"name": f"{route.name}.dlq-replay"})

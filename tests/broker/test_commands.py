@@ -99,12 +99,18 @@ def test_buffer_and_dlq_resolve_only_the_data_dir_of_the_config(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The brokers' passwords of a config need not be in the environment of an operator."""
+    import socket
+
     from natsbridge.bridge.cli import main
 
+    with socket.socket() as probe:  # a port nothing listens on: no bridge answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     config = tmp_path / "bridge.yaml"
     config.write_text(
         "version: 1\n"
-        "bridge: {id: b, data_dir: '${env:BUFFER_TEST_DATA_DIR}'}\n"
+        "bridge: {id: b, data_dir: '${env:BUFFER_TEST_DATA_DIR}',\n"
+        f"         admin: {{listen: '127.0.0.1:{port}'}}}}\n"
         "connections:\n"
         "  rabbit: {kind: amqp, url: '${env:BUFFER_TEST_UNSET_AMQP_URL}'}\n"
         "routes: []\n"
@@ -114,7 +120,9 @@ def test_buffer_and_dlq_resolve_only_the_data_dir_of_the_config(
         assert main(["buffer", "-c", str(config)]) == 0
         assert "orders      workqueue  3" in capsys.readouterr().out
         assert main(["dlq", "ls", "-c", str(config)]) == 0
-        assert "orders.dlq" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "orders.dlq" in out
+        assert f"no bridge answers at http://127.0.0.1:{port}" in err and "data dir" in err
     finally:
         del os.environ["BUFFER_TEST_DATA_DIR"]
     # data_dir itself unresolvable: one positioned line, exit 1

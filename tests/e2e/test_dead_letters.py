@@ -26,7 +26,7 @@ from nats.js.api import StreamConfig
 from tests.e2e.bridge_process import BridgeProcess, write_config
 from tests.e2e.jetstream import stream_count
 from tests.e2e.test_kafka_bridge import create_topic, read_topic, stream_messages
-from tests.e2e.test_rabbitmq_bridge import wait_for
+from tests.e2e.test_rabbitmq_bridge import Rabbit, wait_for
 
 SMALL, BIG = b"s" * 10, b"B" * 500
 LIMIT = 100
@@ -258,6 +258,37 @@ def test_dead_letters_to_a_kafka_topic(nats_url: str, kafka_bootstrap: str, brid
         replay_destination(bridge, route, 10)
         wait_for(lambda: counters(bridge, route)["delivered"] == 10, what="10 replayed delivered")
     finally:
+        asyncio.run(delete_streams(nats_url, f"SRC_{tag}"))
+
+
+@pytest.mark.nats
+@pytest.mark.amqp
+def test_dead_letters_to_a_rabbitmq_exchange(nats_url: str, amqp_url: str, bridge_of: Any) -> None:
+    """An exchange keeps nothing to read back: `replay --destination` says so, exit 1."""
+    tag = uuid.uuid4().hex[:8]
+    route, exchange = f"dl-{tag}", f"dlx-{tag}"
+    rabbit = Rabbit(amqp_url)
+    queue = rabbit.observe(exchange)
+    target = {"connection": "rabbit", "exchange": exchange, "routing_key": "dead.{{subject}}"}
+    written = config(tag, nats_url, target)
+    written["connections"]["rabbit"] = {"kind": "amqp", "url": amqp_url}
+    try:
+        asyncio.run(add_stream(nats_url, f"SRC_{tag}", [f"src.{tag}.>"]))
+        bridge = bridge_of(written)
+        asyncio.run(publish(nats_url, tag, [BIG, SMALL, BIG]))
+        letters = rabbit.drain(queue, 2)
+        assert [body for _, body in letters] == [BIG, BIG]
+        headers = letters[0][0].headers
+        assert headers["Natsbridge-Dlq-Route"] == route
+        assert headers["Natsbridge-Dlq-Reason"].startswith("PayloadTooLarge")
+        answer = dlq("replay", route, "--destination", "--admin", bridge.admin)
+        assert answer.returncode == 1
+        assert f"its dead_letters destination (amqp exchange {exchange}" in answer.stderr
+        assert "cannot be read back" in answer.stderr
+    finally:
+        rabbit.channel.queue_delete(queue)
+        rabbit.channel.exchange_delete(exchange)
+        rabbit.close()
         asyncio.run(delete_streams(nats_url, f"SRC_{tag}"))
 
 
