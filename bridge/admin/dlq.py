@@ -39,7 +39,6 @@ from natsbridge.bridge.admin.control import (
 from natsbridge.bridge.broker.commands import (
     EXIT_FAILED,
     EXIT_OK,
-    PREVIEW_BYTES,
     age,
     data_dir_of,
     guarded,
@@ -58,6 +57,7 @@ from natsbridge.mappings.headers import (
 )
 
 WRITES = ("replay", "purge")
+PREVIEW_BYTES = 120  # of a dead letter's payload, in `show`
 ADMIN_TIMEOUT_S = 60.0  # a replay of many dead letters through the buffer
 DESTINATION_TIMEOUT_S = 600.0  # a replay from a destination: a Kafka group join, the reads
 

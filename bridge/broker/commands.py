@@ -27,7 +27,6 @@ from natsbridge.bridge.logs import plural
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-PREVIEW_BYTES = 120
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -312,7 +312,10 @@ class Bridge:
         try:
             if asked.get("destination"):
                 runner = self._find(asked["stream"])
-                reader = replay_reader(runner.route, self.config)
+                try:
+                    reader = replay_reader(runner.route, self.config)
+                except BridgeError as exc:  # no destination, or one that keeps nothing
+                    raise ControlError(422, str(exc)) from None
                 return await replay_destination(runner, reader, asked["limit"])
             return await DeadLetterAdmin(self.buffers.broker, self._remap).run(asked)
         except NotFound as exc:
