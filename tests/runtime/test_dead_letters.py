@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from natsbridge.bridge.admin.server import dlq_request
 from natsbridge.bridge.config import load_config
+from natsbridge.bridge.config.describe import describe_route
 from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.errors import ConfigError
 from natsbridge.bridge.runtime.dead_letters import DeadLetterWarnings
@@ -73,6 +74,9 @@ def test_dead_letters_is_a_to_of_its_connections_kind(tmp_path: Path) -> None:
     assert target.spec.delivery is Delivery.AT_LEAST_ONCE  # no transactions for dead letters
     assert target.spec.max_payload is None  # the dead letter may be what broke the limit
     assert route.spec.delivery is Delivery.EXACTLY_ONCE and route.spec.max_payload == 100
+    assert describe_route(route).endswith(
+        "(exactly_once, dead letters -> kafka:topic dlq-{{subject}})"
+    )
     assert load(tmp_path, "null").routes[0].dead_letters is None  # type: ignore[attr-defined]
 
 
