@@ -238,6 +238,13 @@ class _Checker:
     ) -> Route | None:
         """`dead_letters:` checked as a `to` of its connection's kind: `route` writing there."""
         path: YamlPath = (*where, "dead_letters")
+        if route.spec.delivery is Delivery.AT_MOST_ONCE or route.spec.request_reply:
+            self.fail(
+                path,
+                "only a buffered route has dead letters: at_most_once and "
+                "request/reply routes drop what fails (counted as dropped)",
+            )
+            return None
         written = body["dead_letters"]  # a mapping: RouteSpec checked that
         name = self.connection_kind(written, path, connections)
         checked = self.check_endpoint(name, written, path) if name else None

@@ -80,6 +80,16 @@ def test_dead_letters_is_a_to_of_its_connections_kind(tmp_path: Path) -> None:
     assert load(tmp_path, "null").routes[0].dead_letters is None  # type: ignore[attr-defined]
 
 
+def test_a_route_without_a_buffer_has_no_dead_letters(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    text = CONFIG.replace("DEAD", "{connection: kafka, topic: t}")
+    path.write_text(text.replace("exactly_once", "at_most_once"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    [problem] = info.value.problems
+    assert ":12:" in problem and "routes[0].dead_letters: only a buffered route" in problem
+
+
 @pytest.mark.parametrize(
     ("written", "expected"),
     [
