@@ -243,6 +243,15 @@ class ConnectorKind:
         """
         return {}
 
+    def reads_back(self, sink: Model, name: str) -> dict[str, Any]:
+        """`from:` fields (no `connection`) of a source reading what `sink` wrote, or {}.
+
+        `natsbridge dlq replay --destination` reads a route's `dead_letters:` back through
+        it; `name` is the consumer (group) to read with, so a replay goes on where the
+        last one stopped. {} when what `sink` wrote cannot be read back (core NATS).
+        """
+        return {}
+
     def describe_source(self, source: Model) -> str:
         """Where `source` reads, without its connection name ("queue orders")."""
         return self.name

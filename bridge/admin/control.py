@@ -30,6 +30,10 @@ class AdminUnavailable(BridgeError):
     """The admin endpoint could not be reached or refused the request."""
 
 
+class AdminUnreachable(AdminUnavailable):
+    """No bridge answers at the admin endpoint (it is stopped, or elsewhere)."""
+
+
 def admin_request(
     admin_url: str, path: str, token: str | None, method: str = "GET", timeout: float = 5.0
 ) -> Any:
@@ -53,7 +57,7 @@ def admin_request(
         raise AdminUnavailable(f"{admin_url} answered {exc.code} {why}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise AdminUnavailable(f"cannot reach the admin endpoint {admin_url}: {reason}") from None
+        raise AdminUnreachable(f"cannot reach the admin endpoint {admin_url}: {reason}") from None
     except ValueError as exc:  # a token http.client cannot send, an answer that is not JSON
         raise AdminUnavailable(f"{admin_url}: {exc}") from None
 

@@ -8,6 +8,9 @@
     POST /api/reload  read the config again and apply it (bridge.runtime.reload); 422
                       with every problem when it is invalid (the running config stays)
     POST /api/routes/NAME/pause, /resume    stop or restart reading one route's source
+    GET /api/dlq, /api/dlq/STREAM             dead letters: each stream's, or one's
+    POST /api/dlq/STREAM/replay|purge         ?seq=N (repeated) or ?all=1
+    POST /api/dlq/ROUTE/replay?destination=1  the route's dead_letters: destination [&limit=N]
 
 HEAD works wherever GET does; other methods get 405 (with Allow), other paths 404, both
 as JSON. With `bridge.admin.token` set, every path but /healthz needs `Authorization:
@@ -41,7 +44,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -59,6 +62,8 @@ log = logging.getLogger("natsbridge.admin")
 MAX_REQUEST_BYTES = 16 * 1024  # request line + headers; real admin requests are < 1 KiB
 ALLOWED_METHODS = "GET, HEAD"
 ROUTE_ACTION = re.compile(r"/api/routes/([^/]+)/(pause|resume)")
+DESTINATION_REPLAY_LIMIT = 10_000  # dead letters one replay of a destination moves at most
+DLQ_PATH = re.compile(r"/api/dlq(?:/([^/]+)(?:/(replay|purge))?)?")
 
 
 class ControlError(BridgeError):
@@ -273,6 +278,10 @@ def _handler(
             elif action is not None:
                 name, verb = unquote(action[1]), action[2]
                 view, allowed = (lambda: self.control(verb, name)), "POST"
+            elif (dlq := DLQ_PATH.fullmatch(path)) is not None:
+                asked = dlq_request(dlq[1], dlq[2], self.path)
+                view = lambda: self.control("dlq", asked)  # noqa: E731
+                allowed = "POST" if dlq[2] else ALLOWED_METHODS
             if view is None:
                 self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}"})
             elif self.command not in allowed.split(", "):
@@ -375,3 +384,29 @@ def _handler(
             log.debug("admin %s", format % args)
 
     return Handler
+
+
+def dlq_request(stream: str | None, verb: str | None, target: str) -> str:
+    """The `dlq` control request (JSON) a /api/dlq path asks for.
+
+    GET /api/dlq: ls; GET /api/dlq/STREAM?from_seq=N&limit=N: show; POST
+    /api/dlq/STREAM/replay|purge?seq=N&seq=M (no seq: every dead letter).
+    """
+    query = parse_qs(target.partition("?")[2])
+
+    def number(name: str, default: int) -> int:
+        values = query.get(name)
+        return int(values[0]) if values and values[0].isdecimal() else default
+
+    if stream is None:
+        return json.dumps({"action": "ls"})
+    name = unquote(stream)
+    if verb is None:
+        asked = {"from_seq": number("from_seq", 1), "limit": number("limit", 20)}
+        return json.dumps({"action": "show", "stream": name, **asked})
+    if verb == "replay" and query.get("destination") == ["1"]:
+        asked = {"destination": True, "limit": number("limit", DESTINATION_REPLAY_LIMIT)}
+        return json.dumps({"action": verb, "stream": name, **asked})
+    every = query.get("all") == ["1"]
+    seqs = None if every else [int(v) for v in query.get("seq", []) if v.isdecimal()]
+    return json.dumps({"action": verb, "stream": name, "seqs": seqs})

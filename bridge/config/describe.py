@@ -18,8 +18,11 @@ def describe_sink(sink: Endpoint, kind: str) -> str:
 
 
 def describe_route(route: Route) -> str:
-    """`name: source -> sink (delivery[, request/reply])`."""
+    """`name: source -> sink (delivery[, request/reply][, dead letters -> sink])`."""
     extra = ", request/reply" if route.spec.request_reply else ""
+    if route.dead_letters is not None:
+        target = route.dead_letters
+        extra += f", dead letters -> {describe_sink(target.sink, target.sink_kind)}"
     source = describe_source(route.source, route.source_kind)
     sink = describe_sink(route.sink, route.sink_kind)
     return f"{route.name}: {source} -> {sink} ({route.spec.delivery.value}{extra})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -60,6 +60,7 @@ class Route:
     sink_kind: str
     templates: dict[str, Template]
     buffer: Buffer  # its own `buffer` over bridge.buffer (effective_buffer)
+    dead_letters: Route | None = None  # this route with `dead_letters:` as its sink
 
     @property
     def name(self) -> str:
@@ -231,7 +232,44 @@ class _Checker:
         buffer = effective_buffer(self.default_buffer, spec.buffer)
         check_route_buffer(self, spec, buffer, where)
         source, source_kind, sink, sink_kind = endpoints
-        return Route(spec, source, source_kind.name, sink, sink_kind.name, templates, buffer)
+        route = Route(spec, source, source_kind.name, sink, sink_kind.name, templates, buffer)
+        if not isinstance(body, dict) or body.get("dead_letters") is None:
+            return route
+        dead_letters = self.check_dead_letters(route, source_kind, body, where, connections)
+        return None if dead_letters is None else replace(route, dead_letters=dead_letters)
+
+    def check_dead_letters(
+        self,
+        route: Route,
+        source_kind: ConnectorKind,
+        body: dict[str, Any],
+        where: YamlPath,
+        connections: dict[str, Model],
+    ) -> Route | None:
+        """`dead_letters:` checked as a `to` of its connection's kind: `route` writing there."""
+        path: YamlPath = (*where, "dead_letters")
+        if route.spec.delivery is Delivery.AT_MOST_ONCE or route.spec.request_reply:
+            self.fail(
+                path,
+                "only a buffered route has dead letters: at_most_once and "
+                "request/reply routes drop what fails (counted as dropped)",
+            )
+            return None
+        written = body["dead_letters"]  # a mapping: RouteSpec checked that
+        name = self.connection_kind(written, path, connections)
+        checked = self.check_endpoint(name, written, path) if name else None
+        if checked is None:
+            return None
+        sink, sink_kind = checked
+        self.report(sink_kind.check_sink(sink, route.spec), path)
+        templates = self.compile_templates(route.source, source_kind, sink, sink_kind, path, "")
+        # A dead letter may be what broke the route's limits; it is sent once, confirmed.
+        spec = route.spec.model_copy(
+            update={"delivery": Delivery.AT_LEAST_ONCE, "max_payload": None}
+        )
+        return Route(
+            spec, route.source, route.source_kind, sink, sink_kind.name, templates, route.buffer
+        )
 
     def check_endpoints(
         self, body: Any, where: YamlPath, connections: dict[str, Model]
@@ -322,14 +360,16 @@ class _Checker:
         sink: Endpoint,
         sink_kind: ConnectorKind,
         where: YamlPath,
+        key: str = "to",
     ) -> dict[str, Template]:
+        """The sink's templates at `where`/`key` (`key` "" for `dead_letters`), compiled."""
         patterns = source_kind.source_patterns(source)
         compiled: dict[str, Template] = {}
         for name in sink_kind.sink_templates:
             text = getattr(sink, name)
             if text is None:
                 continue
-            path = (*where, "to", name)
+            path = (*where, key, name) if key else (*where, name)
             try:
                 compiled[name] = compile_template(
                     text,

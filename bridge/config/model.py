@@ -273,6 +273,11 @@ class RouteSpec(Model):
     retry: Retry = Retry()
     max_payload: Bytes | None = Field(None, gt=0, le=64 * 1024**2)
     buffer: Buffer | None = Field(None, description="Overrides the keys of bridge.buffer it writes")
+    dead_letters: dict[str, Any] | None = Field(
+        None,
+        description="Where dead letters go: a `to` on any connection (a JetStream stream, a "
+        "Kafka topic, a RabbitMQ exchange); default: the route's local buffer",
+    )
 
 
 class ConfigFile(Model):

@@ -43,6 +43,10 @@ def json_schema(kinds: Iterable[ConnectorKind] | None = None) -> dict[str, Any]:
     route = defs["RouteSpec"]["properties"]
     route["from"] = {**one_of(sources), "description": "Where messages come from"}
     route["to"] = {**one_of(sinks), "description": "Where messages go"}
+    route["dead_letters"] = {
+        "anyOf": [one_of(sinks), {"type": "null"}],
+        "description": route["dead_letters"]["description"],
+    }
     migration = defs["MigrationSpec"]["properties"]
     migration["legacy"] = {**one_of(sources), "description": migration["legacy"]["description"]}
     root["properties"]["migrations"]["items"] = keys[(MigrationSpec, "validation")]

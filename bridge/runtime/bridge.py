@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -23,12 +24,16 @@ from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
 from natsbridge.bridge.config.model import Delivery
 from natsbridge.bridge.connector import Sink, Source
-from natsbridge.bridge.errors import BridgeError, ConfigError, StoreError
+from natsbridge.bridge.envelope import Envelope
+from natsbridge.bridge.errors import BridgeError, ConfigError, NotFound, StoreError
 from natsbridge.bridge.logs import plural
 from natsbridge.bridge.migrate.metrics import MigrationCollector
 from natsbridge.bridge.registry import did_you_mean, load_connector
 from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.buffers import RouteBuffers
+from natsbridge.bridge.runtime.dead_letter_admin import DeadLetterAdmin
+from natsbridge.bridge.runtime.dead_letter_destination import DestinationDeadLetters
+from natsbridge.bridge.runtime.dead_letter_replay import replay_destination, replay_reader
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.reload import RouteDiff, diff_routes, fixed_setting_problems
 from natsbridge.bridge.runtime.route import RouteRunner
@@ -131,14 +136,24 @@ class Bridge:
         mapper = RouteMapper(route, self.config.bridge, connection)
         buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
-            buffer = await self.buffers.route(route)
-            self._route_buffers[route.name] = buffer
+            buffer = self._route_buffers[route.name] = await self.buffers.route(route)
+            if route.dead_letters is not None:
+                buffer = self._dead_letters(route, buffer)
         config = self.config
 
         async def check_declared(role: str) -> bool:
             return await declare.check(route, "from" if role == "source" else "to", config)
 
         return RouteRunner(route, source, sink, mapper, buffer, endpoints, check_declared)
+
+    def _dead_letters(self, route: Route, buffer: RouteBuffer) -> DestinationDeadLetters:
+        """`buffer` with its dead letters going to `route.dead_letters` (a sink of its kind)."""
+        target = route.dead_letters
+        assert target is not None
+        connection = self.config.connections[target.sink.connection]
+        kind = load_connector(target.sink_kind)
+        bridge = self.config.bridge
+        return DestinationDeadLetters(buffer, route, lambda: kind.sink(target, connection, bridge))
 
     def _start(self, runner: RouteRunner) -> None:
         runner.stats.started_at = time.time()
@@ -194,6 +209,8 @@ class Bridge:
             buffer = self._route_buffers.pop(runner.route.name, None)
             if buffer is not None:
                 buffer.release()
+            if isinstance(runner.buffer, DestinationDeadLetters):
+                await runner.buffer.close()
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 self._failure = self._failure or task.exception()
@@ -305,9 +322,43 @@ class Bridge:
         log.info("route %s resumed", name, extra={"event": "resumed", "route": name})
         return {"route": name, "paused": False}
 
+    async def dead_letters(self, request: str) -> dict[str, Any]:
+        """A `natsbridge dlq` operation (JSON `request`) on the running buffer."""
+        asked = json.loads(request)
+        try:
+            if asked.get("destination"):
+                runner = self._find(asked["stream"])
+                try:
+                    reader = replay_reader(runner.route, self.config)
+                except BridgeError as exc:  # no destination, or one that keeps nothing
+                    raise ControlError(422, str(exc)) from None
+                return await replay_destination(runner, reader, asked["limit"])
+            broker = self.buffers.embedded_broker()
+            if broker is None:
+                raise ControlError(
+                    422,
+                    "no route of this bridge buffers in the data dir: a jetstream buffer's "
+                    "dead letters are in its stream's companion `<stream>~dead-letters`",
+                )
+            return await DeadLetterAdmin(broker, self._remap).run(asked)
+        except NotFound as exc:
+            raise ControlError(404, str(exc)) from None
+
+    async def _remap(self, route: str, envelope: Envelope) -> None:
+        """Map an intake dead letter again with route `route`'s mapping, and buffer it."""
+        runner = self._find(route)
+        if runner.buffer is None:
+            raise BridgeError(f"route {route!r} has no buffer now (at_most_once)")
+        await runner.buffer.put([runner.mapper.map(envelope)])
+
     def call(self, action: str, argument: str) -> dict[str, Any]:
         """From another thread (the admin server): run `action` on the loop, wait for it."""
-        method = {"reload": self.reload, "pause": self.pause, "resume": self.resume}[action]
+        method = {
+            "reload": self.reload,
+            "pause": self.pause,
+            "resume": self.resume,
+            "dlq": self.dead_letters,
+        }[action]
         try:
             assert self._loop is not None, "run() first"
             future: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(

@@ -8,6 +8,7 @@ A config whose routes are all on JetStream never touches the data dir.
 
 from __future__ import annotations
 
+from natsbridge.bridge.broker.broker import Broker
 from natsbridge.bridge.config.loader import Config, Route
 from natsbridge.bridge.config.model import BufferMode
 from natsbridge.bridge.registry import load_connector
@@ -38,6 +39,11 @@ class RouteBuffers:
         connection = self.config.connections[name]
         kind = load_connector(connection.model_dump(include={"kind"})["kind"])
         return kind.open_buffers(name, connection, self.config.bridge)
+
+    def embedded_broker(self) -> Broker | None:
+        """The data dir's broker, once a route buffers there (dead-letter operations)."""
+        embedded = self.backends.get(None)
+        return embedded.broker if isinstance(embedded, EmbeddedBuffers) else None
 
     async def close(self) -> None:
         """Close every backend opened (what each holds pending is made durable first)."""

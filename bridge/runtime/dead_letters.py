@@ -7,12 +7,75 @@ refused it for good, or it is poison: only its headers say where it came from).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.registry import all_kinds
 from natsbridge.bridge.runtime.buffer import Buffered
 from natsbridge.mappings.headers import BRIDGE_ORIGIN
+
+WARNING_WINDOW_S = 10.0
+
+
+class DeadLetterWarnings:
+    """One WARNING line per dead letter, at most one per `window`: the rest are counted.
+
+    The first dead letter of a window is logged in full; those that follow within it
+    are summed up in one line when the window ends ("... and 312 more in 10 s").
+    """
+
+    def __init__(
+        self,
+        log: logging.LoggerAdapter[Any] | logging.Logger,
+        window: float = WARNING_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log
+        self.window = window
+        self.clock = clock
+        self.opened: float | None = None  # when the window's first line was logged
+        self.more = 0
+        self.summary: asyncio.TimerHandle | None = None
+
+    def warn(self, message: str, *args: object, extra: dict[str, Any]) -> None:
+        """Log one dead letter, or count it when one was logged less than `window` ago."""
+        if self.opened is not None and self.clock() - self.opened < self.window:
+            self.more += 1
+            self._summarize_later()
+            return
+        self.flush()
+        self.opened = self.clock()
+        self.log.warning(message, *args, extra=extra)
+
+    def flush(self) -> None:
+        """Log the count of the dead letters not logged one by one, if any."""
+        if self.summary is not None:
+            self.summary.cancel()
+            self.summary = None
+        if self.more:
+            self.log.warning(
+                "... and %d more dead-lettered in %g s (natsbridge dlq show)",
+                self.more,
+                self.window,
+                extra={"event": "dead_lettered_more", "count": self.more},
+            )
+            self.more = 0
+            self.opened = None
+
+    def _summarize_later(self) -> None:
+        if self.summary is not None or self.opened is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: flush() says it
+            return
+        left = max(self.window - (self.clock() - self.opened), 0.0)
+        self.summary = loop.call_later(left, self.flush)
 
 
 def reason_of(error: BaseException) -> str:

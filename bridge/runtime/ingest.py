@@ -75,7 +75,7 @@ class Ingest(RouteEndpoints):
         await self._retry_store(partial(self.buffer.dead_letter, envelope, reason))
         self.stats.error(error)
         self.stats.dead_letter(type(error).__name__)
-        self._log.warning(
+        self._dead_letter_warnings.warn(
             "dead-lettered a message from %s: %s",
             origin_text(incoming.envelope),
             reason,

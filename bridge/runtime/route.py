@@ -89,6 +89,7 @@ class RouteRunner(Ingest, Deliver, Direct):
                     self.source, self.sink = self._endpoints()
         finally:
             await self._close()
+            self._dead_letter_warnings.flush()  # the count of those not logged one by one
             if self.stats.state is not RouteState.FAILED:
                 self.stats.state = RouteState.STOPPED
 

@@ -124,7 +124,7 @@ class SettlePolicy(RouteEndpoints):
         await self._retry_store(partial(self.buffer.dead_letter, item.envelope, reason, item.seq))
         self.stats.dead_letter(kind)
         self.stats.in_flight -= 1
-        self._log.warning(
+        self._dead_letter_warnings.warn(
             "message dead-lettered (%s): %s",
             buffered_text(item),
             reason,

@@ -130,6 +130,13 @@ class KafkaKind(ConnectorKind):
         assert isinstance(source, KafkaSource)
         return {"topic": source.topics[0]} if source.topics and len(source.topics) == 1 else {}
 
+    def reads_back(self, sink: Model, name: str) -> dict[str, Any]:
+        """The topic a sink of one literal topic writes, read by consumer group `name`."""
+        assert isinstance(sink, KafkaSink)
+        if "{{" in sink.topic:
+            return {}
+        return {"topics": [sink.topic], "group_id": name}
+
     def describe_source(self, source: Model) -> str:
         """``topics a,b`` or ``topics /regex/``."""
         assert isinstance(source, KafkaSource)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from natsbridge.bridge.config.model import Delivery, Endpoint, Model
 from natsbridge.bridge.declare import Declaration, Observed
@@ -142,6 +142,16 @@ class NatsKind(ConnectorKind):
         if source.jetstream is None:
             return f"subject {source.subject}"
         return f"stream {source.jetstream.stream} subject {source.subject}"
+
+    def reads_back(self, sink: Model, name: str) -> dict[str, Any]:
+        """The stream a JetStream sink writes, read by durable consumer `name`."""
+        assert isinstance(sink, NatsSink)
+        if sink.jetstream is None:
+            return {}  # core NATS keeps nothing to read back
+        subject = sink.subject if "{{" not in sink.subject else ">"
+        # create: the durable consumer (the stream exists: the dead letters are in it)
+        stream = {"stream": sink.jetstream.stream, "durable": name, "create": True}
+        return {"subject": subject, "jetstream": stream}
 
     def describe_sink(self, sink: Model) -> str:
         """``subject S`` or ``stream X subject S``."""

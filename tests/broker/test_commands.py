@@ -99,12 +99,18 @@ def test_buffer_and_dlq_resolve_only_the_data_dir_of_the_config(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The brokers' passwords of a config need not be in the environment of an operator."""
+    import socket
+
     from natsbridge.bridge.cli import main
 
+    with socket.socket() as probe:  # a port nothing listens on: no bridge answers there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     config = tmp_path / "bridge.yaml"
     config.write_text(
         "version: 1\n"
-        "bridge: {id: b, data_dir: '${env:BUFFER_TEST_DATA_DIR}'}\n"
+        "bridge: {id: b, data_dir: '${env:BUFFER_TEST_DATA_DIR}',\n"
+        f"         admin: {{listen: '127.0.0.1:{port}'}}}}\n"
         "connections:\n"
         "  rabbit: {kind: amqp, url: '${env:BUFFER_TEST_UNSET_AMQP_URL}'}\n"
         "routes: []\n"
@@ -114,7 +120,9 @@ def test_buffer_and_dlq_resolve_only_the_data_dir_of_the_config(
         assert main(["buffer", "-c", str(config)]) == 0
         assert "orders      workqueue  3" in capsys.readouterr().out
         assert main(["dlq", "ls", "-c", str(config)]) == 0
-        assert "orders.dlq" in capsys.readouterr().out
+        out, err = capsys.readouterr()
+        assert "orders.dlq" in out
+        assert f"no bridge answers at http://127.0.0.1:{port}" in err and "data dir" in err
     finally:
         del os.environ["BUFFER_TEST_DATA_DIR"]
     # data_dir itself unresolvable: one positioned line, exit 1
@@ -149,10 +157,16 @@ def test_dlq_ls_and_show(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 0
+    """The buffered dead letter goes back; the intake one cannot while the bridge is
+    stopped, and `--all` says why and exits 1 (it said "nothing replayed" and exited 0)."""
+    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--all") == 1
     out = capsys.readouterr().out
     assert "replayed 1 message from orders.dlq into orders" in out
-    assert "1 dead letter left" in out
+    assert "not replayed: #2: never buffered" in out
+    assert "only the running bridge does: start it and replay again" in out
+    assert "1 dead letter left in orders.dlq" in out
+    assert cli("dlq", "replay", "orders", "--data-dir", str(data_dir), "--seq", "9") == 1
+    assert "not replayed: #9: no dead letter #9 in orders.dlq" in capsys.readouterr().out
     store = Store.open(data_dir, read_only=True)
     try:
         replayed = store.get_message("orders", 5)
@@ -164,6 +178,15 @@ def test_dlq_replay(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         )
     finally:
         store.close()
+
+
+def test_dlq_purge(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("dlq", "purge", "orders", "--data-dir", str(data_dir), "--seq", "2") == 0
+    assert "purged 1 dead letter from orders.dlq, 1 left" in capsys.readouterr().out
+    assert cli("dlq", "purge", "orders.dlq", "--data-dir", str(data_dir), "--all", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == {"stream": "orders.dlq", "purged": 1, "left": 0}
+    assert cli("dlq", "ls", "--data-dir", str(data_dir)) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["orders", "orders.dlq", "0"]
 
 
 def test_replay_refuses_while_the_bridge_runs(
