@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from natsbridge.bridge import tracing
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
 from natsbridge.bridge.config.model import Delivery
@@ -70,6 +71,7 @@ class Bridge:
         self._loop = asyncio.get_running_loop()
         await self.buffers.open()
         sampler: asyncio.Task[None] | None = None
+        stop_tracing = tracing.start(self.config.bridge.tracing)
         try:
             for route in self.config.routes:
                 runner = await self._runner(route, self._endpoints(route, self.config))
@@ -105,6 +107,7 @@ class Bridge:
             if self.admin is not None:
                 self.admin.close()
             await self.buffers.close()
+            stop_tracing()
 
     # ------------------------------------------------------------ routes
 

@@ -1,0 +1,223 @@
+"""OpenTelemetry spans for each message's hops through a buffered route (`bridge.tracing`).
+
+Three spans per message and route, each the child of the one before:
+
+``ingest ROUTE``   the source's message mapped (a child of its incoming W3C ``traceparent``,
+                   or the root of a new trace when it has none); ends before the buffer
+``buffer ROUTE``   from the buffer's append until delivery takes the message
+``deliver ROUTE``  from the send until the destination confirmed or refused it
+
+The ingest span's context is written into the mapped message's ``traceparent`` /
+``tracestate`` headers, so it is stored in the buffer with the message: after a restart the
+buffer span still links to it. The outgoing message carries the deliver span's context in
+the same headers, which every connector's header mapping carries in its protocol's form.
+A resend after a failure is part of the same deliver span.
+
+Off (no `bridge.tracing`, the default) a route's `RouteTracing` costs one branch per call and
+headers pass through unchanged. The opentelemetry packages are the `tracing` extra, imported
+only when tracing is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from natsbridge.bridge.envelope import Envelope, Headers
+
+if TYPE_CHECKING:
+    from natsbridge.bridge.config.model import Tracing
+    from natsbridge.bridge.runtime.buffer import Buffered
+
+log = logging.getLogger("natsbridge")
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+TRACER_NAME = "natsbridge"
+EXTRA = "pip install 'natsbridge[tracing]'"
+
+Outcomes = asyncio.Future[list[BaseException | None]]
+
+_tracer: Any = None  # an opentelemetry Tracer while tracing is on, else None
+
+
+def _untraced(outcomes: Outcomes) -> Outcomes:
+    return outcomes
+
+
+class RouteTracing:
+    """One route's hooks: `ingest` around the mapping, `deliver` around each send."""
+
+    __slots__ = ("_route", "_tracer")
+
+    def __init__(self, route: str) -> None:
+        self._route = route
+        self._tracer = _tracer
+
+    def ingest(self, envelope: Envelope, mapping: Callable[[Envelope], Envelope]) -> Envelope:
+        """`mapping(envelope)`, traced: the result carries the ingest span's context."""
+        tracer = self._tracer
+        if tracer is None:
+            return mapping(envelope)
+        from opentelemetry import trace
+
+        span = tracer.start_span(
+            f"ingest {self._route}",
+            context=_extract(envelope.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes=_attributes(self._route, envelope),
+        )
+        try:
+            mapped = mapping(envelope)
+        except Exception as exc:
+            _failed(span, exc)
+            span.end()
+            raise
+        _inject(mapped.headers, span)
+        span.end()
+        return mapped
+
+    def deliver(self, items: Sequence[Buffered]) -> Callable[[Outcomes], Outcomes]:
+        """Start each message's buffer and deliver spans and write the deliver span's context
+        into its headers; returns what ends the deliver spans with the send's outcomes."""
+        tracer = self._tracer
+        if tracer is None:
+            return _untraced
+        from opentelemetry import trace
+
+        now = time.time_ns()
+        spans = []
+        for item in items:
+            envelope = item.envelope
+            buffered = tracer.start_span(
+                f"buffer {self._route}",
+                context=_extract(envelope.headers),
+                start_time=min(int(item.buffered_at * 1e9), now),
+                attributes={"natsbridge.route": self._route, "natsbridge.seq": item.seq},
+            )
+            buffered.end(end_time=now)
+            delivering = tracer.start_span(
+                f"deliver {self._route}",
+                context=trace.set_span_in_context(buffered),
+                kind=trace.SpanKind.PRODUCER,
+                start_time=now,
+                attributes=_attributes(self._route, envelope),
+            )
+            _inject(envelope.headers, delivering)
+            spans.append(delivering)
+        return partial(_end_with, spans)
+
+
+def _end_with(spans: list[Any], outcomes: Outcomes) -> Outcomes:
+    def end(done: Outcomes) -> None:
+        results: Sequence[BaseException | None]
+        if done.cancelled():
+            results = [asyncio.CancelledError()] * len(spans)
+        elif done.exception() is not None:
+            results = [done.exception()] * len(spans)
+        else:
+            results = done.result()
+        for span, result in zip(spans, results, strict=False):
+            if result is not None:
+                _failed(span, result)
+            span.end()
+
+    outcomes.add_done_callback(end)
+    return outcomes
+
+
+def _attributes(route: str, envelope: Envelope) -> dict[str, str]:
+    return {"natsbridge.route": route, "messaging.destination.name": envelope.subject}
+
+
+def _failed(span: Any, error: BaseException) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+def _extract(headers: Headers) -> Any:
+    """The context of the incoming W3C trace headers (empty when there are none)."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {name: headers[name][0] for name in (TRACEPARENT, TRACESTATE) if headers.get(name)}
+    return TraceContextTextMapPropagator().extract(carrier)
+
+
+def _inject(headers: Headers, span: Any) -> None:
+    """Replace the W3C trace headers with `span`'s context."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(span))
+    headers.pop(TRACESTATE, None)
+    for name, value in carrier.items():
+        headers[name] = [value]
+
+
+# ---------------------------------------------------------------- process-wide set-up
+
+
+def start(settings: Tracing | None) -> Callable[[], None]:
+    """Turn tracing on as `settings` say (nothing when None); returns what turns it off.
+
+    Routes built from then on trace; spans go out in batches on the SDK's thread.
+    """
+    if settings is None:
+        return lambda: None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
+    provider.add_span_processor(BatchSpanProcessor(_exporter(settings)))
+    log.info(
+        "tracing on: %s exporter%s",
+        settings.exporter,
+        f" to {settings.endpoint}" if settings.endpoint else "",
+        extra={"event": "tracing_started"},
+    )
+    return _install(provider)
+
+
+def _exporter(settings: Tracing) -> Any:
+    if settings.exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
+    return OTLPSpanExporter(endpoint=settings.endpoint, headers=headers or None)
+
+
+def _install(provider: Any) -> Callable[[], None]:
+    global _tracer
+    _tracer = provider.get_tracer(TRACER_NAME)
+
+    def stop() -> None:
+        global _tracer
+        _tracer = None
+        provider.shutdown()  # exports what is still batched
+
+    return stop
+
+
+@contextmanager
+def traced_by(provider: Any) -> Iterator[None]:
+    """Trace with `provider` (a TracerProvider, with an in-memory exporter in tests)."""
+    stop = _install(provider)
+    try:
+        yield
+    finally:
+        stop()
