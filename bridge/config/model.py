@@ -151,7 +151,7 @@ class Tracing(Model):
         if self.exporter == "otlp":
             needed.append("opentelemetry.exporter.otlp.proto.http")
         if not all(_installed(module) for module in needed):
-            raise ValueError("tracing needs the tracing extra: pip install 'natsbridge[tracing]'")
+            raise ValueError("needs the tracing extra: pip install 'natsbridge[tracing]'")
         return self
 
 
