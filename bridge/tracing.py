@@ -45,6 +45,7 @@ EXTRA = "pip install 'natsbridge[tracing]'"
 Outcomes = asyncio.Future[list[BaseException | None]]
 
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on, else None
+_propagator: Any = None  # its W3C trace-context propagator
 
 
 def _untraced(outcomes: Outcomes) -> Outcomes:
@@ -144,22 +145,21 @@ def _failed(span: Any, error: BaseException) -> None:
 
 def _extract(headers: Headers) -> Any:
     """The context of the incoming W3C trace headers (empty when there are none)."""
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier = {name: headers[name][0] for name in (TRACEPARENT, TRACESTATE) if headers.get(name)}
-    return TraceContextTextMapPropagator().extract(carrier)
+    return _propagator.extract(carrier)
 
 
 def _inject(headers: Headers, span: Any) -> None:
-    """Replace the W3C trace headers with `span`'s context."""
-    from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(span))
-    headers.pop(TRACESTATE, None)
-    for name, value in carrier.items():
-        headers[name] = [value]
+    """Replace the W3C trace headers with `span`'s context (W3C trace-context, version 00)."""
+    context = span.get_span_context()
+    headers[TRACEPARENT] = [
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    ]
+    state = context.trace_state.to_header()
+    if state:
+        headers[TRACESTATE] = [state]
+    else:
+        headers.pop(TRACESTATE, None)
 
 
 # ---------------------------------------------------------------- process-wide set-up
@@ -203,7 +203,10 @@ def _exporter(settings: Tracing) -> Any:
 
 
 def _install(provider: Any) -> Callable[[], None]:
-    global _tracer
+    global _tracer, _propagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    _propagator = TraceContextTextMapPropagator()
     _tracer = provider.get_tracer(TRACER_NAME)
 
     def stop() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +178,49 @@ def test_the_console_exporter_prints_the_spans(capsys: pytest.CaptureFixture[str
         stop()
     span = json.loads(capsys.readouterr().out)
     assert (span["name"], span["context"]["trace_id"]) == ("ingest r", f"0x{TRACE_ID}")
+
+
+def test_the_otlp_exporter_posts_the_spans_with_its_headers() -> None:
+    """A stand-in collector: spans arrive as OTLP protobuf, with the configured headers."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, dict(self.headers), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = Tracing.model_validate(
+            {
+                "endpoint": f"http://127.0.0.1:{server.server_port}/v1/traces",
+                "headers": {"authorization": "Bearer s3cret"},
+                "service_name": "bridge-dc1",
+            }
+        )
+        stop = tracing.start(settings)
+        RouteTracing("r").ingest(_incoming(), _mapped)
+        stop()  # flushes the batch
+    finally:
+        server.shutdown()
+        server.server_close()
+    [(path, headers, body)] = received
+    assert path == "/v1/traces"
+    assert headers["authorization"] == "Bearer s3cret"
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource] = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert service["service.name"] == "bridge-dc1"
+    [span] = resource.scope_spans[0].spans
+    assert (span.name, span.trace_id.hex()) == ("ingest r", TRACE_ID)
