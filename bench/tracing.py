@@ -5,7 +5,7 @@ writes it to ``bench/results/tracing.json``.
 
 Each leg runs a route's two hooks for a window of messages, as a route does: `ingest` around
 the real mapping of an AMQP route (bridge.runtime.mapper), then `deliver` for the window and
-the end of its spans with the send's outcomes. Figures are CPU microseconds per message of
+its confirms (`settled`). Figures are CPU microseconds per message of
 this process, the SDK's export thread included (median of several runs):
 
 * ``no_hooks``: the mapping alone, the cost without any tracing code
@@ -16,7 +16,6 @@ this process, the SDK's export thread included (median of several runs):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import platform
 import statistics
@@ -45,11 +44,8 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 def _window(route: RouteTracing, mapper: RouteMapper, incoming: Sequence[Envelope]) -> None:
     mapped = [route.ingest(envelope, mapper.map) for envelope in incoming]
     items = [Buffered(seq, envelope, 1, time.time()) for seq, envelope in enumerate(mapped)]
-    loop = asyncio.get_event_loop()
-    outcomes: asyncio.Future[list[BaseException | None]] = loop.create_future()
-    route.deliver(items)(outcomes)
-    outcomes.set_result([None] * len(items))
-    loop.run_until_complete(asyncio.sleep(0))  # the outcome callback ends the spans
+    route.deliver(items)
+    route.settled(items, [None] * len(items))
 
 
 def _no_hooks(mapper: RouteMapper, incoming: Sequence[Envelope]) -> None:
@@ -93,7 +89,6 @@ def main(argv: Sequence[str] = ()) -> int:
     config = load_config(EXAMPLE, {})
     route = config.routes[0]
     mapper = RouteMapper(route, config.bridge, config.connections[route.sink.connection])
-    asyncio.set_event_loop(asyncio.new_event_loop())
     traced = _messages(traceparent=True)
     legs = {
         "no_hooks": _us_per_message(lambda: _no_hooks(mapper, traced)),

@@ -5,13 +5,13 @@ Three spans per message and route, each the child of the one before:
 ``ingest ROUTE``   the source's message mapped (a child of its incoming W3C ``traceparent``,
                    or the root of a new trace when it has none); ends before the buffer
 ``buffer ROUTE``   from the buffer's append until delivery takes the message
-``deliver ROUTE``  from the send until the destination confirmed or refused it
+``deliver ROUTE``  from the first send until the destination confirmed it (resends are
+                   events on it), or until it was dead-lettered (an error span)
 
 The ingest span's context is written into the mapped message's ``traceparent`` /
 ``tracestate`` headers, so it is stored in the buffer with the message: after a restart the
 buffer span still links to it. The outgoing message carries the deliver span's context in
 the same headers, which every connector's header mapping carries in its protocol's form.
-A resend after a failure is part of the same deliver span.
 
 Off (no `bridge.tracing`, the default) a route's `RouteTracing` costs one branch per call and
 headers pass through unchanged. The opentelemetry packages are the `tracing` extra, imported
@@ -20,13 +20,11 @@ only when tracing is on.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from natsbridge.bridge.envelope import Envelope, Headers
@@ -42,24 +40,20 @@ TRACESTATE = "tracestate"
 TRACER_NAME = "natsbridge"
 EXTRA = "pip install 'natsbridge[tracing]'"
 
-Outcomes = asyncio.Future[list[BaseException | None]]
-
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on, else None
 _propagator: Any = None  # its W3C trace-context propagator
 
 
-def _untraced(outcomes: Outcomes) -> Outcomes:
-    return outcomes
-
-
 class RouteTracing:
-    """One route's hooks: `ingest` around the mapping, `deliver` around each send."""
+    """One route's hooks: `ingest` around the mapping; `deliver` at a message's first send,
+    `settled` with each send's outcomes and `dead_lettered` end its deliver span."""
 
-    __slots__ = ("_route", "_tracer")
+    __slots__ = ("_delivering", "_route", "_tracer")
 
     def __init__(self, route: str) -> None:
         self._route = route
         self._tracer = _tracer
+        self._delivering: dict[int, Any] = {}  # buffer seq -> its open deliver span
 
     def ingest(self, envelope: Envelope, mapping: Callable[[Envelope], Envelope]) -> Envelope:
         """`mapping(envelope)`, traced: the result carries the ingest span's context."""
@@ -84,22 +78,21 @@ class RouteTracing:
         span.end()
         return mapped
 
-    def deliver(self, items: Sequence[Buffered]) -> Callable[[Outcomes], Outcomes]:
-        """Start each message's buffer and deliver spans and write the deliver span's context
-        into its headers; returns what ends the deliver spans with the send's outcomes."""
+    def deliver(self, items: Sequence[Buffered]) -> None:
+        """Record each message's buffer span, open its deliver span and write that span's
+        context into its headers (taken from the buffer: this is its first send)."""
         tracer = self._tracer
         if tracer is None:
-            return _untraced
+            return
         from opentelemetry import trace
 
         now = time.time_ns()
-        spans = []
         for item in items:
             envelope = item.envelope
             buffered = tracer.start_span(
                 f"buffer {self._route}",
                 context=_extract(envelope.headers),
-                start_time=min(int(item.buffered_at * 1e9), now),
+                start_time=min(int(item.buffered_at * 1e9), now) if item.buffered_at else now,
                 attributes={"natsbridge.route": self._route, "natsbridge.seq": item.seq},
             )
             buffered.end(end_time=now)
@@ -111,26 +104,39 @@ class RouteTracing:
                 attributes=_attributes(self._route, envelope),
             )
             _inject(envelope.headers, delivering)
-            spans.append(delivering)
-        return partial(_end_with, spans)
+            earlier = self._delivering.pop(item.seq, None)
+            if earlier is not None:  # the route restarted before its send was settled
+                _ended(earlier, "taken again from the buffer")
+            self._delivering[item.seq] = delivering
+
+    def settled(self, items: Sequence[Buffered], results: Sequence[BaseException | None]) -> None:
+        """A send's outcomes: a confirm ends the deliver span; a failure is an event on it."""
+        if self._tracer is None:
+            return
+        for item, result in zip(items, results, strict=True):
+            span = self._delivering.get(item.seq)
+            if span is None:
+                continue
+            if result is None:
+                del self._delivering[item.seq]
+                span.end()
+            else:
+                span.add_event("send failed", {"reason": f"{type(result).__name__}: {result}"})
+
+    def dead_lettered(self, item: Buffered, reason: str) -> None:
+        """End the deliver span of a message moved to the dead letters, as an error."""
+        if self._tracer is None:
+            return
+        span = self._delivering.pop(item.seq, None)
+        if span is not None:
+            _ended(span, f"dead-lettered: {reason}")
 
 
-def _end_with(spans: list[Any], outcomes: Outcomes) -> Outcomes:
-    def end(done: Outcomes) -> None:
-        results: Sequence[BaseException | None]
-        if done.cancelled():
-            results = [asyncio.CancelledError()] * len(spans)
-        elif done.exception() is not None:
-            results = [done.exception()] * len(spans)
-        else:
-            results = done.result()
-        for span, result in zip(spans, results, strict=False):
-            if result is not None:
-                _failed(span, result)
-            span.end()
+def _ended(span: Any, description: str) -> None:
+    from opentelemetry.trace import Status, StatusCode
 
-    outcomes.add_done_callback(end)
-    return outcomes
+    span.set_status(Status(StatusCode.ERROR, description))
+    span.end()
 
 
 def _attributes(route: str, envelope: Envelope) -> dict[str, str]:

@@ -21,7 +21,7 @@ from natsbridge.bridge import tracing
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.model import Tracing
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.bridge.errors import ConfigError, PermanentError
+from natsbridge.bridge.errors import ConfigError, ConnectionLost, PermanentError
 from natsbridge.bridge.runtime.buffer import Buffered
 from natsbridge.bridge.runtime.embedded import EmbeddedBuffers
 from natsbridge.bridge.tracing import RouteTracing
@@ -58,10 +58,9 @@ def test_off_the_hooks_change_nothing() -> None:
     mapped = route.ingest(_incoming(), _mapped)
     assert mapped.headers == _incoming().headers
     item = Buffered(1, mapped, 1, time.time())
-    outcomes: asyncio.Future[list[BaseException | None]] = asyncio.Future(
-        loop=asyncio.new_event_loop()
-    )
-    assert route.deliver([item])(outcomes) is outcomes
+    route.deliver([item])
+    route.settled([item], [None])
+    route.dead_lettered(item, "refused")
     assert item.envelope.headers == _incoming().headers
 
 
@@ -88,12 +87,9 @@ def test_the_ingest_context_survives_a_restart_of_the_buffer(
     before = time.time()
     item = asyncio.run(put_then_take_after_reopening())
     assert before <= item.buffered_at <= time.time()  # the append, stored in the buffer
-    loop = asyncio.new_event_loop()
-    outcomes: asyncio.Future[list[BaseException | None]] = loop.create_future()
-    RouteTracing(route.name).deliver([item])(outcomes)
-    outcomes.set_result([None])
-    loop.run_until_complete(asyncio.sleep(0))  # the done callback
-    loop.close()
+    delivering = RouteTracing(route.name)
+    delivering.deliver([item])
+    delivering.settled([item], [None])
     ingest, buffer, deliver = exporter.get_finished_spans()
     assert [ingest.name, buffer.name, deliver.name] == [
         f"{hop} {route.name}" for hop in ("ingest", "buffer", "deliver")
@@ -105,7 +101,7 @@ def test_the_ingest_context_survives_a_restart_of_the_buffer(
     assert item.envelope.headers["tracestate"] == ["a=1"]
 
 
-def test_a_refused_send_and_a_failed_mapping_are_error_spans(
+def test_deliver_spans_end_at_the_confirm_after_resends_or_at_the_dead_letter(
     exporter: InMemorySpanExporter,
 ) -> None:
     route = RouteTracing("r")
@@ -115,23 +111,22 @@ def test_a_refused_send_and_a_failed_mapping_are_error_spans(
 
     with pytest.raises(PermanentError):
         route.ingest(_incoming(), broken)
-    loop = asyncio.new_event_loop()
-    outcomes: asyncio.Future[list[BaseException | None]] = loop.create_future()
-    items = [Buffered(seq, _mapped(_incoming()), 1, time.time()) for seq in (1, 2)]
-    route.deliver(items)(outcomes)
-    outcomes.set_result([None, PermanentError("message too large")])
-    loop.run_until_complete(asyncio.sleep(0))
-    loop.close()
-    statuses = {
-        (span.name, span.status.status_code, span.status.description)
-        for span in exporter.get_finished_spans()
-        if span.name != "buffer r"
-    }
-    assert statuses == {
-        ("ingest r", StatusCode.ERROR, "PermanentError: no such field"),
-        ("deliver r", StatusCode.UNSET, None),
-        ("deliver r", StatusCode.ERROR, "PermanentError: message too large"),
-    }
+    first, second = (Buffered(seq, _mapped(_incoming()), 1, time.time()) for seq in (1, 2))
+    route.deliver([first, second])
+    route.settled([first, second], [ConnectionLost("gone"), ConnectionLost("gone")])
+    route.settled([first], [None])  # the resend went through
+    route.settled([second], [PermanentError("message too large")])
+    route.dead_lettered(second, "PermanentError: message too large")
+    spans = [span for span in exporter.get_finished_spans() if span.name != "buffer r"]
+    assert [
+        (span.name, span.status.status_code, span.status.description, len(span.events))
+        for span in spans
+    ] == [
+        ("ingest r", StatusCode.ERROR, "PermanentError: no such field", 0),
+        ("deliver r", StatusCode.UNSET, None, 1),
+        ("deliver r", StatusCode.ERROR, "dead-lettered: PermanentError: message too large", 2),
+    ]
+    assert spans[2].events[1].attributes == {"reason": "PermanentError: message too large"}
 
 
 def test_a_message_without_traceparent_starts_a_trace(exporter: InMemorySpanExporter) -> None:
