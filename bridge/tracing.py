@@ -1,4 +1,4 @@
-"""OpenTelemetry spans for each message's hops through a buffered route (`bridge.tracing`).
+"""OpenTelemetry spans for each message's hops through a route (`bridge.tracing`).
 
 Three spans per message and route, each the child of the one before:
 
@@ -7,6 +7,9 @@ Three spans per message and route, each the child of the one before:
 ``buffer ROUTE``   from the buffer's append until delivery takes the message
 ``deliver ROUTE``  from the first send until the destination confirmed it (resends are
                    events on it), or until it was dead-lettered (an error span)
+
+A route without a buffer (at_most_once) has no buffer span: its deliver span is the child of
+its ingest span. A request/reply route has its ingest span only.
 
 The ingest span's context is written into the mapped message's ``traceparent`` /
 ``tracestate`` headers, so it is stored in the buffer with the message: after a restart the
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +111,28 @@ class RouteTracing:
             if earlier is not None:  # the route restarted before its send was settled
                 _ended(earlier, "taken again from the buffer")
             self._delivering[item.seq] = delivering
+
+    async def send(self, envelope: Envelope, send: Callable[[Envelope], Awaitable[None]]) -> None:
+        """`send(envelope)` on a route without a buffer (at_most_once), as its deliver span."""
+        tracer = self._tracer
+        if tracer is None:
+            return await send(envelope)
+        from opentelemetry import trace
+
+        span = tracer.start_span(
+            f"deliver {self._route}",
+            context=_extract(envelope.headers),
+            kind=trace.SpanKind.PRODUCER,
+            attributes=_attributes(self._route, envelope),
+        )
+        _inject(envelope.headers, span)
+        try:
+            await send(envelope)
+        except Exception as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            span.end()
 
     def settled(self, items: Sequence[Buffered], results: Sequence[BaseException | None]) -> None:
         """A send's outcomes: a confirm ends the deliver span; a failure is an event on it."""

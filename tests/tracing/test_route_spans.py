@@ -3,6 +3,7 @@ after any resends or at its dead letter, and the sink sends that span's tracepar
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,9 +14,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from natsbridge.bridge import tracing
+from natsbridge.bridge.config import load_config
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import ConnectionLost, MessageRejected
-from tests.runtime.test_route import COUNT, ScriptedSink, run_route, sent_order
+from natsbridge.bridge.runtime.mapper import RouteMapper
+from natsbridge.bridge.runtime.route import RouteRunner
+from tests.runtime.test_route import COUNT, MemorySource, ScriptedSink, run_route, sent_order
 
 
 class RecordingSink(ScriptedSink):
@@ -71,3 +75,42 @@ def test_resends_and_dead_letters_end_each_deliver_span_once(
         span = by_payload[payload]
         assert span.status.status_code is StatusCode.UNSET and span.context is not None
         assert traceparent.split("-")[2] == f"{span.context.span_id:016x}"
+
+
+def test_an_at_most_once_route_traces_ingest_then_deliver(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    """No buffer: the deliver span is the ingest span's child; a refused send is an error."""
+    path = tmp_path / "bridge.yaml"
+    path.write_text(
+        "version: 1\n"
+        "bridge: {id: b}\n"
+        "connections: {nats: {kind: nats, servers: ['nats://127.0.0.1:4222']}}\n"
+        "routes:\n"
+        "  - {name: r, from: {connection: nats, subject: 'in.>'},\n"
+        "     to: {connection: nats, subject: out}, delivery: at_most_once}\n"
+    )
+    config = load_config(path, {})
+    [route] = config.routes
+    source = MemorySource(20)
+    sink = RecordingSink({sent_order(7): MessageRejected("no such queue")})
+    mapper = RouteMapper(route, config.bridge, config.connections["nats"])
+    runner = RouteRunner(route, source, sink, mapper, None)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(runner.run())
+        while runner.stats.delivered + runner.stats.dropped < 20:
+            await asyncio.sleep(0.005)
+        runner.stop()
+        await asyncio.wait_for(running, 10)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    spans = exporter.get_finished_spans()
+    ingests = {span.context.span_id: span for span in spans if span.name == "ingest r"}
+    delivers = [span for span in spans if span.name == "deliver r"]
+    assert len(ingests) == len(delivers) == 20
+    assert all(span.parent and span.parent.span_id in ingests for span in delivers)
+    failed = [span for span in delivers if span.status.status_code is StatusCode.ERROR]
+    assert [span.status.description for span in failed] == ["MessageRejected: no such queue"]
+    sent = {f"{span.context.span_id:016x}" for span in delivers if span not in failed}
+    assert {tp.split("-")[2] for tp in sink.traceparents.values()} == sent
