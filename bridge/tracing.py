@@ -41,7 +41,6 @@ log = logging.getLogger("natsbridge")
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 TRACER_NAME = "natsbridge"
-EXTRA = "pip install 'natsbridge[tracing]'"
 
 _tracer: Any = None  # an opentelemetry Tracer while tracing is on, else None
 _propagator: Any = None  # its W3C trace-context propagator
