@@ -11,6 +11,7 @@ Unknown keys are errors everywhere.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -114,6 +115,44 @@ class Admin(Model):
     request_timeout: Seconds = Field(
         10.0, gt=0, le=300, description="Bound on the TLS handshake and on reading a request"
     )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
+
+
+class Tracing(Model):
+    """OpenTelemetry spans per message hop (bridge.tracing), sent by the `tracing` extra."""
+
+    exporter: Literal["otlp", "console"] = Field(
+        "otlp", description="otlp: OTLP over HTTP; console: JSON spans on stdout"
+    )
+    endpoint: Annotated[str, url_with_scheme("http", "https")] | None = Field(
+        None,
+        description="OTLP traces URL; default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+        "else http://localhost:4318/v1/traces",
+    )
+    headers: dict[str, SecretStr] = Field(
+        {}, description="HTTP headers of each OTLP export (authorization), kept secret"
+    )
+    service_name: str = Field("natsbridge", min_length=1, description="The service.name")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces recorded; a traced parent decides"
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> Tracing:
+        if self.exporter == "console" and (self.endpoint or self.headers):
+            raise ValueError("`endpoint` and `headers` are for the otlp exporter")
+        needed = ["opentelemetry.sdk"]
+        if self.exporter == "otlp":
+            needed.append("opentelemetry.exporter.otlp.proto.http")
+        if not all(_installed(module) for module in needed):
+            raise ValueError("needs the tracing extra: pip install 'natsbridge[tracing]'")
+        return self
 
 
 DEFAULT_BUFFER_MAX_MSGS = 1_000_000
@@ -222,6 +261,7 @@ class BridgeSettings(Model):
         description="A stream/queue/exchange/topic that exists with other settings than "
         "the config's fails its route (default: a warning)",
     )
+    tracing: Tracing | None = Field(None, description="Off unless set")
 
 
 # ---------------------------------------------------------------- connections

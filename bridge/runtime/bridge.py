@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
-from natsbridge.bridge import declare
+from natsbridge.bridge import declare, tracing
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
 from natsbridge.bridge.config.model import Delivery
@@ -77,6 +77,7 @@ class Bridge:
         """Start every route, wait for `stop()` (or idleness with `once`), then drain."""
         self._loop = asyncio.get_running_loop()
         sampler: asyncio.Task[None] | None = None
+        stop_tracing = tracing.start(self.config.bridge.tracing)
         try:
             for route in self.config.routes:
                 runner = await self._runner(route, self._endpoints(route, self.config))
@@ -112,6 +113,7 @@ class Bridge:
             if self.admin is not None:
                 self.admin.close()
             await self.buffers.close()
+            stop_tracing()
 
     # ------------------------------------------------------------ routes
 

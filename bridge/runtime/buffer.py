@@ -26,6 +26,7 @@ class Buffered:
     seq: int
     envelope: Envelope
     deliveries: int  # 1 on first delivery, more after a restart or a redelivery
+    buffered_at: float = 0.0  # Unix seconds of the append to the buffer
 
 
 @dataclass(frozen=True, slots=True)

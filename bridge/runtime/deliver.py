@@ -90,4 +90,5 @@ class Deliver(SettlePolicy):
     def _send(self, items: Sequence[Buffered]) -> asyncio.Future[list[BaseException | None]]:
         self.stats.in_flight += len(items)
         self.stats.redelivered += sum(1 for item in items if item.deliveries > 1)
+        self.tracing.deliver(items)  # spans, and the outgoing traceparent
         return asyncio.ensure_future(self.sink.send_batch([item.envelope for item in items]))

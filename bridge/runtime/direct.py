@@ -4,6 +4,7 @@ at_most_once routes, and request/reply, where each request waits for its answer.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from natsbridge.bridge.connector import Incoming, Requester, Responder, send_one
 from natsbridge.bridge.envelope import Envelope
@@ -54,11 +55,11 @@ class Direct(RouteEndpoints):
         try:
             if incoming.error is not None:
                 raise incoming.error
-            envelope = self.mapper.map(incoming.envelope)
+            envelope = self.tracing.ingest(incoming.envelope, self.mapper.map)
             if self.route.spec.request_reply is not None and incoming.envelope.reply:
                 await self._request(incoming.envelope, envelope)
             else:
-                await send_one(self.sink, envelope)
+                await self.tracing.send(envelope, partial(send_one, self.sink))
             self._count_delivered([envelope])
         except LoopDetected:
             self.stats.looped += 1

@@ -122,7 +122,7 @@ class EmbeddedRouteBuffer:
         messages = await self.broker.fetch(self.stream, CONSUMER, max_messages, timeout)
         for message in messages:
             self.taken[message.seq] = message
-        return [Buffered(m.seq, _envelope(m), m.deliveries) for m in messages]
+        return [Buffered(m.seq, _envelope(m), m.deliveries, m.time) for m in messages]
 
     async def settle(self, seqs: Sequence[int]) -> None:
         """Ack delivered messages; the writer commits them with its next batch."""

@@ -26,6 +26,7 @@ from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.dead_letters import DeadLetterWarnings
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.stats import RouteState, RouteStats
+from natsbridge.bridge.tracing import RouteTracing
 
 log = logging.getLogger(logs.ROUTE_LOGGER)
 
@@ -77,6 +78,7 @@ class RouteEndpoints:
         self._connected_at = {"source": 0.0, "sink": 0.0}  # time.monotonic() of the connect
         self._log = _RouteLog(log, {"route": route.name})
         self._dead_letter_warnings = DeadLetterWarnings(self._log)
+        self.tracing = RouteTracing(route.name)
 
     async def _connect(self, endpoint: Source | Sink, role: str) -> bool:
         """Connect `endpoint`, retrying with back-off; False if the route stopped first.

@@ -48,7 +48,7 @@ class Ingest(RouteEndpoints):
             error = incoming.error
             if error is None:
                 try:
-                    mapped.append(self.mapper.map(incoming.envelope))
+                    mapped.append(self.tracing.ingest(incoming.envelope, self.mapper.map))
                     settled.append(incoming)
                     continue
                 except LoopDetected as exc:

@@ -88,6 +88,7 @@ class SettlePolicy(RouteEndpoints):
     ) -> tuple[list[Buffered], ConnectionLost | None]:
         """Settle the confirmed, dead-letter the refused; the rest, and a ConnectionLost seen."""
         assert self.buffer is not None
+        self.tracing.settled(items, results)
         done = [item for item, result in zip(items, results, strict=True) if result is None]
         if done:
             await self._settle_confirmed(done)
@@ -122,6 +123,7 @@ class SettlePolicy(RouteEndpoints):
         """Move a buffered message to the dead letters: counted, and one WARNING line."""
         assert self.buffer is not None
         await self._retry_store(partial(self.buffer.dead_letter, item.envelope, reason, item.seq))
+        self.tracing.dead_lettered(item, reason)
         self.stats.dead_letter(kind)
         self.stats.in_flight -= 1
         self._dead_letter_warnings.warn(
