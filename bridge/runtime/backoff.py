@@ -6,6 +6,10 @@ import random
 
 from natsbridge.bridge.config.model import Retry
 
+_JITTER = random.Random()
+"""The jitter of every Backoff without its own generator: seeding one from the OS costs a
+system call, and the runtime makes a Backoff for every buffer call and settled window."""
+
 
 class Backoff:
     """Delays that grow by `multiplier` from `initial` up to `max`, each drawn with jitter.
@@ -16,7 +20,7 @@ class Backoff:
 
     def __init__(self, policy: Retry, rng: random.Random | None = None) -> None:
         self.policy = policy
-        self.rng = rng or random.Random()
+        self.rng = rng or _JITTER
         self.step = policy.initial
 
     def next(self) -> float:

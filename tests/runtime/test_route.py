@@ -60,10 +60,12 @@ class MemoryBuffer:
         self.stored: list[Buffered] = []
         self.settled: set[int] = set()
         self.dead: list[tuple[bytes, str]] = []
+        self.last_seq = 0
 
     async def put(self, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
-            self.stored.append(Buffered(len(self.stored) + 1, envelope, 1))
+            self.last_seq += 1  # never reused, however much was taken meanwhile
+            self.stored.append(Buffered(self.last_seq, envelope, 1))
 
     async def take(self, max_messages: int, timeout: float) -> Sequence[Buffered]:
         await asyncio.sleep(0.001)
