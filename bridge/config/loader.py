@@ -17,13 +17,16 @@ from urllib.parse import unquote
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from natsbridge.bridge import secrets
+from natsbridge.bridge.config.buffers import check_bridge_buffer, check_route_buffer
 from natsbridge.bridge.config.model import (
     BridgeSettings,
+    Buffer,
     ConfigFile,
     Delivery,
     Endpoint,
     Model,
     RouteSpec,
+    effective_buffer,
 )
 from natsbridge.bridge.config.source import (
     Document,
@@ -56,6 +59,7 @@ class Route:
     sink: Endpoint
     sink_kind: str
     templates: dict[str, Template]
+    buffer: Buffer  # its own `buffer` over bridge.buffer (effective_buffer)
 
     @property
     def name(self) -> str:
@@ -116,6 +120,7 @@ class _Checker:
         self.interpolated = {path for path, _ in doc.problems}
         # Where a problem of a route derived from a migration is in the file (see fail()).
         self.translate: Callable[[YamlPath], YamlPath] = same_path
+        self.default_buffer = Buffer()  # bridge.buffer once it is checked
         _register_secrets(doc.data)
 
     def check(self) -> Config:
@@ -130,6 +135,9 @@ class _Checker:
             BridgeSettings | None, self.validate(BridgeSettings, data.get("bridge"), ("bridge",))
         )
         connections = self.check_connections(data.get("connections"))
+        if bridge is not None:
+            self.default_buffer = bridge.buffer
+            check_bridge_buffer(self, bridge.buffer)
         written = data.get("migrations")
         routes = self.check_routes(data.get("routes"), connections, optional=bool(written))
         migrations: list[Migration] = []
@@ -220,8 +228,10 @@ class _Checker:
         if spec is None or endpoints is None or templates is None:
             return None
         self.check_delivery(spec, *endpoints, where)
+        buffer = effective_buffer(self.default_buffer, spec.buffer)
+        check_route_buffer(self, spec, buffer, where)
         source, source_kind, sink, sink_kind = endpoints
-        return Route(spec, source, source_kind.name, sink, sink_kind.name, templates)
+        return Route(spec, source, source_kind.name, sink, sink_kind.name, templates, buffer)
 
     def check_endpoints(
         self, body: Any, where: YamlPath, connections: dict[str, Model]

@@ -134,6 +134,72 @@ class BufferLimits(Model):
     )
 
 
+class BufferMode(StrEnum):
+    """Where a route's messages rest between the source's ack and the sink's confirm."""
+
+    EMBEDDED = "embedded"  # the bridge's own SQLite file in data_dir (one process owns it)
+    JETSTREAM = "jetstream"  # a stream in a NATS (cluster) that every replica shares
+    NONE = "none"  # no copy: the source is settled only once the sink confirmed
+
+
+_JETSTREAM_ONLY = ("connection", "replicas", "ack_wait")
+
+
+def _also_a_mode_name(schema: dict[str, Any]) -> None:
+    """The schema of `Buffer`, which may also be written as a mode's name alone."""
+    mapping = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [{"type": "string", "enum": [m.value for m in BufferMode]}, mapping]
+
+
+class Buffer(BufferLimits):
+    """A route's buffer: its mode (or a mapping with `mode`), its limits and its stream.
+
+    `buffer: jetstream` is short for `buffer: {mode: jetstream}`. `bridge.buffer` is every
+    route's default; a route's `buffer` overrides the keys it writes (bridge.config.model
+    effective_buffer).
+    """
+
+    model_config = ConfigDict(json_schema_extra=_also_a_mode_name)
+
+    mode: BufferMode = Field(BufferMode.EMBEDDED, description="embedded, jetstream or none")
+    connection: Name | None = Field(
+        None, description="jetstream: the NATS connection (of this file) holding the streams"
+    )
+    replicas: int = Field(
+        3, ge=1, le=5, description="jetstream: copies of each stream in the NATS cluster"
+    )
+    ack_wait: Seconds = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="jetstream: a dead replica's taken messages are delivered again after this",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_name(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _keys_of_its_mode(self) -> Buffer:
+        if self.mode is not BufferMode.JETSTREAM and "mode" in self.model_fields_set:
+            written = [key for key in _JETSTREAM_ONLY if key in self.model_fields_set]
+            if written:
+                raise ValueError(f"{written[0]} is a key of mode jetstream, not {self.mode}")
+        return self
+
+
+def effective_buffer(default: Buffer, written: Buffer | None) -> Buffer:
+    """A route's buffer: `default` (bridge.buffer) with the keys the route `written` sets."""
+    if written is None:
+        return default
+    merged = default.model_dump() | written.model_dump(include=written.model_fields_set)
+    if merged["mode"] != BufferMode.JETSTREAM:  # the default's stream settings do not apply
+        merged = {key: value for key, value in merged.items() if key not in _JETSTREAM_ONLY}
+    return Buffer.model_validate(merged)
+
+
 class BridgeSettings(Model):
     """This bridge process."""
 
@@ -144,9 +210,7 @@ class BridgeSettings(Model):
     hop_limit: int = Field(
         8, ge=1, le=255, description="Drop a message that crossed this many bridges"
     )
-    buffer: BufferLimits = Field(
-        BufferLimits(), description="Every route's, unless it sets its own"
-    )
+    buffer: Buffer = Field(Buffer(), description="Every route's, unless it sets its own")
 
 
 # ---------------------------------------------------------------- connections
@@ -197,7 +261,7 @@ class RouteSpec(Model):
     max_in_flight: int = Field(1000, ge=1, le=100_000)
     retry: Retry = Retry()
     max_payload: Bytes | None = Field(None, gt=0, le=64 * 1024**2)
-    buffer: BufferLimits | None = Field(None, description="Default: bridge.buffer")
+    buffer: Buffer | None = Field(None, description="Overrides the keys of bridge.buffer it writes")
 
 
 class ConfigFile(Model):

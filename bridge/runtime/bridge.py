@@ -50,7 +50,7 @@ class Bridge:
     def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
         self.config = config
         self._load = load or (lambda: load_config(config.path))
-        self.buffers = EmbeddedBuffers(config.bridge.data_dir, config.bridge.buffer)
+        self.buffers = EmbeddedBuffers(config.bridge.data_dir)
         self.runners: list[RouteRunner] = []  # in config order; replaced whole on reload
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
@@ -254,7 +254,6 @@ class Bridge:
         paused = {name for name, runner in old.items() if runner.paused}
         await self._stop_routes(old[name] for name in diff.removed + diff.changed)
         self.config = new
-        self.buffers.limits = new.bridge.buffer
         running = {name: old[name] for name in diff.unchanged}
         failed: dict[str, str] = {}
         for name in diff.added + diff.changed:

@@ -23,7 +23,6 @@ from natsbridge.bridge.broker.config import (
 )
 from natsbridge.bridge.broker.store import DB_NAME
 from natsbridge.bridge.config.loader import Route
-from natsbridge.bridge.config.model import BufferLimits
 from natsbridge.bridge.envelope import Envelope, Headers
 from natsbridge.bridge.runtime.buffer import Backlog, Buffered
 from natsbridge.mappings.headers import (
@@ -52,9 +51,8 @@ def dead_letter_stream(route_name: str) -> str:
 class EmbeddedBuffers:
     """Opens the data dir's broker once and hands each route its buffer."""
 
-    def __init__(self, data_dir: str | Path, limits: BufferLimits | None = None) -> None:
+    def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
-        self.limits = limits or BufferLimits()  # of a route that sets none
         self.broker: Broker | None = None
 
     async def open(self) -> None:
@@ -75,7 +73,7 @@ class EmbeddedBuffers:
     async def route(self, route: Route) -> EmbeddedRouteBuffer:
         """The buffer of `route`, created on first use and kept across restarts."""
         assert self.broker is not None, "open() first"
-        limits = route.spec.buffer or self.limits
+        limits = route.buffer
         await self.broker.add_stream(
             StreamConfig(
                 name=route.name,

@@ -124,7 +124,7 @@ def test_routes_without_their_own_limits_take_the_bridge_s(tmp_path: Path) -> No
     config = load_config(path, {})
 
     async def limits() -> dict[str, tuple[int, int]]:
-        buffers = EmbeddedBuffers(tmp_path / "data", config.bridge.buffer)
+        buffers = EmbeddedBuffers(tmp_path / "data")
         await buffers.open()
         try:
             found = {}
@@ -137,5 +137,5 @@ def test_routes_without_their_own_limits_take_the_bridge_s(tmp_path: Path) -> No
         finally:
             await buffers.close()
 
-    # A route's `buffer` replaces the bridge's whole: unset keys take the defaults.
-    assert asyncio.run(limits()) == {"own": (7, 1024**3), "shared": (500, 8 * 1024**2)}
+    # A route's `buffer` overrides the keys it writes; the others are the bridge's.
+    assert asyncio.run(limits()) == {"own": (7, 8 * 1024**2), "shared": (500, 8 * 1024**2)}
