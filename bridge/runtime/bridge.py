@@ -20,12 +20,14 @@ from typing import Any
 
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
-from natsbridge.bridge.config.model import Delivery
+from natsbridge.bridge.config.model import BufferMode, Delivery
 from natsbridge.bridge.connector import Sink, Source
 from natsbridge.bridge.errors import BridgeError, ConfigError, StoreError
 from natsbridge.bridge.logs import plural
 from natsbridge.bridge.migrate.metrics import MigrationCollector
 from natsbridge.bridge.registry import did_you_mean, load_connector
+from natsbridge.bridge.runtime.at_source import AtSourceBuffer
+from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.embedded import EmbeddedBuffers, EmbeddedRouteBuffer
 from natsbridge.bridge.runtime.mapper import RouteMapper
 from natsbridge.bridge.runtime.reload import RouteDiff, diff_routes, fixed_setting_problems
@@ -127,10 +129,14 @@ class Bridge:
         source, sink = endpoints()
         connection = self.config.connections[route.sink.connection]
         mapper = RouteMapper(route, self.config.bridge, connection)
-        buffer: EmbeddedRouteBuffer | None = None
+        buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
-            buffer = await self.buffers.route(route)
-            self._route_buffers[route.name] = buffer
+            embedded = await self.buffers.route(route)
+            if route.buffer.mode is BufferMode.NONE and not await _left_over(route, embedded):
+                # No copy of the flow; the embedded stream keeps only dead letters.
+                buffer = AtSourceBuffer(2 * route.spec.max_in_flight, embedded)
+            else:
+                buffer = self._route_buffers[route.name] = embedded
         return RouteRunner(route, source, sink, mapper, buffer, endpoints)
 
     def _start(self, runner: RouteRunner) -> None:
@@ -362,3 +368,18 @@ def install_signal_handlers(bridge: Bridge) -> None:
             loop.add_signal_handler(signum, bridge.stop)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, bridge.reload_on_signal)
+
+
+async def _left_over(route: Route, embedded: EmbeddedRouteBuffer) -> bool:
+    """Whether a `buffer: none` route's embedded buffer still holds messages of an earlier
+    run (the route had another mode): they go out through it first, never stranded."""
+    depth = (await embedded.backlog()).depth
+    if depth:
+        log.warning(
+            "route %s: %s in its embedded buffer from an earlier run go out through it; "
+            "buffer none applies from the first start that finds it empty",
+            route.name,
+            plural(depth, "message"),
+            extra={"event": "buffer_left_over", "route": route.name},
+        )
+    return depth > 0
