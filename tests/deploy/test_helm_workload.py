@@ -108,3 +108,30 @@ def test_lint_a_deployment_with_every_option(helm: str, tmp_path: Path) -> None:
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     run([helm, "lint", "--strict", str(CHART), "--values", str(values_file)])
+
+
+def with_buffers(bridge: Any, *routes: Any) -> dict[str, Any]:
+    """NON_DEFAULT with bridge.buffer and each route's buffer (None: not written)."""
+    values = copy.deepcopy(NON_DEFAULT)
+    config = values["config"]
+    if bridge is not None:
+        config["bridge"]["buffer"] = bridge
+    for route, buffer in zip(config["routes"], routes, strict=False):
+        if buffer is not None:
+            route["buffer"] = buffer
+    return values
+
+
+def test_workload_follows_the_buffer_modes(helm: str, tmp_path: Path) -> None:
+    cases = [
+        (with_buffers("none"), "Deployment"),
+        (with_buffers({"mode": "none"}), "Deployment"),
+        (with_buffers(None, "none", "none"), "Deployment"),
+        (with_buffers("none", None, "embedded"), "StatefulSet"),
+        (with_buffers("none", None, {"max_msgs": 10}), "Deployment"),  # inherits none
+        (with_buffers(None, "none"), "StatefulSet"),  # the other route is embedded
+        (with_buffers("embedded"), "StatefulSet"),
+    ]
+    for values, workload in cases:
+        objects = template(helm, tmp_path, values)
+        assert workload in kinds(objects), (values["config"], kinds(objects))
