@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from natsbridge.bridge.declare import Declaration, Observed
     from natsbridge.bridge.runtime.buffer import Buffers
 
-Feature = Literal["exactly_once", "request_reply"]
+Feature = Literal["exactly_once", "request_reply", "direct"]
 Side = Literal["from", "to"]
 
 
@@ -175,6 +175,11 @@ class ConnectorKind:
     holds_buffers: ClassVar[bool] = False
     """A connection of this kind can hold route buffers (``buffer: {mode: jetstream,
     connection: <it>}``): `open_buffers` returns the backend (bridge.runtime.buffer)."""
+    direct: ClassVar[tuple[str | None, str | None]] = (None, None)
+    """How errors name the (source, sink) of this kind that a route with ``buffer: none``
+    can join ("a Kafka source"): a source that redelivers what it handed out and was not
+    acked (the message stays safe there until the sink confirmed it), a sink whose
+    confirm means the destination stored it; None: it cannot."""
 
     # ------------------------------------------------------------ addresses
 
@@ -212,11 +217,13 @@ class ConnectorKind:
     def supports(self, feature: Feature, side: Side, endpoint: Model) -> bool:
         """Whether `endpoint`, this route's source ("from") or sink ("to"), gives `feature`.
 
-        The default follows `exactly_once` and `request_reply`; override it when only some
-        endpoints of the kind can (a JetStream sink, not a core NATS one).
+        The default follows `exactly_once`, `request_reply` and `direct`; override it when
+        only some endpoints of the kind can (a JetStream sink, not a core NATS one).
         """
         if feature == "exactly_once":
             return side == "to" and self.exactly_once is not None
+        if feature == "direct":
+            return self.direct[side == "to"] is not None
         return self.request_reply[side == "to"] is not None
 
     def label(self, endpoint: Model) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from natsbridge.bridge import secrets
 from natsbridge.bridge.config.buffers import check_bridge_buffer, check_route_buffer
+from natsbridge.bridge.config.direct import alternatives, check_direct
 from natsbridge.bridge.config.model import (
     BridgeSettings,
     Buffer,
@@ -38,7 +39,7 @@ from natsbridge.bridge.config.source import (
     shorten,
 )
 from natsbridge.bridge.errors import ConfigError, SubjectError, TemplateError
-from natsbridge.bridge.registry import all_kinds, available, did_you_mean, load_connector
+from natsbridge.bridge.registry import available, did_you_mean, load_connector
 from natsbridge.mappings.subjects import validate_subject
 from natsbridge.mappings.templates import Template, compile_template
 
@@ -231,6 +232,7 @@ class _Checker:
         self.check_delivery(spec, *endpoints, where)
         buffer = effective_buffer(self.default_buffer, spec.buffer)
         check_route_buffer(self, spec, buffer, where)
+        check_direct(self, spec, buffer, endpoints, where)
         source, source_kind, sink, sink_kind = endpoints
         route = Route(spec, source, source_kind.name, sink, sink_kind.name, templates, buffer)
         if not isinstance(body, dict) or body.get("dead_letters") is None:
@@ -402,10 +404,10 @@ class _Checker:
         """The route's guarantee and request_reply, as far as its kinds support them."""
         once: Feature = "exactly_once"
         if spec.delivery is Delivery.EXACTLY_ONCE and not sink_kind.supports(once, "to", sink):
-            alternatives = _alternatives(lambda kind: kind.exactly_once)
+            sinks = alternatives(lambda kind: kind.exactly_once)
             self.fail(
                 (*where, "delivery"),
-                f"exactly_once needs {alternatives}; found a {sink_kind.label(sink)} sink",
+                f"exactly_once needs {sinks}; found a {sink_kind.label(sink)} sink",
             )
         # Request/reply bridges two kinds (a NATS request answered by an AMQP RPC server):
         # both ends must carry replies, and be of different kinds.
@@ -413,8 +415,8 @@ class _Checker:
             "request_reply", "to", sink
         )
         if spec.request_reply is not None and not (both and source_kind is not sink_kind):
-            sources = _alternatives(lambda kind: kind.request_reply[0])
-            sinks = _alternatives(lambda kind: kind.request_reply[1])
+            sources = alternatives(lambda kind: kind.request_reply[0])
+            sinks = alternatives(lambda kind: kind.request_reply[1])
             self.fail(
                 (*where, "request_reply"),
                 f"request_reply needs {sources}, and {sinks} of another kind; found "
@@ -552,12 +554,6 @@ def _unknown_key(key: str, model: type[BaseModel]) -> str:
         if hint
         else (f"unknown key '{shorten(key)}'; expected one of: {', '.join(sorted(allowed))}")
     )
-
-
-def _alternatives(label: typing.Callable[[ConnectorKind], str | None]) -> str:
-    """The installed kinds' names for what they offer, alphabetical: "a X or a Y"."""
-    names = sorted({text for kind in all_kinds().values() if (text := label(kind))})
-    return " or ".join(names) or "a connector that offers it (none is installed)"
 
 
 def _kind_of(value: Any) -> str:

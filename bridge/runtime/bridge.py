@@ -22,13 +22,14 @@ from typing import Any
 from natsbridge.bridge import declare, tracing
 from natsbridge.bridge.admin.server import AdminServer, ControlError
 from natsbridge.bridge.config.loader import Config, Route, load_config
-from natsbridge.bridge.config.model import Delivery
+from natsbridge.bridge.config.model import BufferMode, Delivery
 from natsbridge.bridge.connector import Sink, Source
 from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import BridgeError, ConfigError, NotFound, StoreError
 from natsbridge.bridge.logs import plural
 from natsbridge.bridge.migrate.metrics import MigrationCollector
 from natsbridge.bridge.registry import did_you_mean, load_connector
+from natsbridge.bridge.runtime.at_source import AtSourceBuffer
 from natsbridge.bridge.runtime.buffer import RouteBuffer
 from natsbridge.bridge.runtime.buffers import RouteBuffers
 from natsbridge.bridge.runtime.dead_letter_admin import DeadLetterAdmin
@@ -138,7 +139,12 @@ class Bridge:
         mapper = RouteMapper(route, self.config.bridge, connection)
         buffer: RouteBuffer | None = None
         if route.spec.delivery is not Delivery.AT_MOST_ONCE and route.spec.request_reply is None:
-            buffer = self._route_buffers[route.name] = await self.buffers.route(route)
+            stored = await self.buffers.route(route)
+            if route.buffer.mode is BufferMode.NONE and not await _left_over(route, stored):
+                # No copy of the flow; the embedded stream keeps only dead letters.
+                buffer = AtSourceBuffer(2 * route.spec.max_in_flight, stored)
+            else:
+                buffer = self._route_buffers[route.name] = stored
             if route.dead_letters is not None:
                 buffer = self._dead_letters(route, buffer)
         config = self.config
@@ -461,3 +467,18 @@ def install_signal_handlers(bridge: Bridge) -> None:
             loop.add_signal_handler(signum, stop, signum)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, bridge.reload_on_signal)
+
+
+async def _left_over(route: Route, embedded: RouteBuffer) -> bool:
+    """Whether a `buffer: none` route's embedded buffer still holds messages of an earlier
+    run (the route had another mode): they go out through it first, never stranded."""
+    depth = (await embedded.backlog()).depth
+    if depth:
+        log.warning(
+            "route %s: %s in its embedded buffer from an earlier run go out through it; "
+            "buffer none applies from the first start that finds it empty",
+            route.name,
+            plural(depth, "message"),
+            extra={"event": "buffer_left_over", "route": route.name},
+        )
+    return depth > 0

@@ -1,6 +1,7 @@
 """Ingest (a layer of bridge.runtime.route.RouteRunner): read the source, map each
-message, commit the batch to the buffer, then ack the source; a message that cannot be
-converted or mapped is dead-lettered with the reason and acked."""
+message, commit the batch to the buffer, then ack the source (with `buffer: none`, hand
+each message over with its ack, called once the sink confirmed it); a message that
+cannot be converted or mapped is dead-lettered with the reason and acked."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from natsbridge.bridge.envelope import Envelope
 from natsbridge.bridge.errors import (
     RetryableError,
 )
+from natsbridge.bridge.runtime.at_source import AtSourceBuffer
 from natsbridge.bridge.runtime.dead_letters import origin_text, reason_of, storable
 from natsbridge.bridge.runtime.endpoints import RouteEndpoints
 from natsbridge.bridge.runtime.mapper import LoopDetected
@@ -61,11 +63,15 @@ class Ingest(RouteEndpoints):
                 except Exception as exc:  # one message's problem, never the route's
                     error = exc
             await self._dead_letter_incoming(incoming, error)
-        if mapped:
+        if not mapped:
+            return
+        if isinstance(buffer, AtSourceBuffer):  # buffer none: acked once the sink confirmed
+            await buffer.hold(mapped, [partial(self._ack, incoming) for incoming in settled])
+        else:
             await self._retry_store(partial(buffer.put, mapped))
-            self.stats.buffered += len(mapped)
-        for incoming in settled:
-            self._ack(incoming)
+            for incoming in settled:
+                self._ack(incoming)
+        self.stats.buffered += len(mapped)
 
     async def _dead_letter_incoming(self, incoming: Incoming, error: BaseException) -> None:
         """Dead-letter a message that could not be converted or mapped, log it, ack it."""

@@ -16,6 +16,10 @@ exception, a bug included — dead-letters that one message with the reason, cou
 logs one warning with the route and the source coordinates, and acks it. It never
 stops the route, another route or the process.
 
+`buffer: none` (a durable source and a durable sink): the same two tasks, with
+bridge.runtime.at_source in place of the durable buffer: the ingest hands each message
+over with its source ack, and the ack runs only once the sink confirmed the message.
+
 `at_most_once`: no buffer: the source message is acked as soon as it was handed to the
 sink. Request/reply routes are at_most_once by nature: each request waits for its
 answer (bounded by `max_in_flight` at a time) and the answer goes back to the requester.
@@ -36,6 +40,7 @@ from __future__ import annotations
 import asyncio
 
 from natsbridge.bridge import logs
+from natsbridge.bridge.runtime.at_source import AtSourceBuffer
 from natsbridge.bridge.runtime.backoff import Backoff
 from natsbridge.bridge.runtime.dead_letters import reason_of
 from natsbridge.bridge.runtime.deliver import Deliver
@@ -98,6 +103,8 @@ class RouteRunner(Ingest, Deliver, Direct):
             await self._connect(self.sink, "sink")
             await self._direct()
             return
+        if isinstance(self.buffer, AtSourceBuffer):
+            self.buffer.forget()  # held for a closed source, which gives them to the next
         tasks = [asyncio.ensure_future(work) for work in (self._ingest(), self._deliver())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -66,6 +66,7 @@ class AmqpKind(ConnectorKind):
     drivers = ("pika",)
     extra = "amqp"
     request_reply = ("an amqp source", "an amqp sink")
+    direct = ("an amqp source", "an amqp sink")
 
     def driver_loggers(self) -> Mapping[str, int]:
         """pika, quiet: its channel closes (also the 404 of the passive declare a route

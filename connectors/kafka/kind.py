@@ -90,6 +90,7 @@ class KafkaKind(ConnectorKind):
     drivers = ("confluent_kafka",)
     extra = "kafka"
     exactly_once = "a Kafka sink"
+    direct = ("a Kafka source", "a Kafka sink")
 
     def driver_loggers(self) -> Mapping[str, int]:
         """librdkafka speaks through the connector's logger (connectors/kafka/client.py);

@@ -16,12 +16,14 @@ from natsbridge.sdk import (
     ConnectorKind,
     Delivery,
     Envelope,
+    Feature,
     Finding,
     Matcher,
     Model,
     Placeholder,
     Route,
     RouteSpec,
+    Side,
     Sink,
     Source,
     first_match,
@@ -82,6 +84,7 @@ class MqttKind(ConnectorKind):
     coordinate_headers = (MQTT_TOPIC,)
     drivers = ("paho",)
     extra = "mqtt"
+    direct = ("an MQTT source with qos 1", "an MQTT sink with qos 1")
 
     def source_patterns(self, source: Model) -> tuple[str, ...]:
         """The subscribed topic filters."""
@@ -103,6 +106,18 @@ class MqttKind(ConnectorKind):
     def dedup_id(self, envelope: Envelope) -> str | None:
         """None: an MQTT message has no id that survives a redelivery."""
         return None
+
+    def supports(self, feature: Feature, side: Side, endpoint: Model) -> bool:
+        """buffer none needs qos 1: the broker redelivers, and confirms, only at qos 1."""
+        if feature == "direct":
+            assert isinstance(endpoint, MqttSource | MqttSink)
+            return endpoint.qos >= 1
+        return super().supports(feature, side, endpoint)
+
+    def label(self, endpoint: Model) -> str:
+        """``MQTT qos 0`` or ``MQTT qos 1``."""
+        assert isinstance(endpoint, MqttSource | MqttSink)
+        return f"MQTT qos {endpoint.qos}"
 
     def check_source(self, source: Model, route: RouteSpec | None) -> Iterator[Finding]:
         """QoS 0 cannot keep at_least_once; nothing identifies a message for exactly_once."""

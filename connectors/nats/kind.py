@@ -53,6 +53,7 @@ class NatsKind(ConnectorKind):
     exactly_once = "a JetStream sink (to.jetstream)"
     request_reply = ("a core NATS source", "a core NATS sink")
     holds_buffers = True
+    direct = ("a JetStream source (from.jetstream)", "a JetStream sink (to.jetstream)")
 
     def source_patterns(self, source: Model) -> tuple[str, ...]:
         """The subscribed subject pattern."""
@@ -81,10 +82,13 @@ class NatsKind(ConnectorKind):
         return found
 
     def supports(self, feature: Feature, side: Side, endpoint: Model) -> bool:
-        """exactly_once into JetStream; request_reply through core NATS only."""
+        """exactly_once into JetStream; buffer none only with JetStream (core NATS keeps
+        nothing nobody acked, and confirms nothing); request_reply through core NATS only."""
         assert isinstance(endpoint, NatsSource | NatsSink)
         if feature == "exactly_once":
             return side == "to" and endpoint.jetstream is not None
+        if feature == "direct":
+            return endpoint.jetstream is not None
         return endpoint.jetstream is None
 
     def label(self, endpoint: Model) -> str:

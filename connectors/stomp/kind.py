@@ -53,6 +53,7 @@ class StompKind(ConnectorKind):
     coordinate_headers = (STOMP_DESTINATION, STOMP_MESSAGE_ID)
     drivers = ("stomp",)
     extra = "stomp"
+    direct = ("a STOMP source", "a STOMP sink")
 
     def driver_loggers(self) -> Mapping[str, int]:
         """stomp.py logs under "stomp.py", every connection step at INFO."""

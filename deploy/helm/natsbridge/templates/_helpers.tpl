@@ -106,3 +106,57 @@ Kubernetes Secrets (secretFiles), never written into the manifest.
 {{- define "natsbridge.metricSelector" -}}
 {{- .Values.prometheusRule.selector | default (printf "namespace=%q,job=%q" .Release.Namespace (include "natsbridge.fullname" .)) }}
 {{- end }}
+
+{{/* What every workload checks before it renders. */}}
+{{- define "natsbridge.checks" -}}
+{{- $drain := include "natsbridge.drainSeconds" . }}
+{{- if and $drain (le (float64 .Values.terminationGracePeriodSeconds) (float64 $drain)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.bridge.drain_timeout (%ss): the bridge drains on SIGTERM before the kubelet kills it" .Values.terminationGracePeriodSeconds $drain) }}
+{{- end }}
+{{- if and .Values.persistence.enabled .Values.persistence.existingClaim (ne (int .Values.replicaCount) 1) }}
+{{- fail (printf "persistence.existingClaim holds one buffer, and replicaCount is %v: two bridges never share a buffer (leave existingClaim empty for a claim per pod)" .Values.replicaCount) }}
+{{- end }}
+{{- include "natsbridge.checkEnv" . }}
+{{- end }}
+
+{{/*
+A buffer setting's mode: a mode name, or a mapping's `mode`; `default` when unset (a
+${env:…} reference counts as embedded: the chart cannot know, and a disk is the safe side).
+*/}}
+{{- define "natsbridge.bufferMode" -}}
+{{- $buffer := .buffer }}
+{{- $mode := "" }}
+{{- if kindIs "string" $buffer }}
+{{- $mode = $buffer }}
+{{- else if kindIs "map" $buffer }}
+{{- $mode = get $buffer "mode" | toString }}
+{{- end }}
+{{- if not $mode }}{{ .default }}{{ else if has $mode (list "embedded" "jetstream" "none") }}{{ $mode }}{{ else }}embedded{{ end }}
+{{- end }}
+
+{{/*
+The workload: a StatefulSet with a claim per pod when a route buffers on local disk
+(buffer embedded, the default), else a Deployment (jetstream, none: replicas own no
+message). `workload` overrides it.
+*/}}
+{{- define "natsbridge.workload" -}}
+{{- if ne .Values.workload "auto" }}
+{{- .Values.workload }}
+{{- else }}
+{{- $default := include "natsbridge.bufferMode" (dict "buffer" (dig "bridge" "buffer" "" .Values.config) "default" "embedded") }}
+{{- $modes := list }}
+{{- $routes := .Values.config.routes | default list }}
+{{- if or (not $routes) (.Values.config.migrations) }}
+{{- $modes = append $modes $default }}
+{{- end }}
+{{- range $routes }}
+{{- $modes = append $modes (include "natsbridge.bufferMode" (dict "buffer" (get . "buffer") "default" $default)) }}
+{{- end }}
+{{- if has "embedded" $modes }}StatefulSet{{ else }}Deployment{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Non-empty when each pod gets a claim of its own (volumeClaimTemplates). */}}
+{{- define "natsbridge.claimPerPod" -}}
+{{- if and (eq (include "natsbridge.workload" .) "StatefulSet") .Values.persistence.enabled (not .Values.persistence.existingClaim) }}yes{{ end }}
+{{- end }}
