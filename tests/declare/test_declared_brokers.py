@@ -131,7 +131,11 @@ def test_a_created_stream_has_its_settings_and_is_logged_once(
     assert created is not None
     assert text(created.storage) == "memory" and text(created.discard) == "new"
     assert (created.max_msgs, created.max_age, created.num_replicas) == (50, 3600.0, 1)
-    lines = [r.getMessage() for r in caplog.records if stream in r.getMessage()]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "natsbridge.declare" and stream in r.getMessage()
+    ]
     assert lines == [
         f"created JetStream stream '{stream}' on connection 'nats' (replicas=1, storage=memory, "
         f"retention=limits, max_msgs=50, max_bytes=unlimited, max_age=3600, discard=new, "
@@ -213,7 +217,8 @@ def test_kafka_sink_creates_a_missing_topic_by_default(
     with caplog.at_level("INFO", "natsbridge.declare"):
         run(scenario())
     assert kafka_partitions(urls["kafka"], topic) == 2
-    assert [r.getMessage() for r in caplog.records if topic in r.getMessage()] == [
+    declared = [r for r in caplog.records if r.name == "natsbridge.declare"]
+    assert [r.getMessage() for r in declared if topic in r.getMessage()] == [
         f"created Kafka topic '{topic}' on connection 'kafka' (partitions=2, replication_factor=1)"
     ]
 
