@@ -443,7 +443,8 @@ class JetStreamSource:
                     info.config.filter_subject,
                     self.config.subject,
                 )
-            if info.num_ack_pending and self.js_config.create:
+            # Replicas share the consumer: what another one holds un-acked is in flight.
+            if info.num_ack_pending and self.js_config.create and self.bridge.replica is None:
                 await self._rewind(js, info, context)
             return
         except StreamMissing:
@@ -471,8 +472,9 @@ class JetStreamSource:
         ones, or (nak'd on close) in the server's redelivery order, which is not stream
         order. Starting again right after the ack floor delivers them first and in order
         (anything acked above the floor comes again: a duplicate, never a loss). Only for
-        consumers the bridge manages (`create: true`): a replica sharing the consumer sees
-        its in-flight messages once more.
+        consumers the bridge manages (`create: true`) and read by this process alone: with
+        `bridge.replica` set, the others' in-flight messages would all come again, so a dead
+        replica's come back after ack_wait instead (replicas promise no order).
         """
         start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
         # Info, not warning: a clean stop leaves pulled-ahead messages unacked too.

@@ -55,6 +55,7 @@ def config(tag: str, amqp_url: str, nats_url: str, cluster: list[str], kafka: st
         "bridge": {
             "id": f"scale-{tag}",
             "data_dir": "${env:NATSBRIDGE_DATA_DIR}",
+            "replica": "${env:NATSBRIDGE_REPLICA}",
             "buffer": {"mode": "jetstream", "connection": "cluster", "ack_wait": "5s"},
         },
         "connections": {
@@ -270,21 +271,25 @@ def test_three_replicas_lose_nothing_through_a_replica_and_a_node_kill(
     )
     observed = rabbit_setup(amqp_url, tag)
     kafka_preload(kafka_bootstrap, tag)
-    replicas = [BridgeProcess(path, tmp_path / f"replica-{n}") for n in range(REPLICAS)]
-    # Published once every replica runs: today a JetStream source that starts while another
-    # process holds un-acked messages of its consumer re-creates it from the stream's start.
+    replicas = [
+        BridgeProcess(path, tmp_path / f"replica-{n}", env={"NATSBRIDGE_REPLICA": f"r{n}"})
+        for n in range(REPLICAS)
+    ]
     publishers = [
         threading.Thread(target=rabbit_publish, args=(amqp_url, tag)),
         threading.Thread(target=lambda: asyncio.run(js_publish(nats_url, tag))),
     ]
     started = time.monotonic()
     try:
-        for replica in replicas:
-            replica.start(wait_ready=False)
-        for replica in replicas:
-            replica.wait_ready()
+        # The others join while the first holds un-acked messages of the shared JetStream
+        # consumer: a joining replica must not re-create it (everything would come again).
+        replicas[0].start()
         for publisher in publishers:
             publisher.start()
+        for replica in replicas[1:]:
+            replica.start(wait_ready=False)
+        for replica in replicas[1:]:
+            replica.wait_ready()
 
         def delivered() -> int:
             streams = (f"RA_{tag}", f"KA_{tag}")
