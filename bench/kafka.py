@@ -1,9 +1,9 @@
 """Kafka: raw clients, the whole bridge and nats-kafka, both directions, in one run.
 
 Run: ``python -m bench kafka [--runs 3]`` or ``python -m bench.kafka [--msgs N] [--size BYTES]
-[--delivery at_least_once|exactly_once] [--no-nats-kafka]`` with the brokers of
-deploy/dev/services.sh up and its env exported. Prints one JSON object and writes it to
-``bench/results/kafka.json`` (with ``--runs``: every run and the medians to
+[--delivery at_least_once|exactly_once] [--buffer embedded|none] [--no-nats-kafka]``
+with the brokers of deploy/dev/services.sh up and its env exported. Prints one JSON
+object and writes it to ``bench/results/kafka.json`` (with ``--runs``: every run and the medians to
 ``bench/results/kafka-runs.json``).
 
 Raw legs, each the best a Python client does with the guarantee the bridge gives
@@ -15,9 +15,11 @@ Raw legs, each the best a Python client does with the guarantee the bridge gives
 * ``js_pull_ack``: nats-py pull consumer, batches of 1,000, an explicit ack each (acks
   are not awaited one by one: they leave in the client's flush batches).
 
-Whole bridge (``natsbridge run`` as a child process, embedded buffer, synchronous=FULL),
-timed from the first message at the destination until it holds all N (start-up and the
-group join are not counted, as in the raw consume legs):
+Whole bridge (``natsbridge run`` as a child process; ``--buffer embedded``, the default:
+every message fsync'ed into the local SQLite buffer, synchronous=FULL; ``--buffer none``:
+no local copy, the source acked once the sink confirmed, as nats-kafka does), timed
+from the first message at the destination until it holds all N (start-up and the group
+join are not counted, as in the raw consume legs):
 
 * ``kafka_to_jetstream``: from the topic ``kafka_produce`` filled into a JetStream stream;
   ratio against min(kafka_consume, js_publish).
@@ -64,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--msgs", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--delivery", default="at_least_once")
+    parser.add_argument("--buffer", default="embedded", choices=["embedded", "none"])
     parser.add_argument("--no-nats-kafka", action="store_true", help="skip the nats-kafka legs")
     args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
@@ -76,7 +79,7 @@ def main(argv: Sequence[str]) -> int:
             "(build it: python -m bench.nats_kafka build)",
             file=sys.stderr,
         )
-    bench = Legs(args.msgs, payload, tag, args.delivery)
+    bench = Legs(args.msgs, payload, tag, args.delivery, args.buffer)
     results = [
         bench.kafka_to_jetstream(raw, side_by_side),
         bench.jetstream_to_kafka(raw, side_by_side),
@@ -86,6 +89,7 @@ def main(argv: Sequence[str]) -> int:
         "msg_size": args.size,
         "msgs": args.msgs,
         "delivery": args.delivery,
+        "buffer": args.buffer,
         "raw_legs": {leg: round(rate) for leg, rate in raw.items()},
         "nats_kafka": str(nats_kafka.BINARY) if side_by_side else "skipped",
         "results": results,
@@ -117,11 +121,12 @@ def raw_legs(count: int, payload: bytes, tag: str) -> dict[str, float]:
 class Legs:
     """The whole-bridge legs (and nats-kafka's) of one run."""
 
-    def __init__(self, count: int, payload: bytes, tag: str, delivery: str) -> None:
+    def __init__(self, count: int, payload: bytes, tag: str, delivery: str, buffer: str) -> None:
         self.count = count
         self.payload = payload
         self.tag = tag
         self.delivery = delivery
+        self.buffer = buffer
 
     def kafka_to_jetstream(self, raw: dict[str, float], side_by_side: bool) -> dict[str, Any]:
         count, tag = self.count, self.tag
@@ -129,6 +134,7 @@ class Legs:
         route = {
             "name": "kafka-to-js",
             "delivery": self.delivery,
+            "buffer": self.buffer,
             "from": {"connection": "kafka", "topics": [topic], "group_id": f"bench-bridge-{tag}"},
             "to": {
                 "connection": "nats",
@@ -153,6 +159,7 @@ class Legs:
         route = {
             "name": "js-to-kafka",
             "delivery": self.delivery,
+            "buffer": self.buffer,
             "from": jetstream_source(stream, f"benchkout{tag}"),
             "to": {"connection": "kafka", "topic": topic, "key": "{{wildcard(1)}}"},
         }
