@@ -22,8 +22,9 @@
 # 6231-6233, monitoring 8231-8233) is separate from the single `nats` on 4222; its nodes
 # are started, stopped and restarted by name like any broker.
 # Broker data and logs live in $NATSBRIDGE_SERVICES_DIR (default ~/.cache/natsbridge/services)
-# and survive stop/start/restart/down. Kafka's TLS listeners use a self-signed CA made once
-# with openssl in $NATSBRIDGE_SERVICES_DIR/kafka/tls (ca.pem is what clients trust).
+# and survive stop/start/restart/down. TLS listeners use the dev PKI made once with openssl
+# in $NATSBRIDGE_SERVICES_DIR/pki: ca.pem (what clients trust), server and client
+# certificates, exported as NATSBRIDGE_TLS_CA, NATSBRIDGE_TLS_CLIENT_CERT/_KEY.
 # Kafka's SASL listeners: SCRAM-SHA-256 (9094), SCRAM-SHA-512 (9096), SASL_SSL with
 # SCRAM-SHA-512 over TLS (9097) and PLAIN (9098), one user for all; the SCRAM credentials
 # are (re)stored at start when a login fails, so an existing data dir gains them too.
@@ -359,42 +360,52 @@ log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 EOF
 }
 
-# A self-signed CA and a server certificate for localhost/127.0.0.1, made once (again only
-# when the server certificate expires within a day). Kafka reads the PEM key and chain itself.
-make_kafka_tls() {
-  local d="$STATE/kafka/tls" tmp
+# The dev PKI every TLS listener uses, made once with openssl in $STATE/pki (again when a
+# certificate expires within a day): a CA (ca.pem is what clients trust), a server
+# certificate for localhost/127.0.0.1 (server.pem/.key; keystore.pem is Kafka's PEM
+# keystore: the unencrypted PKCS#8 key, then the certificate) and a client certificate,
+# CN=natsbridge-client (client.pem/.key), for the listeners that require one.
+make_dev_pki() {
+  local d="$STATE/pki" tmp
   if [ -f "$d/ca.pem" ] && [ -f "$d/keystore.pem" ] &&
-    openssl x509 -checkend 86400 -noout -in "$d/server.pem" >/dev/null 2>&1; then
+    openssl x509 -checkend 86400 -noout -in "$d/server.pem" >/dev/null 2>&1 &&
+    openssl x509 -checkend 86400 -noout -in "$d/client.pem" >/dev/null 2>&1; then
     return 0
   fi
-  command -v openssl >/dev/null || die "openssl is needed for Kafka's TLS listener"
-  mkdir -p "$STATE/kafka"
-  tmp="$(mktemp -d "$STATE/kafka/.tls.XXXXXX")"
+  command -v openssl >/dev/null || die "openssl is needed for the TLS listeners"
+  mkdir -p "$STATE"
+  tmp="$(mktemp -d "$STATE/.pki.XXXXXX")"
   printf '%s\n' "basicConstraints=critical,CA:FALSE" \
-    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" \
     "subjectAltName=DNS:localhost,IP:$HOST" "subjectKeyIdentifier=hash" \
     "authorityKeyIdentifier=keyid,issuer" >"$tmp/server.ext"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=clientAuth" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >"$tmp/client.ext"
   if ! (
     set -e
     cd "$tmp"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=natsbridge dev Kafka CA" \
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=natsbridge dev CA" \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
       -keyout ca.key -out ca.pem
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
-      -extfile server.ext -out server.pem
-    # Kafka's PEM keystore: the unencrypted PKCS#8 key, then the certificate
+    for who in server client; do
+      cn=localhost
+      [ "$who" = client ] && cn=natsbridge-client
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$cn" -keyout "$who.key" -out "$who.csr"
+      openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile "$who.ext" -out "$who.pem"
+    done
     cat server.key server.pem >keystore.pem
-    chmod 600 ca.key server.key keystore.pem
+    chmod 600 ca.key server.key client.key keystore.pem
   ) >"$tmp/openssl.log" 2>&1; then
     cat "$tmp/openssl.log" >&2
     rm -rf "$tmp"
-    die "making the Kafka TLS certificates failed"
+    die "making the dev TLS certificates failed"
   fi
-  rm -f "$tmp/server.csr" "$tmp/server.ext" "$tmp/ca.srl" "$tmp/openssl.log"
+  rm -f "$tmp"/*.csr "$tmp"/*.ext "$tmp/ca.srl" "$tmp/openssl.log"
   rm -rf "$d"
   mv "$tmp" "$d"
-  log "kafka: made a CA and a server certificate in $d"
+  log "made the dev CA, a server and a client certificate in $d"
 }
 
 write_kafka_config() {
@@ -419,10 +430,10 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.se
 listener.name.plain.sasl.enabled.mechanisms=PLAIN
 listener.name.plain.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SCRAM_USER="$KAFKA_SCRAM_PASSWORD";
 listener.name.ssl.ssl.keystore.type=PEM
-listener.name.ssl.ssl.keystore.location=$d/tls/keystore.pem
+listener.name.ssl.ssl.keystore.location=$STATE/pki/keystore.pem
 listener.name.ssl.ssl.client.auth=none
 listener.name.sasl_ssl.ssl.keystore.type=PEM
-listener.name.sasl_ssl.ssl.keystore.location=$d/tls/keystore.pem
+listener.name.sasl_ssl.ssl.keystore.location=$STATE/pki/keystore.pem
 listener.name.sasl_ssl.ssl.client.auth=none
 log.dirs=$d/data
 num.partitions=1
@@ -475,12 +486,12 @@ allow_anonymous true
 listener $MQTT_AUTH_PORT $HOST
 allow_anonymous false
 password_file $d/passwd
-# TLS with the dev CA made for Kafka's TLS listener (ca.pem is what clients trust)
+# TLS with the dev PKI's server certificate
 listener $MQTT_TLS_PORT $HOST
 allow_anonymous true
-cafile $STATE/kafka/tls/ca.pem
-certfile $STATE/kafka/tls/server.pem
-keyfile $STATE/kafka/tls/server.key
+cafile $STATE/pki/ca.pem
+certfile $STATE/pki/server.pem
+keyfile $STATE/pki/server.key
 # persistent sessions (the bridge's MQTT sources) and their queued messages survive restarts
 persistence true
 persistence_location $d/data/
@@ -605,7 +616,7 @@ start_process() { # NAME: launch without waiting
     ;;
   kafka)
     [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars are not installed; run: $0 up"
-    make_kafka_tls
+    make_dev_pki
     write_kafka_config
     format_kafka
     launch kafka java -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
@@ -614,7 +625,7 @@ start_process() { # NAME: launch without waiting
     ;;
   mosquitto)
     [ -x /usr/sbin/mosquitto ] || die "mosquitto is not installed; run: $0 up"
-    make_kafka_tls
+    make_dev_pki
     write_mosquitto_config
     launch mosquitto /usr/sbin/mosquitto -c "$STATE/mosquitto/mosquitto.conf"
     ;;
@@ -635,9 +646,9 @@ probe() { # NAME: one readiness round trip per endpoint, quiet
     "$PY" "$PROBE" kafka "$HOST:$KAFKA_PORT" &&
       kafka_login SCRAM-SHA-256 "$KAFKA_SCRAM_PORT" &&
       kafka_login SCRAM-SHA-512 "$KAFKA_SCRAM512_PORT" &&
-      kafka_login SCRAM-SHA-512 "$KAFKA_SASL_SSL_PORT" "$STATE/kafka/tls/ca.pem" &&
+      kafka_login SCRAM-SHA-512 "$KAFKA_SASL_SSL_PORT" "$STATE/pki/ca.pem" &&
       "$PY" "$PROBE" kafka-sasl "$HOST:$KAFKA_PLAIN_PORT" PLAIN "$KAFKA_SCRAM_USER" "$KAFKA_SCRAM_PASSWORD" &&
-      "$PY" "$PROBE" kafka "$HOST:$KAFKA_TLS_PORT" "$STATE/kafka/tls/ca.pem"
+      "$PY" "$PROBE" kafka "$HOST:$KAFKA_TLS_PORT" "$STATE/pki/ca.pem"
     ;;
   mosquitto) probe_mqtt "$HOST" "$MQTT_PORT" ;;
   esac
@@ -772,8 +783,8 @@ nats      nats://$HOST:$NATS_PORT  (JetStream; monitoring http://$HOST:$NATS_MON
 nats-1..3 $(cluster_urls)  (a JetStream cluster; monitoring http://$HOST:$((NATS_CLUSTER_MONITOR_BASE + 1)) ...)
 rabbitmq  amqp://guest:guest@$HOST:$AMQP_PORT/%2F  stomp://$HOST:$RABBIT_STOMP_PORT  (management http://$HOST:$RABBIT_MGMT_PORT)
 activemq  stomp://$HOST:$ACTIVEMQ_STOMP_PORT ($ACTIVEMQ_USER/$ACTIVEMQ_PASSWORD)  openwire tcp://$HOST:$ACTIVEMQ_OPENWIRE_PORT
-mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT; TLS mqtts://$HOST:$MQTT_TLS_PORT, CA $STATE/kafka/tls/ca.pem)
-kafka     $HOST:$KAFKA_PORT  (user $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD on: SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT, SCRAM-SHA-512 $HOST:$KAFKA_SCRAM512_PORT, PLAIN $HOST:$KAFKA_PLAIN_PORT; SASL_SSL SCRAM-SHA-512 $HOST:$KAFKA_SASL_SSL_PORT; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/kafka/tls/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
+mosquitto mqtt://$HOST:$MQTT_PORT  (MQTT 3.1.1 and 5, anonymous; $MQTT_USER/$MQTT_PASSWORD on mqtt://$HOST:$MQTT_AUTH_PORT; TLS mqtts://$HOST:$MQTT_TLS_PORT, CA $STATE/pki/ca.pem)
+kafka     $HOST:$KAFKA_PORT  (user $KAFKA_SCRAM_USER/$KAFKA_SCRAM_PASSWORD on: SASL_PLAINTEXT SCRAM-SHA-256 $HOST:$KAFKA_SCRAM_PORT, SCRAM-SHA-512 $HOST:$KAFKA_SCRAM512_PORT, PLAIN $HOST:$KAFKA_PLAIN_PORT; SASL_SSL SCRAM-SHA-512 $HOST:$KAFKA_SASL_SSL_PORT; SSL $HOST:$KAFKA_TLS_PORT, CA $STATE/pki/ca.pem; controller $HOST:$KAFKA_CONTROLLER_PORT)
 EOF
 }
 
@@ -793,7 +804,7 @@ export NATSBRIDGE_KAFKA_SCRAM_BOOTSTRAP='$HOST:$KAFKA_SCRAM_PORT'
 export NATSBRIDGE_KAFKA_SCRAM_USER='$KAFKA_SCRAM_USER'
 export NATSBRIDGE_KAFKA_SCRAM_PASSWORD='$KAFKA_SCRAM_PASSWORD'
 export NATSBRIDGE_KAFKA_TLS_BOOTSTRAP='$HOST:$KAFKA_TLS_PORT'
-export NATSBRIDGE_KAFKA_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
+export NATSBRIDGE_KAFKA_TLS_CA_FILE='$STATE/pki/ca.pem'
 export NATSBRIDGE_KAFKA_SCRAM512_BOOTSTRAP='$HOST:$KAFKA_SCRAM512_PORT'
 export NATSBRIDGE_KAFKA_SASL_SSL_BOOTSTRAP='$HOST:$KAFKA_SASL_SSL_PORT'
 export NATSBRIDGE_KAFKA_PLAIN_BOOTSTRAP='$HOST:$KAFKA_PLAIN_PORT'
@@ -804,7 +815,10 @@ export NATSBRIDGE_MQTT_AUTH_URL='mqtt://$HOST:$MQTT_AUTH_PORT'
 export NATSBRIDGE_MQTT_USER='$MQTT_USER'
 export NATSBRIDGE_MQTT_PASSWORD='$MQTT_PASSWORD'
 export NATSBRIDGE_MQTT_TLS_URL='mqtts://$HOST:$MQTT_TLS_PORT'
-export NATSBRIDGE_MQTT_TLS_CA_FILE='$STATE/kafka/tls/ca.pem'
+export NATSBRIDGE_MQTT_TLS_CA_FILE='$STATE/pki/ca.pem'
+export NATSBRIDGE_TLS_CA='$STATE/pki/ca.pem'
+export NATSBRIDGE_TLS_CLIENT_CERT='$STATE/pki/client.pem'
+export NATSBRIDGE_TLS_CLIENT_KEY='$STATE/pki/client.key'
 export NATSBRIDGE_SERVICES_SH='$HERE/services.sh'
 EOF
 }
