@@ -49,11 +49,18 @@ def main(argv: list[str]) -> int:
 
 
 def medians(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per leg (by name, in order of appearance): every run's ratio and rates, and medians."""
+    """Per leg (in order of appearance): every run's ratio and rates, and medians.
+
+    A leg is its name, with its buffer mode and workers where the benchmark reports them
+    (`rabbitmq_to_jetstream[jetstream-w2]`).
+    """
     legs: dict[str, dict[str, list[float]]] = {}
     for report in reports:
         for leg in report["results"]:
-            runs = legs.setdefault(leg["name"], {"ratio": [], "bridge": [], "raw": [], "vs": []})
+            key = leg["name"]
+            if "buffer" in leg:
+                key += f"[{leg['buffer']}-w{leg['workers']}]"
+            runs = legs.setdefault(key, {"ratio": [], "bridge": [], "raw": [], "vs": []})
             runs["ratio"].append(leg["ratio"])
             runs["bridge"].append(leg["bridge_msgs_per_s"])
             runs["raw"].append(leg["raw_msgs_per_s"])

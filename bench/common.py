@@ -8,11 +8,13 @@ record (the fields DESIGN.md names) are the same for all three and live here.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,57 @@ from tests.e2e.bridge_process import BridgeProcess, write_config
 
 NATS_URL = os.environ.get("NATSBRIDGE_NATS_URL", "nats://127.0.0.1:4222")
 WINDOW = 1000  # concurrent JetStream publishes in the raw leg and the preload
+CLUSTER_URLS = os.environ.get(
+    "NATSBRIDGE_NATS_CLUSTER_URLS",
+    "nats://127.0.0.1:4231,nats://127.0.0.1:4232,nats://127.0.0.1:4233",
+).split(",")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How the bridge under test runs: its buffer mode and its number of workers.
+
+    `jetstream` puts every route's buffer on the 3-node cluster of services.sh as an R3
+    stream (what the README recommends); `embedded` is the fsync'ed SQLite buffer; `none`
+    acks the source once the sink confirmed. `workers` > 1 runs `natsbridge run --workers`.
+    """
+
+    buffer: str = "embedded"
+    workers: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.buffer}-w{self.workers}"
+
+    def apply(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` with this buffer mode (and the cluster connection it needs)."""
+        bridge = {**config["bridge"], "buffer": self.buffer}
+        connections = dict(config["connections"])
+        if self.buffer == "jetstream":
+            bridge["buffer"] = {"mode": "jetstream", "connection": "buffer", "replicas": 3}
+            connections["buffer"] = {"kind": "nats", "servers": CLUSTER_URLS}
+        return {**config, "bridge": bridge, "connections": connections}
+
+    def args(self) -> tuple[str, ...]:
+        return ("--workers", str(self.workers)) if self.workers > 1 else ()
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--buffer` and `--workers`, each a comma-separated list: every combination runs."""
+    parser.add_argument(
+        "--buffer", default="embedded", help="embedded, jetstream, none (comma-separated)"
+    )
+    parser.add_argument("--workers", default="1", help="workers per bridge (comma-separated)")
+
+
+def setups(args: argparse.Namespace) -> list[Setup]:
+    """Every (buffer, workers) combination `add_setup_arguments` asked for."""
+    buffers = args.buffer.split(",")
+    for buffer in buffers:
+        if buffer not in ("embedded", "jetstream", "none"):
+            raise SystemExit(f"--buffer {buffer!r}: one of embedded, jetstream, none")
+    workers = [int(n) for n in args.workers.split(",")]
+    return [Setup(buffer, n) for buffer in buffers for n in workers]
 
 
 async def raw_js_publish(stream: str, subject: str, payload: bytes, count: int) -> float:
@@ -75,17 +128,23 @@ async def delete_stream(stream: str) -> None:
     await nc.close()
 
 
-def run_bridge(config: dict[str, Any], done: Any, count: int) -> tuple[float, float]:
-    """(messages/s, peak RSS MB) of a bridge process moving `count` preloaded messages."""
-    return run_bridge_until(config, lambda _process: done(), count)
+def run_bridge(
+    config: dict[str, Any], done: Any, count: int, setup: Setup = Setup()
+) -> tuple[float, float]:
+    """(messages/s, peak RSS MB per replica) of a bridge moving `count` preloaded messages."""
+    return run_bridge_until(config, lambda _process: done(), count, setup)
 
 
 def run_bridge_until(
-    config: dict[str, Any], done: Callable[[BridgeProcess], bool], count: int
+    config: dict[str, Any],
+    done: Callable[[BridgeProcess], bool],
+    count: int,
+    setup: Setup = Setup(),
 ) -> tuple[float, float]:
     """`run_bridge` whose `done` is asked with the running bridge (its admin endpoint)."""
     with tempfile.TemporaryDirectory() as tmp:
-        process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
+        path = write_config(Path(tmp) / "bench.yaml", setup.apply(config))
+        process = BridgeProcess(path, Path(tmp) / "data", extra_args=setup.args())
         process.start()
         try:
             start = time.perf_counter()
@@ -95,7 +154,7 @@ def run_bridge_until(
                     raise SystemExit(f"bridge did not move {count} messages in 600 s")
             elapsed = time.perf_counter() - start
             assert process.process is not None
-            rss = peak_rss_mb(process.process.pid)
+            rss = replica_peak_rss_mb(process.process.pid)
         finally:
             process.terminate()
     return count / elapsed, rss
@@ -125,16 +184,17 @@ def rate_from_first(
 
 
 def run_bridge_from_first(
-    config: dict[str, Any], arrived: Callable[[], int], count: int
+    config: dict[str, Any], arrived: Callable[[], int], count: int, setup: Setup = Setup()
 ) -> tuple[float, float]:
-    """(messages/s from the first arrival, peak RSS MB) of a bridge moving `count`."""
+    """(messages/s from the first arrival, peak RSS MB per replica) of a bridge moving `count`."""
     with tempfile.TemporaryDirectory() as tmp:
-        process = BridgeProcess(write_config(Path(tmp) / "bench.yaml", config), Path(tmp) / "data")
+        path = write_config(Path(tmp) / "bench.yaml", setup.apply(config))
+        process = BridgeProcess(path, Path(tmp) / "data", extra_args=setup.args())
         process.start(wait_ready=False)
         assert process.process is not None
         try:
             rate = rate_from_first(count, arrived, lambda: process.process.poll() is None)
-            rss = peak_rss_mb(process.process.pid)
+            rss = replica_peak_rss_mb(process.process.pid)
         except SystemExit as exc:
             raise SystemExit(f"bridge: {exc}\n{process.tail()}") from None
         finally:
@@ -153,11 +213,19 @@ def delivered_at_least(count: int) -> Callable[[BridgeProcess], bool]:
 
 
 def bridge_result(
-    name: str, size: int, count: int, raw: dict[str, float], bridge: float, rss: float
+    name: str,
+    size: int,
+    count: int,
+    raw: dict[str, float],
+    bridge: float,
+    rss: float,
+    setup: Setup = Setup(),
 ) -> dict[str, Any]:
     ceiling = min(raw.values())
     return {
         "name": name,
+        "buffer": setup.buffer,
+        "workers": setup.workers,
         "msg_size": size,
         "msgs": count,
         "raw_msgs_per_s": round(ceiling),
@@ -171,6 +239,12 @@ def bridge_result(
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory (VmHWM) of process `pid`, this one by default, in MB."""
     return status_mb(pid, "VmHWM")
+
+
+def replica_peak_rss_mb(pid: int) -> float:
+    """The largest peak RSS among the replicas: `pid` itself, or its workers when it has any."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return max((peak_rss_mb(child) for child in children), default=peak_rss_mb(pid))
 
 
 def status_mb(pid: int | str, field: str) -> float:

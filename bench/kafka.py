@@ -1,7 +1,8 @@
 """Kafka: raw clients, the whole bridge and nats-kafka, both directions, in one run.
 
 Run: ``python -m bench kafka [--runs 3]`` or ``python -m bench.kafka [--msgs N] [--size BYTES]
-[--delivery at_least_once|exactly_once] [--buffer embedded|none] [--no-nats-kafka]``
+[--delivery at_least_once|exactly_once] [--buffer embedded,jetstream,none] [--workers 1,2]
+[--no-nats-kafka]``
 with the brokers of deploy/dev/services.sh up and its env exported. Prints one JSON
 object and writes it to ``bench/results/kafka.json`` (with ``--runs``: every run and the medians to
 ``bench/results/kafka-runs.json``).
@@ -15,9 +16,11 @@ Raw legs, each the best a Python client does with the guarantee the bridge gives
 * ``js_pull_ack``: nats-py pull consumer, batches of 1,000, an explicit ack each (acks
   are not awaited one by one: they leave in the client's flush batches).
 
-Whole bridge (``natsbridge run`` as a child process; ``--buffer embedded``, the default:
-every message fsync'ed into the local SQLite buffer, synchronous=FULL; ``--buffer none``:
-no local copy, the source acked once the sink confirmed, as nats-kafka does), timed
+Whole bridge (``natsbridge run`` as a child process, once per combination of ``--buffer``
+and ``--workers``, each a comma-separated list; ``embedded``, the default: every message
+fsync'ed into the local SQLite buffer, synchronous=FULL; ``jetstream``: an R3 stream on
+the 3-node cluster; ``none``: no copy, the source acked once the sink confirmed, as
+nats-kafka does; bench/common.py `Setup`), timed
 from the first message at the destination until it holds all N (start-up and the group
 join are not counted, as in the raw consume legs):
 
@@ -47,6 +50,8 @@ from bench import kafka_clients as kc
 from bench import nats_kafka
 from bench.common import (
     NATS_URL,
+    Setup,
+    add_setup_arguments,
     bridge_result,
     delete_stream,
     jetstream_source,
@@ -54,6 +59,7 @@ from bench.common import (
     raw_js_consume,
     raw_js_publish,
     run_bridge_from_first,
+    setups,
     stream_count,
 )
 
@@ -66,7 +72,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--msgs", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--delivery", default="at_least_once")
-    parser.add_argument("--buffer", default="embedded", choices=["embedded", "none"])
+    add_setup_arguments(parser)
     parser.add_argument("--no-nats-kafka", action="store_true", help="skip the nats-kafka legs")
     args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
@@ -79,17 +85,19 @@ def main(argv: Sequence[str]) -> int:
             "(build it: python -m bench.nats_kafka build)",
             file=sys.stderr,
         )
-    bench = Legs(args.msgs, payload, tag, args.delivery, args.buffer)
-    results = [
-        bench.kafka_to_jetstream(raw, side_by_side),
-        bench.jetstream_to_kafka(raw, side_by_side),
-    ]
+    results = []
+    for setup in setups(args):
+        bench = Legs(args.msgs, payload, tag, args.delivery, setup)
+        results += [
+            bench.kafka_to_jetstream(raw, side_by_side),
+            bench.jetstream_to_kafka(raw, side_by_side),
+        ]
+        side_by_side = False  # nats-kafka's legs once, beside the first setup
     report = {
         "name": "kafka",
         "msg_size": args.size,
         "msgs": args.msgs,
         "delivery": args.delivery,
-        "buffer": args.buffer,
         "raw_legs": {leg: round(rate) for leg, rate in raw.items()},
         "nats_kafka": str(nats_kafka.BINARY) if side_by_side else "skipped",
         "results": results,
@@ -121,20 +129,21 @@ def raw_legs(count: int, payload: bytes, tag: str) -> dict[str, float]:
 class Legs:
     """The whole-bridge legs (and nats-kafka's) of one run."""
 
-    def __init__(self, count: int, payload: bytes, tag: str, delivery: str, buffer: str) -> None:
+    def __init__(self, count: int, payload: bytes, tag: str, delivery: str, setup: Setup) -> None:
         self.count = count
         self.payload = payload
-        self.tag = tag
+        self.raw_tag = tag
+        self.tag = f"{tag}-{setup.label}"
         self.delivery = delivery
-        self.buffer = buffer
+        self.setup = setup
 
     def kafka_to_jetstream(self, raw: dict[str, float], side_by_side: bool) -> dict[str, Any]:
         count, tag = self.count, self.tag
-        topic, stream = f"bench-raw-{tag}", f"BENCH_K_{tag}"  # the topic raw_legs filled
+        topic = f"bench-raw-{self.raw_tag}"  # the topic raw_legs filled
+        stream = f"BENCH_K_{tag}".replace("-", "_")
         route = {
             "name": "kafka-to-js",
             "delivery": self.delivery,
-            "buffer": self.buffer,
             "from": {"connection": "kafka", "topics": [topic], "group_id": f"bench-bridge-{tag}"},
             "to": {
                 "connection": "nats",
@@ -143,33 +152,36 @@ class Legs:
             },
         }
         config = kc.bridge_config(f"bench-{self.tag}", route)
-        rate, rss = run_bridge_from_first(config, lambda: stream_count(stream), count)
+        rate, rss = run_bridge_from_first(config, lambda: stream_count(stream), count, self.setup)
         asyncio.run(delete_stream(stream))
         legs = {"kafka_consume": raw["kafka_consume"], "js_publish": raw["js_publish"]}
-        result = bridge_result("kafka_to_jetstream", len(self.payload), count, legs, rate, rss)
+        result = bridge_result(
+            "kafka_to_jetstream", len(self.payload), count, legs, rate, rss, self.setup
+        )
         if side_by_side:
             result.update(_versus(rate, self._nats_kafka_to_jetstream(topic)))
         return result
 
     def jetstream_to_kafka(self, raw: dict[str, float], side_by_side: bool) -> dict[str, Any]:
         count, tag = self.count, self.tag
-        topic, stream = f"bench-out-{tag}", f"BENCH_KOUT_{tag}"
+        topic, stream = f"bench-out-{tag}", f"BENCH_KOUT_{tag}".replace("-", "_")
         kc.create_topic(topic)
         asyncio.run(preloaded_stream(stream, f"benchkout{tag}", self.payload, count))
         route = {
             "name": "js-to-kafka",
             "delivery": self.delivery,
-            "buffer": self.buffer,
             "from": jetstream_source(stream, f"benchkout{tag}"),
             "to": {"connection": "kafka", "topic": topic, "key": "{{wildcard(1)}}"},
         }
         with kc.topic_size(topic) as size:
             config = kc.bridge_config(f"bench-{self.tag}", route)
-            rate, rss = run_bridge_from_first(config, size, count)
+            rate, rss = run_bridge_from_first(config, size, count, self.setup)
         asyncio.run(delete_stream(stream))
         kc.delete_topics(topic)
         legs = {"js_pull_ack": raw["js_pull_ack"], "kafka_produce": raw["kafka_produce"]}
-        result = bridge_result("jetstream_to_kafka", len(self.payload), count, legs, rate, rss)
+        result = bridge_result(
+            "jetstream_to_kafka", len(self.payload), count, legs, rate, rss, self.setup
+        )
         if side_by_side:
             result.update(_versus(rate, self._nats_kafka_from_jetstream()))
         return result

@@ -1,15 +1,18 @@
 """RabbitMQ <-> JetStream through the whole bridge, against the raw clients in the same run.
 
-Run: ``python -m bench rabbitmq [--msgs N] [--size BYTES]`` with the brokers of
-deploy/dev/services.sh up and its env exported. Prints one JSON object and writes it to
-``bench/results/rabbitmq.json``.
+Run: ``python -m bench rabbitmq [--msgs N] [--size BYTES] [--buffer embedded,jetstream,none]
+[--workers 1,2]`` with the brokers of deploy/dev/services.sh up and its env exported.
+Prints one JSON object and writes it to ``bench/results/rabbitmq.json``.
 
 Each direction moves N messages of SIZE bytes (default 100,000 x 1 KiB) and is compared
-with the slower of its two raw legs, measured just before on the same brokers:
+with the slower of its two raw legs, measured once before the bridge legs on the same
+brokers. The bridge runs once per combination of ``--buffer`` and ``--workers`` (each a
+comma-separated list; default: the embedded buffer, one worker; bench/common.py `Setup`):
 
-* ``rabbitmq_to_jetstream``: raw = min(pika consume+ack, nats-py JetStream publish with
-  concurrent acks); bridge = `natsbridge run` (at_least_once, embedded buffer with
-  synchronous=FULL) from a preloaded queue until the stream holds all N.
+* ``rabbitmq_to_jetstream``: raw = min(pika consume with acks of 250 messages at a time
+  (``multiple=True``, as the bridge acks), nats-py JetStream publish with concurrent
+  acks); bridge = `natsbridge run` (at_least_once) from a preloaded queue until the
+  stream holds all N.
 * ``jetstream_to_rabbitmq``: raw = min(nats-py JetStream pull+ack, pika publish with
   publisher confirms, 1000 unconfirmed at most: the route's default max_in_flight);
   bridge = from a preloaded stream until the observed queue holds all N. As for the
@@ -46,6 +49,8 @@ from pika.channel import Channel
 
 from bench.common import (
     NATS_URL,
+    Setup,
+    add_setup_arguments,
     bridge_result,
     delete_stream,
     jetstream_source,
@@ -53,11 +58,13 @@ from bench.common import (
     raw_js_consume,
     raw_js_publish,
     run_bridge,
+    setups,
     stream_count,
 )
 
 RESULT = Path(__file__).resolve().parent / "results" / "rabbitmq.json"
 MAX_IN_FLIGHT = 1000  # the routes' default max_in_flight: the raw confirmed publish's window
+ACK_EVERY = 250  # the raw consumer acks this many at once (multiple=True)
 AMQP_URL = os.environ.get("NATSBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
@@ -66,12 +73,14 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench rabbitmq")
     parser.add_argument("--msgs", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=1024)
+    add_setup_arguments(parser)
     args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:8]
     payload = os.urandom(args.size // 2).hex().encode()[: args.size]
+    runs = setups(args)
     results = [
-        rabbitmq_to_jetstream(args.msgs, payload, tag),
-        jetstream_to_rabbitmq(args.msgs, payload, tag),
+        *rabbitmq_to_jetstream(args.msgs, payload, tag, runs),
+        *jetstream_to_rabbitmq(args.msgs, payload, tag, runs),
     ]
     report = {"name": "rabbitmq", "msg_size": args.size, "msgs": args.msgs, "results": results}
     RESULT.parent.mkdir(exist_ok=True)
@@ -157,8 +166,9 @@ def raw_pika_consume(queue: str, count: int) -> float:
     for method, _, _ in channel.consume(queue, inactivity_timeout=10):
         if method is None:
             break
-        channel.basic_ack(method.delivery_tag)
         received += 1
+        if received % ACK_EVERY == 0 or received == count:
+            channel.basic_ack(method.delivery_tag, multiple=True)
         if received == count:
             break
     elapsed = time.perf_counter() - start
@@ -171,10 +181,10 @@ def raw_pika_consume(queue: str, count: int) -> float:
 # ---------------------------------------------------------------- through the bridge
 
 
-def bridge_config(tag: str, route: dict[str, Any]) -> dict[str, Any]:
+def bridge_config(bridge_id: str, route: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": 1,
-        "bridge": {"id": f"bench-{tag}", "data_dir": "${env:NATSBRIDGE_DATA_DIR}"},
+        "bridge": {"id": bridge_id, "data_dir": "${env:NATSBRIDGE_DATA_DIR}"},
         "connections": {
             "rabbit": {"kind": "amqp", "url": AMQP_URL},
             "nats": {"kind": "nats", "servers": [NATS_URL]},
@@ -183,11 +193,22 @@ def bridge_config(tag: str, route: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rabbitmq_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any]:
+def rabbitmq_to_jetstream(
+    count: int, payload: bytes, tag: str, runs: list[Setup]
+) -> list[dict[str, Any]]:
     consume = raw_pika_consume_after_publish(f"bench.raw.{tag}", payload, count)
     publish = asyncio.run(raw_js_publish(f"BENCH_RAW_{tag}", f"benchraw{tag}", payload, count))
     asyncio.run(delete_stream(f"BENCH_RAW_{tag}"))
-    exchange, stream = f"bench-{tag}", f"BENCH_{tag}"
+    raw = {"pika_consume_ack": consume, "js_publish_async": publish}
+    return [
+        _rabbitmq_to_jetstream(count, payload, f"{tag}-{setup.label}", raw, setup) for setup in runs
+    ]
+
+
+def _rabbitmq_to_jetstream(
+    count: int, payload: bytes, tag: str, raw: dict[str, float], setup: Setup
+) -> dict[str, Any]:
+    exchange, stream = f"bench-{tag}", f"BENCH_{tag}".replace("-", "_")
     route = {
         "name": "rabbit-to-js",
         "from": {"connection": "rabbit", "exchange": exchange, "binding_keys": ["#"]},
@@ -197,20 +218,23 @@ def rabbitmq_to_jetstream(count: int, payload: bytes, tag: str) -> dict[str, Any
             "jetstream": {"stream": stream},
         },
     }
-    config = bridge_config(tag, route)
-    _declare_bridge_queue(exchange, "natsbridge.rabbit-to-js")  # so the preload is routed
+    config = bridge_config(f"bench-{tag}", route)
+    queue = "natsbridge.rabbit-to-js"
+    _declare_bridge_queue(exchange, queue)  # so the preload is routed
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
     for _ in range(count):
         channel.basic_publish(exchange, "k", payload, pika.BasicProperties(delivery_mode=2))
     connection.close()
-    rate, rss = run_bridge(config, lambda: stream_count(stream) >= count, count)
+    rate, rss = run_bridge(config, lambda: stream_count(stream) >= count, count, setup)
     asyncio.run(delete_stream(stream))
-    raw = {"pika_consume_ack": consume, "js_publish_async": publish}
-    return bridge_result("rabbitmq_to_jetstream", len(payload), count, raw, rate, rss)
+    _delete_queue(queue)
+    return bridge_result("rabbitmq_to_jetstream", len(payload), count, raw, rate, rss, setup)
 
 
-def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any]:
+def jetstream_to_rabbitmq(
+    count: int, payload: bytes, tag: str, runs: list[Setup]
+) -> list[dict[str, Any]]:
     unconfirmed = raw_pika_publish(f"bench.rawpub.{tag}", payload, count)
     _delete_queue(f"bench.rawpub.{tag}")
     raw_exchange = f"bench-rawconf-{tag}"
@@ -218,7 +242,20 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
         publish = raw_pika_publish_confirmed(raw_exchange, payload, count, MAX_IN_FLIGHT)
     asyncio.run(raw_js_publish(f"BENCH_RAWIN_{tag}", f"benchrawin{tag}", payload, count))
     consume = asyncio.run(raw_js_consume(f"BENCH_RAWIN_{tag}", count))
-    stream = f"BENCH_IN_{tag}"
+    raw = {"pika_publish_confirmed": publish, "js_pull_ack": consume}
+    return [
+        {
+            **_jetstream_to_rabbitmq(count, payload, f"{tag}-{setup.label}", raw, setup),
+            "raw_unconfirmed_msgs_per_s": round(unconfirmed),
+        }
+        for setup in runs
+    ]
+
+
+def _jetstream_to_rabbitmq(
+    count: int, payload: bytes, tag: str, raw: dict[str, float], setup: Setup
+) -> dict[str, Any]:
+    stream = f"BENCH_IN_{tag}".replace("-", "_")
     asyncio.run(preloaded_stream(stream, f"benchin{tag}", payload, count))
     exchange, observed = f"bench-out-{tag}", f"bench.observed.{tag}"
     with topic_exchange(exchange, observed) as channel:
@@ -232,11 +269,9 @@ def jetstream_to_rabbitmq(count: int, payload: bytes, tag: str) -> dict[str, Any
             depth = channel.queue_declare(observed, passive=True).method.message_count
             return int(depth) >= count
 
-        rate, rss = run_bridge(bridge_config(tag, route), arrived, count)
+        rate, rss = run_bridge(bridge_config(f"bench-{tag}", route), arrived, count, setup)
     asyncio.run(delete_stream(stream))
-    raw = {"pika_publish_confirmed": publish, "js_pull_ack": consume}
-    result = bridge_result("jetstream_to_rabbitmq", len(payload), count, raw, rate, rss)
-    return {**result, "raw_unconfirmed_msgs_per_s": round(unconfirmed)}
+    return bridge_result("jetstream_to_rabbitmq", len(payload), count, raw, rate, rss, setup)
 
 
 # ---------------------------------------------------------------- helpers
