@@ -20,6 +20,7 @@ from typing import Any
 
 import nats
 
+from natsbridge.connectors.nats.buffer import dead_letter_stream, stream_name
 from tests.e2e import jetstream
 from tests.e2e.bridge_process import BridgeProcess, write_config
 
@@ -58,6 +59,22 @@ class Setup:
 
     def args(self) -> tuple[str, ...]:
         return ("--workers", str(self.workers)) if self.workers > 1 else ()
+
+    def clean_up(self, config: dict[str, Any]) -> None:
+        """Delete the cluster streams a jetstream buffer left: each reserves its max_bytes
+        (1 GiB) on every node, and the dev nodes have 8 GiB of file store."""
+        if self.buffer == "jetstream":
+            asyncio.run(_delete_buffer_streams(config))
+
+
+async def _delete_buffer_streams(config: dict[str, Any]) -> None:
+    nc = await nats.connect(CLUSTER_URLS)
+    js = nc.jetstream()
+    for route in config["routes"]:
+        stream = stream_name(config["bridge"]["id"], route["name"])
+        for name in (stream, dead_letter_stream(stream)):
+            await js.delete_stream(name)
+    await nc.close()
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +174,7 @@ def run_bridge_until(
             rss = replica_peak_rss_mb(process.process.pid)
         finally:
             process.terminate()
+            setup.clean_up(config)
     return count / elapsed, rss
 
 
@@ -199,6 +217,7 @@ def run_bridge_from_first(
             raise SystemExit(f"bridge: {exc}\n{process.tail()}") from None
         finally:
             process.terminate()
+            setup.clean_up(config)
     return rate, rss
 
 
@@ -243,8 +262,13 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 
 def replica_peak_rss_mb(pid: int) -> float:
     """The largest peak RSS among the replicas: `pid` itself, or its workers when it has any."""
+    return replica_mb(pid, "VmHWM")
+
+
+def replica_mb(pid: int, field: str) -> float:
+    """The largest `status_mb` among the replicas: `pid`, or its workers when it has any."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return max((peak_rss_mb(child) for child in children), default=peak_rss_mb(pid))
+    return max((status_mb(child, field) for child in children), default=status_mb(pid, field))
 
 
 def status_mb(pid: int | str, field: str) -> float:

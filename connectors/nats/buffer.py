@@ -63,6 +63,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 REQUEST_TIMEOUT_S = 10.0  # a PubAck or an API answer; a node election takes a few seconds
 PAYLOAD_LIMIT = 64 * 1024 * 1024  # the server's max_payload is the real limit
 _FULL_CODES = {10077, 10047}  # store failed ("maximum messages/bytes exceeded"), no resources
+_EXISTS_OTHERWISE = 10058  # "stream name already in use with a different configuration"
 
 
 def stream_name(bridge_id: str, route_name: str) -> str:
@@ -105,7 +106,7 @@ class JetStreamBuffers:
         stream = stream_name(self.bridge_id, route.name)
         context = f"JetStream buffer of route '{route.name}'"
         limits = {"max_msgs": buffer.max_msgs, "max_bytes": buffer.max_bytes}
-        with _store_errors(context):
+        with _store_errors(context), _reservation_hint(context, buffer.max_bytes, buffer.replicas):
             await _ensure_stream(
                 self.js,
                 StreamConfig(
@@ -300,8 +301,29 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream, or bring an existing one to `config` (limits changed in the file)."""
     try:
         await js.add_stream(config)
-    except nats.js.errors.BadRequestError:  # exists with another config
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != _EXISTS_OTHERWISE:
+            raise
         await js.update_stream(config)
+
+
+@contextlib.contextmanager
+def _reservation_hint(context: str, max_bytes: int, replicas: int) -> Any:
+    """A stream the cluster has no room for, said with what to change."""
+    try:
+        yield
+    except nats.js.errors.APIError as exc:
+        # one server: 10047 "insufficient storage resources available"; a cluster: 10005
+        # "no suitable peers for placement, insufficient storage"
+        if "insufficient storage" not in (exc.description or ""):
+            raise
+        raise StoreError(
+            f"{context}: {exc.description}: a buffer stream reserves its max_bytes "
+            f"({max_bytes} bytes) on each of its {replicas} replicas' servers, beside every "
+            "other stream's; lower "
+            "buffer.max_bytes, delete streams no longer used (natsbridge~<bridge id>~<route>, "
+            "left by routes that were removed) or give the servers more max_file_store"
+        ) from exc
 
 
 def _subject(stream: str) -> str:

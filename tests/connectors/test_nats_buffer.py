@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from natsbridge.bridge.config import load_config
 from natsbridge.bridge.config.loader import Config
 from natsbridge.bridge.envelope import Envelope
-from natsbridge.bridge.errors import StreamFull
+from natsbridge.bridge.errors import StoreError, StreamFull
 from natsbridge.bridge.runtime.buffer import Buffered
 from natsbridge.connectors.nats.buffer import (
     REASON_HEADER,
@@ -162,3 +162,32 @@ def test_an_envelope_comes_back_as_it_was_stored(
     back = _envelope(Msg(None, "natsbridge.buffer.x", data=payload, headers=stored))  # type: ignore[arg-type]
     assert (back.subject, back.payload, back.headers) == (subject, payload, headers)
     assert (back.key, back.msg_id, back.timestamp) == (key, msg_id, timestamp)
+
+
+def test_a_stream_the_cluster_has_no_room_for_says_what_to_change(
+    tmp_path: Path, nats_cluster_urls: list[str], unique_name: str
+) -> None:
+    """Each buffer stream reserves its max_bytes on its replicas' servers: more than they
+    have (the dev cluster's nodes: 8 GiB of file store) is refused with the way out."""
+    buffer = "{mode: jetstream, connection: cluster, replicas: 3, max_bytes: 100GiB}"
+    config = config_of(tmp_path, nats_cluster_urls, unique_name, buffer)
+    [route] = config.routes
+
+    async def open_route() -> str:
+        buffers = JetStreamBuffers("cluster", config.connections["cluster"], config.bridge)
+        await buffers.open()
+        try:
+            with pytest.raises(StoreError) as refused:
+                await buffers.route(route)
+            assert buffers.js is not None
+            with pytest.raises(nats.js.errors.NotFoundError):
+                await buffers.js.stream_info(stream_name(unique_name, route.name))
+        finally:
+            await buffers.close()
+        return str(refused.value)
+
+    message = asyncio.run(open_route())
+    assert message.startswith("JetStream buffer of route 'r.one': ")
+    assert "insufficient storage" in message  # the server's words
+    assert f"max_bytes ({100 * 1024**3} bytes) on each of its 3 replicas' servers" in message
+    assert "lower buffer.max_bytes" in message
