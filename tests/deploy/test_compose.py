@@ -1,6 +1,7 @@
 """deploy/compose.yaml, as Docker Compose itself renders it (`docker compose config`, which
 needs no engine): every service, image, port and healthcheck; the bridges' configs exist,
-validate, and reach brokers that this file runs, on the ports the dev harness uses.
+validate, and reach brokers that this file runs, on the ports the dev harness uses; two
+replicas of one bridge share a config on a 3-node JetStream cluster.
 
 No Docker engine runs here: the containers are never started by this suite.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +36,13 @@ BRIDGES = {  # service -> the example it runs, and its admin port on the host
     "natsbridge-kafka": ("examples/kafka-nats.yaml", 7778),
     "natsbridge-stomp": ("examples/stomp-nats.yaml", 7779),
 }
-BROKERS = {"nats", "rabbitmq", "activemq", "kafka"}
+REPLICAS = {  # service -> its admin port on the host; all run REPLICA_CONFIG
+    "natsbridge-replica-1": 7780,
+    "natsbridge-replica-2": 7781,
+}
+REPLICA_CONFIG = REPO_ROOT / "deploy/compose/replicas.yaml"
+CLUSTER = ("nats-1", "nats-2", "nats-3")  # the harness's names for its cluster's nodes
+BROKERS = {"nats", "rabbitmq", "activemq", "kafka", *CLUSTER}
 DATA_DIR = "/var/lib/natsbridge"
 CONFIG_PATH = "/etc/natsbridge/bridge.yaml"
 # What each broker listens on inside the compose network (container ports), by protocol.
@@ -44,6 +52,7 @@ CONTAINER_PORTS = {
     ("rabbitmq", "stomp"): 61613,
     ("activemq", "stomp"): 61613,
     ("kafka", "kafka"): 9092,
+    **{(node, "nats"): 4222 for node in CLUSTER},
 }
 
 
@@ -67,7 +76,7 @@ def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
 
 
 def test_compose_validates_and_names_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == set(BRIDGES) | BROKERS
+    assert set(compose["services"]) == set(BRIDGES) | set(REPLICAS) | BROKERS
     # The raw file loads with a YAML safe loader too (anchors and merge keys included).
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     assert raw["services"]["natsbridge-kafka"]["command"] == raw["x-natsbridge"]["command"]
@@ -81,6 +90,7 @@ def test_broker_images_are_the_official_ones(compose: dict[str, Any]) -> None:
     assert kafka and int(kafka.group(1)) >= 4, images["kafka"]  # 4.x: KRaft only
     nats = re.fullmatch(r"nats:(\d+)\.(\d+)(\.\d+)?-alpine", images["nats"])
     assert nats and (int(nats.group(1)), int(nats.group(2))) >= (2, 12), images["nats"]
+    assert {images[node] for node in CLUSTER} == {images["nats"]}
 
 
 def test_brokers_publish_the_harness_ports_on_loopback(compose: dict[str, Any]) -> None:
@@ -92,6 +102,11 @@ def test_brokers_publish_the_harness_ports_on_loopback(compose: dict[str, Any]) 
         "activemq": {61613: harness["ACTIVEMQ_STOMP_PORT"]},
         "kafka": {29092: harness["KAFKA_PORT"]},  # the HOST listener, advertised as below
     }
+    for n, node in enumerate(CLUSTER, start=1):
+        expected[node] = {
+            4222: harness["NATS_CLUSTER_CLIENT_BASE"] + n,
+            8222: harness["NATS_CLUSTER_MONITOR_BASE"] + n,
+        }
     assert harness["ACTIVEMQ_STOMP_PORT"] == 61614
     for name, ports in expected.items():
         got = published(services[name])
@@ -123,7 +138,8 @@ def test_every_broker_has_a_healthcheck(compose: dict[str, Any]) -> None:
 
 def test_brokers_run_the_modes_the_bridge_needs(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert "--jetstream" in services["nats"]["command"]
+    for name in ("nats", *CLUSTER):
+        assert "--jetstream" in services[name]["command"], name
     kafka = services["kafka"]["environment"]
     assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}  # KRaft
     assert not any("ZOOKEEPER" in key for key in kafka)
@@ -164,13 +180,20 @@ def test_bridge_config_validates_and_reaches_healthy_brokers_here(
     """The mounted example, read with the service's environment: valid, its data dir on the
     volume, every connection a broker of this file (by service name and container port) that
     the bridge waits for until healthy, and a stop grace period above its drain timeout."""
+    config = service_config(compose, name)
+    assert config.bridge.data_dir == DATA_DIR
+
+
+def service_config(compose: dict[str, Any], name: str) -> Any:
+    """A bridge service's mounted config, validated by the CLI with the service's environment
+    and loaded; every connection reaches a broker of this file that the service waits for
+    until healthy, and its stop grace period is above the drain timeout."""
     service = compose["services"][name]
     source = Path(next(m["source"] for m in service["volumes"] if m["target"] == CONFIG_PATH))
     assert source.is_file()
     env = {k: str(v) for k, v in service["environment"].items()}
     natsbridge_validate(source, env)
     config = load_config(source, clean_env(env))
-    assert config.bridge.data_dir == DATA_DIR
     depends = service["depends_on"]
     for connection_name, connection in config.connections.items():
         for host, port in endpoints(connection):
@@ -179,6 +202,85 @@ def test_bridge_config_validates_and_reaches_healthy_brokers_here(
             assert depends.get(host, {}).get("condition") == "service_healthy", (name, host)
     grace = parse_duration(service["stop_grace_period"])
     assert grace > config.bridge.drain_timeout
+    return config
+
+
+def test_replicas_run_one_config_as_distinct_replicas(compose: dict[str, Any]) -> None:
+    """Two services, one config file as written: the same bridge id, each its own replica
+    name, every route buffered in the cluster's JetStream (no volume of their own)."""
+    services = compose["services"]
+    bridge = services["natsbridge"]
+    configs = {}
+    for name, admin_port in REPLICAS.items():
+        service = services[name]
+        for key in ("build", "command", "read_only", "tmpfs", "cap_drop", "stop_signal"):
+            assert service[key] == bridge[key], (name, key)
+        assert published(service) == {7777: ("127.0.0.1", admin_port)}
+        mounts = {m["target"]: m for m in service["volumes"]}
+        assert set(mounts) == {CONFIG_PATH}, f"{name}: a replica needs no volume: {mounts}"
+        assert mounts[CONFIG_PATH]["type"] == "bind" and mounts[CONFIG_PATH]["read_only"]
+        assert Path(mounts[CONFIG_PATH]["source"]) == REPLICA_CONFIG
+        configs[name] = service_config(compose, name)
+    ids = {config.bridge.id for config in configs.values()}
+    replicas = {config.bridge.replica for config in configs.values()}
+    assert len(ids) == 1 and len(replicas) == len(REPLICAS) and None not in replicas, replicas
+    for name, config in configs.items():
+        assert config.bridge.replica == services[name]["environment"]["NATSBRIDGE_REPLICA"]
+        assert config.routes, name
+        for route in config.routes:
+            assert route.buffer.mode == "jetstream", (name, route.name)
+            cluster = config.connections[route.buffer.connection]
+            assert sorted(host for host, _ in endpoints(cluster)) == list(CLUSTER), route.name
+            assert route.buffer.replicas == len(CLUSTER), route.name
+
+
+def test_replica_config_refuses_to_run_without_a_replica_name() -> None:
+    """Two replicas left to a default would share one name (README: Workers and replicas)."""
+    result = run(
+        [sys.executable, "-m", "natsbridge", "validate", "-c", str(REPLICA_CONFIG)],
+        env=clean_env(),
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "bridge.replica: environment variable NATSBRIDGE_REPLICA is not set" in result.stderr
+
+
+def test_cluster_nodes_route_to_each_other_with_their_own_store(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    routes = {f"nats://{node}:6222" for node in CLUSTER}
+    names, stores = set(), set()
+    for node in CLUSTER:
+        flags = nats_flags(services[node]["command"])
+        assert "--jetstream" in flags and flags["--store_dir"] == "/data", node
+        assert flags["--http_port"] == "8222", node  # what the healthcheck reads
+        assert flags["--cluster"] == "nats://0.0.0.0:6222", node
+        assert set(flags["--routes"].split(",")) == routes, node
+        assert flags["--cluster_name"] == "natsbridge", node
+        assert "--no_advertise" in flags, node  # clients outside get no container addresses
+        names.add(flags["--server_name"])
+        (store,) = [v for v in services[node]["volumes"] if v["target"] == "/data"]
+        assert store["type"] == "volume" and store["source"] in compose["volumes"], node
+        stores.add(store["source"])
+    assert names == set(CLUSTER)
+    assert len(stores) == len(CLUSTER), "two nodes share a store"
+    (single,) = [v["source"] for v in services["nats"]["volumes"] if v["target"] == "/data"]
+    assert single not in stores
+
+
+def nats_flags(command: list[str]) -> dict[str, str | None]:
+    """nats-server's flags: `--name=value`, `--name value`, or `--name` alone (None)."""
+    flags: dict[str, str | None] = {}
+    rest = list(command)
+    while rest:
+        name, equals, value = rest.pop(0).partition("=")
+        assert name.startswith("--"), f"{name!r} is not a flag: {command}"
+        if equals:
+            flags[name] = value
+        elif rest and not rest[0].startswith("-"):
+            flags[name] = rest.pop(0)
+        else:
+            flags[name] = None
+    return flags
 
 
 def protocol_of(connection: Any) -> str:

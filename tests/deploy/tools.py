@@ -120,11 +120,12 @@ def parse_cli(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def harness_ports() -> dict[str, int]:
-    """The broker ports deploy/dev/services.sh uses (its NAME_PORT=NUMBER assignments)."""
+    """The broker ports deploy/dev/services.sh uses (its NAME_PORT=NUMBER assignments, and the
+    NAME_BASE=NUMBER bases its cluster nodes' ports count from)."""
     import re
 
     text = (REPO_ROOT / "deploy/dev/services.sh").read_text()
     return {
         name: int(value)
-        for name, value in re.findall(r"^([A-Z_]+_PORT)=(\d+)$", text, flags=re.MULTILINE)
+        for name, value in re.findall(r"^([A-Z_]+_(?:PORT|BASE))=(\d+)$", text, flags=re.MULTILINE)
     }
